@@ -1,0 +1,150 @@
+"""The ``leanscore`` command line. Each command parses and validates, then calls one function."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from jobs.logs import configure_logging
+
+app = typer.Typer(
+    name="leanscore",
+    help="Compress trained models into small ONNX artifacts and score big Parquet/Delta tables "
+    "with them in Spark, measured in rows/s and dollars.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("jobs.cli")
+
+ConfigOpt = Annotated[
+    Path, typer.Option("--config", "-c", help="YAML config file.", show_default=False)
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config key: --set batch_size=8192 (repeatable)."),
+]
+
+
+def _fail(err: BaseException) -> None:
+    """One clear line on stderr and exit code 1: the message names the problem and the fix."""
+    typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def demo(
+    workdir: Annotated[
+        Path, typer.Option(help="Where artifacts, Delta tables and the report go.")
+    ] = Path("demo-output"),
+    rows: Annotated[
+        int, typer.Option(min=1000, help="Rows in the generated Delta feature table.")
+    ] = 1_000_000,
+    run_date: Annotated[
+        str | None, typer.Option(help="Partition to write, YYYY-MM-DD (default today).")
+    ] = None,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs of the demo model.")] = 8,
+) -> None:
+    """Train, compress, score and compare once on embedded real data (local Spark with Delta)."""
+    configure_logging("WARNING")
+    from jobs.demo import run_demo
+    from jobs.spark import get_spark
+
+    try:
+        if run_date:
+            from jobs.score import parse_run_date
+
+            parse_run_date(run_date)
+        run_demo(get_spark("leanscore-demo"), workdir, rows=rows, run_date=run_date, epochs=epochs)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        _fail(err)
+
+
+@app.command()
+def compress(
+    config: ConfigOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Artifact directory to write.")],
+    overrides: SetOpt = None,
+) -> None:
+    """Run a compression recipe on a model and write the artifact (model.onnx + manifest.json).
+
+    Refuses (exit 1, no artifact) when the result loses more accuracy than the recipe allows.
+    """
+    configure_logging()
+    from jobs.compress import CompressConfig, run_compress
+    from jobs.config import load_config
+
+    try:
+        cfg = load_config(CompressConfig, config, overrides)
+        artifact = run_compress(cfg, out, config_dir=config.resolve().parent)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        _fail(err)
+    typer.echo(f"wrote {artifact.path} (sha256 {artifact.sha256})")
+
+
+@app.command()
+def score(
+    config: ConfigOpt,
+    run_date: Annotated[str, typer.Option(help="The date partition to (re)write, YYYY-MM-DD.")],
+    overrides: SetOpt = None,
+) -> None:
+    """Nightly job: score a Parquet/Delta table into the run date's partition (idempotent)."""
+    configure_logging()
+    from jobs.config import load_config
+    from jobs.score import ScoreConfig, parse_run_date, run_score
+    from jobs.spark import get_spark
+
+    try:
+        day = parse_run_date(run_date)
+        cfg = load_config(ScoreConfig, config, overrides)
+        log.info("resolved config: %s", cfg.model_dump_json())
+        summary = run_score(get_spark("leanscore-score"), cfg, day)
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
+        _fail(err)
+    except Exception as err:  # Spark wraps executor errors; surface their first line
+        _fail(_spark_error(err))
+    typer.echo(
+        f"scored {summary['rows_out']:,} rows into {summary['output']} for {summary['run_date']} "
+        f"({summary['flagged_rows']} flagged, {summary['rows_per_s']:,.0f} rows/s)"
+    )
+
+
+@app.command()
+def bench(
+    config: ConfigOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path(
+        "bench-output"
+    ),
+    overrides: SetOpt = None,
+) -> None:
+    """Compare model variants on the same table in one Spark session: rows/s, fidelity, $."""
+    configure_logging()
+    from jobs.bench import BenchConfig, run_bench
+    from jobs.config import load_config
+    from jobs.spark import get_spark
+
+    try:
+        cfg = load_config(BenchConfig, config, overrides)
+        run_bench(get_spark("leanscore-bench"), cfg, out, config_dir=config.resolve().parent)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        _fail(err)
+
+
+def _spark_error(err: Exception) -> str:
+    text = str(err)
+    for marker in ("BadRowError: ", "ModelIntegrityError: ", "ValueError: ", "TypeError: "):
+        if marker in text:
+            return text.split(marker, 1)[1].splitlines()[0]
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

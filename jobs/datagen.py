@@ -1,0 +1,87 @@
+"""Labelled feature tables made from real packaged data: augmented copies of sklearn's digits.
+
+Rows are generated on the executors (``mapInArrow`` over ``spark.range``), so a table of
+millions of rows never passes through the driver. The same seed gives the same table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+
+from compression.data import DIGITS_FEATURES, augment, digits_splits
+
+Layout = Literal["array", "columns"]
+FEATURE_COLUMN = "features"
+
+
+def feature_column_names(n: int = DIGITS_FEATURES) -> list[str]:
+    return [f"pixel_{i}" for i in range(n)]
+
+
+def digits_frame(
+    spark: SparkSession,
+    rows: int,
+    *,
+    split: Literal["train", "held_out"] = "held_out",
+    seed: int = 7,
+    layout: Layout = "array",
+    partitions: int | None = None,
+) -> DataFrame:
+    """A DataFrame of ``rows`` augmented digits: ``row_id``, ``label`` and the features, either
+    one ``features`` array<float> column or 64 ``pixel_i`` float columns."""
+    if rows < 1:
+        raise ValueError(f"rows must be positive, got {rows}")
+    if layout == "array":
+        schema = f"row_id long, label int, {FEATURE_COLUMN} array<float>"
+    else:
+        schema = "row_id long, label int, " + ", ".join(
+            f"{c} float" for c in feature_column_names()
+        )
+    use_held_out = split == "held_out"
+
+    def make(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        train, held_out = digits_splits()
+        source = held_out if use_held_out else train
+        for batch in batches:
+            ids = batch.column("id").to_numpy()
+            if len(ids) == 0:
+                continue
+            rng = np.random.default_rng([seed, int(ids[0])])
+            features, labels = augment(source, len(ids), rng)
+            arrays = [pa.array(ids, pa.int64()), pa.array(labels.astype(np.int32))]
+            names = ["row_id", "label"]
+            if layout == "array":
+                offsets = pa.array(
+                    np.arange(0, features.size + 1, features.shape[1], dtype=np.int32)
+                )
+                arrays.append(pa.ListArray.from_arrays(offsets, pa.array(features.ravel())))
+                names.append(FEATURE_COLUMN)
+            else:
+                arrays += [pa.array(features[:, j]) for j in range(features.shape[1])]
+                names += feature_column_names()
+            yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+    parts = partitions or max(2, rows // 250_000)
+    return spark.range(0, rows, numPartitions=parts).mapInArrow(make, schema)
+
+
+def write_digits_table(
+    spark: SparkSession,
+    path: str,
+    rows: int,
+    *,
+    fmt: Literal["delta", "parquet"] = "delta",
+    **options,
+) -> int:
+    """Write the table (overwriting) and return its Delta version (0 for Parquet)."""
+    digits_frame(spark, rows, **options).write.format(fmt).mode("overwrite").save(path)
+    if fmt != "delta":
+        return 0
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])

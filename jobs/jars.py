@@ -1,0 +1,105 @@
+"""Delta Lake's JVM jars, resolved from Maven Central once into a local cache.
+
+Spark resolves ``spark.jars.packages`` with Ivy on every start, which needs the network. We let
+it resolve once into a cache directory of our own, record the jar files it fetched, and from
+then on hand Spark those local files through ``spark.jars``, so later runs start offline.
+
+``python -m jobs.jars`` does the one-time resolution (``make`` runs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from importlib.metadata import version
+from pathlib import Path
+
+JARS_RECORD = "jars.json"
+
+
+def delta_coordinates() -> list[str]:
+    """The Maven coordinates matching the installed pyspark and delta-spark."""
+    import pyspark
+
+    spark_major_minor = ".".join(pyspark.__version__.split(".")[:2])
+    delta_version = version("delta-spark")
+    return [
+        f"io.delta:delta-spark_{spark_major_minor}_2.13:{delta_version}",
+        f"io.delta:delta-storage:{delta_version}",
+    ]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("LEANSCORE_CACHE", Path.home() / ".cache" / "leanscore"))
+
+
+def _cache_dir(coordinates: list[str]) -> Path:
+    tag = coordinates[0].split(":", 1)[1].replace(":", "-")
+    return cache_root() / "jars" / tag
+
+
+def cached_jars(coordinates: list[str] | None = None) -> list[str] | None:
+    """Local jar paths from an earlier resolution, or None when not resolved yet."""
+    coordinates = coordinates or delta_coordinates()
+    record = _cache_dir(coordinates) / JARS_RECORD
+    if not record.is_file():
+        return None
+    data = json.loads(record.read_text())
+    jars = data.get("jars", [])
+    if data.get("coordinates") != coordinates or not jars:
+        return None
+    if not all(Path(j).is_file() for j in jars):
+        return None
+    return jars
+
+
+def resolve_jars(coordinates: list[str] | None = None) -> list[str]:
+    """Resolve ``coordinates`` with Spark's own Ivy into the cache (network needed once)."""
+    coordinates = coordinates or delta_coordinates()
+    found = cached_jars(coordinates)
+    if found:
+        return found
+    from pyspark.sql import SparkSession
+
+    ivy_dir = _cache_dir(coordinates) / "ivy"
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .appName("leanscore-resolve-jars")
+        .config("spark.jars.packages", ",".join(coordinates))
+        .config("spark.jars.ivy", str(ivy_dir))
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    spark.stop()
+    jars = _not_bundled_with_spark(sorted((ivy_dir / "jars").glob("*.jar")))
+    if not jars:
+        raise RuntimeError(
+            f"Spark resolved no jars for {coordinates} into {ivy_dir}; check that Maven "
+            "Central is reachable for this one-time set-up"
+        )
+    (_cache_dir(coordinates) / JARS_RECORD).write_text(
+        json.dumps({"coordinates": coordinates, "jars": jars}, indent=2)
+    )
+    return jars
+
+
+def _artifact_id(jar_name: str) -> str:
+    """``org.apache.parquet_parquet-column-1.16.0.jar`` -> ``parquet-column``."""
+    stem = jar_name.removesuffix(".jar").split("_", 1)[-1]
+    return re.sub(r"-\d[\w.\-]*$", "", stem)
+
+
+def _not_bundled_with_spark(jars: list[Path]) -> list[str]:
+    """Drop the transitive jars that pyspark already ships (hadoop, parquet, jackson, log4j):
+    Spark's own newer copies are the ones Delta is built against, and two versions of one
+    library on the classpath is a bug waiting to happen."""
+    import pyspark
+
+    bundled = {_artifact_id(p.name) for p in (Path(pyspark.__file__).parent / "jars").glob("*.jar")}
+    return [str(j) for j in jars if _artifact_id(j.name) not in bundled]
+
+
+if __name__ == "__main__":
+    for jar in resolve_jars():
+        print(jar)

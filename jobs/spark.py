@@ -1,0 +1,64 @@
+"""The one place a Spark session is made.
+
+Where a session already exists (spark-submit, Databricks, Spark Connect, a notebook) it is used
+as it is. Otherwise a local session with Delta Lake's extension and catalog, the cached Delta
+jars, quiet logs and no UI is started.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from jobs.jars import cached_jars, delta_coordinates, resolve_jars
+
+DEFAULT_MASTER = "local[*]"
+
+
+def active_session() -> SparkSession | None:
+    return SparkSession.getActiveSession()
+
+
+def get_spark(
+    app_name: str = "leanscore",
+    *,
+    master: str | None = None,
+    conf: dict[str, str] | None = None,
+) -> SparkSession:
+    """Return the active session, or start a local one with Delta Lake."""
+    existing = active_session()
+    if existing is not None:
+        return existing
+    if os.environ.get("SPARK_REMOTE") or os.environ.get("SPARK_CONNECT_MODE_ENABLED"):
+        return SparkSession.builder.appName(app_name).getOrCreate()
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        # Launched by spark-submit: master and jars come from its command line.
+        return SparkSession.builder.appName(app_name).getOrCreate()
+
+    # Python workers must run this interpreter (the project's venv), not the PATH's python3.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    jars = cached_jars() or resolve_jars(delta_coordinates())
+    builder = (
+        SparkSession.builder.appName(app_name)
+        .master(master or os.environ.get("LEANSCORE_SPARK_MASTER", DEFAULT_MASTER))
+        .config("spark.jars", ",".join(jars))
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config(
+            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+        )
+        .config("spark.ui.enabled", "false")
+        .config("spark.pyspark.python", os.environ["PYSPARK_PYTHON"])
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", os.environ.get("LEANSCORE_SHUFFLE_PARTITIONS", "8"))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.databricks.delta.snapshotPartitions", "2")
+        .config("spark.driver.memory", os.environ.get("LEANSCORE_DRIVER_MEMORY", "4g"))
+        .config("spark.sql.warehouse.dir", os.environ.get("LEANSCORE_WAREHOUSE", "spark-warehouse"))
+    )
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("LEANSCORE_SPARK_LOG_LEVEL", "ERROR"))
+    return spark

@@ -1,0 +1,97 @@
+"""Shared fixtures: one real local Spark session with Delta, and small real artifacts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+os.environ.setdefault("LEANSCORE_CACHE", str(Path(__file__).resolve().parents[1] / ".cache"))
+os.environ.setdefault("LEANSCORE_SHUFFLE_PARTITIONS", "2")
+os.environ.setdefault("LEANSCORE_DRIVER_MEMORY", "2g")
+
+
+@pytest.fixture(scope="session")
+def spark(tmp_path_factory):
+    from jobs.spark import get_spark
+
+    warehouse = tmp_path_factory.mktemp("warehouse")
+    session = get_spark(
+        "leanscore-tests",
+        master="local[2]",
+        conf={"spark.sql.warehouse.dir": str(warehouse), "spark.default.parallelism": "2"},
+    )
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from compression.data import digits_splits
+
+    return digits_splits()
+
+
+@pytest.fixture(scope="session")
+def small_model(digits):
+    """A small MLP trained for a few epochs on real digits (seconds on a CPU)."""
+    from compression.models import MLP, train_classifier
+
+    train, _ = digits
+    torch.manual_seed(0)
+    model = MLP(64, [64, 32], 10)
+    return train_classifier(model, train.features, train.labels, epochs=15, lr=3e-3)
+
+
+def make_artifact(model, out_dir, *, name="digits-small", features=None, recipe_steps=None):
+    from compression.build import compress_to_artifact
+    from compression.data import digits_splits
+    from compression.recipe import LabelledData, Recipe
+
+    train, held_out = digits_splits()
+    recipe = Recipe.model_validate(
+        {"name": name, "max_accuracy_drop": 100.0, "steps": recipe_steps or [{"step": "export"}]}
+    )
+    return compress_to_artifact(
+        recipe,
+        model,
+        out_dir,
+        example_input=torch.from_numpy(held_out.features[:4]),
+        train=LabelledData(train.features, train.labels),
+        evaluation=LabelledData(held_out.features, held_out.labels),
+        features=features or {"array_column": "features", "size": 64},
+    )
+
+
+@pytest.fixture(scope="session")
+def artifact(small_model, tmp_path_factory):
+    return make_artifact(small_model, tmp_path_factory.mktemp("artifacts") / "fp32")
+
+
+@pytest.fixture(scope="session")
+def columns_artifact(small_model, tmp_path_factory):
+    from jobs.datagen import feature_column_names
+
+    return make_artifact(
+        small_model,
+        tmp_path_factory.mktemp("artifacts") / "fp32-columns",
+        name="digits-small-columns",
+        features={"columns": feature_column_names(), "size": 64},
+    )
+
+
+def held_out_frame(spark, digits, n=200):
+    import pandas as pd
+
+    _, held_out = digits
+    pdf = pd.DataFrame(
+        {
+            "row_id": np.arange(n, dtype=np.int64),
+            "label": held_out.labels[:n].astype(np.int32),
+            "features": list(held_out.features[:n]),
+        }
+    )
+    return spark.createDataFrame(pdf, "row_id long, label int, features array<float>")

@@ -1,0 +1,48 @@
+"""Every CLI command answers --help, and bad input exits non-zero with a message."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from jobs.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("command", "phrase"),
+    [
+        ("demo", "Train, compress, score and compare"),
+        ("compress", "compression recipe"),
+        ("score", "Nightly job"),
+        ("bench", "Compare model variants"),
+    ],
+)
+def test_each_command_has_help(command, phrase):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert phrase in " ".join(result.output.split())
+
+
+def test_top_level_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("demo", "compress", "score", "bench"):
+        assert command in result.output
+
+
+def test_score_with_malformed_run_date_exits_1(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("artifact: x\ninput: {path: x}\noutput: {path: y}\n")
+    result = runner.invoke(app, ["score", "--config", str(config), "--run-date", "2026-13-01"])
+    assert result.exit_code == 1
+    assert "run date '2026-13-01' is not a date in YYYY-MM-DD form" in result.output
+
+
+def test_score_with_unknown_config_key_exits_1(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("artifact: x\ninput: {path: x}\noutput: {path: y}\nbatchsize: 5\n")
+    result = runner.invoke(app, ["score", "--config", str(config), "--run-date", "2026-01-01"])
+    assert result.exit_code == 1
+    assert "batchsize: Extra inputs are not permitted" in result.output

@@ -1,0 +1,131 @@
+"""The nightly job: idempotent reruns per date, bad-row policies, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import held_out_frame
+from pyspark.sql import functions as F
+
+from jobs.score import ScoreConfig, run_score
+
+
+def _config(artifact, src, out, **extra):
+    return ScoreConfig.model_validate(
+        {
+            "artifact": str(artifact.path),
+            "input": {"path": src, "format": "delta"},
+            "output": {"path": out, "format": "delta"},
+            "key_columns": ["row_id"],
+            "passthrough_columns": ["label"],
+            **extra,
+        }
+    )
+
+
+def test_rerun_replaces_only_its_date(spark, digits, artifact, tmp_path):
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    held_out_frame(spark, digits, n=120).write.format("delta").save(src)
+    config = _config(artifact, src, out, summary_path=str(tmp_path / "summary.json"))
+
+    run_score(spark, config, "2026-01-01")
+    run_score(spark, config, "2026-01-02")
+    first = spark.read.format("delta").load(out).where("run_date = '2026-01-01'")
+    before = first.drop("scored_at").orderBy("row_id").toPandas()
+
+    summary = run_score(spark, config, "2026-01-02")
+    table = spark.read.format("delta").load(out)
+    counts = {str(r["run_date"]): r["count"] for r in table.groupBy("run_date").count().collect()}
+    assert counts == {"2026-01-01": 120, "2026-01-02": 120}
+    after = table.where("run_date = '2026-01-01'").drop("scored_at").orderBy("row_id").toPandas()
+    pd.testing.assert_frame_equal(before, after)
+    assert table.where("run_date = '2026-01-02'").select("row_id").distinct().count() == 120
+
+    assert summary["rows_in"] == summary["rows_out"] == 120
+    assert summary["flagged_rows"] == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["run_date"] == "2026-01-02"
+    assert set(table.columns) >= {
+        "row_id",
+        "label",
+        "prediction",
+        "probability",
+        "prediction_error",
+        "model_name",
+        "model_version",
+        "model_sha256",
+        "scored_at",
+        "run_date",
+    }
+    assert table.select("model_sha256").distinct().first()[0] == artifact.sha256
+
+
+def _with_bad_rows(spark, digits, path):
+    df = held_out_frame(spark, digits, n=40)
+    bad = spark.createDataFrame(
+        [
+            (1000, 1, None),
+            (1001, 2, [1.0] * 63),
+            (1002, 3, [float("nan")] + [0.0] * 63),
+            (1003, 4, [float("inf")] * 64),
+        ],
+        "row_id long, label int, features array<float>",
+    )
+    df.unionByName(bad).write.format("delta").save(path)
+
+
+def test_flag_policy_keeps_every_row_and_counts_the_bad_ones(spark, digits, artifact, tmp_path):
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    _with_bad_rows(spark, digits, src)
+    summary = run_score(spark, _config(artifact, src, out, bad_rows="flag"), "2026-02-01")
+    assert summary["rows_in"] == summary["rows_out"] == 44
+    assert summary["flagged_rows"] == 4
+    errors = {
+        r["row_id"]: r["prediction_error"]
+        for r in spark.read.format("delta").load(out).where(F.col("prediction").isNull()).collect()
+    }
+    assert errors == {
+        1000: "column 'features' is null",
+        1001: "column 'features' has 63 elements, the model expects 64",
+        1002: "column 'features' element 0 is NaN (or null)",
+        1003: "column 'features' element 0 is inf",
+    }
+
+
+def test_fail_policy_names_the_row_and_writes_nothing(spark, digits, artifact, tmp_path):
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    _with_bad_rows(spark, digits, src)
+    with pytest.raises(Exception, match=r"row with key 'row_id=100\d'"):
+        run_score(spark, _config(artifact, src, out), "2026-02-01")
+    from delta.tables import DeltaTable
+
+    assert not DeltaTable.isDeltaTable(spark, out)
+
+
+def test_missing_input_names_the_path(spark, artifact, tmp_path):
+    missing = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=f"input {missing} is not a Delta table"):
+        run_score(spark, _config(artifact, missing, str(tmp_path / "o")), "2026-02-01")
+
+
+def test_many_numeric_columns_give_the_array_results(spark, digits, artifact, columns_artifact):
+    from jobs.datagen import feature_column_names
+    from udfs import score_dataframe
+
+    df = held_out_frame(spark, digits, n=64)
+    names = feature_column_names()
+    wide = df.select("row_id", *[F.col("features")[i].alias(n) for i, n in enumerate(names)])
+    a = score_dataframe(df, artifact).orderBy("row_id").toPandas()
+    b = score_dataframe(wide, columns_artifact).orderBy("row_id").toPandas()
+    np.testing.assert_array_equal(a["prediction"], b["prediction"])
+    np.testing.assert_allclose(a["probability"], b["probability"], rtol=1e-6)
+
+
+def test_missing_feature_column_is_named(spark, digits, columns_artifact):
+    from udfs import score_dataframe
+
+    df = held_out_frame(spark, digits, n=4)
+    with pytest.raises(ValueError, match="feature column 'pixel_0' is missing from the input"):
+        score_dataframe(df, columns_artifact)

@@ -1,0 +1,26 @@
+"""Executor-side scoring: model distribution, per-worker ONNX Runtime sessions, pandas UDFs."""
+
+from udfs.distribution import ModelSource, distribute, is_connect
+from udfs.predict import (
+    BadRowError,
+    ModelUDF,
+    check_features,
+    model_udf,
+    output_fields,
+    score_dataframe,
+)
+from udfs.session_cache import SessionConfig, get_session
+
+__all__ = [
+    "BadRowError",
+    "ModelSource",
+    "ModelUDF",
+    "SessionConfig",
+    "check_features",
+    "distribute",
+    "get_session",
+    "is_connect",
+    "model_udf",
+    "output_fields",
+    "score_dataframe",
+]
