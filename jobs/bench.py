@@ -1,15 +1,20 @@
 """Comparing model variants on the same table, in the same Spark session, in rows/s and money.
 
-``compare_variants`` is the measuring core (the demo uses it too); ``run_bench`` is the
-``leanscore bench`` job around it.
+A *variant* is a model on a scoring path: ``torch-fp32/predict_batch_udf`` (the PyTorch model
+inside Spark's ``predict_batch_udf``, as teams run it today), ``onnx-fp32/predict_batch_udf``
+(the identical ONNX model there), ``onnx-fp32/leanscore`` and ``<compressed>/leanscore``.
+``compare_variants`` is the measuring core (the demo uses it too): a warm-up, then ``repeats``
+interleaved rounds into Spark's noop sink, one quality pass, the bound and the cost.
+``run_bench`` is the ``leanscore bench`` job around it (see ``jobs.bench_report`` for outputs).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import statistics
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -20,29 +25,77 @@ from rich.console import Console
 from rich.table import Table
 
 from compression.artifact import Artifact
-from jobs.pricing import Pricing, cost, load_pricing
-from jobs.score import InputConfig, read_table
+from jobs.bench_metrics import CpuMeter
+from jobs.bench_paths import (
+    TorchModel,
+    input_matrix,
+    leanscore_frame,
+    onnx_predict_fn,
+    predict_batch_frame,
+    raw_onnx_predict,
+    raw_rows_per_s,
+    read_only_frame,
+    torch_predict_fn,
+)
+from jobs.bench_prepare import PrepareConfig
+from jobs.pricing import Pricing, cost, savings
+from jobs.score import InputConfig
 from udfs.distribution import is_connect
-from udfs.predict import model_udf, score_dataframe
+
+BASELINE_ONNX = "onnx-fp32"
+TORCH = "torch-fp32"
+
+
+class TorchModelConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    state_dict: str = Field(min_length=1, description="file written by torch.save(state_dict)")
+    factory: str = Field(
+        default="compression.models.digits_mlp", description="module.function building the net"
+    )
 
 
 class BenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input: InputConfig
-    artifacts: list[str] = Field(min_length=1, description="the uncompressed model first")
+    artifacts: list[str] = Field(
+        min_length=1, description="the fp32 ONNX export of the uncompressed model first"
+    )
+    torch_model: TorchModelConfig | None = Field(
+        default=None, description="the uncompressed PyTorch model: the baseline when given"
+    )
+    prepare: PrepareConfig | None = Field(
+        default=None, description="build the table, model and artifacts when they are missing"
+    )
     label_column: str | None = None
     pricing: str = "pricing.yaml"
     repeats: int = Field(default=3, ge=1)
     batch_size: int = Field(default=4096, gt=0)
     arrow_batch_rows: int = Field(default=10_000, gt=0)
+    onnx_predict_batch_udf: bool = Field(
+        default=True, description="also time the fp32 ONNX model inside predict_batch_udf"
+    )
+    bound_rows: int = Field(default=500_000, gt=0, description="rows for raw ONNX Runtime")
+    history: str | None = Field(default=None, description="Delta history table; OUT/history")
     history_format: Literal["delta"] = "delta"
+
+
+@dataclass
+class Variant:
+    name: str
+    model: str  # the key of its model in the quality and bound results
+    path: Literal["predict_batch_udf", "leanscore"]
+    frame: Callable[[DataFrame], DataFrame]
+    model_bytes: int
+    params: int | None
+    compressed: bool
 
 
 def wide_console() -> Console:
     """Rich assumes 80 columns when output is not a terminal (logs, CI): tables need more."""
     console = Console()
-    return console if console.is_terminal else Console(width=140)
+    return console if console.is_terminal else Console(width=160)
 
 
 def spark_cores(spark: SparkSession) -> int:
@@ -52,43 +105,272 @@ def spark_cores(spark: SparkSession) -> int:
     return os.cpu_count() or 1
 
 
-def time_scoring(df: DataFrame, artifact: Artifact, *, repeats: int = 1, **udf_options) -> dict:
-    """Score ``df`` into Spark's ``noop`` sink (all the work, nothing written) ``repeats`` times
-    after a warm-up on a slice; return rows and the median wall time."""
-    scored = score_dataframe(df, artifact, **udf_options)
-    # Warm-up touches every partition so each Python worker builds its session first.
-    score_dataframe(df.sample(fraction=0.01, seed=1), artifact, **udf_options).write.format(
-        "noop"
-    ).mode("overwrite").save()
-    rows = df.count()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        scored.write.format("noop").mode("overwrite").save()
-        times.append(time.perf_counter() - start)
-    wall = statistics.median(times)
-    return {"rows": rows, "wall_s": wall, "rows_per_s": rows / wall, "wall_s_all": times}
+def model_key(artifact: Artifact, index: int) -> str:
+    return BASELINE_ONNX if index == 0 else artifact.manifest.name
 
 
-def quality(df: DataFrame, artifacts: list[Artifact], label_column: str | None) -> list[dict]:
-    """One pass scoring every variant side by side: accuracy (with labels) and agreement with
-    the first (uncompressed) variant."""
+def build_variants(
+    artifacts: list[Artifact],
+    *,
+    torch_model: TorchModel | None = None,
+    onnx_predict_batch_udf: bool = False,
+    batch_size: int = 4096,
+) -> list[Variant]:
+    """The variants in report order: the baseline first."""
+    base = artifacts[0]
+    params = [(a.manifest.metrics.get("final") or {}).get("params") for a in artifacts]
+    variants = []
+    if torch_model is not None:
+        n_params = torch_model.params()
+        variants.append(
+            Variant(
+                f"{TORCH}/predict_batch_udf",
+                TORCH,
+                "predict_batch_udf",
+                lambda df: predict_batch_frame(
+                    df, base, torch_predict_fn(torch_model), batch_size=batch_size
+                ),
+                len(torch_model.state_dict_bytes),
+                n_params,
+                False,
+            )
+        )
+    if onnx_predict_batch_udf:
+        model_bytes = base.read_model_bytes()
+        variants.append(
+            Variant(
+                f"{BASELINE_ONNX}/predict_batch_udf",
+                BASELINE_ONNX,
+                "predict_batch_udf",
+                lambda df: predict_batch_frame(
+                    df, base, onnx_predict_fn(model_bytes), batch_size=batch_size
+                ),
+                base.manifest.model_bytes,
+                params[0],
+                False,
+            )
+        )
+    for i, artifact in enumerate(artifacts):
+        key = model_key(artifact, i)
+        variants.append(
+            Variant(
+                f"{key}/leanscore",
+                key,
+                "leanscore",
+                lambda df, a=artifact: leanscore_frame(df, a, batch_size=batch_size),
+                artifact.manifest.model_bytes,
+                params[i],
+                i > 0,
+            )
+        )
+    return variants
+
+
+def _noop(df: DataFrame) -> None:
+    df.write.format("noop").mode("overwrite").save()
+
+
+def time_variants(
+    df: DataFrame,
+    variants: list[Variant],
+    *,
+    repeats: int,
+    meter: CpuMeter,
+    console: Console,
+) -> list[list[dict]]:
+    """Warm every variant up, then ``repeats`` rounds; each round runs every variant once, in
+    an order rotated by one per round so no variant always runs first or last."""
+    frames = [v.frame(df) for v in variants]
+    # The warm-up touches every partition, so each Python worker starts and loads its model.
+    warm = df.sample(fraction=0.02, seed=1)
+    for v in variants:
+        t0 = time.perf_counter()
+        _noop(v.frame(warm))
+        console.log(f"  warm-up {v.name}: {time.perf_counter() - t0:.1f}s")
+    runs: list[list[dict]] = [[] for _ in variants]
+    for r in range(repeats):
+        order = [(i + r) % len(variants) for i in range(len(variants))]
+        for i in order:
+            mark = meter.mark()
+            start = time.perf_counter()
+            _noop(frames[i])
+            wall = time.perf_counter() - start
+            runs[i].append({"wall_s": wall, **meter.since(mark)})
+            console.log(f"  round {r + 1}/{repeats} {variants[i].name}: {wall:.2f}s")
+    return runs
+
+
+def _argmax(col: F.Column) -> F.Column:
+    return F.array_position(col, F.array_max(col)) - 1
+
+
+def quality(
+    df: DataFrame,
+    artifacts: list[Artifact],
+    label_column: str | None,
+    *,
+    torch_model: TorchModel | None = None,
+    batch_size: int = 4096,
+) -> dict[str, dict]:
+    """One pass scoring every model side by side (probabilities); per model: accuracy (with
+    labels), and fidelity against the uncompressed model (PyTorch when given, else the first
+    artifact): agreement of labels and the largest absolute difference of a probability, or
+    the cosine of embeddings."""
+    from udfs.predict import model_udf
+
+    spark = df.sparkSession
+    task = artifacts[0].manifest.task
     spec = artifacts[0].manifest.features
     cols = spec.columns or [spec.array_column]
-    preds = [model_udf(a, spark=df.sparkSession)(*cols)["label"] for a in artifacts]
-    aggs = []
-    for i, p in enumerate(preds):
-        aggs.append(F.avg((p == preds[0]).cast("double")).alias(f"agree_{i}"))
-        if label_column:
-            aggs.append(F.avg((p == F.col(label_column)).cast("double")).alias(f"acc_{i}"))
-    row = df.agg(*aggs).first()
-    return [
-        {
-            "accuracy": float(row[f"acc_{i}"]) if label_column else None,
-            "fidelity": {"agreement": float(row[f"agree_{i}"])},
-        }
-        for i in range(len(artifacts))
-    ]
+    field = {"classification": "probabilities", "embedding": "embedding"}.get(task)
+    if field is None:  # regression: fidelity is the largest absolute difference of the value
+        field = "value"
+    outputs: dict[str, F.Column] = {}
+    if torch_model is not None and task == "classification":
+        outputs[TORCH] = _torch_probabilities(torch_model, artifacts[0], batch_size)(*cols)
+    for i, artifact in enumerate(artifacts):
+        udf = model_udf(artifact, spark=spark, probabilities=True, batch_size=batch_size)
+        outputs[model_key(artifact, i)] = udf(*cols)[field]
+    names = list(outputs)
+    ref = names[0]
+    scored = df.select(
+        *([F.col(label_column).alias("__label")] if label_column else []),
+        *[c.alias(f"__m{j}") for j, c in enumerate(outputs.values())],
+    )
+    r = F.col("__m0")
+    aggs = [F.count(F.lit(1)).alias("rows")]
+    for j in range(len(names)):
+        m = F.col(f"__m{j}")
+        if task == "classification":
+            aggs.append(F.avg((_argmax(m) == _argmax(r)).cast("double")).alias(f"agree_{j}"))
+            diff = F.array_max(F.zip_with(m, r, lambda x, y: F.abs(x - y)))
+            aggs.append(F.max(diff).alias(f"maxdiff_{j}"))
+            if label_column:
+                acc = (_argmax(m) == F.col("__label")).cast("double")
+                aggs.append(F.avg(acc).alias(f"acc_{j}"))
+        elif task == "embedding":
+            dot = F.aggregate(F.zip_with(m, r, lambda x, y: x * y), F.lit(0.0), lambda a, x: a + x)
+            norm_m = F.sqrt(F.aggregate(m, F.lit(0.0), lambda a, x: a + x * x))
+            norm_r = F.sqrt(F.aggregate(r, F.lit(0.0), lambda a, x: a + x * x))
+            cosine = dot / (norm_m * norm_r)
+            aggs += [F.avg(cosine).alias(f"cos_{j}"), F.min(cosine).alias(f"mincos_{j}")]
+        else:
+            aggs.append(F.max(F.abs(m - r)).alias(f"maxdiff_{j}"))
+    row = scored.agg(*aggs).first()
+    out = {}
+    for j, name in enumerate(names):
+        if task == "classification":
+            fidelity = {
+                "reference": ref,
+                "agreement": float(row[f"agree_{j}"]),
+                "max_abs_diff": float(row[f"maxdiff_{j}"]),
+            }
+        elif task == "embedding":
+            fidelity = {
+                "reference": ref,
+                "mean_cosine": float(row[f"cos_{j}"]),
+                "min_cosine": float(row[f"mincos_{j}"]),
+            }
+        else:
+            fidelity = {"reference": ref, "max_abs_diff": float(row[f"maxdiff_{j}"])}
+        accuracy = float(row[f"acc_{j}"]) if label_column and task == "classification" else None
+        out[name] = {"accuracy": accuracy, "fidelity": fidelity, "rows": int(row["rows"])}
+    return out
+
+
+def _torch_probabilities(model: TorchModel, artifact: Artifact, batch_size: int):
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql.types import ArrayType, FloatType
+
+    from jobs.bench_paths import feature_matrix_column
+
+    def make_predict_fn():
+        import numpy as np
+        import torch
+
+        torch.set_num_threads(1)
+        net = model.build()
+
+        def predict(x):
+            with torch.inference_mode():
+                logits = net(torch.from_numpy(np.asarray(x, dtype=np.float32)))
+                return torch.softmax(logits, dim=-1).numpy()
+
+        return predict
+
+    _, shapes = feature_matrix_column(artifact)
+    return predict_batch_udf(
+        make_predict_fn,
+        return_type=ArrayType(FloatType()),
+        batch_size=batch_size,
+        input_tensor_shapes=shapes,
+    )
+
+
+def measure_bound(
+    df: DataFrame,
+    artifacts: list[Artifact],
+    *,
+    torch_model: TorchModel | None,
+    rows: int,
+    cores: int,
+    bound_rows: int,
+    batch_size: int,
+    repeats: int,
+    console: Console,
+) -> dict:
+    """The limit a Spark path can approach: a read-only pass over the input (no Python, no
+    model), and each model alone on numpy rows already in memory, one thread, times the cores."""
+    base = artifacts[0]
+    reads = []
+    frame = read_only_frame(df, base)
+    _noop(frame)
+    for _ in range(repeats):
+        start = time.perf_counter()
+        _noop(frame)
+        reads.append(time.perf_counter() - start)
+    read_wall = statistics.median(reads)
+    console.log(f"  read-only pass: {rows / read_wall:,.0f} rows/s")
+    matrix = input_matrix(df, base, bound_rows)
+    models = {}
+    if torch_model is not None:
+        models[TORCH] = {"rows_per_s_per_core": _raw_torch(torch_model, matrix, batch_size)}
+    for i, artifact in enumerate(artifacts):
+        per_core = raw_rows_per_s(
+            raw_onnx_predict(artifact.read_model_bytes(), threads=1), matrix, batch_size=batch_size
+        )
+        models[model_key(artifact, i)] = {"rows_per_s_per_core": per_core}
+    for name, m in models.items():
+        m["rows_per_s"] = round(m["rows_per_s_per_core"] * cores, 1)
+        m["rows_per_s_per_core"] = round(m["rows_per_s_per_core"], 1)
+        m["runtime"] = "torch" if name == TORCH else "onnxruntime"
+        console.log(f"  raw {name}: {m['rows_per_s_per_core']:,.0f} rows/s on one thread")
+    return {
+        "read_only": {
+            "rows": rows,
+            "wall_s": round(read_wall, 3),
+            "wall_s_all": [round(w, 3) for w in reads],
+            "rows_per_s": round(rows / read_wall, 1),
+        },
+        "raw_rows": len(matrix),
+        "threads_per_core": 1,
+        "models": models,
+        "how": (
+            "read_only: the input's feature column into Spark's noop sink (no Python, no model). "
+            "models: the model alone over rows already in a numpy matrix on the driver, one "
+            f"thread, batches of {batch_size}, times {cores} cores (ideal scaling)."
+        ),
+    }
+
+
+def _raw_torch(model: TorchModel, matrix, batch_size: int) -> float:
+    import torch
+
+    previous = torch.get_num_threads()
+    try:  # torch_predict_fn sets one thread, as in a task
+        return raw_rows_per_s(torch_predict_fn(model)(), matrix, batch_size=batch_size)
+    finally:
+        torch.set_num_threads(previous)
 
 
 def compare_variants(
@@ -100,113 +382,188 @@ def compare_variants(
     label_column: str | None = None,
     repeats: int = 3,
     batch_size: int = 4096,
+    torch_model: TorchModel | None = None,
+    onnx_predict_batch_udf: bool = False,
+    bound_rows: int | None = None,
     console: Console | None = None,
 ) -> dict:
-    """Measure every artifact on ``df`` (interleaved, after a warm-up, median of ``repeats``)."""
+    """Measure every variant on ``df``: interleaved, after a warm-up, median of ``repeats``;
+    then quality, the bound (when ``bound_rows``) and the cost of each."""
     console = console or wide_console()
     cores = spark_cores(spark)
-    timings: list[list[float]] = [[] for _ in artifacts]
-    rows = None
-    for r in range(repeats):
-        for i, artifact in enumerate(artifacts):
-            t = time_scoring(df, artifact, repeats=1, batch_size=batch_size)
-            rows = t["rows"]
-            timings[i].append(t["wall_s"])
-            console.log(
-                f"  round {r + 1}/{repeats} {artifact.manifest.name}: {t['rows_per_s']:,.0f} rows/s"
-            )
-    quality_rows = (
-        quality(df, artifacts, label_column)
-        if artifacts[0].manifest.task == "classification"
-        else [{"accuracy": None, "fidelity": None} for _ in artifacts]
+    variants = build_variants(
+        artifacts,
+        torch_model=torch_model,
+        onnx_predict_batch_udf=onnx_predict_batch_udf,
+        batch_size=batch_size,
     )
-    variants = []
-    for artifact, walls, q in zip(artifacts, timings, quality_rows, strict=True):
-        wall = statistics.median(walls)
-        money = cost(pricing, rows=rows, wall_s=wall, cores=cores)
-        variants.append(
-            {
-                "name": artifact.manifest.name,
-                "artifact": str(artifact.path),
-                "sha256": artifact.sha256,
-                "rows": rows,
-                "wall_s": round(wall, 3),
-                "wall_s_all": [round(w, 3) for w in walls],
-                "wall_s_spread": round(max(walls) - min(walls), 3),
-                "rows_per_s": round(rows / wall, 1),
-                "rows_per_s_per_core": round(rows / wall / cores, 1),
-                "model_bytes": artifact.manifest.model_bytes,
-                "params": (artifact.manifest.metrics.get("final") or {}).get("params"),
-                **q,
-                **{k: round(v, 6) for k, v in money.items()},
-            }
+    rows = df.count()
+    console.log(f"timing {len(variants)} variants on {rows:,} rows, {cores} cores, {repeats}x")
+    runs = time_variants(df, variants, repeats=repeats, meter=CpuMeter(spark), console=console)
+    console.log("quality pass: every model on every row, side by side")
+    qualities = quality(df, artifacts, label_column, torch_model=torch_model, batch_size=batch_size)
+    bound = None
+    if bound_rows:
+        console.log("the bound: read-only pass and raw ONNX Runtime")
+        bound = measure_bound(
+            df,
+            artifacts,
+            torch_model=torch_model,
+            rows=rows,
+            cores=cores,
+            bound_rows=bound_rows,
+            batch_size=batch_size,
+            repeats=repeats,
+            console=console,
         )
+    results = [
+        _variant_result(v, r, qualities, bound, pricing, rows=rows, cores=cores)
+        for v, r in zip(variants, runs, strict=True)
+    ]
+    base_cost = results[0]
+    for res in results:
+        res.update({k: round(x, 6) for k, x in savings(base_cost, res).items()})
+        res["speedup"] = round(res["rows_per_s"] / base_cost["rows_per_s"], 3)
     return {
         "rows": rows,
         "cores": cores,
         "repeats": repeats,
-        "variants": variants,
+        "batch_size": batch_size,
+        "baseline": results[0]["name"],
+        "variants": results,
+        "bound": bound,
         "pricing": pricing.model_dump(),
     }
 
 
-def comparison_table(report: dict, title: str | None = None) -> Table:
+def _variant_result(
+    v: Variant,
+    runs: list[dict],
+    qualities: dict[str, dict],
+    bound: dict | None,
+    pricing: Pricing,
+    *,
+    rows: int,
+    cores: int,
+) -> dict:
+    walls = [r["wall_s"] for r in runs]
+    wall = statistics.median(walls)
+    q = qualities.get(v.model, {"accuracy": None, "fidelity": None})
+
+    def median_of(key: str) -> float | None:
+        values = [r[key] for r in runs if r.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    executor_cpu, process_cpu = median_of("executor_cpu_s"), median_of("process_cpu_s")
+    rows_read = [r.get("rows_read") for r in runs]
+    bound_model = (bound or {}).get("models", {}).get(v.model)
+    bound_rps = bound_model["rows_per_s"] if bound_model else None
+    money = cost(pricing, rows=rows, wall_s=wall, cores=cores)
+    return {
+        "name": v.name,
+        "model": v.model,
+        "path": v.path,
+        "compressed": v.compressed,
+        "rows": rows,
+        "rows_read": rows_read,
+        "rows_scored": q.get("rows"),
+        "wall_s": round(wall, 3),
+        "wall_s_all": [round(w, 3) for w in walls],
+        "wall_s_spread": round(max(walls) - min(walls), 3),
+        "rows_per_s": round(rows / wall, 1),
+        "rows_per_s_per_core": round(rows / wall / cores, 1),
+        "executor_cpu_s": None if executor_cpu is None else round(executor_cpu, 3),
+        "process_cpu_s": None if process_cpu is None else round(process_cpu, 3),
+        "process_cpu_s_per_million_rows": (
+            None if process_cpu is None else round(process_cpu / rows * 1e6, 3)
+        ),
+        "model_bytes": v.model_bytes,
+        "params": v.params,
+        "accuracy": q["accuracy"],
+        "fidelity": q["fidelity"],
+        "bound_ratio": None if not bound_rps else round(rows / wall / bound_rps, 4),
+        "read_only_ratio": (
+            None if not bound else round(rows / wall / bound["read_only"]["rows_per_s"], 4)
+        ),
+        **{k: round(x, 6) for k, x in money.items()},
+    }
+
+
+def targets(report: dict) -> dict | None:
+    """The issue's targets for the best compressed variant against the baseline."""
     base = report["variants"][0]
+    compressed = [v for v in report["variants"] if v["compressed"]]
+    if not compressed:
+        return None
+    best = max(compressed, key=lambda v: v["rows_per_s"])
+    drop = (
+        None
+        if best["accuracy"] is None or base["accuracy"] is None
+        else round(100 * (base["accuracy"] - best["accuracy"]), 3)
+    )
+    cost_ratio = best["usd_per_million_rows"] / base["usd_per_million_rows"]
+    return {
+        "baseline": base["name"],
+        "best_compressed": best["name"],
+        "speedup": round(best["rows_per_s"] / base["rows_per_s"], 3),
+        "speedup_target": 4.0,
+        "cost_ratio": round(cost_ratio, 4),
+        "cost_ratio_target": 0.25,
+        "accuracy_drop_points": drop,
+        "accuracy_drop_target": 1.0,
+        "met": {
+            "speedup": best["rows_per_s"] >= 4.0 * base["rows_per_s"],
+            "cost": cost_ratio <= 0.25,
+            "accuracy": drop is not None and drop <= 1.0,
+        },
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def comparison_table(report: dict, title: str | None = None) -> Table:
     table = Table(title=title or f"{report['rows']:,} rows on {report['cores']} cores")
     for col in (
-        "model",
+        "variant",
         "rows/s",
+        "spread",
         "speed-up",
-        "model bytes",
-        "accuracy",
-        "agreement",
         "$ / M rows",
         "$ / month",
+        "saved",
+        "accuracy",
+        "agreement",
+        "max |dp|",
+        "model bytes",
+        "of bound",
     ):
-        table.add_column(col, justify="left" if col == "model" else "right")
+        table.add_column(col, justify="left" if col == "variant" else "right")
     for v in report["variants"]:
-        acc = "n/a" if v["accuracy"] is None else f"{100 * v['accuracy']:.2f}%"
-        agree = "n/a" if not v["fidelity"] else f"{100 * v['fidelity']['agreement']:.2f}%"
+        fid = v["fidelity"] or {}
+        spread = v["wall_s_spread"] / v["wall_s"] if v["wall_s"] else 0.0
         table.add_row(
             v["name"],
             f"{v['rows_per_s']:,.0f}",
-            f"{v['rows_per_s'] / base['rows_per_s']:.2f}x",
-            f"{v['model_bytes']:,}",
-            acc,
-            agree,
+            f"±{50 * spread:.0f}%",
+            f"{v['rows_per_s'] / report['variants'][0]['rows_per_s']:.2f}x",
             f"{v['usd_per_million_rows']:.5f}",
             f"{v['monthly_usd']:,.2f}",
+            f"{v.get('savings_pct', 0.0):.0f}%",
+            _pct(v["accuracy"]),
+            _pct(fid.get("agreement")) if "agreement" in fid else "n/a",
+            f"{fid['max_abs_diff']:.2g}" if "max_abs_diff" in fid else "n/a",
+            f"{v['model_bytes']:,}",
+            _pct(v["bound_ratio"]),
         )
     return table
 
 
-def run_bench(
-    spark: SparkSession, config: BenchConfig, out: str | Path, *, config_dir: Path
-) -> dict:
-    console = wide_console()
-    out = Path(out)
-    pricing = load_pricing(_resolve(config.pricing, config_dir))
-    artifacts = [Artifact.load(_resolve(a, config_dir)) for a in config.artifacts]
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
-    df = read_table(spark, config.input)
-    if config.input.filter:
-        df = df.where(config.input.filter)
-    report = compare_variants(
-        spark,
-        df,
-        artifacts,
-        pricing,
-        label_column=config.label_column,
-        repeats=config.repeats,
-        batch_size=config.batch_size,
-        console=console,
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    console.print(comparison_table(report))
-    return report
-
-
-def _resolve(path: str, base: Path) -> str:
+def resolve_path(path: str, base: Path) -> str:
+    """Absolute as given; else relative to the working directory, or to the config's folder
+    when only that exists; paths yet to be made are relative to the working directory."""
     p = Path(path)
-    return str(p if p.is_absolute() or p.exists() else base / p)
+    if p.is_absolute() or p.exists():
+        return str(p.resolve())
+    return str((base / p).resolve()) if (base / p).exists() else str(p.resolve())

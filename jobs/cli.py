@@ -123,7 +123,8 @@ def bench(
 ) -> None:
     """Compare model variants on the same table in one Spark session: rows/s, fidelity, $."""
     configure_logging()
-    from jobs.bench import BenchConfig, run_bench
+    from jobs.bench import BenchConfig
+    from jobs.bench_run import run_bench
     from jobs.config import load_config
     from jobs.spark import get_spark
 

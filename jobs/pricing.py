@@ -61,3 +61,35 @@ def cost(pricing: Pricing, *, rows: int, wall_s: float, cores: int) -> dict[str,
         "monthly_usd": nightly * pricing.nights_per_month,
         "nightly_hours": core_s_per_m * pricing.nightly_rows / 1e6 / cluster_cores / 3600.0,
     }
+
+
+def savings(baseline: dict[str, float], variant: dict[str, float]) -> dict[str, float]:
+    """What ``variant`` saves against ``baseline`` (both ``cost`` results), per month and %."""
+    base = baseline["monthly_usd"]
+    saved = base - variant["monthly_usd"]
+    return {
+        "monthly_savings_usd": saved,
+        "savings_pct": 100.0 * saved / base if base > 0 else 0.0,
+    }
+
+
+def cost_model_text(pricing: Pricing) -> str:
+    """The cost model in plain words, with this pricing file's numbers in it."""
+    inst = pricing.instance
+    dbu = (
+        f" plus {inst.dbu_per_hour:g} DBU/hour at ${inst.usd_per_dbu:g}/DBU"
+        if inst.dbu_per_hour and inst.usd_per_dbu
+        else ""
+    )
+    return (
+        f"A worker node ({inst.name}, {inst.cores} cores) costs ${inst.usd_per_hour:g}/hour{dbu}, "
+        f"that is ${inst.usd_per_core_second * 3600:.4f} per core-hour. A variant that keeps the "
+        "benchmark's cores busy for its measured wall time spends cores x wall seconds; per "
+        "million rows that is its core-seconds per million rows, and at the core-second price "
+        f"its $ per million rows. A nightly job scores {pricing.nightly_rows:,} rows on "
+        f"{pricing.workers} such nodes; its cost is $ per million rows x "
+        f"{pricing.nightly_rows / 1e6:,g}, and the month has {pricing.nights_per_month} nights. "
+        "Throughput is assumed to scale linearly with cores (scoring is embarrassingly "
+        "parallel) and one benchmark core is taken to be worth one cloud vCPU; driver, "
+        "start-up and storage costs are left out, as they are the same for every variant."
+    )

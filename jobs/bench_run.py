@@ -1,0 +1,97 @@
+"""The ``leanscore bench`` job: prepare what is missing, measure, write every output."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from compression.artifact import Artifact
+from jobs.bench import (
+    BenchConfig,
+    compare_variants,
+    comparison_table,
+    resolve_path,
+    targets,
+    wide_console,
+)
+from jobs.bench_metrics import environment
+from jobs.bench_paths import TorchModel
+from jobs.bench_prepare import prepare_inputs
+from jobs.bench_report import append_history, markdown, write_charts, write_json
+from jobs.pricing import cost_model_text, load_pricing
+from jobs.score import read_table
+
+
+def run_bench(
+    spark: SparkSession, config: BenchConfig, out: str | Path, *, config_dir: Path
+) -> dict:
+    console = wide_console()
+    out = Path(out).resolve()
+    started = dt.datetime.now(dt.UTC)
+    pricing = load_pricing(resolve_path(config.pricing, config_dir))  # fail before any work
+    artifact_paths = [resolve_path(a, config_dir) for a in config.artifacts]
+    state_dict = (
+        resolve_path(config.torch_model.state_dict, config_dir) if config.torch_model else None
+    )
+    ref = config.input
+    if ref.path:
+        ref = ref.model_copy(update={"path": resolve_path(ref.path, config_dir)})
+    console.rule("[bold]leanscore bench")
+    if config.prepare is not None:
+        if not ref.path or ref.format != "delta":
+            raise ValueError("prepare writes a Delta table: give input.path with format: delta")
+        prepare_inputs(
+            spark,
+            config.prepare,
+            table_path=ref.path,
+            artifact_paths=artifact_paths,
+            state_dict_path=state_dict,
+            console=console,
+        )
+    artifacts = [Artifact.load(p) for p in artifact_paths]
+    torch_model = (
+        TorchModel.load(config.torch_model.factory, state_dict) if config.torch_model else None
+    )
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
+    df = read_table(spark, ref)
+    if ref.filter:
+        df = df.where(ref.filter)
+    if config.label_column and config.label_column not in df.columns:
+        raise ValueError(
+            f"label_column {config.label_column!r} is not in the input; it has {df.columns}"
+        )
+    report = compare_variants(
+        spark,
+        df,
+        artifacts,
+        pricing,
+        label_column=config.label_column,
+        repeats=config.repeats,
+        batch_size=config.batch_size,
+        torch_model=torch_model,
+        onnx_predict_batch_udf=config.onnx_predict_batch_udf,
+        bound_rows=config.bound_rows,
+        console=console,
+    )
+    report = {
+        "run_id": uuid.uuid4().hex[:12],
+        "run_at": started.isoformat(timespec="seconds"),
+        "input": ref.table or ref.path,
+        **report,
+        "environment": environment(spark, cores=report["cores"]),
+        "cost_model": cost_model_text(pricing),
+    }
+    report["targets"] = targets(report)
+    out.mkdir(parents=True, exist_ok=True)
+    report["charts"] = write_charts(report, out)
+    history = resolve_path(config.history, config_dir) if config.history else str(out / "history")
+    report["history"] = {"path": history, "format": "delta"}
+    report["history"]["version"] = append_history(spark, report, history)
+    write_json(report, out)
+    (out / "report.md").write_text(markdown(report))
+    console.print(comparison_table(report))
+    console.log(f"report: {out / 'report.json'}, {out / 'report.md'}; history: {history}")
+    return report
