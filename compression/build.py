@@ -61,6 +61,7 @@ def write_result(
     class_labels: list[str] | None = None,
     data: dict | None = None,
     model_version: str = "1",
+    extra_metrics: dict | None = None,
 ) -> Artifact:
     inputs, outputs = tensor_specs(result.onnx_bytes)
     return write_artifact(
@@ -75,7 +76,7 @@ def write_result(
             "task": task,
             "class_labels": class_labels,
             "recipe": result.recipe.model_dump(),
-            "metrics": result.metrics,
+            "metrics": {**result.metrics, **(extra_metrics or {})},
             "data": data or {},
             "versions": library_versions(),
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -95,9 +96,12 @@ def compress_to_artifact(
     task: str = "classification",
     class_labels: list[str] | None = None,
     progress=None,
+    calibration: LabelledData | None = None,
+    also_evaluate: dict[str, LabelledData] | None = None,
+    model_source: dict | None = None,
 ) -> Artifact:
-    """Run ``recipe`` on ``model`` and write the artifact; nothing is written when the accuracy
-    gate refuses the result."""
+    """Run ``recipe`` on ``model`` (a torch module, or ONNX bytes) and write the artifact;
+    nothing is written when the accuracy gate refuses the result."""
     result = run_recipe(
         recipe,
         model,
@@ -105,6 +109,9 @@ def compress_to_artifact(
         train=train,
         evaluation=evaluation,
         progress=progress,
+        calibration=calibration,
+        task=task,
+        also_evaluate=also_evaluate,
     )
     return write_result(
         result,
@@ -113,5 +120,39 @@ def compress_to_artifact(
         features=features,
         task=task,
         class_labels=class_labels,
-        data={"train": train.source, "evaluation": evaluation.source},
+        data=data_lineage(
+            train=train,
+            evaluation=evaluation,
+            calibration=calibration,
+            also_evaluate=also_evaluate,
+            model_source=model_source,
+        ),
     )
+
+
+def data_lineage(
+    *,
+    train: LabelledData | None,
+    evaluation: LabelledData,
+    calibration: LabelledData | None = None,
+    also_evaluate: dict[str, LabelledData] | None = None,
+    model_source: dict | None = None,
+) -> dict:
+    """Where every sample came from (path, format, Delta version, rows) for the manifest."""
+
+    def describe(data: LabelledData | None):
+        if data is None:
+            return None
+        return {"rows": len(data.features), "labelled": data.labels is not None, **data.source}
+
+    out = {
+        "train": describe(train),
+        "calibration": describe(calibration) if calibration is not None else "train (a sample)",
+        "evaluation": describe(evaluation),
+        "gated_on": "evaluation",
+    }
+    if also_evaluate:
+        out["also_evaluated"] = {k: describe(v) for k, v in also_evaluate.items()}
+    if model_source:
+        out["model_source"] = model_source
+    return out

@@ -43,8 +43,19 @@ def export_onnx(
             verbose=False,
         )
     proto = program.model_proto
+    strip_debug_info(proto)
     onnx.checker.check_model(proto, full_check=True)
     return proto.SerializeToString()
+
+
+def strip_debug_info(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop the exporter's per-node debug metadata (Python stack traces, FX node text, class
+    hierarchy): it is most of a small model's file and the runtime never reads it."""
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    proto.graph.doc_string = ""
+    return proto
 
 
 def check_parity(

@@ -31,6 +31,66 @@ def digits_mlp(hidden: list[int] | None = None) -> MLP:
     return MLP(64, hidden or [512, 256], 10)
 
 
+class DigitsCNN(nn.Module):
+    """A small CNN on the 8x8 digit images. It takes the flat 64-pixel rows a table holds and
+    reshapes them inside the graph, so the artifact scores the same feature column as the MLP."""
+
+    def __init__(self, channels: list[int] | None = None, num_classes: int = 10):
+        super().__init__()
+        c1, c2, c3 = channels or [32, 64, 64]
+        self.features = nn.Sequential(
+            nn.Conv2d(1, c1, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),  # 8x8 -> 4x4
+            nn.Conv2d(c1, c2, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(c2, c3, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),  # 4x4 -> 2x2
+            nn.Flatten(),
+        )
+        self.head = nn.Linear(c3 * 4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x.reshape(-1, 1, 8, 8)))
+
+
+def digits_cnn(channels: list[int] | None = None) -> DigitsCNN:
+    return DigitsCNN(channels)
+
+
+def conv_params(model: nn.Module) -> int:
+    """Parameters held by convolutions (weights and biases), the figure factorization shrinks."""
+    return sum(
+        p.numel() for m in model.modules() if isinstance(m, nn.Conv2d) for p in m.parameters()
+    )
+
+
+def mlp_hidden(model: MLP) -> list[int]:
+    return [m.out_features for m in model.body if isinstance(m, nn.Linear)]
+
+
+def shrink(model: nn.Module, *, width: float = 1.0, depth: int | None = None) -> nn.Module:
+    """A fresh, untrained copy of ``model``'s architecture, ``width`` times as wide and keeping
+    its first ``depth`` hidden layers (MLP) -- the student of a distillation."""
+    scale = lambda n: max(1, int(round(n * width)))  # noqa: E731
+    if isinstance(model, MLP):
+        hidden = mlp_hidden(model)
+        hidden = hidden[: depth if depth is not None else len(hidden)]
+        if not hidden:
+            raise ValueError(f"student depth must keep at least one hidden layer, got {depth}")
+        return MLP(model.body[0].in_features, [scale(h) for h in hidden], model.head.out_features)
+    if isinstance(model, DigitsCNN):
+        if depth is not None:
+            raise ValueError("student depth applies to MLPs; give 'width' for the digits CNN")
+        convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+        return DigitsCNN([scale(c.out_channels) for c in convs], model.head.out_features)
+    raise ValueError(
+        f"cannot derive a student from {type(model).__name__} by width/depth; give the distill "
+        "step a 'student_factory' ('module:function') instead"
+    )
+
+
 class WithSoftmax(nn.Module):
     """Wraps a logits model so the exported graph outputs probabilities."""
 
@@ -72,9 +132,48 @@ def train_classifier(
     loss_fn: LossFn = cross_entropy_loss,
     after_step: Callable[[nn.Module], None] | None = None,
     progress: Callable[[int, float], None] | None = None,
+    threads: int | None = 1,
 ) -> nn.Module:
     """Train ``model`` in place with Adam; ``loss_fn`` lets sparsification and distillation add
-    their terms, ``after_step`` lets pruning re-apply its masks."""
+    their terms, ``after_step`` lets pruning re-apply its masks.
+
+    ``threads``: torch intra-op threads while training (None keeps torch's setting). These
+    models are small; on a busy machine several threads per process oversubscribe the cores
+    and one epoch ran 7x slower with 2 threads than with 1."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _train(
+            model,
+            features,
+            labels,
+            epochs,
+            lr,
+            batch_size,
+            weight_decay,
+            seed,
+            loss_fn,
+            after_step,
+            progress,
+        )
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(
+    model,
+    features,
+    labels,
+    epochs,
+    lr,
+    batch_size,
+    weight_decay,
+    seed,
+    loss_fn,
+    after_step,
+    progress,
+) -> nn.Module:
     generator = torch.Generator().manual_seed(seed)
     x_all = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
     y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))

@@ -1,8 +1,8 @@
 """Recipes: an ordered list of compression steps and the accuracy budget they must keep.
 
-``run_recipe`` applies the steps in order, evaluates the model after every step against the
-uncompressed baseline on held-out data, and refuses (``AccuracyGateError``) a result that loses
-more than the recipe allows.
+``run_recipe`` applies the steps in the order the recipe lists them, evaluates the model after
+every step against the uncompressed baseline on held-out data, and refuses
+(``AccuracyGateError``) a result that loses more than the recipe allows.
 """
 
 from __future__ import annotations
@@ -11,63 +11,107 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from compression.evaluate import evaluate_onnx
+from compression.evaluate import evaluate_onnx, fidelity, run_onnx, single_thread_session
 from compression.export import check_parity, export_onnx
-from compression.models import WithSoftmax, count_nonzero_params, count_params, train_classifier
-from compression.prune import MagnitudeMask, structured_prune, weight_sparsity
-from compression.quantize import dynamic_int8
+from compression.models import (
+    WithSoftmax,
+    conv_params,
+    count_nonzero_params,
+    count_params,
+    predict_proba,
+    train_classifier,
+)
+from compression.steps import (
+    DistillStep,
+    ExportStep,
+    FactorizeStep,
+    PruneStep,
+    QuantizeStep,
+    SparsifyStep,
+    Step,
+)
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "AccuracyGateError",
+    "Baseline",
+    "CompressionResult",
+    "DistillStep",
+    "ExportStep",
+    "FactorizeStep",
+    "LabelledData",
+    "PruneStep",
+    "QuantizeStep",
+    "Recipe",
+    "RecipeError",
+    "SparsifyStep",
+    "measure_baseline",
+    "run_recipe",
+]
 
-class _Step(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PruneStep(_Step):
-    step: Literal["prune"]
-    kind: Literal["structured", "unstructured"]
-    ratio: float = Field(gt=0.0, lt=1.0, description="fraction of neurons (structured) or weights")
-    scope: Literal["global", "layer"] = "global"
-    finetune_epochs: int = Field(default=5, ge=0)
-    lr: float = Field(default=1e-3, gt=0)
-
-
-class ExportStep(_Step):
-    step: Literal["export"]
-    opset: int = Field(default=20, ge=13)
-    parity_atol: float = Field(default=1e-4, gt=0)
-
-
-class QuantizeStep(_Step):
-    step: Literal["quantize"]
-    mode: Literal["dynamic_int8"] = "dynamic_int8"
-    per_channel: bool = True
-    exclude_nodes: list[str] = Field(default_factory=list)
-
-
-Step = Annotated[PruneStep | ExportStep | QuantizeStep, Field(discriminator="step")]
+STRUCTURED_NOTE = "structured: neurons/channels removed, dense kernels do less work (faster)"
+UNSTRUCTURED_NOTE = (
+    "unstructured: weights zeroed, shapes unchanged; the zipped file shrinks but dense CPU "
+    "kernels run at the same speed (onnxruntime #2121, #5578)"
+)
 
 
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1)
-    max_accuracy_drop: float = Field(
-        ge=0.0, description="largest accuracy loss accepted, in points (1.0 = one percent)"
+    max_accuracy_drop: float | None = Field(
+        default=None, ge=0.0, description="largest accuracy loss accepted, in points (1.0 = 1%)"
+    )
+    min_fidelity: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="smallest agreement with the baseline (classification) or mean cosine "
+        "(embedding) accepted",
     )
     steps: list[Step] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _budget_and_order(self) -> Recipe:
+        if self.max_accuracy_drop is None and self.min_fidelity is None:
+            raise ValueError(
+                "max_accuracy_drop: a recipe must state its budget: give max_accuracy_drop "
+                "(points) or min_fidelity (0..1)"
+            )
+        exported_at = None
+        for i, step in enumerate(self.steps):
+            if step.side == "export":
+                if exported_at is not None:
+                    raise ValueError(
+                        f"steps.{i}: 'export' appears twice (first at steps.{exported_at})"
+                    )
+                exported_at = i
+            elif step.side == "torch" and exported_at is not None:
+                raise ValueError(
+                    f"steps.{i}: '{step.step}' works on the PyTorch model and must come before "
+                    f"'export' (steps.{exported_at})"
+                )
+        return self
+
+
+class RecipeError(ValueError):
+    """A recipe cannot run on this model (a torch step on an ONNX file, missing data, ...)."""
 
 
 class AccuracyGateError(RuntimeError):
     """A compressed model lost more accuracy than its recipe accepts."""
+
+    def __init__(self, message: str, *, metrics: dict | None = None):
+        super().__init__(message)
+        self.metrics = metrics or {}
 
 
 @dataclass
@@ -86,133 +130,571 @@ class CompressionResult:
 
 
 @dataclass
+class Baseline:
+    """The uncompressed model, exported and measured once (shared by autotune's candidates)."""
+
+    onnx_bytes: bytes
+    metrics: dict
+    outputs: np.ndarray
+    also_outputs: dict[str, np.ndarray]
+
+
+@dataclass
 class _State:
     model: nn.Module | None
+    original: nn.Module | None
     onnx_bytes: bytes | None = None
-    unstructured: bool = False
+    notes: list[str] = field(default_factory=list)
+    measured: bytes | None = None  # the last export of the torch model, as evaluated
+
+
+def _served(model: nn.Module, task: str) -> nn.Module:
+    return WithSoftmax(model) if task == "classification" else model
+
+
+def measure_baseline(
+    model: nn.Module | bytes,
+    *,
+    example_input: torch.Tensor | None,
+    evaluation: LabelledData,
+    task: str = "classification",
+    also_evaluate: dict[str, LabelledData] | None = None,
+) -> Baseline:
+    if isinstance(model, bytes | bytearray):
+        onnx_bytes, params = bytes(model), None
+    else:
+        if example_input is None:
+            raise RecipeError("a PyTorch model needs an example_input to be exported")
+        onnx_bytes, params = export_onnx(_served(model, task), example_input), count_params(model)
+    metrics, outputs = evaluate_onnx(
+        onnx_bytes, evaluation.features, evaluation.labels, None, params=params, task=task
+    )
+    metrics["fidelity"] = fidelity(outputs, outputs, task=task)
+    if not isinstance(model, bytes | bytearray):
+        metrics["conv_params"] = conv_params(model)
+    also_outputs = {}
+    if also_evaluate:
+        session = single_thread_session(onnx_bytes)
+        metrics["also"] = {}
+        for name, data in also_evaluate.items():
+            also_outputs[name] = run_onnx(session, data.features)
+            metrics["also"][name] = _also_metrics(also_outputs[name], None, data, task)
+    return Baseline(onnx_bytes, metrics, outputs, also_outputs)
+
+
+def _also_metrics(outputs, baseline_outputs, data: LabelledData, task: str) -> dict:
+    from compression.evaluate import accuracy
+
+    out = {"rows": len(data.features), "accuracy": accuracy(outputs, data.labels, task=task)}
+    if baseline_outputs is not None:
+        out["fidelity"] = fidelity(outputs, baseline_outputs, task=task)
+    return out
+
+
+def check_plan(
+    recipe: Recipe, *, onnx_source: bool, train: LabelledData | None, task: str, labels: bool
+) -> None:
+    """Refuse, before any work, a recipe this model or this data cannot run."""
+    for i, step in enumerate(recipe.steps):
+        where = f"recipe {recipe.name!r} steps.{i} ('{step.step}')"
+        if onnx_source and step.side != "onnx":
+            raise RecipeError(
+                f"{where} needs a PyTorch model, but the model source is an ONNX file; only "
+                "'quantize' steps apply to ONNX sources"
+            )
+        if step.side == "torch" and task != "classification" and step.step != "prune":
+            raise RecipeError(f"{where} trains on class logits; the task here is {task!r}")
+        needs_train = isinstance(step, DistillStep | FactorizeStep | SparsifyStep) or (
+            isinstance(step, PruneStep) and step.finetune_epochs
+        )
+        if needs_train and train is None:
+            raise RecipeError(f"{where} needs training data; give the config a data.train")
+        if isinstance(step, SparsifyStep) and (train is None or train.labels is None):
+            raise RecipeError(f"{where} fine-tunes on labels; the training data has none")
+    exported = onnx_source
+    for i, step in enumerate(recipe.steps):
+        exported = exported or step.side == "export"
+        if step.side == "onnx" and not exported:
+            raise RecipeError(
+                f"recipe {recipe.name!r} steps.{i} ('{step.step}') needs an ONNX model; put an "
+                "'export' step before it"
+            )
+    if recipe.max_accuracy_drop is not None and recipe.min_fidelity is None and not labels:
+        raise RecipeError(
+            f"recipe {recipe.name!r} gates on max_accuracy_drop but the evaluation data has no "
+            "labels (or the task has no classes); give a label column or set min_fidelity"
+        )
+    if recipe.min_fidelity is not None and task == "regression":
+        raise RecipeError(
+            f"recipe {recipe.name!r}: min_fidelity is defined for classification (agreement) "
+            "and embedding (mean cosine), not regression; use max_accuracy_drop"
+        )
 
 
 def run_recipe(
     recipe: Recipe,
-    model: nn.Module,
+    model: nn.Module | bytes,
     *,
-    example_input: torch.Tensor,
-    train: LabelledData,
+    example_input: torch.Tensor | None = None,
+    train: LabelledData | None = None,
     evaluation: LabelledData,
     progress: Callable[[str], None] | None = None,
+    calibration: LabelledData | None = None,
+    task: str = "classification",
+    also_evaluate: dict[str, LabelledData] | None = None,
+    baseline: Baseline | None = None,
 ) -> CompressionResult:
-    """Apply ``recipe`` to a trained logits ``model``; the baseline is ``model`` as given."""
+    """Apply ``recipe`` to a trained logits ``model`` (or to ONNX bytes: then only ONNX-side
+    steps apply); the baseline is ``model`` as given."""
     say = progress or (lambda msg: log.info(msg))
-    baseline_bytes = export_onnx(WithSoftmax(model), example_input)
-    baseline, baseline_probs = evaluate_onnx(
-        baseline_bytes, evaluation.features, evaluation.labels, None, params=count_params(model)
-    )
-    baseline["fidelity"] = {"agreement": 1.0, "max_abs_diff": 0.0}
-    say(f"baseline: {_describe(baseline)}")
+    onnx_source = isinstance(model, bytes | bytearray)
+    has_labels = evaluation.labels is not None and task == "classification"
+    check_plan(recipe, onnx_source=onnx_source, train=train, task=task, labels=has_labels)
+    if baseline is None:
+        baseline = measure_baseline(
+            model,
+            example_input=example_input,
+            evaluation=evaluation,
+            task=task,
+            also_evaluate=also_evaluate,
+        )
+        say(f"baseline: {_describe(baseline.metrics)}")
 
-    state = _State(model=copy.deepcopy(model))
+    if onnx_source:
+        state = _State(model=None, original=None, onnx_bytes=bytes(model))
+    else:
+        state = _State(model=copy.deepcopy(model), original=model)
+    ctx = _Context(
+        example_input, train, evaluation, calibration or train, task, say, baseline, also_evaluate
+    )
     steps: list[dict] = []
     for index, step in enumerate(recipe.steps):
-        detail = _apply(step, state, example_input, train, evaluation)
-        onnx_now = state.onnx_bytes or export_onnx(WithSoftmax(state.model), example_input)
-        params = (
-            count_params(state.model) if state.model is not None and not state.onnx_bytes else None
-        )
-        metrics, _ = evaluate_onnx(
-            onnx_now, evaluation.features, evaluation.labels, baseline_probs, params=params
-        )
-        if state.model is not None:
-            metrics["nonzero_params"] = count_nonzero_params(state.model)
-        entry = {"index": index, "step": step.step, **detail, **metrics}
-        steps.append(entry)
+        say(f"step {index} {step.step} ...")
+        detail = _APPLY[type(step)](step, state, ctx)
+        metrics = _measure(state, ctx)
+        steps.append({"index": index, "step": step.step, **detail, **metrics})
         say(f"step {index} {step.step}: {_describe(metrics)}")
 
     if state.onnx_bytes is None:
-        state.onnx_bytes = export_onnx(WithSoftmax(state.model), example_input)
-    final, _ = evaluate_onnx(
-        state.onnx_bytes,
-        evaluation.features,
-        evaluation.labels,
-        baseline_probs,
-        params=steps[-1]["params"],
-    )
+        state.onnx_bytes = state.measured
+    final = {k: v for k, v in steps[-1].items() if k in _METRIC_KEYS}
+    gate = _gate(recipe, baseline.metrics, final, task, evaluation)
     metrics = {
-        "baseline": baseline,
+        "baseline": baseline.metrics,
         "steps": steps,
         "final": final,
-        "unstructured_sparsity_note": (
-            "unstructured zeros shrink the zipped file but do not speed up dense CPU kernels"
-            if state.unstructured
-            else None
-        ),
+        "gate": gate,
+        "notes": state.notes,
+        "unstructured_sparsity_note": UNSTRUCTURED_NOTE
+        if UNSTRUCTURED_NOTE in state.notes
+        else None,
     }
-    _gate(recipe, baseline, final)
-    return CompressionResult(state.onnx_bytes, baseline_bytes, metrics, recipe)
+    if not gate["passed"]:
+        raise AccuracyGateError(gate["message"], metrics=metrics)
+    return CompressionResult(state.onnx_bytes, baseline.onnx_bytes, metrics, recipe)
 
 
-def _apply(step, state: _State, example_input, train: LabelledData, evaluation) -> dict:
-    if isinstance(step, PruneStep):
-        if state.model is None:
-            raise ValueError("step 'prune' needs a torch model; put it before 'export'")
-        before = count_params(state.model)
-        mask = None
-        if step.kind == "structured":
-            structured_prune(state.model, example_input, ratio=step.ratio)
-        else:
-            mask = MagnitudeMask(state.model, sparsity=step.ratio, scope=step.scope)
-            state.unstructured = True
-        if step.finetune_epochs and train.labels is not None:
-            train_classifier(
-                state.model,
-                train.features,
-                train.labels,
-                epochs=step.finetune_epochs,
-                lr=step.lr,
-                after_step=mask.apply if mask else None,
+_METRIC_KEYS = (
+    "params",
+    "conv_params",
+    "nonzero_params",
+    "onnx_bytes",
+    "zipped_bytes",
+    "rows_per_s_1thread",
+    "accuracy",
+    "fidelity",
+    "vs_baseline",
+    "also",
+)
+
+
+@dataclass
+class _Context:
+    example_input: torch.Tensor | None
+    train: LabelledData | None
+    evaluation: LabelledData
+    calibration: LabelledData | None
+    task: str
+    say: Callable[[str], None]
+    baseline: Baseline
+    also_evaluate: dict[str, LabelledData] | None
+
+    def epochs(self, label: str, total: int):
+        def report(epoch: int, loss: float) -> None:
+            self.say(f"  {label} epoch {epoch + 1}/{total} loss {loss:.4f}")
+
+        return report
+
+
+def _measure(state: _State, ctx: _Context) -> dict:
+    """Export (torch side) and evaluate the model as it stands against the baseline."""
+    onnx_now = state.onnx_bytes or export_onnx(_served(state.model, ctx.task), ctx.example_input)
+    state.measured = onnx_now
+    params = count_params(state.model) if state.model is not None else None
+    metrics, outputs = evaluate_onnx(
+        onnx_now,
+        ctx.evaluation.features,
+        ctx.evaluation.labels,
+        ctx.baseline.outputs,
+        params=params,
+        task=ctx.task,
+    )
+    if state.model is not None:
+        metrics["nonzero_params"] = count_nonzero_params(state.model)
+        metrics["conv_params"] = conv_params(state.model)
+    base = ctx.baseline.metrics
+    metrics["vs_baseline"] = {
+        "onnx_bytes_smaller": round(base["onnx_bytes"] / metrics["onnx_bytes"], 2),
+        "zipped_bytes_smaller": round(base["zipped_bytes"] / metrics["zipped_bytes"], 2),
+        "speedup_1thread": round(metrics["rows_per_s_1thread"] / base["rows_per_s_1thread"], 2),
+        "params_fewer": round(base["params"] / metrics["params"], 2),
+    }
+    if base.get("accuracy") is not None and metrics["accuracy"] is not None:
+        metrics["vs_baseline"]["accuracy_drop_points"] = round(
+            100.0 * (base["accuracy"] - metrics["accuracy"]), 3
+        )
+    if ctx.also_evaluate:
+        session = single_thread_session(onnx_now)
+        metrics["also"] = {
+            name: _also_metrics(
+                run_onnx(session, data.features), ctx.baseline.also_outputs[name], data, ctx.task
             )
-        return {
-            "kind": step.kind,
-            "ratio": step.ratio,
-            "params_before": before,
-            "weight_sparsity": round(weight_sparsity(state.model), 4),
+            for name, data in ctx.also_evaluate.items()
         }
-    if isinstance(step, ExportStep):
-        if state.model is None:
-            raise ValueError("step 'export' appears twice; the model is already ONNX")
-        served = WithSoftmax(state.model)
-        state.onnx_bytes = export_onnx(served, example_input, opset=step.opset)
-        diff = check_parity(
-            served, state.onnx_bytes, evaluation.features[:512], atol=step.parity_atol
-        )
-        state.model = None
-        return {"parity_max_abs_diff": diff}
-    if isinstance(step, QuantizeStep):
-        if state.onnx_bytes is None:
-            raise ValueError("step 'quantize' needs an ONNX model; put 'export' before it")
-        state.onnx_bytes = dynamic_int8(
-            state.onnx_bytes, per_channel=step.per_channel, nodes_to_exclude=step.exclude_nodes
-        )
-        return {"mode": step.mode, "per_channel": step.per_channel}
-    raise TypeError(f"unknown step {step!r}")  # pragma: no cover - pydantic rejects these
+    return metrics
 
 
-def _gate(recipe: Recipe, baseline: dict, final: dict) -> None:
-    if baseline["accuracy"] is None or final["accuracy"] is None:
-        return
-    drop = 100.0 * (baseline["accuracy"] - final["accuracy"])
-    final["accuracy_drop_points"] = round(drop, 3)
-    if drop > recipe.max_accuracy_drop:
-        raise AccuracyGateError(
-            f"recipe {recipe.name!r} loses {drop:.2f} accuracy points "
-            f"({100 * baseline['accuracy']:.2f}% -> {100 * final['accuracy']:.2f}%), over its "
-            f"budget max_accuracy_drop={recipe.max_accuracy_drop}; no artifact was written. "
-            "Prune less, fine-tune longer, or raise the budget."
+def _torch_accuracy(model: nn.Module, ctx: _Context) -> dict:
+    """Accuracy of a torch model on the evaluation data and each extra held-out set."""
+    out = {}
+    sets = {"evaluation": ctx.evaluation, **(ctx.also_evaluate or {})}
+    for name, data in sets.items():
+        if data.labels is not None:
+            probs = predict_proba(model, data.features)
+            out[name] = round(float(np.mean(probs.argmax(1) == data.labels)), 5)
+    return out
+
+
+def _apply_distill(step: DistillStep, state: _State, ctx: _Context) -> dict:
+    from compression.distill import distill
+    from compression.models import shrink
+
+    teacher = state.model
+    torch.manual_seed(step.seed)
+    if step.student_factory:
+        from compression.sources import import_factory
+
+        student = import_factory(step.student_factory)(**step.student_kwargs)
+    else:
+        student = shrink(teacher, width=step.width, depth=step.depth)
+    untrained = copy.deepcopy(student)
+    train = ctx.train
+    distill(
+        student,
+        teacher,
+        train.features,
+        train.labels,
+        epochs=step.epochs,
+        temperature=step.temperature,
+        alpha=step.alpha,
+        lr=step.lr,
+        seed=step.seed,
+        progress=ctx.epochs("distill", step.epochs),
+    )
+    detail = {
+        "teacher_params": count_params(teacher),
+        "student_params": count_params(student),
+        "student_fraction_of_teacher": round(count_params(student) / count_params(teacher), 4),
+        "temperature": step.temperature,
+        "alpha": step.alpha,
+        "epochs": step.epochs,
+        "teacher_accuracy": _torch_accuracy(teacher, ctx),
+        "distilled_student_accuracy": _torch_accuracy(student, ctx),
+    }
+    if step.compare_hard_labels and train.labels is not None:
+        ctx.say("  the same student on hard labels alone, for comparison")
+        train_classifier(
+            untrained,
+            train.features,
+            train.labels,
+            epochs=step.epochs,
+            lr=step.lr,
+            seed=step.seed,
+            progress=ctx.epochs("hard-label student", step.epochs),
         )
+        detail["hard_label_student_accuracy"] = _torch_accuracy(untrained, ctx)
+        detail["distillation_gain_points"] = {
+            name: round(100 * (acc - detail["hard_label_student_accuracy"][name]), 3)
+            for name, acc in detail["distilled_student_accuracy"].items()
+        }
+    state.model = student
+    return detail
+
+
+def _apply_factorize(step: FactorizeStep, state: _State, ctx: _Context) -> dict:
+    from compression.distill import distill
+    from compression.factorize import factorize_linears, separable_convs
+
+    teacher = copy.deepcopy(state.model)
+    before = {"params": count_params(state.model), "conv_params": conv_params(state.model)}
+    if step.method == "low_rank":
+        layers = factorize_linears(
+            state.model, rank=step.rank, energy=step.energy, skip_last=step.skip_last
+        )
+    else:
+        layers = separable_convs(state.model, min_in_channels=step.min_in_channels)
+    if not any(layer["replaced"] for layer in layers):
+        raise RecipeError(
+            f"factorize ({step.method}) found nothing to replace: no layer gets smaller "
+            f"({layers}); lower 'rank'/'energy' or drop the step"
+        )
+    detail = {
+        "method": step.method,
+        "layers": layers,
+        "params_before": before["params"],
+        "conv_params_before": before["conv_params"],
+        "accuracy_before_distillation": _torch_accuracy(state.model, ctx),
+    }
+    if step.distill_epochs:
+        distill(
+            state.model,
+            teacher,
+            ctx.train.features,
+            ctx.train.labels,
+            epochs=step.distill_epochs,
+            temperature=step.temperature,
+            alpha=step.alpha,
+            lr=step.lr,
+            progress=ctx.epochs("factorize distill", step.distill_epochs),
+        )
+        detail["accuracy_after_distillation"] = _torch_accuracy(state.model, ctx)
+    return detail
+
+
+def _apply_sparsify(step: SparsifyStep, state: _State, ctx: _Context) -> dict:
+    from compression.sparsify import l1_finetune, near_zero_fraction
+
+    before = near_zero_fraction(state.model, step.near_zero)
+    l1_finetune(
+        state.model,
+        ctx.train.features,
+        ctx.train.labels,
+        strength=step.strength,
+        epochs=step.epochs,
+        lr=step.lr,
+        zero_below=step.zero_below,
+        progress=ctx.epochs("sparsify", step.epochs),
+    )
+    from compression.prune import weight_sparsity
+
+    return {
+        "strength": step.strength,
+        "near_zero_threshold": step.near_zero,
+        "near_zero_fraction_before": round(before, 4),
+        "near_zero_fraction_after": round(near_zero_fraction(state.model, step.near_zero), 4),
+        "weight_sparsity": round(weight_sparsity(state.model), 4),
+    }
+
+
+def _apply_prune(step: PruneStep, state: _State, ctx: _Context) -> dict:
+    from compression.prune import MagnitudeMask, structured_prune, weight_sparsity
+
+    before = count_params(state.model)
+    mask = None
+    if step.kind == "structured":
+        structured_prune(state.model, ctx.example_input, ratio=step.ratio)
+        note = STRUCTURED_NOTE
+    else:
+        mask = MagnitudeMask(state.model, sparsity=step.ratio, scope=step.scope)
+        note = UNSTRUCTURED_NOTE
+    if note not in state.notes:
+        state.notes.append(note)
+    if step.finetune_epochs and ctx.train is not None and ctx.train.labels is not None:
+        train_classifier(
+            state.model,
+            ctx.train.features,
+            ctx.train.labels,
+            epochs=step.finetune_epochs,
+            lr=step.lr,
+            after_step=mask.apply if mask else None,
+            progress=ctx.epochs("prune fine-tune", step.finetune_epochs),
+        )
+    return {
+        "kind": step.kind,
+        "ratio": step.ratio,
+        "scope": step.scope if step.kind == "unstructured" else "layer",
+        "params_before": before,
+        "weight_sparsity": round(weight_sparsity(state.model), 4),
+        "effect": note,
+    }
+
+
+def _apply_export(step: ExportStep, state: _State, ctx: _Context) -> dict:
+    served = _served(state.model, ctx.task)
+    state.onnx_bytes = export_onnx(served, ctx.example_input, opset=step.opset)
+    diff = check_parity(
+        served, state.onnx_bytes, ctx.evaluation.features[:512], atol=step.parity_atol
+    )
+    state.model = None
+    return {"opset": step.opset, "parity_max_abs_diff": diff, "parity_atol": step.parity_atol}
+
+
+def quantize_bytes(
+    onnx_bytes: bytes,
+    *,
+    mode: str,
+    per_channel: bool,
+    calibration: np.ndarray | None,
+    method: str = "minmax",
+    percentile: float = 99.999,
+    exclude: list[str] | None = None,
+    exclude_op_types: list[str] | None = None,
+    pre_process: bool = True,
+) -> bytes:
+    from compression import quantize as q
+
+    if mode == "dynamic_int8":
+        return q.dynamic_int8(
+            onnx_bytes, per_channel=per_channel, nodes_to_exclude=exclude, pre_process=pre_process
+        )
+    if mode == "static_int8":
+        if calibration is None:
+            raise RecipeError("static_int8 needs calibration rows; give data.calibration or train")
+        return q.static_int8(
+            onnx_bytes,
+            calibration,
+            per_channel=per_channel,
+            method=method,
+            percentile=percentile,
+            nodes_to_exclude=exclude,
+            pre_process=pre_process,
+        )
+    return q.float16(onnx_bytes, nodes_to_exclude=exclude, op_types=exclude_op_types)
+
+
+def _apply_quantize(step: QuantizeStep, state: _State, ctx: _Context) -> dict:
+    from compression.quantize import nodes_to_exclude
+
+    excluded = nodes_to_exclude(
+        state.onnx_bytes, names=step.exclude_nodes, op_types=step.exclude_op_types
+    )
+    calibration = None
+    if ctx.calibration is not None:
+        rows = ctx.calibration.features
+        pick = np.random.default_rng(0).permutation(len(rows))[: step.calibration_rows]
+        calibration = np.ascontiguousarray(rows[np.sort(pick)], dtype=np.float32)
+    options = dict(
+        calibration=calibration,
+        method=step.calibration,
+        percentile=step.percentile,
+        exclude=excluded,
+        exclude_op_types=step.exclude_op_types,
+        pre_process=step.pre_process,
+    )
+    float_bytes = state.onnx_bytes
+    state.onnx_bytes = quantize_bytes(
+        float_bytes, mode=step.mode, per_channel=step.per_channel, **options
+    )
+    detail = {
+        "mode": step.mode,
+        "per_channel": step.per_channel if step.mode != "fp16" else None,
+        "calibration": step.calibration if step.mode == "static_int8" else None,
+        "calibration_rows": None if calibration is None else len(calibration),
+        "excluded_nodes": excluded,
+    }
+    if step.compare:
+        detail["alternatives"] = _quantize_alternatives(step, float_bytes, options, ctx)
+    return detail
+
+
+def _quantize_alternatives(step: QuantizeStep, float_bytes: bytes, options: dict, ctx) -> list:
+    """Every int8 variant (dynamic/static x per-channel/per-tensor) and fp16, measured side by
+    side on the same data, so the report shows why the chosen one was chosen."""
+    variants = [("dynamic_int8", True), ("dynamic_int8", False), ("static_int8", True)]
+    variants += [("static_int8", False), ("fp16", None)]
+    rows = []
+    for mode, per_channel in variants:
+        if mode == "static_int8" and options["calibration"] is None:
+            continue
+        data = quantize_bytes(float_bytes, mode=mode, per_channel=bool(per_channel), **options)
+        m, _ = evaluate_onnx(
+            data,
+            ctx.evaluation.features,
+            ctx.evaluation.labels,
+            ctx.baseline.outputs,
+            task=ctx.task,
+        )
+        rows.append(
+            {
+                "mode": mode,
+                "per_channel": per_channel,
+                "chosen": mode == step.mode and (per_channel in (None, step.per_channel)),
+                **{k: m[k] for k in ("onnx_bytes", "zipped_bytes", "rows_per_s_1thread")},
+                "accuracy": m["accuracy"],
+                "fidelity": m["fidelity"],
+            }
+        )
+        ctx.say(f"  quantize alternative {mode} per_channel={per_channel}: {_describe(m)}")
+    return rows
+
+
+_APPLY = {
+    DistillStep: _apply_distill,
+    FactorizeStep: _apply_factorize,
+    SparsifyStep: _apply_sparsify,
+    PruneStep: _apply_prune,
+    ExportStep: _apply_export,
+    QuantizeStep: _apply_quantize,
+}
+
+
+def _fidelity_value(metrics: dict, task: str) -> float | None:
+    fid = metrics.get("fidelity") or {}
+    return fid.get("cosine_mean") if task == "embedding" else fid.get("agreement")
+
+
+def _gate(recipe: Recipe, baseline: dict, final: dict, task: str, evaluation) -> dict:
+    gate = {
+        "evaluated_on": evaluation.source or {"rows": len(evaluation.features)},
+        "rows": len(evaluation.features),
+        "max_accuracy_drop": recipe.max_accuracy_drop,
+        "min_fidelity": recipe.min_fidelity,
+        "accuracy_drop_points": None,
+        "fidelity": _fidelity_value(final, task),
+    }
+    problems = []
+    if baseline.get("accuracy") is not None and final.get("accuracy") is not None:
+        drop = 100.0 * (baseline["accuracy"] - final["accuracy"])
+        gate["accuracy_drop_points"] = round(drop, 3)
+        final["accuracy_drop_points"] = round(drop, 3)
+        if recipe.max_accuracy_drop is not None and drop > recipe.max_accuracy_drop:
+            problems.append(
+                f"loses {drop:.2f} accuracy points ({100 * baseline['accuracy']:.2f}% -> "
+                f"{100 * final['accuracy']:.2f}%), over its budget "
+                f"max_accuracy_drop={recipe.max_accuracy_drop}"
+            )
+    if recipe.min_fidelity is not None and gate["fidelity"] < recipe.min_fidelity:
+        what = "mean cosine" if task == "embedding" else "agreement with the baseline"
+        problems.append(
+            f"keeps {what} {gate['fidelity']:.4f}, under its budget "
+            f"min_fidelity={recipe.min_fidelity}"
+        )
+    gate["passed"] = not problems
+    if problems:
+        gate["message"] = (
+            f"recipe {recipe.name!r} " + " and ".join(problems) + f" on {gate['rows']} held-out "
+            f"rows; no artifact was written. Final model: {_describe(final)}; baseline: "
+            f"{_describe(baseline)}. Compress less, fine-tune longer, or raise the budget."
+        )
+    return gate
 
 
 def _describe(m: dict) -> str:
     acc = "n/a" if m.get("accuracy") is None else f"{100 * m['accuracy']:.2f}%"
+    fid = m.get("fidelity") or {}
+    agree = fid.get("agreement", fid.get("cosine_mean"))
+    agree_text = "" if agree is None else f" fidelity={agree:.4f}"
     return (
         f"params={m['params']:,} bytes={m['onnx_bytes']:,} zipped={m['zipped_bytes']:,} "
-        f"rows/s(1 thread)={m['rows_per_s_1thread']:,.0f} accuracy={acc}"
+        f"rows/s(1 thread)={m['rows_per_s_1thread']:,.0f} accuracy={acc}{agree_text}"
     )

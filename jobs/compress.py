@@ -1,36 +1,65 @@
-"""The compress job: a config names the model, the recipe and the data; it writes an artifact."""
+"""The compress job: a config names the model, the recipe (or candidate recipes to autotune)
+and the data; it writes an artifact. Parsing and printing live here, the work in compression."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from rich.console import Console
+from rich.table import Table
 
 from compression.artifact import Artifact
-from compression.build import compress_to_artifact
-from compression.data import DIGITS_FEATURES
-from compression.recipe import Recipe
-from jobs.config import load_config, read_yaml, validate  # noqa: F401
+from compression.build import compress_to_artifact, data_lineage, write_result
+from compression.recipe import AccuracyGateError, Recipe
+from compression.sources import DataSpec, DigitsSample, ModelSource, load_data, load_model
+from jobs.config import load_config, read_yaml, validate
 
 
-class BuiltinDigitsModel(BaseModel):
-    """The reference MLP, trained here on scikit-learn's real digits (no checkpoint needed)."""
+def _default_train() -> DigitsSample:
+    return DigitsSample(kind="digits", split="train", augmented_rows=40_000)
 
+
+def _default_evaluation() -> DigitsSample:
+    return DigitsSample(kind="digits", split="held_out")
+
+
+class DataConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["builtin-digits-mlp"]
-    epochs: int = Field(default=8, ge=1)
-    seed: int = 0
+    train: DataSpec | None = Field(default_factory=_default_train)
+    calibration: DataSpec | None = Field(
+        default=None, description="rows for static quantization (default: a sample of train)"
+    )
+    evaluation: DataSpec = Field(
+        default_factory=_default_evaluation, description="held-out rows the gate is decided on"
+    )
+    also_evaluate: dict[str, DataSpec] = Field(
+        default_factory=dict, description="more held-out sets, reported but not gated on"
+    )
 
 
 class CompressConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    recipe: str | Recipe = Field(description="a recipe file (relative to this config) or inline")
-    model: BuiltinDigitsModel
+    recipe: str | Recipe | None = Field(
+        default=None, description="a recipe file (relative to this config) or inline"
+    )
+    candidates: list[str | Recipe] | None = Field(
+        default=None, min_length=1, description="autotune: recipe files or inline recipes"
+    )
+    model: ModelSource
+    data: DataConfig = Field(default_factory=DataConfig)
+    task: Literal["classification", "regression", "embedding"] = "classification"
     feature_column: str = "features"
+    class_labels: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _recipe_or_candidates(self) -> CompressConfig:
+        if (self.recipe is None) == (self.candidates is None):
+            raise ValueError("recipe: give exactly one of 'recipe' or 'candidates' (autotune)")
+        return self
 
 
 def load_recipe(recipe: str | Recipe, config_dir: Path) -> Recipe:
@@ -41,23 +70,174 @@ def load_recipe(recipe: str | Recipe, config_dir: Path) -> Recipe:
     return validate(Recipe, read_yaml(path), source=str(path))
 
 
-def run_compress(config: CompressConfig, out: str | Path, *, config_dir: Path) -> Artifact:
-    from jobs.demo import train_digits_model
+def _features(config: CompressConfig, n_features: int) -> dict:
+    spec = config.data.evaluation
+    if getattr(spec, "feature_columns", None):
+        return {"columns": list(spec.feature_columns), "size": n_features}
+    column = getattr(spec, "feature_column", None) or config.feature_column
+    return {"array_column": column, "size": n_features}
 
-    recipe = load_recipe(config.recipe, config_dir)
-    model, train, evaluation = train_digits_model(
-        epochs=config.model.epochs, seed=config.model.seed
+
+def run_compress(
+    config: CompressConfig, out: str | Path, *, config_dir: Path, console: Console | None = None
+) -> Artifact:
+    """Load the model and data, run the recipe (or autotune the candidates), write the
+    artifact and print its numbers. Raises AccuracyGateError (nothing written) over budget."""
+    console = console or Console(width=160)
+    say = console.log
+    recipes = (
+        [load_recipe(config.recipe, config_dir)]
+        if config.recipe is not None
+        else [load_recipe(r, config_dir) for r in config.candidates]
     )
-    return compress_to_artifact(
-        recipe,
-        model,
-        out,
-        example_input=torch.from_numpy(evaluation.features[:8]),
+    data = config.data
+    say("loading data")
+    train = load_data(data.train, base_dir=config_dir) if data.train else None
+    evaluation = load_data(data.evaluation, base_dir=config_dir)
+    calibration = load_data(data.calibration, base_dir=config_dir) if data.calibration else None
+    also = {k: load_data(v, base_dir=config_dir) for k, v in data.also_evaluate.items()}
+    model, example, source = load_model(
+        config.model, base_dir=config_dir, train=train, progress=say
+    )
+    class_labels = config.class_labels
+    if class_labels is None and config.model.kind.startswith("builtin-digits"):
+        class_labels = [str(d) for d in range(10)]
+    common = dict(
+        example_input=example,
         train=train,
         evaluation=evaluation,
-        features={"array_column": config.feature_column, "size": DIGITS_FEATURES},
-        class_labels=[str(d) for d in range(10)],
+        calibration=calibration,
+        task=config.task,
+        also_evaluate=also or None,
+        progress=say,
     )
+    features = _features(config, evaluation.features.shape[1])
+    if config.candidates is None:
+        artifact = compress_to_artifact(
+            recipes[0],
+            model,
+            out,
+            features=features,
+            class_labels=class_labels,
+            model_source=source,
+            **common,
+        )
+        console.print(steps_table(artifact.manifest.metrics, title=recipes[0].name))
+        return artifact
+    return _autotune(recipes, model, out, common, features, class_labels, source, console)
+
+
+def _autotune(recipes, model, out, common, features, class_labels, source, console) -> Artifact:
+    from compression.autotune import autotune, write_table
+
+    result = autotune(recipes, model, **common)
+    json_path, csv_path = write_table(result.table, Path(out).resolve())
+    console.print(candidates_table(result.table))
+    console.log(f"candidates table: {json_path} and {csv_path}")
+    if result.best is None:
+        raise AccuracyGateError(
+            f"autotune: none of the {len(recipes)} candidate recipes stays within its budget; "
+            f"no artifact was written. See {json_path}."
+        )
+    chosen = result.best
+    artifact = write_result(
+        chosen,
+        out,
+        name=chosen.recipe.name,
+        features=features,
+        task=common["task"],
+        class_labels=class_labels,
+        data=data_lineage(
+            train=common["train"],
+            evaluation=common["evaluation"],
+            calibration=common["calibration"],
+            also_evaluate=common["also_evaluate"],
+            model_source=source,
+        ),
+        extra_metrics={
+            "autotune": {
+                "chosen": chosen.recipe.name,
+                "rule": "highest single-thread rows/s (rows/s per core) among candidates "
+                "within budget",
+                "candidates": result.table,
+            }
+        },
+    )
+    console.print(steps_table(artifact.manifest.metrics, title=f"chosen: {chosen.recipe.name}"))
+    return artifact
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def steps_table(metrics: dict, *, title: str) -> Table:
+    table = Table(title=title)
+    for col in (
+        "stage",
+        "params",
+        "onnx bytes",
+        "zipped",
+        "rows/s 1 thread",
+        "speed-up",
+        "smaller",
+        "accuracy",
+        "agreement",
+        "note",
+    ):
+        table.add_column(col, justify="left" if col in ("stage", "note") else "right")
+    base = metrics["baseline"]
+    rows = [("baseline", base, "")] + [
+        (f"{s['index']} {s['step']}", s, s.get("effect") or s.get("mode") or s.get("method") or "")
+        for s in metrics["steps"]
+    ]
+    for stage, m, note in rows:
+        vs = m.get("vs_baseline") or {}
+        fid = m.get("fidelity") or {}
+        table.add_row(
+            stage,
+            f"{m['params']:,}",
+            f"{m['onnx_bytes']:,}",
+            f"{m['zipped_bytes']:,}",
+            f"{m['rows_per_s_1thread']:,.0f}",
+            f"{vs.get('speedup_1thread', 1.0):.2f}x",
+            f"{vs.get('onnx_bytes_smaller', 1.0):.1f}x",
+            _pct(m.get("accuracy")),
+            _pct(fid.get("agreement", fid.get("cosine_mean"))),
+            str(note)[:60],
+        )
+    return table
+
+
+def candidates_table(rows: list[dict]) -> Table:
+    table = Table(title="autotune candidates (cheapest within budget first)")
+    for col in (
+        "rank",
+        "recipe",
+        "passed",
+        "rows/s per core",
+        "speed-up",
+        "onnx bytes",
+        "zipped",
+        "accuracy",
+        "drop (points)",
+        "agreement",
+    ):
+        table.add_column(col, justify="left" if col == "recipe" else "right")
+    for r in rows:
+        table.add_row(
+            str(r["rank"]) + (" *" if r["chosen"] else ""),
+            r["recipe"],
+            "yes" if r["passed"] else "no",
+            "n/a" if r["rows_per_s_per_core"] is None else f"{r['rows_per_s_per_core']:,.0f}",
+            "n/a" if r["speedup_1thread"] is None else f"{r['speedup_1thread']:.2f}x",
+            "n/a" if r["onnx_bytes"] is None else f"{r['onnx_bytes']:,}",
+            "n/a" if r["zipped_bytes"] is None else f"{r['zipped_bytes']:,}",
+            _pct(r["accuracy"]),
+            "n/a" if r["accuracy_drop_points"] is None else f"{r['accuracy_drop_points']:.2f}",
+            _pct(r["fidelity"]),
+        )
+    return table
 
 
 __all__ = ["CompressConfig", "load_config", "run_compress"]

@@ -1,0 +1,203 @@
+"""Where a model and its data come from: a PyTorch factory plus a state_dict checkpoint, an
+existing ONNX file, or a built-in digits model trained on the spot; labelled rows from
+scikit-learn's digits (optionally augmented) or from a Parquet/Delta table sample."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from compression.recipe import LabelledData
+from compression.table_data import TableSample, read_table_sample
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BuiltinModel(_Spec):
+    """A reference digits model (MLP or small CNN) trained here on ``data.train``."""
+
+    kind: Literal["builtin-digits-mlp", "builtin-digits-cnn"]
+    epochs: int = Field(default=8, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    seed: int = 0
+    hidden: list[int] | None = Field(default=None, description="MLP hidden widths")
+    channels: list[int] | None = Field(default=None, min_length=3, max_length=3)
+
+
+class TorchModel(_Spec):
+    """A PyTorch module: ``factory`` ('package.module:function') builds it, ``checkpoint`` (a
+    state_dict saved with torch.save) fills it. Loaded with weights_only=True: no pickled code."""
+
+    kind: Literal["torch"]
+    factory: str = Field(pattern=r"^[\w.]+:\w+$")
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str | None = None
+    input_shape: list[int] = Field(min_length=1, description="one row's shape, batch excluded")
+
+
+class OnnxModel(_Spec):
+    """An existing ONNX file: only ONNX-side steps (quantize) apply."""
+
+    kind: Literal["onnx"]
+    path: str
+
+
+ModelSource = Annotated[BuiltinModel | TorchModel | OnnxModel, Field(discriminator="kind")]
+
+
+class DigitsSample(_Spec):
+    """scikit-learn's real 8x8 digits, a fixed split, plus augmented copies (shifts, noise)."""
+
+    kind: Literal["digits"]
+    split: Literal["train", "held_out"]
+    augmented_rows: int = Field(default=0, ge=0)
+    include_originals: bool = True
+    seed: int = 0
+
+
+DataSpec = Annotated[DigitsSample | TableSample, Field(discriminator="kind")]
+
+
+def _resolve(path: str, base_dir: Path) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else base_dir / p
+
+
+def import_factory(spec: str) -> Callable[..., nn.Module]:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"factory {spec!r}: cannot import module {module_name!r} ({err})") from err
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"factory {spec!r}: module {module_name!r} has no callable {attr!r}")
+    return factory
+
+
+def load_digits_sample(spec: DigitsSample) -> LabelledData:
+    from compression.data import augment, digits_splits
+
+    train, held_out = digits_splits()
+    split = train if spec.split == "train" else held_out
+    parts_x, parts_y = [], []
+    if spec.include_originals:
+        parts_x.append(split.features)
+        parts_y.append(split.labels)
+    if spec.augmented_rows:
+        x, y = augment(split, spec.augmented_rows, np.random.default_rng([spec.seed, 1]))
+        parts_x.append(x)
+        parts_y.append(y)
+    if not parts_x:
+        raise ValueError("digits data is empty: set include_originals or augmented_rows")
+    source = {"dataset": "sklearn.datasets.load_digits", **spec.model_dump(exclude={"kind"})}
+    return LabelledData(
+        np.ascontiguousarray(np.concatenate(parts_x)), np.concatenate(parts_y), source
+    )
+
+
+def load_data(spec: DigitsSample | TableSample, *, base_dir: Path, spark=None) -> LabelledData:
+    if isinstance(spec, DigitsSample):
+        return load_digits_sample(spec)
+    path = spec.path if "://" in spec.path else str(_resolve(spec.path, base_dir))
+    return read_table_sample(spec.model_copy(update={"path": path}), spark=spark)
+
+
+def load_model(
+    spec: BuiltinModel | TorchModel | OnnxModel,
+    *,
+    base_dir: Path,
+    train: LabelledData | None,
+    progress: Callable[[str], None] = lambda msg: None,
+) -> tuple[nn.Module | bytes, torch.Tensor | None, dict]:
+    """Return (model or ONNX bytes, an example input batch, the source's description)."""
+    if isinstance(spec, OnnxModel):
+        path = _resolve(spec.path, base_dir)
+        if not path.is_file():
+            raise FileNotFoundError(f"model.path: ONNX file {path} does not exist")
+        import onnx
+
+        data = path.read_bytes()
+        try:
+            onnx.checker.check_model(onnx.load_model_from_string(data))
+        except Exception as err:  # noqa: BLE001 - onnx raises several types
+            raise ValueError(f"model.path: {path} is not a valid ONNX model: {err}") from err
+        return data, None, {"kind": "onnx", "path": str(path)}
+    if isinstance(spec, TorchModel):
+        return _load_torch(spec, base_dir)
+    return _train_builtin(spec, train, progress)
+
+
+def _load_torch(spec: TorchModel, base_dir: Path):
+    model = import_factory(spec.factory)(**spec.kwargs)
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"model.factory {spec.factory!r} returned {type(model).__name__}, not a torch.nn.Module"
+        )
+    info = {"kind": "torch", "factory": spec.factory, "kwargs": spec.kwargs}
+    if spec.checkpoint:
+        path = _resolve(spec.checkpoint, base_dir)
+        if not path.is_file():
+            raise FileNotFoundError(f"model.checkpoint: {path} does not exist")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - unpickling refuses code with several types
+            raise ValueError(
+                f"model.checkpoint: {path} is not a plain state_dict loadable with "
+                f"weights_only=True ({str(err).splitlines()[0]}); save model.state_dict()"
+            ) from err
+        if isinstance(state, dict) and "state_dict" in state:
+            state = state["state_dict"]
+        if not isinstance(state, dict):
+            raise ValueError(
+                f"model.checkpoint: {path} holds {type(state).__name__}, not a state_dict"
+            )
+        result = model.load_state_dict(state, strict=False)
+        if result.missing_keys or result.unexpected_keys:
+            raise ValueError(
+                f"model.checkpoint: {path} does not fit {spec.factory}: missing keys "
+                f"{result.missing_keys[:10]}, unexpected keys {result.unexpected_keys[:10]}"
+            )
+        info["checkpoint"] = str(path)
+    model.eval()
+    example = torch.zeros((2, *spec.input_shape), dtype=torch.float32)
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(
+            f"model.input_shape {spec.input_shape} does not fit {spec.factory}: {err}"
+        ) from err
+    return model, example, info
+
+
+def _train_builtin(spec: BuiltinModel, train: LabelledData | None, progress):
+    from compression.models import digits_cnn, digits_mlp, train_classifier
+
+    if train is None or train.labels is None:
+        raise ValueError(f"model.kind {spec.kind!r} is trained here: give labelled data.train")
+    torch.manual_seed(spec.seed)
+    model = (
+        digits_mlp(spec.hidden) if spec.kind == "builtin-digits-mlp" else digits_cnn(spec.channels)
+    )
+    progress(f"training {spec.kind} for {spec.epochs} epochs on {len(train.features):,} rows")
+    train_classifier(
+        model,
+        train.features,
+        train.labels,
+        epochs=spec.epochs,
+        lr=spec.lr,
+        seed=spec.seed,
+        progress=lambda e, loss: progress(f"  epoch {e + 1}/{spec.epochs} loss {loss:.4f}"),
+    )
+    example = torch.from_numpy(np.ascontiguousarray(train.features[:8]))
+    return model, example, {"kind": spec.kind, **spec.model_dump(exclude={"kind"})}

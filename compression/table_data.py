@@ -1,0 +1,107 @@
+"""The one place compression reads a table: a small sample of a Parquet or Delta table pulled
+to the driver as numpy, with its lineage (path, format, Delta version) for the manifest.
+
+Spark is imported lazily, through ``jobs.spark.get_spark``, so nothing else in compression
+needs it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from compression.recipe import LabelledData
+
+
+class TableSample(BaseModel):
+    """A sample of a Parquet/Delta table: features from one array column or many numeric
+    columns, labels from an optional column."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["table"] = "table"
+    path: str = Field(min_length=1)
+    format: Literal["delta", "parquet"] = "delta"
+    feature_column: str | None = None
+    feature_columns: list[str] | None = None
+    label_column: str | None = None
+    limit: int = Field(default=50_000, ge=1, description="rows pulled to the driver at most")
+    filter: str | None = Field(default=None, description="Spark SQL predicate")
+    version: int | None = Field(default=None, ge=0, description="Delta time travel")
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> TableSample:
+        if (self.feature_column is None) == (self.feature_columns is None):
+            raise ValueError("give exactly one of 'feature_column' or 'feature_columns'")
+        if self.format == "parquet" and self.version is not None:
+            raise ValueError("'version' is Delta time travel; a Parquet table has none")
+        return self
+
+
+def delta_version(spark, path: str) -> int:
+    from delta.tables import DeltaTable
+
+    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+
+def read_table_sample(spec: TableSample, *, spark=None) -> LabelledData:
+    """Read at most ``spec.limit`` rows, pinned to one Delta version so the lineage is exact."""
+    if spark is None:
+        from jobs.spark import get_spark
+
+        spark = get_spark("leanscore-compress")
+    reader = spark.read.format(spec.format)
+    version = None
+    if spec.format == "delta":
+        try:
+            version = spec.version if spec.version is not None else delta_version(spark, spec.path)
+        except Exception as err:  # noqa: BLE001 - Spark raises many types for a bad path
+            raise FileNotFoundError(
+                f"{spec.path} is not a readable Delta table ({str(err).splitlines()[0]}); "
+                "check 'path' and 'format'"
+            ) from err
+        reader = reader.option("versionAsOf", version)
+    try:
+        df = reader.load(spec.path)
+    except Exception as err:  # noqa: BLE001
+        raise FileNotFoundError(
+            f"cannot read {spec.format} table {spec.path}: {str(err).splitlines()[0]}"
+        ) from err
+    wanted = [spec.feature_column] if spec.feature_column else list(spec.feature_columns)
+    if spec.label_column:
+        wanted.append(spec.label_column)
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"table {spec.path} has no column(s) {missing}; its columns are {df.columns}"
+        )
+    if spec.filter:
+        df = df.where(spec.filter)
+    pdf = df.select(*wanted).limit(spec.limit).toPandas()
+    if len(pdf) == 0:
+        raise ValueError(f"table {spec.path} gave no rows (filter {spec.filter!r})")
+    if spec.feature_column:
+        features = np.stack([np.asarray(v, dtype=np.float32) for v in pdf[spec.feature_column]])
+    else:
+        features = pdf[list(spec.feature_columns)].to_numpy(dtype=np.float32)
+    if not np.isfinite(features).all():
+        raise ValueError(f"table {spec.path} has null/NaN/infinite features in the sample")
+    labels = None
+    if spec.label_column:
+        labels = pdf[spec.label_column].to_numpy()
+        if pdf[spec.label_column].isna().any():
+            raise ValueError(f"label column {spec.label_column!r} of {spec.path} has nulls")
+        labels = labels.astype(np.int64)
+    source = {
+        "path": spec.path,
+        "format": spec.format,
+        "delta_version": version,
+        "rows": len(features),
+        "filter": spec.filter,
+        "feature_column": spec.feature_column,
+        "feature_columns": spec.feature_columns,
+        "label_column": spec.label_column,
+    }
+    return LabelledData(np.ascontiguousarray(features), labels, source)
