@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import resource
 import time
 from pathlib import Path
 from typing import Literal
@@ -19,7 +20,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from compression.artifact import Artifact
+from udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
 from udfs.predict import score_dataframe
+from udfs.session_cache import SessionConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,19 @@ class InputConfig(TableRef):
     filter: str | None = Field(
         default=None, description="a Spark SQL predicate, e.g. day = '2026-01-01'"
     )
+    partition: dict[str, str | int] | None = Field(
+        default=None, description="partition values to read, e.g. {day: '2026-01-01'}"
+    )
+
+
+class SessionOptions(_Strict):
+    """ONNX Runtime options for the executors."""
+
+    intra_op_threads: int | None = Field(
+        default=None, gt=0, description="threads per task; default spark.task.cpus"
+    )
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    memory_arena: bool = True
 
 
 class ScoreConfig(_Strict):
@@ -65,6 +81,15 @@ class ScoreConfig(_Strict):
     batch_size: int = Field(default=4096, gt=0, description="rows per ONNX Runtime call")
     arrow_batch_rows: int = Field(default=10_000, gt=0, description="rows per Arrow batch")
     probabilities: bool = False
+    engine: Literal["auto", "arrow", "pandas"] = Field(
+        default="auto", description="auto: Arrow-native mapInArrow where Spark has it"
+    )
+    session: SessionOptions = Field(default_factory=SessionOptions)
+    path_threshold_bytes: int = Field(
+        default=DEFAULT_PATH_THRESHOLD_BYTES,
+        gt=0,
+        description="models above this size reach executors by their artifact path",
+    )
     summary_path: str | None = None
 
 
@@ -93,7 +118,24 @@ def read_table(spark: SparkSession, ref: TableRef) -> DataFrame:
 
 def read_input(spark: SparkSession, config: ScoreConfig) -> DataFrame:
     df = read_table(spark, config.input)
+    for column, value in (config.input.partition or {}).items():
+        if column not in df.columns:
+            raise ValueError(
+                f"input.partition names column {column!r}, which {config.input.describe()} "
+                "does not have"
+            )
+        df = df.where(F.col(column) == F.lit(value))
     return df.where(config.input.filter) if config.input.filter else df
+
+
+def session_config(spark: SparkSession, options: SessionOptions) -> SessionConfig:
+    from udfs.predict import task_cpus
+
+    return SessionConfig(
+        intra_op_threads=options.intra_op_threads or task_cpus(spark),
+        graph_optimization=options.graph_optimization,
+        memory_arena=options.memory_arena,
+    )
 
 
 def score_frame(
@@ -111,12 +153,16 @@ def score_frame(
         df,
         artifact,
         key_columns=config.key_columns or None,
+        keep_columns=keep,
+        engine=config.engine,
         bad_rows=config.bad_rows,
         batch_size=config.batch_size,
         probabilities=config.probabilities,
+        session_config=session_config(df.sparkSession, config.session),
+        path_threshold_bytes=config.path_threshold_bytes,
     )
     manifest = artifact.manifest
-    outputs = [c for c in scored.columns if c not in df.columns]
+    outputs = [c for c in scored.columns if c not in keep]
     return scored.select(
         *keep,
         *outputs,
@@ -140,13 +186,58 @@ def write_partition(df: DataFrame, ref: TableRef, run_date: dt.date) -> None:
         writer.save(ref.path)
 
 
+def peak_driver_rss_mb(spark: SparkSession) -> dict[str, float | None]:
+    """Peak resident memory of the driver: this Python process and, on classic local Spark,
+    the driver JVM it launched (in local mode that JVM runs the tasks too)."""
+    python_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    jvm_mb = None
+    if not is_connect(spark):
+        proc = getattr(getattr(spark.sparkContext, "_gateway", None), "proc", None)
+        status = Path(f"/proc/{proc.pid}/status") if proc is not None else None
+        if status is not None and status.exists():
+            for line in status.read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    jvm_mb = int(line.split()[1]) / 1024
+    return {
+        "peak_driver_python_rss_mb": round(python_mb, 1),
+        "peak_driver_jvm_rss_mb": None if jvm_mb is None else round(jvm_mb, 1),
+    }
+
+
+def _write_summary(config: ScoreConfig, summary: dict) -> None:
+    for key, value in summary.items():
+        log.info("score summary %s=%s", key, value)
+    if config.summary_path:
+        Path(config.summary_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.summary_path).write_text(json.dumps(summary, indent=2) + "\n")
+
+
 def run_score(spark: SparkSession, config: ScoreConfig, run_date: str | dt.date) -> dict:
     """Score ``config.input`` into the ``run_date`` partition of ``config.output``; return the
-    run summary (also written to ``config.summary_path`` when set)."""
+    run summary (also written to ``config.summary_path`` when set). On failure the output is
+    left as it was, a summary with ``status: failed`` is written, and the error is raised."""
     day = run_date if isinstance(run_date, dt.date) else parse_run_date(run_date)
+    start = time.perf_counter()
+    try:
+        return _run(spark, config, day, start)
+    except Exception as err:
+        _write_summary(
+            config,
+            {
+                "status": "failed",
+                "run_date": day.isoformat(),
+                "input": config.input.describe(),
+                "output": config.output.describe(),
+                "error": str(err).strip().splitlines()[0] if str(err).strip() else repr(err),
+                "seconds": round(time.perf_counter() - start, 3),
+            },
+        )
+        raise
+
+
+def _run(spark: SparkSession, config: ScoreConfig, day: dt.date, start: float) -> dict:
     artifact = Artifact.load(config.artifact)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
-    start = time.perf_counter()
     source = read_input(spark, config)
     rows_in = source.count()
     scored = score_frame(source, config, artifact, day)
@@ -161,23 +252,22 @@ def run_score(spark: SparkSession, config: ScoreConfig, run_date: str | dt.date)
         "status": "succeeded",
         "run_date": day.isoformat(),
         "model_name": artifact.manifest.name,
+        "model_version": artifact.manifest.version,
         "model_sha256": artifact.sha256,
         "input": config.input.describe(),
         "output": config.output.describe(),
+        "engine": config.engine,
         "rows_in": rows_in,
         "rows_out": int(counts["rows"]),
         "flagged_rows": int(counts["flagged"]),
         "seconds": round(seconds, 3),
         "rows_per_s": round(int(counts["rows"]) / seconds, 1) if seconds > 0 else None,
+        **peak_driver_rss_mb(spark),
     }
     if summary["rows_in"] != summary["rows_out"]:
         raise RuntimeError(
             f"wrote {summary['rows_out']} rows for {day} but read {summary['rows_in']}; "
             "the output table was changed by another writer during the run"
         )
-    for key, value in summary.items():
-        log.info("score summary %s=%s", key, value)
-    if config.summary_path:
-        Path(config.summary_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(config.summary_path).write_text(json.dumps(summary, indent=2) + "\n")
+    _write_summary(config, summary)
     return summary

@@ -62,3 +62,19 @@ def get_spark(
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("LEANSCORE_SPARK_LOG_LEVEL", "ERROR"))
     return spark
+
+
+def local_connect_session(master: str = "local[2]", *, conf: dict[str, str] | None = None):
+    """A Spark Connect session on a local Connect server (pyspark starts it in this process).
+
+    No SparkContext exists on the client side, as on Databricks serverless. Do not mix it with a
+    classic session in the same process: the server shares the process's JVM. No Delta jars are
+    loaded: score Parquet or in-memory DataFrames here.
+    """
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # Static confs (UI, Python executable) cannot be set from a Connect client: the server
+    # takes PYSPARK_PYTHON from the environment.
+    builder = SparkSession.builder.remote(master).config("spark.sql.shuffle.partitions", "2")
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()

@@ -89,7 +89,7 @@ def test_flag_policy_keeps_every_row_and_counts_the_bad_ones(spark, digits, arti
     assert errors == {
         1000: "column 'features' is null",
         1001: "column 'features' has 63 elements, the model expects 64",
-        1002: "column 'features' element 0 is NaN (or null)",
+        1002: "column 'features' element 0 is NaN",
         1003: "column 'features' element 0 is inf",
     }
 

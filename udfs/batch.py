@@ -37,7 +37,7 @@ def from_columns(columns: list[pd.Series], names: list[str]) -> Batch:
     reasons: list[str | None] = [None] * n
     for i in np.flatnonzero(bad):
         j = int(np.flatnonzero(~finite[i])[0])
-        reasons[i] = f"column {names[j]!r} is {_value_text(columns[j].iloc[i])}"
+        reasons[i] = f"column {names[j]!r} is {value_text(columns[j].iloc[i], maybe_null=True)}"
         matrix[i] = 0.0
     return Batch(matrix, bad, reasons)
 
@@ -45,9 +45,12 @@ def from_columns(columns: list[pd.Series], names: list[str]) -> Batch:
 def from_array(series: pd.Series, name: str, size: int) -> Batch:
     """One array<float|double> or ML Vector column -> (n, size) float32."""
     n = len(series)
-    values = series.to_numpy()
-    if n and _is_vector(values):
-        values = np.array([None if v is None else v.toArray() for v in values], dtype=object)
+    if isinstance(series, pd.DataFrame):
+        values = _vectors_from_struct(series)
+    else:
+        values = series.to_numpy()
+        if n and _is_vector(values):
+            values = np.array([None if v is None else v.toArray() for v in values], dtype=object)
     lengths = np.fromiter((-1 if v is None else len(v) for v in values), dtype=np.int64, count=n)
     good_len = lengths == size
     matrix = np.zeros((n, size), dtype=np.float32)
@@ -66,9 +69,29 @@ def from_array(series: pd.Series, name: str, size: int) -> Batch:
             reasons[i] = f"column {name!r} has {lengths[i]} elements, the model expects {size}"
         else:
             k = int(np.flatnonzero(~np.isfinite(matrix[i]))[0])
-            reasons[i] = f"column {name!r} element {k} is {_value_text(values[i][k])}"
+            reasons[i] = (
+                f"column {name!r} element {k} is {value_text(values[i][k], maybe_null=True)}"
+            )
         matrix[i] = 0.0
     return Batch(matrix, bad, reasons)
+
+
+def _vectors_from_struct(frame: pd.DataFrame) -> np.ndarray:
+    """pandas UDFs receive an ML Vector column as its struct: type (0 sparse, 1 dense), size,
+    indices, values."""
+    out = np.empty(len(frame), dtype=object)
+    for i, (kind, size, indices, values) in enumerate(
+        zip(frame["type"], frame["size"], frame["indices"], frame["values"], strict=True)
+    ):
+        if values is None or (not hasattr(values, "__len__") and pd.isna(values)):
+            out[i] = None
+        elif kind == 1:
+            out[i] = np.asarray(values, dtype=np.float64)
+        else:
+            dense = np.zeros(int(size), dtype=np.float64)
+            dense[np.asarray(indices, dtype=np.int64)] = values
+            out[i] = dense
+    return out
 
 
 def _is_vector(values: np.ndarray) -> bool:
@@ -76,9 +99,11 @@ def _is_vector(values: np.ndarray) -> bool:
     return first is not None and hasattr(first, "toArray")
 
 
-def _value_text(value) -> str:
+def value_text(value, *, maybe_null: bool = False) -> str:
+    """How a bad value reads in an error. pandas turns nulls into NaN, so there a NaN reads
+    "NaN (or null)"; the Arrow path knows the difference."""
     if value is None or (not isinstance(value, float | np.floating) and pd.isna(value)):
         return "null"
     if isinstance(value, float | np.floating) and np.isnan(value):
-        return "NaN (or null)"
+        return "NaN (or null)" if maybe_null else "NaN"
     return repr(float(value))

@@ -21,30 +21,24 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 
-from compression.artifact import Artifact, Manifest
-from udfs.batch import Batch, from_array, from_columns
-from udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, ModelSource, distribute
-from udfs.session_cache import SessionConfig, get_session
+from compression.artifact import Artifact
+from udfs import arrow_path
+from udfs.batch import from_array, from_columns
+from udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, distribute
+from udfs.kernel import ERROR_FIELD, BadRowError, BadRowPolicy, Scored, Scorer, output_fields
+from udfs.schema import check_features, feature_names, preview
+from udfs.session_cache import SessionConfig
 
-BadRowPolicy = Literal["fail", "flag"]
-ERROR_FIELD = "error"
+Engine = Literal["auto", "arrow", "pandas"]
 
-
-class BadRowError(ValueError):
-    """A row could not be scored under the ``fail`` policy."""
-
-
-def output_fields(manifest: Manifest, *, probabilities: bool = False) -> list[tuple[str, str]]:
-    """The (name, Spark DDL type) fields of the UDF's struct result, from the manifest's task."""
-    if manifest.task == "classification":
-        fields = [("label", "bigint"), ("probability", "float")]
-        if probabilities:
-            fields.append(("probabilities", "array<float>"))
-    elif manifest.task == "regression":
-        fields = [("value", "float")]
-    else:
-        fields = [("embedding", "array<float>")]
-    return [*fields, (ERROR_FIELD, "string")]
+__all__ = [
+    "BadRowError",
+    "ModelUDF",
+    "check_features",
+    "model_udf",
+    "output_fields",
+    "score_dataframe",
+]
 
 
 def _ddl(fields: list[tuple[str, str]]) -> str:
@@ -65,40 +59,25 @@ def _as_artifact(artifact: Artifact | str | os.PathLike[str]) -> Artifact:
 class ModelUDF:
     """Callable returned by ``model_udf``: ``predict(*feature_cols, key=None) -> Column``."""
 
-    def __init__(
-        self,
-        artifact: Artifact,
-        source: ModelSource,
-        config: SessionConfig,
-        *,
-        batch_size: int,
-        bad_rows: BadRowPolicy,
-        probabilities: bool,
-    ):
+    def __init__(self, artifact: Artifact, scorer: Scorer, *, probabilities: bool):
         self.artifact = artifact
+        self.scorer = scorer
         self.fields = output_fields(artifact.manifest, probabilities=probabilities)
         self.return_type = _ddl(self.fields)
-        features = artifact.manifest.features
-        self._expected = features.columns or [features.array_column]
-        self._kernel = _Kernel(
-            artifact.manifest,
-            source,
-            config,
-            batch_size=batch_size,
-            bad_rows=bad_rows,
-            fields=[n for n, _ in self.fields],
-        )
+        self._expected = feature_names(artifact.manifest)
         self._udfs: dict[bool, object] = {}
 
     def __call__(self, *cols: Column | str, key: Column | str | None = None) -> Column:
         if len(cols) != len(self._expected):
             raise ValueError(
                 f"Model {self.artifact.manifest.name!r} expected {len(self._expected)} input "
-                f"columns ({_preview(self._expected)}), but received {len(cols)} columns"
+                f"columns ({preview(self._expected)}), but received {len(cols)} columns"
             )
         with_key = key is not None
         if with_key not in self._udfs:
-            self._udfs[with_key] = pandas_udf(self._kernel.iterator(with_key), self.return_type)
+            self._udfs[with_key] = pandas_udf(
+                _pandas_iterator(self.scorer, with_key), self.return_type
+            )
         args = [F.col(c) if isinstance(c, str) else c for c in cols]
         if with_key:
             args.append((F.col(key) if isinstance(key, str) else key).cast("string"))
@@ -116,18 +95,40 @@ def model_udf(
     path_threshold_bytes: int = DEFAULT_PATH_THRESHOLD_BYTES,
 ) -> ModelUDF:
     """Build a scoring UDF for ``artifact`` (a path or a loaded ``Artifact``)."""
+    artifact = _as_artifact(artifact)
+    scorer = _scorer(
+        artifact,
+        spark=spark,
+        batch_size=batch_size,
+        bad_rows=bad_rows,
+        probabilities=probabilities,
+        session_config=session_config,
+        path_threshold_bytes=path_threshold_bytes,
+    )
+    return ModelUDF(artifact, scorer, probabilities=probabilities)
+
+
+def _scorer(
+    artifact: Artifact,
+    *,
+    spark: SparkSession | None,
+    batch_size: int,
+    bad_rows: BadRowPolicy,
+    probabilities: bool,
+    session_config: SessionConfig | None,
+    path_threshold_bytes: int,
+) -> Scorer:
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive number of rows, got {batch_size}")
     if bad_rows not in ("fail", "flag"):
         raise ValueError(f"bad_rows must be 'fail' or 'flag', got {bad_rows!r}")
-    artifact = _as_artifact(artifact)
     spark = spark or SparkSession.getActiveSession()
     if spark is None:
         raise RuntimeError("model_udf needs an active Spark session; start one first")
     source = distribute(spark, artifact, path_threshold_bytes=path_threshold_bytes)
     config = session_config or SessionConfig(intra_op_threads=task_cpus(spark))
-    return ModelUDF(
-        artifact,
+    return Scorer.build(
+        artifact.manifest,
         source,
         config,
         batch_size=batch_size,
@@ -136,110 +137,55 @@ def model_udf(
     )
 
 
-class _Kernel:
-    """What runs on the executors. Kept free of Spark objects so it pickles small."""
+def _pandas_iterator(scorer: Scorer, with_key: bool):
+    spec = scorer.features
 
-    def __init__(
-        self,
-        manifest: Manifest,
-        source: ModelSource,
-        config: SessionConfig,
-        *,
-        batch_size: int,
-        bad_rows: BadRowPolicy,
-        fields: list[str],
-    ):
-        self.task = manifest.task
-        self.features = manifest.features
-        self.source = source
-        self.config = config
-        self.batch_size = batch_size
-        self.bad_rows = bad_rows
-        self.fields = fields
+    def predict(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
+        session, input_name = scorer.session()
+        for cols in batches:
+            if isinstance(cols, pd.Series):
+                cols = (cols,)
+            keys = cols[-1] if with_key else None
+            feats = cols[:-1] if with_key else cols
+            if spec.array_column is not None:
+                batch = from_array(feats[0], spec.array_column, spec.size)
+            else:
+                batch = from_columns(list(feats), spec.columns)
+            key_of = keys.iloc.__getitem__ if keys is not None else None
+            yield _to_frame(scorer.score(session, input_name, batch, key_of), scorer)
 
-    def iterator(self, with_key: bool):
-        kernel = self
+    return predict
 
-        def predict(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
-            session = get_session(kernel.source, kernel.config)
-            input_name = session.get_inputs()[0].name
-            for cols in batches:
-                if isinstance(cols, pd.Series):
-                    cols = (cols,)
-                keys = cols[-1] if with_key else None
-                feats = cols[:-1] if with_key else cols
-                yield kernel.score(session, input_name, kernel.to_batch(feats), keys)
 
-        return predict
-
-    def to_batch(self, feats) -> Batch:
-        spec = self.features
-        if spec.array_column is not None:
-            return from_array(feats[0], spec.array_column, spec.size)
-        return from_columns(list(feats), spec.columns)
-
-    def score(self, session, input_name: str, batch: Batch, keys: pd.Series | None) -> pd.DataFrame:
-        n = len(batch.bad)
-        any_bad = bool(batch.bad.any())
-        if any_bad and self.bad_rows == "fail":
-            i = int(np.flatnonzero(batch.bad)[0])
-            where = f"row with key {keys.iloc[i]!r}" if keys is not None else f"row {i} of a batch"
-            raise BadRowError(
-                f"{where}: {batch.reasons[i]}; fix the input or score with bad_rows='flag' "
-                "to get a null prediction and an error column instead"
-            )
-        matrix = batch.matrix[~batch.bad] if any_bad else batch.matrix
-        out = self.run(session, input_name, matrix)
-        return self.to_frame(out, batch, n, any_bad)
-
-    def run(self, session, input_name: str, matrix: np.ndarray) -> np.ndarray:
-        if len(matrix) <= self.batch_size:
-            return session.run(None, {input_name: matrix})[0]
-        parts = [
-            session.run(None, {input_name: matrix[i : i + self.batch_size]})[0]
-            for i in range(0, len(matrix), self.batch_size)
-        ]
-        return np.concatenate(parts)
-
-    def to_frame(self, out: np.ndarray, batch: Batch, n: int, any_bad: bool) -> pd.DataFrame:
-        good = ~batch.bad
-        columns: dict[str, object] = {}
-        if self.task == "classification":
-            columns["label"] = _nullable(out.argmax(axis=1), good, any_bad, "int")
-            columns["probability"] = _nullable(out.max(axis=1), good, any_bad, "float")
-            if "probabilities" in self.fields:
-                columns["probabilities"] = _rows(out, good, any_bad, n)
-        elif self.task == "regression":
-            columns["value"] = _nullable(out.reshape(len(out), -1)[:, 0], good, any_bad, "float")
+def _to_frame(scored: Scored, scorer: Scorer) -> pd.DataFrame:
+    n, good, any_bad = scored.n, scored.good, scored.any_bad
+    columns: dict[str, object] = {}
+    for name, values in scored.columns(scorer.task, list(scorer.fields)).items():
+        if values.ndim == 2:
+            columns[name] = _rows(values, good, any_bad, n)
         else:
-            columns["embedding"] = _rows(out, good, any_bad, n)
-        columns[ERROR_FIELD] = pd.Series(batch.reasons, dtype=object) if any_bad else [None] * n
-        return pd.DataFrame(columns)
+            columns[name] = _nullable(values, good, any_bad)
+    columns[ERROR_FIELD] = pd.Series(scored.batch.reasons, dtype=object) if any_bad else [None] * n
+    return pd.DataFrame(columns)
 
 
-def _nullable(values: np.ndarray, good: np.ndarray, any_bad: bool, kind: str):
+def _nullable(values: np.ndarray, good: np.ndarray, any_bad: bool):
     """Values with nulls where rows were flagged (a masked pandas array becomes Arrow nulls)."""
     if not any_bad:
         return values
-    dtype = np.int64 if kind == "int" else np.float32
-    full = np.zeros(len(good), dtype=dtype)
+    full = np.zeros(len(good), dtype=values.dtype)
     full[good] = values
-    array_type = pd.arrays.IntegerArray if kind == "int" else pd.arrays.FloatingArray
+    array_type = pd.arrays.IntegerArray if values.dtype.kind == "i" else pd.arrays.FloatingArray
     return array_type(full, ~good)
 
 
 def _rows(out: np.ndarray, good: np.ndarray, any_bad: bool, n: int) -> list:
-    out = out.astype(np.float32, copy=False)
     if not any_bad:
         return list(out)
     rows: list = [None] * n
     for pos, i in enumerate(np.flatnonzero(good)):
         rows[i] = out[pos]
     return rows
-
-
-def _preview(names: list[str]) -> str:
-    return ", ".join(names) if len(names) <= 4 else f"{names[0]}, {names[1]}, ..., {names[-1]}"
 
 
 def key_expression(key_columns: list[str]) -> Column:
@@ -251,58 +197,10 @@ def key_expression(key_columns: list[str]) -> Column:
     return parts[0] if len(parts) == 1 else F.concat_ws(",", *parts)
 
 
-def check_features(df: DataFrame, manifest: Manifest) -> None:
-    """Fail up front, naming the column, when ``df`` does not carry what the model reads."""
-    from pyspark.sql.types import ArrayType, NumericType
-
-    spec = manifest.features
-    by_name = {f.name: f.dataType for f in df.schema.fields}
-    wanted = spec.columns or [spec.array_column]
-    missing = [c for c in wanted if c not in by_name]
-    if missing:
-        raise ValueError(
-            f"feature column {missing[0]!r} is missing from the input ({len(missing)} of "
-            f"{len(wanted)} missing); the model {manifest.name!r} reads {_preview(wanted)}"
-        )
-    for name in wanted:
-        dtype = by_name[name]
-        if spec.array_column is not None:
-            ok = (isinstance(dtype, ArrayType) and isinstance(dtype.elementType, NumericType)) or (
-                dtype.typeName() == "vector" or "Vector" in type(dtype).__name__
-            )
-            expect = "array<float>, array<double> or an ML Vector"
-        else:
-            ok = isinstance(dtype, NumericType)
-            expect = "a numeric type"
-        if not ok:
-            raise TypeError(
-                f"feature column {name!r} has type {dtype.simpleString()}, the model needs "
-                f"{expect}; cast it before scoring"
-            )
-
-
-def score_dataframe(
-    df: DataFrame,
-    artifact: Artifact | str | os.PathLike[str],
-    *,
-    key_columns: list[str] | None = None,
-    output_column: str = "prediction",
-    **udf_options,
-) -> DataFrame:
-    """Append the model's outputs as flat columns: for classification ``prediction`` (label),
-    ``probability`` (and ``probabilities``), for regression ``prediction``, for embeddings
-    ``embedding``; plus ``prediction_error`` (null unless the row was flagged)."""
-    artifact = _as_artifact(artifact)
-    check_features(df, artifact.manifest)
-    for k in key_columns or []:
-        if k not in df.columns:
-            raise ValueError(f"key column {k!r} is not in the input; it has {_preview(df.columns)}")
-    predict = model_udf(artifact, spark=df.sparkSession, **udf_options)
-    spec = artifact.manifest.features
-    cols = spec.columns or [spec.array_column]
-    key = key_expression(key_columns) if key_columns else None
-    tmp = "__leanscore_result"
-    scored = df.withColumn(tmp, predict(*cols, key=key))
+def output_names(fields: list[tuple[str, str]], output_column: str) -> dict[str, str]:
+    """Flat output column per result field: classification ``prediction`` (label),
+    ``probability`` (and ``probabilities``); regression ``prediction``; embeddings
+    ``embedding``; plus ``<output_column>_error``."""
     rename = {
         "label": output_column,
         "value": output_column,
@@ -311,5 +209,61 @@ def score_dataframe(
         "probabilities": "probabilities",
         ERROR_FIELD: f"{output_column}_error",
     }
-    outputs = [F.col(f"{tmp}.{name}").alias(rename[name]) for name, _ in predict.fields]
-    return scored.select(*[F.col(c) for c in df.columns], *outputs)
+    return {name: rename[name] for name, _ in fields}
+
+
+def score_dataframe(
+    df: DataFrame,
+    artifact: Artifact | str | os.PathLike[str],
+    *,
+    key_columns: list[str] | None = None,
+    output_column: str = "prediction",
+    keep_columns: list[str] | None = None,
+    engine: Engine = "auto",
+    batch_size: int = 4096,
+    bad_rows: BadRowPolicy = "fail",
+    probabilities: bool = False,
+    session_config: SessionConfig | None = None,
+    path_threshold_bytes: int = DEFAULT_PATH_THRESHOLD_BYTES,
+) -> DataFrame:
+    """``keep_columns`` of ``df`` (default: all) plus the model's outputs as flat columns (see
+    ``output_names``). ``key_columns`` name the row in bad-row errors.
+
+    ``engine="auto"`` uses the Arrow-native path (``mapInArrow``) where the running Spark has
+    it, else the pandas UDF; both give bitwise identical results."""
+    artifact = _as_artifact(artifact)
+    check_features(df, artifact.manifest)
+    keys = list(key_columns or [])
+    keep = list(df.columns if keep_columns is None else keep_columns)
+    for k in [*keys, *keep]:
+        if k not in df.columns:
+            raise ValueError(f"column {k!r} is not in the input; it has {preview(df.columns)}")
+    if engine not in ("auto", "arrow", "pandas"):
+        raise ValueError(f"engine must be 'auto', 'arrow' or 'pandas', got {engine!r}")
+    scorer = _scorer(
+        artifact,
+        spark=df.sparkSession,
+        batch_size=batch_size,
+        bad_rows=bad_rows,
+        probabilities=probabilities,
+        session_config=session_config,
+        path_threshold_bytes=path_threshold_bytes,
+    )
+    fields = output_fields(artifact.manifest, probabilities=probabilities)
+    names = output_names(fields, output_column)
+    clash = [c for c in names.values() if c in keep]
+    if clash:
+        raise ValueError(
+            f"the input already has a column {clash[0]!r}; drop it, leave it out of "
+            "keep_columns, or choose another output_column"
+        )
+    if engine == "arrow" or (engine == "auto" and arrow_path.available(df)):
+        return arrow_path.score_with_arrow(
+            df, scorer, fields=fields, out_names=names, keep=keep, key_columns=keys
+        )
+    predict = ModelUDF(artifact, scorer, probabilities=probabilities)
+    key = key_expression(keys) if keys else None
+    tmp = "__leanscore_result"
+    scored = df.withColumn(tmp, predict(*feature_names(artifact.manifest), key=key))
+    outputs = [F.col(f"{tmp}.{name}").alias(names[name]) for name, _ in fields]
+    return scored.select(*[F.col(c) for c in keep], *outputs)

@@ -1,0 +1,134 @@
+"""The Arrow-native fast path: ``DataFrame.mapInArrow`` with the matrix built from the Arrow
+buffers (``udfs.arrow_batch``) and the outputs written straight into Arrow arrays.
+
+Only the columns the output keeps, the key columns and the features travel to Python; kept
+columns come back as the very Arrow arrays that arrived (no conversion). Available wherever
+``mapInArrow`` is (Spark 3.3+, Spark Connect included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame
+from pyspark.sql.types import (
+    ArrayType,
+    FloatType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
+
+from udfs.arrow_batch import from_arrow_columns, from_arrow_list
+from udfs.kernel import ERROR_FIELD, Scored, Scorer
+from udfs.schema import is_vector
+
+_SPARK_TYPES = {
+    "bigint": LongType(),
+    "float": FloatType(),
+    "string": StringType(),
+    "array<float>": ArrayType(FloatType()),
+}
+_VECTOR_PREFIX = "__leanscore_vector_"
+
+
+def available(df: DataFrame) -> bool:
+    return hasattr(df, "mapInArrow")
+
+
+def score_with_arrow(
+    df: DataFrame,
+    scorer: Scorer,
+    *,
+    fields: list[tuple[str, str]],
+    out_names: dict[str, str],
+    keep: list[str],
+    key_columns: list[str],
+) -> DataFrame:
+    """``keep`` columns of ``df`` plus the model's outputs, named by ``out_names``."""
+    from pyspark.sql import functions as F
+
+    by_name = {f.name: f for f in df.schema.fields}
+    features = list(scorer.features.columns or [scorer.features.array_column])
+    sent = list(dict.fromkeys([*keep, *key_columns]))
+    feature_refs = []
+    extra = []
+    for i, name in enumerate(features):
+        if is_vector(by_name[name].dataType):
+            from pyspark.ml.functions import vector_to_array
+
+            alias = f"{_VECTOR_PREFIX}{i}"
+            # vector_to_array refuses nulls; a null vector stays a null (bad) row.
+            col = F.col(name)
+            extra.append(F.when(col.isNotNull(), vector_to_array(col, "float32")).alias(alias))
+            feature_refs.append(alias)
+        else:
+            feature_refs.append(name)
+            if name not in sent:
+                sent.append(name)
+    projected = df.select(*[F.col(c) for c in sent], *extra)
+    schema = StructType(
+        [by_name[c] for c in keep]
+        + [StructField(out_names[name], _SPARK_TYPES[ddl], True) for name, ddl in fields]
+    )
+    names = keep + [out_names[name] for name, _ in fields]
+    fn = _batches_fn(scorer, feature_refs, features, keep, key_columns, names)
+    return projected.mapInArrow(fn, schema)
+
+
+def _batches_fn(scorer: Scorer, refs, labels, keep, key_columns, names):
+    array_layout = scorer.features.array_column is not None
+    size = scorer.features.size
+
+    def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        session, input_name = scorer.session()
+        for rb in batches:
+            if array_layout:
+                batch = from_arrow_list(rb.column(refs[0]), labels[0], size)
+            else:
+                batch = from_arrow_columns([rb.column(r) for r in refs], labels)
+            key_of = _key_reader(rb, key_columns) if key_columns else None
+            scored = scorer.score(session, input_name, batch, key_of)
+            arrays = [rb.column(c) for c in keep] + to_arrow(scored, scorer)
+            yield pa.RecordBatch.from_arrays(arrays, names=names)
+
+    return score_batches
+
+
+def _key_reader(rb: pa.RecordBatch, key_columns: list[str]):
+    def key_of(i: int) -> str:
+        parts = []
+        for k in key_columns:
+            value = rb.column(k)[i].as_py()
+            parts.append(f"{k}={'null' if value is None else value}")
+        return ",".join(parts)
+
+    return key_of
+
+
+def to_arrow(scored: Scored, scorer: Scorer) -> list[pa.Array]:
+    n, good, any_bad = scored.n, scored.good, scored.any_bad
+    columns = scored.columns(scorer.task, list(scorer.fields))
+    mask = pa.array(~good) if any_bad else None
+    arrays = []
+    for name in scorer.fields:
+        if name == ERROR_FIELD:
+            reasons = scored.batch.reasons
+            arrays.append(pa.array(reasons, pa.string()) if any_bad else pa.nulls(n, pa.string()))
+            continue
+        values = columns[name]
+        if any_bad:
+            full = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
+            full[good] = values
+            values = full
+        if values.ndim == 1:
+            arrays.append(pa.array(values, mask=None if mask is None else ~good))
+        else:
+            width = values.shape[1]
+            offsets = pa.array(np.arange(n + 1, dtype=np.int32) * width)
+            flat = pa.array(np.ascontiguousarray(values).ravel())
+            arrays.append(pa.ListArray.from_arrays(offsets, flat, mask=mask))
+    return arrays

@@ -1,0 +1,319 @@
+"""Text embedding UDF: tokenize inside the UDF, run the sentence encoder, return array<float>.
+
+    from udfs.text import text_embedding_udf, embed_dataframe
+    embed = text_embedding_udf("/dbfs/models/minilm-int8")
+    df.withColumn("e", embed("text", key="doc_id"))       # struct<embedding, error>
+    embed_dataframe(df, "/dbfs/models/minilm-int8", key_columns=["doc_id"])
+
+Within each Arrow batch the rows are ordered by token count and padded per sub-batch, so a
+batch of short sentences is not padded to its longest one; results go back in row order. The
+tokenizer (``tokenizer.json`` from the artifact, sha256-checked) rides in the UDF closure; the
+model travels as ``udfs.distribution`` decides and is cached per worker by
+``udfs.session_cache``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.functions import pandas_udf
+
+from compression.artifact import Artifact, verify_sha256
+from udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, ModelSource, distribute
+from udfs.session_cache import SessionConfig, get_session
+
+BadRowPolicy = Literal["fail", "flag"]
+LongTextPolicy = Literal["truncate", "bad"]
+ERROR_FIELD = "error"
+RETURN_TYPE = "struct<embedding:array<float>,error:string>"
+
+
+class BadTextError(ValueError):
+    """A row could not be embedded under the ``fail`` policy."""
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    """How texts become model inputs.
+
+    ``max_length``: tokens per text (the artifact's ``size`` at most); ``long_text``: a text
+    over ``max_length`` tokens is truncated (the usual behaviour of sentence encoders) or is a
+    bad row; ``max_chars``: texts longer than this are always bad rows (a guard against
+    pathological inputs, checked before tokenizing); ``sort_by_length``: order rows by token
+    count within each Arrow batch before cutting sub-batches of ``sub_batch_rows``."""
+
+    max_length: int = 128
+    sub_batch_rows: int = 32
+    sort_by_length: bool = True
+    long_text: LongTextPolicy = "truncate"
+    max_chars: int = 100_000
+    bad_rows: BadRowPolicy = "fail"
+
+    def __post_init__(self) -> None:
+        for name in ("max_length", "sub_batch_rows", "max_chars"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive number, got {getattr(self, name)}")
+        if self.long_text not in ("truncate", "bad"):
+            raise ValueError(f"long_text must be 'truncate' or 'bad', got {self.long_text!r}")
+        if self.bad_rows not in ("fail", "flag"):
+            raise ValueError(f"bad_rows must be 'fail' or 'flag', got {self.bad_rows!r}")
+
+
+_tokenizers: dict[tuple[str, int], object] = {}
+_lock = threading.Lock()
+
+
+def _tokenizer(data: bytes, sha256: str, max_length: int):
+    """One tokenizer per worker process and max length, built from verified bytes."""
+    key = (sha256, max_length)
+    tok = _tokenizers.get(key)
+    if tok is None:
+        with _lock:
+            tok = _tokenizers.get(key)
+            if tok is None:
+                # Spark runs one task per core: the tokenizer's own thread pool would fight them.
+                os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+                from tokenizers import Tokenizer
+
+                verify_sha256(data, sha256, source="tokenizer in the UDF closure")
+                tok = Tokenizer.from_str(data.decode("utf-8"))
+                tok.no_padding()
+                tok.enable_truncation(max_length)
+                _tokenizers[key] = tok
+    return tok
+
+
+class TextKernel:
+    """What runs on the executors; holds no Spark objects so it pickles small."""
+
+    def __init__(
+        self,
+        *,
+        source: ModelSource,
+        tokenizer_bytes: bytes,
+        tokenizer_sha256: str,
+        column: str,
+        config: SessionConfig,
+        options: TextOptions,
+    ):
+        self.source = source
+        self.tokenizer_bytes = tokenizer_bytes
+        self.tokenizer_sha256 = tokenizer_sha256
+        self.column = column
+        self.config = config
+        self.options = options
+
+    def iterator(self, with_key: bool):
+        kernel = self
+
+        def embed(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
+            session = get_session(kernel.source, kernel.config)
+            tok = kernel.tokenizer()
+            for cols in batches:
+                if isinstance(cols, pd.Series):
+                    cols = (cols,)
+                keys = cols[1] if with_key else None
+                yield kernel.embed(session, tok, cols[0], keys)
+
+        return embed
+
+    def tokenizer(self):
+        return _tokenizer(self.tokenizer_bytes, self.tokenizer_sha256, self.options.max_length)
+
+    def check(self, texts: pd.Series) -> list[str | None]:
+        """Per row: None when the text can be embedded, else why not (before tokenizing)."""
+        reasons: list[str | None] = []
+        name, limit = self.column, self.options.max_chars
+        for value in texts:
+            if value is None or (not isinstance(value, str) and pd.isna(value)):
+                reasons.append(f"column {name!r} is null")
+            elif not isinstance(value, str):
+                reasons.append(f"column {name!r} holds {type(value).__name__}, not a string")
+            elif not value.strip():
+                reasons.append(f"column {name!r} is an empty string {value!r}")
+            elif len(value) > limit:
+                reasons.append(
+                    f"column {name!r} has {len(value)} characters, more than max_chars={limit}"
+                )
+            else:
+                reasons.append(None)
+        return reasons
+
+    def embed(self, session, tok, texts: pd.Series, keys: pd.Series | None) -> pd.DataFrame:
+        n = len(texts)
+        reasons = self.check(texts)
+        good = [i for i in range(n) if reasons[i] is None]
+        encodings = tok.encode_batch([texts.iloc[i] for i in good]) if good else []
+        if self.options.long_text == "bad":
+            for i, enc in zip(good, encodings, strict=True):
+                if enc.overflowing:
+                    reasons[i] = (
+                        f"column {self.column!r} has more than max_length="
+                        f"{self.options.max_length} tokens; raise max_length or use "
+                        "long_text='truncate'"
+                    )
+            kept = [(i, e) for i, e in zip(good, encodings, strict=True) if reasons[i] is None]
+            good, encodings = [i for i, _ in kept], [e for _, e in kept]
+        if len(good) < n and self.options.bad_rows == "fail":
+            i = next(i for i in range(n) if reasons[i] is not None)
+            where = f"row with key {keys.iloc[i]!r}" if keys is not None else f"row {i} of a batch"
+            raise BadTextError(
+                f"{where}: {reasons[i]}; fix the input or embed with bad_rows='flag' to get a "
+                "null embedding and an error column instead"
+            )
+        vectors = self.run(session, [e.ids for e in encodings])
+        rows: list = [None] * n
+        for pos, i in enumerate(good):
+            rows[i] = vectors[pos]
+        return pd.DataFrame({"embedding": rows, ERROR_FIELD: reasons})
+
+    def run(self, session, token_ids: list[list[int]]) -> list[np.ndarray]:
+        """Embed in sub-batches, each padded to its own longest text; rows in input order."""
+        if not token_ids:
+            return []
+        lengths = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=len(token_ids))
+        order = np.argsort(lengths, kind="stable") if self.options.sort_by_length else None
+        order = np.arange(len(token_ids)) if order is None else order
+        out: np.ndarray | None = None
+        step = self.options.sub_batch_rows
+        for start in range(0, len(order), step):
+            idx = order[start : start + step]
+            width = int(lengths[idx].max())
+            ids = np.zeros((len(idx), width), dtype=np.int64)
+            mask = np.zeros((len(idx), width), dtype=np.int64)
+            for r, i in enumerate(idx):
+                ids[r, : lengths[i]] = token_ids[i]
+                mask[r, : lengths[i]] = 1
+            result = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+            if out is None:
+                out = np.empty((len(token_ids), result.shape[1]), dtype=np.float32)
+            out[idx] = result
+        return list(out)
+
+
+class TextEmbeddingUDF:
+    """Callable returned by ``text_embedding_udf``: ``embed(text_col, key=None) -> Column``."""
+
+    fields = (("embedding", "array<float>"), (ERROR_FIELD, "string"))
+
+    def __init__(self, artifact: Artifact, kernel: TextKernel):
+        self.artifact = artifact
+        self.kernel = kernel
+        self._udfs: dict[bool, object] = {}
+
+    def __call__(self, text: Column | str, *, key: Column | str | None = None) -> Column:
+        with_key = key is not None
+        if with_key not in self._udfs:
+            self._udfs[with_key] = pandas_udf(self.kernel.iterator(with_key), RETURN_TYPE)
+        args = [F.col(text) if isinstance(text, str) else text]
+        if with_key:
+            args.append((F.col(key) if isinstance(key, str) else key).cast("string"))
+        return self._udfs[with_key](*args)
+
+
+def _load(artifact: Artifact | str | os.PathLike[str]) -> Artifact:
+    artifact = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+    spec = artifact.manifest.features
+    if spec.text_column is None or spec.tokenizer is None:
+        raise ValueError(
+            f"artifact {artifact.manifest.name!r} is not a text model (its features have no "
+            "text_column/tokenizer); score it with udfs.predict.model_udf"
+        )
+    return artifact
+
+
+def text_embedding_udf(
+    artifact: Artifact | str | os.PathLike[str],
+    *,
+    spark: SparkSession | None = None,
+    max_length: int | None = None,
+    sub_batch_rows: int = 32,
+    sort_by_length: bool = True,
+    long_text: LongTextPolicy = "truncate",
+    max_chars: int = 100_000,
+    bad_rows: BadRowPolicy = "fail",
+    session_config: SessionConfig | None = None,
+    path_threshold_bytes: int = DEFAULT_PATH_THRESHOLD_BYTES,
+) -> TextEmbeddingUDF:
+    """Build the embedding UDF for a text artifact; ``max_length`` defaults to its ``size``."""
+    from udfs.predict import task_cpus
+
+    artifact = _load(artifact)
+    spec = artifact.manifest.features
+    max_length = max_length or spec.size
+    if max_length > spec.size:
+        raise ValueError(
+            f"max_length={max_length} is more than the {spec.size} tokens model "
+            f"{artifact.manifest.name!r} was built for; use at most {spec.size}"
+        )
+    options = TextOptions(
+        max_length=max_length,
+        sub_batch_rows=sub_batch_rows,
+        sort_by_length=sort_by_length,
+        long_text=long_text,
+        max_chars=max_chars,
+        bad_rows=bad_rows,
+    )
+    spark = spark or SparkSession.getActiveSession()
+    if spark is None:
+        raise RuntimeError("text_embedding_udf needs an active Spark session; start one first")
+    kernel = TextKernel(
+        source=distribute(spark, artifact, path_threshold_bytes=path_threshold_bytes),
+        tokenizer_bytes=artifact.read_file(spec.tokenizer),
+        tokenizer_sha256=artifact.manifest.files[spec.tokenizer],
+        column=spec.text_column,
+        config=session_config or SessionConfig(intra_op_threads=task_cpus(spark)),
+        options=options,
+    )
+    return TextEmbeddingUDF(artifact, kernel)
+
+
+def embed_dataframe(
+    df: DataFrame,
+    artifact: Artifact | str | os.PathLike[str],
+    *,
+    text_column: str | None = None,
+    key_columns: list[str] | None = None,
+    output_column: str = "embedding",
+    **udf_options,
+) -> DataFrame:
+    """``df`` plus ``<output_column>`` (array<float>) and ``<output_column>_error`` (null unless
+    the row was flagged). ``text_column`` defaults to the one the artifact names."""
+    from pyspark.sql.types import StringType
+
+    from udfs.predict import key_expression
+
+    artifact = _load(artifact)
+    column = text_column or artifact.manifest.features.text_column
+    types = {f.name: f.dataType for f in df.schema.fields}
+    if column not in types:
+        raise ValueError(
+            f"text column {column!r} is not in the input; it has {', '.join(df.columns)}"
+        )
+    if not isinstance(types[column], StringType):
+        raise TypeError(
+            f"text column {column!r} has type {types[column].simpleString()}, the model needs "
+            "a string; cast it before embedding"
+        )
+    for k in key_columns or []:
+        if k not in types:
+            raise ValueError(
+                f"key column {k!r} is not in the input; it has {', '.join(df.columns)}"
+            )
+    embed = text_embedding_udf(artifact, spark=df.sparkSession, **udf_options)
+    key = key_expression(key_columns) if key_columns else None
+    tmp = "__leanscore_embedding"
+    scored = df.withColumn(tmp, embed(column, key=key))
+    return scored.select(
+        *[F.col(c) for c in df.columns],
+        F.col(f"{tmp}.embedding").alias(output_column),
+        F.col(f"{tmp}.{ERROR_FIELD}").alias(f"{output_column}_error"),
+    )
