@@ -124,9 +124,13 @@ def export_text_onnx(encoder: nn.Module, *, opset: int = DEFAULT_OPSET) -> bytes
 def torch_embed(
     encoder: nn.Module, tokenizer, texts: list[str], *, max_length: int, batch_size: int = 64
 ) -> np.ndarray:
-    out = []
+    """Embeddings in text order; batches of similar length so padding stays small."""
+    tokenizer.enable_truncation(max_length)
+    order = np.argsort([len(e.ids) for e in tokenizer.encode_batch(list(texts))], kind="stable")
+    out = np.zeros((len(texts), encoder.bert.config.hidden_size), dtype=np.float32)
     with torch.no_grad():
         for i in range(0, len(texts), batch_size):
-            ids, mask = tokenize(tokenizer, texts[i : i + batch_size], max_length=max_length)
-            out.append(encoder(torch.from_numpy(ids), torch.from_numpy(mask)).numpy())
-    return np.concatenate(out).astype(np.float32)
+            idx = order[i : i + batch_size]
+            ids, mask = tokenize(tokenizer, [texts[j] for j in idx], max_length=max_length)
+            out[idx] = encoder(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    return out
