@@ -35,8 +35,14 @@ class ArrayCalibrationReader(CalibrationDataReader):
         self._batches: Iterator[dict] = self._iterate()
 
     def _iterate(self) -> Iterator[dict]:
-        for start in range(0, len(self.features), self.batch_size):
-            yield {self.input_name: self.features[start : start + self.batch_size]}
+        # Every batch has the same size: ONNX Runtime's histogram calibrators (Entropy,
+        # Percentile) stack the batches and fail on a short last one, so it wraps around.
+        n, size = len(self.features), min(self.batch_size, len(self.features))
+        for start in range(0, n, size):
+            batch = self.features[start : start + size]
+            if len(batch) < size:
+                batch = np.concatenate([batch, self.features[: size - len(batch)]])
+            yield {self.input_name: batch}
 
     def get_next(self) -> dict | None:
         return next(self._batches, None)

@@ -445,3 +445,115 @@ def test_cnn_recipe_factorizes_and_distills(tiny_cnn, digits):
     assert _ops(result.onnx_bytes).count("Conv") == 5  # conv1 + two depthwise/pointwise pairs
     probs = predict_proba(tiny_cnn, evaluation.features[:8])
     assert probs.shape == (8, 10)
+
+
+# --- data from a Delta table, and the CLI ------------------------------------------------
+
+
+def test_delta_sample_feeds_calibration_with_lineage(spark, fp32_bytes, digits, tmp_path):
+    from compression.table_data import TableSample, read_table_sample
+    from jobs.datagen import write_digits_table
+
+    path = str(tmp_path / "calib")
+    version = write_digits_table(spark, path, 600, partitions=2)
+    spec = TableSample(path=path, feature_column="features", label_column="label", limit=300)
+    sample = read_table_sample(spec, spark=spark)
+    assert sample.features.shape == (300, 64) and sample.labels.shape == (300,)
+    assert sample.source["delta_version"] == version and sample.source["format"] == "delta"
+    _, evaluation = _data(digits)
+    recipe = _recipe([{"step": "quantize", "mode": "static_int8", "calibration": "percentile"}])
+    result = run_recipe(recipe, fp32_bytes, evaluation=evaluation, calibration=sample)
+    assert result.metrics["steps"][0]["calibration_rows"] == 300
+    with pytest.raises(ValueError, match=r"has no column\(s\) \['pixels'\]"):
+        read_table_sample(spec.model_copy(update={"feature_column": "pixels"}), spark=spark)
+
+
+def _write_config(tmp_path, text: str):
+    path = tmp_path / "compress.yaml"
+    path.write_text(text)
+    return path
+
+
+TINY_DATA = """
+data:
+  train: {kind: digits, split: train}
+  evaluation: {kind: digits, split: held_out}
+"""
+
+
+def test_cli_compresses_a_checkpoint_and_refuses_over_budget(small_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    torch.save(small_model.state_dict(), tmp_path / "model.pt")
+    model = """
+model:
+  kind: torch
+  factory: compression.models:MLP
+  kwargs: {in_features: 64, hidden: [64, 32], num_classes: 10}
+  checkpoint: model.pt
+  input_shape: [64]
+"""
+    ok = _write_config(
+        tmp_path,
+        "recipe: {name: ok, max_accuracy_drop: 2.0, steps: [{step: export}, "
+        "{step: quantize, mode: dynamic_int8}]}" + model + TINY_DATA,
+    )
+    result = CliRunner().invoke(
+        app, ["compress", "--config", str(ok), "--out", str(tmp_path / "a")]
+    )
+    assert result.exit_code == 0, result.output
+    artifact = Artifact.load(tmp_path / "a")
+    assert artifact.manifest.data["model_source"]["checkpoint"].endswith("model.pt")
+    assert (
+        artifact.manifest.metrics["final"]["onnx_bytes"]
+        < artifact.manifest.metrics["baseline"]["onnx_bytes"]
+    )
+
+    over = _write_config(
+        tmp_path,
+        "recipe: {name: over, max_accuracy_drop: 0.1, steps: [{step: prune, kind: structured, "
+        "ratio: 0.95, finetune_epochs: 0}]}" + model + TINY_DATA,
+    )
+    result = CliRunner().invoke(app, ["compress", "-c", str(over), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 1
+    assert "recipe 'over' loses" in result.output and "no artifact was written" in result.output
+    assert not (tmp_path / "b").exists()
+
+
+def test_cli_onnx_source_and_clear_errors(fp32_bytes, tmp_path):
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    (tmp_path / "m.onnx").write_bytes(fp32_bytes)
+    source = "\nmodel: {kind: onnx, path: m.onnx}\n" + TINY_DATA
+    good = _write_config(
+        tmp_path, "recipe: {name: q, min_fidelity: 0.9, steps: [{step: quantize}]}" + source
+    )
+    result = CliRunner().invoke(app, ["compress", "-c", str(good), "--out", str(tmp_path / "q")])
+    assert result.exit_code == 0, result.output
+    assert Artifact.load(tmp_path / "q").manifest.recipe["steps"][0]["mode"] == "static_int8"
+
+    torch_step = _write_config(
+        tmp_path,
+        "recipe: {name: d, min_fidelity: 0.9, steps: [{step: distill}, {step: export}]}" + source,
+    )
+    result = CliRunner().invoke(app, ["compress", "-c", str(torch_step), "-o", str(tmp_path / "d")])
+    assert result.exit_code == 1
+    assert "steps.0 ('distill') needs a PyTorch model, but the model source is an ONNX file" in (
+        " ".join(result.output.split())
+    )
+
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"weights": object()}, unsafe)
+    bad = _write_config(
+        tmp_path,
+        "recipe: {name: u, max_accuracy_drop: 1, steps: [{step: export}]}\nmodel: {kind: torch, "
+        "factory: 'compression.models:digits_mlp', checkpoint: unsafe.pt, input_shape: [64]}\n"
+        + TINY_DATA,
+    )
+    result = CliRunner().invoke(app, ["compress", "-c", str(bad), "-o", str(tmp_path / "u")])
+    assert result.exit_code == 1
+    assert "weights_only=True" in " ".join(result.output.split())
