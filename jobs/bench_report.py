@@ -76,9 +76,9 @@ def write_charts(report: dict, out: Path) -> dict[str, str]:
         names,
         rps,
         color=colors,
-        xerr=[
-            [r - lo for r, lo in zip(rps, lows, strict=True)],
-            [h - r for r, h in zip(rps, highs, strict=True)],
+        xerr=[  # clamped: the median and the extremes are rounded separately
+            [max(0.0, r - lo) for r, lo in zip(rps, lows, strict=True)],
+            [max(0.0, h - r) for r, h in zip(rps, highs, strict=True)],
         ],
     )
     bound = report.get("bound") or {}

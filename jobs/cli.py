@@ -131,8 +131,10 @@ def bench(
     try:
         cfg = load_config(BenchConfig, config, overrides)
         run_bench(get_spark("leanscore-bench"), cfg, out, config_dir=config.resolve().parent)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
         _fail(err)
+    except Exception as err:  # Spark wraps executor errors; surface their first line
+        _fail(_spark_error(err))
 
 
 def _spark_error(err: Exception) -> str:

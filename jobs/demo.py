@@ -82,6 +82,9 @@ def run_demo(
     console.rule("[bold]leanscore demo")
     console.log("1/5 training an MLP on scikit-learn's real handwritten digits")
     model, train, evaluation = train_digits_model(epochs=epochs, console=console)
+    # The PyTorch baseline `leanscore bench` can time (torch_model.state_dict in its config).
+    (workdir / "models").mkdir(exist_ok=True)
+    torch.save(model.state_dict(), workdir / "models" / "digits-mlp.pt")
 
     console.log("2/5 compressing: fp32 baseline, then structured pruning + dynamic int8")
     artifacts = []

@@ -1,0 +1,167 @@
+"""A small real bench run (real Spark, Delta, ONNX Runtime, torch): every output, its rows,
+its money against a hand computation, and the history table growing per run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jobs.bench import BenchConfig
+from jobs.config import load_config
+
+PRICING = {
+    "instance": {
+        "name": "test-node",
+        "usd_per_hour": 0.72,
+        "cores": 4,
+        "dbu_per_hour": 2.0,
+        "usd_per_dbu": 0.18,
+    },
+    "workers": 3,
+    "nightly_rows": 50_000_000,
+    "nights_per_month": 20,
+}
+ROWS = 4_000
+REQUIRED = (
+    "name",
+    "rows",
+    "wall_s",
+    "rows_per_s",
+    "usd_per_million_rows",
+    "model_bytes",
+    "accuracy",
+    "fidelity",
+    "bound_ratio",
+)
+
+
+def bench_config(tmp: Path, **changes) -> Path:
+    inputs = tmp / "inputs"
+    data = {
+        "input": {"path": str(inputs / "table"), "format": "delta"},
+        "torch_model": {"state_dict": str(inputs / "digits-mlp.pt")},
+        "artifacts": [str(inputs / "fp32"), str(inputs / "pruned-int8")],
+        "prepare": {
+            "rows": ROWS,
+            "recipes": ["digits-mlp-fp32.yaml", "digits-mlp-demo.yaml"],
+            "epochs": 2,
+            "augmented_rows": 1_000,
+        },
+        "label_column": "label",
+        "pricing": str(tmp / "pricing.yaml"),
+        "repeats": 1,
+        "bound_rows": 2_000,
+        "history": str(tmp / "history"),
+        **changes,
+    }
+    (tmp / "pricing.yaml").write_text(yaml.safe_dump(PRICING))
+    path = tmp / f"bench-{len(list(tmp.glob('bench-*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bench_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench")
+
+
+@pytest.fixture(scope="module")
+def first_run(spark, bench_dir):
+    from jobs.bench_run import run_bench
+
+    path = bench_config(bench_dir)
+    config = load_config(BenchConfig, path)
+    return run_bench(spark, config, bench_dir / "out1", config_dir=path.parent)
+
+
+def test_small_bench_writes_every_output(spark, bench_dir, first_run):
+    out = bench_dir / "out1"
+    report = json.loads((out / "report.json").read_text())
+    names = [v["name"] for v in report["variants"]]
+    assert names == [
+        "torch-fp32/predict_batch_udf",
+        "onnx-fp32/predict_batch_udf",
+        "onnx-fp32/leanscore",
+        "digits-mlp-pruned-int8/leanscore",
+    ]
+    for v in report["variants"]:
+        assert all(k in v for k in REQUIRED), v.keys()
+        assert v["rows_per_s"] > 0 and len(v["wall_s_all"]) == 1
+        assert 0.0 <= v["accuracy"] <= 1.0
+        assert v["fidelity"]["reference"] == "torch-fp32"
+        assert v["bound_ratio"] > 0
+        assert v["process_cpu_s"] > 0 and v["executor_cpu_s"] > 0
+    torch_fid = report["variants"][0]["fidelity"]
+    assert torch_fid["agreement"] == 1.0 and torch_fid["max_abs_diff"] == 0.0
+    onnx_fid = report["variants"][2]["fidelity"]
+    assert onnx_fid["agreement"] > 0.999 and onnx_fid["max_abs_diff"] < 1e-4
+    # the compressed model is smaller than the fp32 export it came from
+    assert report["variants"][3]["model_bytes"] < report["variants"][2]["model_bytes"] / 3
+    assert report["bound"]["read_only"]["rows_per_s"] > 0
+    assert set(report["bound"]["models"]) == {"torch-fp32", "onnx-fp32", names[3].split("/")[0]}
+    env = report["environment"]
+    assert env["spark_master"].startswith("local") and env["spark_cores"] == report["cores"]
+    assert {"avx512_vnni", "amx", "cpu_model"} <= set(env)
+    assert all(env["versions"][p] for p in ("pyspark", "onnxruntime", "torch"))
+    assert report["targets"]["best_compressed"] == names[3]
+    for chart in report["charts"].values():
+        assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    for needle in (*names, "## Environment", "## Cost model", "## The bound", "AVX-512 VNNI"):
+        assert needle in md
+    assert report["history"]["path"] == str(bench_dir / "history")
+
+
+def test_bench_rows_equal_the_input(spark, bench_dir, first_run):
+    rows = spark.read.format("delta").load(str(bench_dir / "inputs" / "table")).count()
+    assert rows == ROWS
+    for v in first_run["variants"]:
+        assert v["rows"] == rows
+        assert v["rows_scored"] == rows  # counted after every model scored every row
+        # task metrics of each timed round: every input row was read (Delta's log adds a few)
+        assert len(v["rows_read"]) == 1 and v["rows_read"][0] >= rows
+
+
+def test_dollar_figures_match_a_hand_computation(first_run):
+    # (0.72 $/h + 2 DBU/h * 0.18 $/DBU) / 3600 s / 4 cores = 0.000075 $ per core-second
+    usd_per_core_second = (0.72 + 2.0 * 0.18) / 3600 / 4
+    cores = first_run["cores"]
+    base = first_run["variants"][0]
+    for v in first_run["variants"]:
+        core_s_per_m = cores * v["wall_s"] / ROWS * 1e6
+        usd_per_m = core_s_per_m * usd_per_core_second
+        monthly = usd_per_m * 50 * 20  # 50 M rows a night, 20 nights
+        assert v["core_seconds_per_million_rows"] == pytest.approx(core_s_per_m, rel=1e-3)
+        assert v["usd_per_million_rows"] == pytest.approx(usd_per_m, rel=1e-3)
+        assert v["nightly_usd"] == pytest.approx(usd_per_m * 50, rel=1e-3)
+        assert v["monthly_usd"] == pytest.approx(monthly, rel=1e-3)
+        base_monthly = cores * base["wall_s"] / ROWS * 1e6 * usd_per_core_second * 50 * 20
+        saved = base_monthly - monthly
+        assert v["monthly_savings_usd"] == pytest.approx(saved, abs=1e-3 * base_monthly)
+        assert v["savings_pct"] == pytest.approx(100 * (1 - monthly / base_monthly), abs=0.05)
+    assert "$0.72/hour plus 2 DBU/hour at $0.18/DBU" in first_run["cost_model"]
+
+
+def test_history_grows_by_one_row_per_variant_per_run(spark, bench_dir, first_run):
+    from jobs.bench_run import run_bench
+
+    history = str(bench_dir / "history")
+    before = spark.read.format("delta").load(history)
+    assert before.count() == len(first_run["variants"])
+    # a second, cheaper run: no ONNX-in-predict_batch_udf variant
+    path = bench_config(bench_dir, onnx_predict_batch_udf=False)
+    second = run_bench(
+        spark, load_config(BenchConfig, path), bench_dir / "out2", config_dir=path.parent
+    )
+    assert len(second["variants"]) == 3
+    after = spark.read.format("delta").load(history)
+    assert after.count() == len(first_run["variants"]) + 3
+    per_run = {
+        r["run_id"]: r["n"] for r in after.groupBy("run_id").count().toDF("run_id", "n").collect()
+    }
+    assert per_run == {first_run["run_id"]: 4, second["run_id"]: 3}
+    names = {r["name"] for r in after.where(f"run_id = '{second['run_id']}'").collect()}
+    assert names == {v["name"] for v in second["variants"]}
