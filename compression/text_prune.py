@@ -103,7 +103,7 @@ def distill(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
             seen += len(batch)
         losses.append(total / seen)
         if progress:
