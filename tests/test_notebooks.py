@@ -1,0 +1,268 @@
+"""Every notebook in ``notebooks/`` runs locally, as ``python notebooks/NAME.py``, on small data.
+
+One small demo workdir (``leanscore demo --rows 2000 --epochs 2``) is made per test session and
+shared: its artifacts and Delta table are the notebooks' inputs. Each notebook runs in its own
+process (its own Spark, as a user would run it) with widgets given on the command line.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
+HEADER = "# Databricks notebook source\n"
+RUN_DATE = "2026-11-28"
+DEMO_ROWS = 2000
+# The function each notebook shares with the CLI command of the same job.
+CLI_FUNCTIONS = {
+    "compress_model.py": ("compress", "run_compress"),
+    "score_table.py": ("score", "run_score"),
+    "cost_report.py": ("bench", "run_bench"),
+}
+
+
+def notebook_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    for key in ("SPARK_REMOTE", "PYSPARK_GATEWAY_PORT", "PYSPARK_GATEWAY_SECRET"):
+        env.pop(key, None)
+    env.update(
+        {
+            "LEANSCORE_CACHE": os.environ.get("LEANSCORE_CACHE", str(ROOT / ".cache")),
+            "LEANSCORE_SPARK_MASTER": "local[2]",
+            "LEANSCORE_SHUFFLE_PARTITIONS": "2",
+            "LEANSCORE_DRIVER_MEMORY": "1g",
+            "PYSPARK_PYTHON": sys.executable,
+            "MPLBACKEND": "Agg",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+def run_notebook(name: str, args: list[str], cwd: Path, *, timeout: int = 600, **env: str):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "notebooks" / name), *args],
+        cwd=cwd,
+        env=notebook_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert proc.returncode == 0, f"{name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def make_demo_workdir(tmp_path_factory) -> Path:
+    """The session's small demo workdir (made once; the spark-submit test reuses it)."""
+    workdir = tmp_path_factory.getbasetemp() / "notebook-demo"
+    done = workdir / "report.json"
+    if not done.is_file():
+        proc = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "leanscore"),
+                "demo",
+                "--rows",
+                str(DEMO_ROWS),
+                "--epochs",
+                "2",
+                "--run-date",
+                RUN_DATE,
+                "--workdir",
+                str(workdir),
+            ],  # fmt: skip
+            cwd=tmp_path_factory.getbasetemp(),
+            env=notebook_env(),
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert proc.returncode == 0, f"leanscore demo failed:\n{proc.stderr[-5000:]}"
+    return workdir
+
+
+@pytest.fixture(scope="session")
+def demo_workdir(tmp_path_factory) -> Path:
+    return make_demo_workdir(tmp_path_factory)
+
+
+def imported_names(tree: ast.AST) -> set[tuple[str, str]]:
+    return {
+        (node.module, alias.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module
+        for alias in node.names
+    }
+
+
+def test_every_notebook_keeps_its_header_and_calls_the_cli_function():
+    assert {p.name for p in NOTEBOOKS} == set(CLI_FUNCTIONS)
+    cli = ast.parse((ROOT / "jobs" / "cli.py").read_text())
+    commands = {
+        node.name: imported_names(node) for node in cli.body if isinstance(node, ast.FunctionDef)
+    }
+    for path in NOTEBOOKS:
+        text = path.read_text()
+        assert text.startswith(HEADER), f"{path.name} lost its '# Databricks notebook source' line"
+        assert text.count("\n# COMMAND ----------\n") >= 2, path.name
+        assert "# MAGIC %md" in text, path.name
+        tree = ast.parse(text)
+        assert ("jobs.notebook_support", "widgets") in imported_names(tree)
+        command, function = CLI_FUNCTIONS[path.name]
+        (shared,) = [imp for imp in commands[command] if imp[1] == function]
+        assert shared in imported_names(tree), f"{path.name} must call {shared} like the CLI"
+
+
+def test_a_misspelt_widget_is_a_clear_error(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "notebooks" / "score_table.py"), "--run-dat", RUN_DATE],
+        cwd=tmp_path,
+        env=notebook_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "unknown widget --run_dat" in proc.stderr
+    assert "--run_date" in proc.stderr
+
+
+def test_compress_notebook_writes_an_artifact(tmp_path):
+    out = tmp_path / "artifact"
+    proc = run_notebook(
+        "compress_model.py",
+        ["--out", str(out), "--epochs", "1", "--recipe", "recipes/digits-mlp-fp32.yaml"],
+        tmp_path,
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["name"] == "digits-mlp-fp32"
+    assert manifest["sha256"] == hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
+    assert manifest["recipe"]["name"] == "digits-mlp-fp32"
+    assert f"wrote {out}" in proc.stdout
+
+
+@pytest.fixture(scope="module")
+def classic_scores(demo_workdir, tmp_path_factory) -> dict:
+    """The score notebook, run as the nightly task on classic local Spark."""
+    work = tmp_path_factory.mktemp("score-notebook")
+    out = work / "predictions"
+    artifact = demo_workdir / "artifacts" / "digits-mlp-pruned-int8"
+    proc = run_notebook(
+        "score_table.py",
+        [
+            "--run_date",
+            RUN_DATE,
+            "--artifact",
+            str(artifact),
+            "--input_path",
+            str(demo_workdir / "tables" / "digits_features"),
+            "--output_path",
+            str(out),
+            "--summary_path",
+            str(work / "summary.json"),
+        ],  # fmt: skip
+        work,
+    )
+    return {"out": out, "work": work, "artifact": artifact, "stdout": proc.stdout}
+
+
+def test_score_notebook_writes_the_run_date_partition(classic_scores, spark):
+    summary = json.loads((classic_scores["work"] / "summary.json").read_text())
+    assert summary["rows_in"] == summary["rows_out"] == DEMO_ROWS
+    assert summary["run_date"] == RUN_DATE
+    out = spark.read.format("delta").load(str(classic_scores["out"])).toPandas()
+    assert len(out) == DEMO_ROWS and out["row_id"].is_unique
+    assert {str(d) for d in out["run_date"]} == {RUN_DATE}
+    manifest = json.loads((classic_scores["artifact"] / "manifest.json").read_text())
+    assert set(out["model_sha256"]) == {manifest["sha256"]}
+    assert out["prediction_error"].isna().all()
+    # A real model on real digits: most predictions match the labels.
+    assert (out["prediction"] == out["label"]).mean() > 0.7
+    assert f"scored {DEMO_ROWS:,} rows" in classic_scores["stdout"]
+
+
+def test_score_notebook_on_spark_connect(classic_scores, demo_workdir, spark, tmp_path):
+    """The same notebook on a Spark Connect session (no SparkContext, as on serverless): the
+    local Connect server has no Delta Connect plugin, so input and output are Parquet here."""
+    parquet_in = tmp_path / "features.parquet"
+    spark.read.format("delta").load(str(demo_workdir / "tables" / "digits_features")).write.parquet(
+        str(parquet_in)
+    )
+    out = tmp_path / "predictions"
+    proc = run_notebook(
+        "score_table.py",
+        [
+            "--artifact",
+            str(classic_scores["artifact"]),
+            "--input_path",
+            str(parquet_in),
+            "--output_path",
+            str(out),
+            "--summary_path",
+            "",
+            "--set",
+            "input.format=parquet; output.format=parquet",
+        ],  # fmt: skip
+        tmp_path,
+        SPARK_REMOTE="local[2]",
+        LEANSCORE_WIDGET_RUN_DATE=RUN_DATE,  # widgets also come from the environment
+    )
+    assert f"scored {DEMO_ROWS:,} rows" in proc.stdout
+    connect = pd.read_parquet(out).sort_values("row_id").reset_index(drop=True)
+    classic = (
+        spark.read.format("delta")
+        .load(str(classic_scores["out"]))
+        .toPandas()
+        .sort_values("row_id")
+        .reset_index(drop=True)
+    )
+    assert len(connect) == DEMO_ROWS
+    assert {str(d) for d in connect["run_date"]} == {RUN_DATE}
+    assert connect["row_id"].tolist() == classic["row_id"].tolist()
+    assert connect["prediction"].tolist() == classic["prediction"].tolist()
+    assert connect["probability"].astype(float).tolist() == pytest.approx(
+        classic["probability"].astype(float).tolist(), rel=1e-6
+    )
+
+
+def test_cost_report_notebook_benches_charts_and_queries_history(demo_workdir, tmp_path):
+    out = tmp_path / "bench"
+    artifacts = [
+        demo_workdir / "artifacts" / n for n in ("digits-mlp-fp32", "digits-mlp-pruned-int8")
+    ]
+    run_notebook(
+        "cost_report.py",
+        [
+            "--out",
+            str(out),
+            "--input_path",
+            str(demo_workdir / "tables" / "digits_features"),
+            "--artifacts",
+            ",".join(str(a) for a in artifacts),
+            "--repeats",
+            "1",
+            # The demo has no PyTorch state_dict and needs no preparing; keep the bound small.
+            "--set",
+            "torch_model=; prepare=; bound_rows=2000; onnx_predict_batch_udf=false",
+        ],  # fmt: skip
+        tmp_path,
+    )
+    report = json.loads((out / "report.json").read_text())
+    names = [v["name"] for v in report["variants"]]
+    assert len(names) == 2 and all(v["rows"] == DEMO_ROWS for v in report["variants"])
+    for chart in report["charts"].values():
+        assert (out / chart).stat().st_size > 1000
+    assert (out / "cost_report_notebook.png").stat().st_size > 1000
+    history = pd.read_csv(out / "history_by_variant.csv")
+    assert sorted(history["name"]) == sorted(names)
+    assert (history["runs"] == 1).all()
+    assert (history["best_usd_per_million_rows"] > 0).all()
