@@ -129,3 +129,39 @@ def test_missing_feature_column_is_named(spark, digits, columns_artifact):
     df = held_out_frame(spark, digits, n=4)
     with pytest.raises(ValueError, match="feature column 'pixel_0' is missing from the input"):
         score_dataframe(df, columns_artifact)
+
+
+def test_parquet_output_session_options_and_failed_summary(spark, digits, artifact, tmp_path):
+    from jobs.config import apply_overrides
+
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    held_out_frame(spark, digits, n=30).write.parquet(src)
+    data = _config(artifact, src, out).model_dump()
+    data = apply_overrides(
+        data,
+        [
+            "input.format=parquet",
+            "output.format=parquet",
+            "session.graph_optimization=basic",
+            "session.memory_arena=false",
+            "engine=pandas",
+            f"summary_path={tmp_path / 's.json'}",
+        ],
+    )
+    config = ScoreConfig.model_validate(data)
+    run_score(spark, config, "2026-03-01")
+    summary = run_score(spark, config, "2026-03-02")
+    assert summary["rows_out"] == 30 and summary["engine"] == "pandas"
+    assert summary["peak_driver_python_rss_mb"] > 0 and summary["peak_driver_jvm_rss_mb"] > 0
+    days = spark.read.parquet(out).groupBy("run_date").count().orderBy("run_date").collect()
+    assert [(str(r["run_date"]), r["count"]) for r in days] == [
+        ("2026-03-01", 30),
+        ("2026-03-02", 30),
+    ]
+
+    broken = ScoreConfig.model_validate({**data, "key_columns": ["no_such_key"]})
+    with pytest.raises(ValueError, match="column 'no_such_key'"):
+        run_score(spark, broken, "2026-03-03")
+    failed = json.loads((tmp_path / "s.json").read_text())
+    assert failed["status"] == "failed" and "no_such_key" in failed["error"]
+    assert spark.read.parquet(out).where("run_date = '2026-03-03'").count() == 0
