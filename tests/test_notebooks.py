@@ -266,3 +266,19 @@ def test_cost_report_notebook_benches_charts_and_queries_history(demo_workdir, t
     assert sorted(history["name"]) == sorted(names)
     assert (history["runs"] == 1).all()
     assert (history["best_usd_per_million_rows"] > 0).all()
+
+
+def test_widget_defaults_environment_and_argv(monkeypatch):
+    from jobs.notebook_support import location_overrides, set_overrides, widgets
+
+    defaults = {"run_date": "", "output_path": "out", "set": ""}
+    monkeypatch.setenv("LEANSCORE_WIDGET_OUTPUT_PATH", "/env/out")
+    values = widgets({}, defaults, argv=["--run_date=2026-01-02", "--set", "a=1; b.c=x"])
+    assert values == {"run_date": "2026-01-02", "output_path": "/env/out", "set": "a=1; b.c=x"}
+    assert widgets({}, defaults, argv=["--output-path", "/argv"])["output_path"] == "/argv"
+    assert set_overrides(values["set"]) == ["a=1", "b.c=x"]
+    assert location_overrides("input", "", "main.s.t") == ["input.path=", "input.table=main.s.t"]
+    with pytest.raises(ValueError, match="input_path or input_table, not both"):
+        location_overrides("input", "/p", "main.s.t")
+    with pytest.raises(ValueError, match="widget --run_date needs a value"):
+        widgets({}, defaults, argv=["--run_date"])
