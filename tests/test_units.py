@@ -109,6 +109,12 @@ def test_shipped_configs_are_valid():
     load_config(CompressConfig, conf / "compress-digits-mlp.yaml")
     for recipe in (conf / "recipes").glob("*.yaml"):
         load_config(Recipe, recipe)
+    from compression.text_compress import TextRecipe
+
+    text_recipes = sorted((conf / "text-recipes").glob("*.yaml"))
+    assert text_recipes
+    for recipe in text_recipes:
+        load_config(TextRecipe, recipe)
 
 
 def test_unknown_recipe_step_is_named():
