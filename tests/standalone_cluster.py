@@ -233,3 +233,58 @@ def stop_cluster(cluster: StandaloneCluster) -> None:
         _stop_tree(pid)
         cluster.worker_pids.remove(pid)
     _terminate([cluster.master_pid])
+
+
+# ---- fault injection helpers (issue 8) ---------------------------------------------------------
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid``: a worker's executor JVMs and their Python processes."""
+    return [p for p in _children(pid) if _alive(p)]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return ""
+
+
+def _ppid(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def python_workers(cluster: StandaloneCluster) -> dict[int, list[int]]:
+    """The Python worker processes running tasks, by the worker JVM they descend from.
+
+    Spark's ``pyspark.daemon`` forks one worker per task; a forked worker has the daemon's
+    command line and the daemon as its parent, so the daemon itself is never listed."""
+    found: dict[int, list[int]] = {}
+    for worker in cluster.worker_pids:
+        for pid in descendants(worker):
+            parent = _ppid(pid)
+            if (
+                "pyspark.daemon" in _cmdline(pid)
+                and parent is not None
+                and "pyspark.daemon" in _cmdline(parent)
+            ):
+                found.setdefault(worker, []).append(pid)
+    return found
+
+
+def kill_worker_jvm(cluster: StandaloneCluster, pid: int) -> list[int]:
+    """SIGKILL one worker JVM (a crash: its executors are left to notice the loss and exit).
+    Returns the pids that descended from it, for ``stop_pids`` once the test is done."""
+    orphans = descendants(pid)
+    stop_worker(cluster, pid, sig=signal.SIGKILL)
+    return orphans
+
+
+def stop_pids(pids: list[int]) -> None:
+    """Stop leftover processes (an orphaned executor and its Python daemon) by pid."""
+    _terminate([p for p in pids if _alive(p)], timeout_s=5.0)
