@@ -1,0 +1,87 @@
+"""The README's spark-submit command scores a table on a real local standalone cluster.
+
+The command text is taken from the README (the block after ``<!-- spark-submit-command -->``)
+and run by bash as it stands; only its documented variables (SPARK_MASTER, CONFIG, RUN_DATE,
+DIST) point it at this test's cluster, config and folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import yaml
+from standalone_cluster import start_cluster, stop_cluster
+from test_notebooks import DEMO_ROWS, make_demo_workdir
+
+ROOT = Path(__file__).resolve().parents[1]
+MARKER = "<!-- spark-submit-command -->"
+RUN_DATE = "2026-11-29"
+
+
+def readme_command() -> str:
+    text = (ROOT / "README.md").read_text()
+    assert MARKER in text, "README lost its spark-submit command"
+    block = re.search(r"```sh\n(.*?)```", text[text.index(MARKER) :], re.S)
+    assert block, "no ```sh block after the spark-submit marker"
+    return block.group(1)
+
+
+def test_readme_spark_submit_scores_on_a_standalone_cluster(tmp_path_factory, tmp_path, spark):
+    demo = make_demo_workdir(tmp_path_factory)
+    out = tmp_path / "predictions"
+    config = tmp_path / "nightly.yaml"
+    nightly = yaml.safe_load((ROOT / "conf" / "nightly.yaml").read_text())
+    nightly.update(
+        artifact=str(demo / "artifacts" / "digits-mlp-pruned-int8"),
+        input={"path": str(demo / "tables" / "digits_features"), "format": "delta"},
+        output={"path": str(out), "format": "delta"},
+        summary_path=str(tmp_path / "summary.json"),
+    )
+    config.write_text(yaml.safe_dump(nightly))
+
+    cluster = start_cluster(tmp_path / "cluster", workers=1, cores_per_worker=2)
+    try:
+        env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "PYSPARK_PYTHON")}
+        env.update(
+            SPARK_MASTER=cluster.master_url,
+            CONFIG=str(config),
+            RUN_DATE=RUN_DATE,
+            DIST=str(tmp_path / "dist"),
+            SPARK_LOCAL_IP="127.0.0.1",
+            LEANSCORE_CACHE=os.environ.get("LEANSCORE_CACHE", str(ROOT / ".cache")),
+        )
+        proc = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", readme_command()],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, (
+            f"spark-submit failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}\n{cluster.logs()}"
+        )
+        with urllib.request.urlopen(f"{cluster.master_webui}/json/", timeout=10) as resp:
+            state = json.load(resp)
+    finally:
+        stop_cluster(cluster)
+
+    # The job ran as an application of the standalone master, on its worker's executors.
+    apps = [a["name"] for a in state["completedapps"] + state["activeapps"]]
+    assert "leanscore-score" in apps, apps  # get_spark's app name
+    assert f"scored {DEMO_ROWS:,} rows" in proc.stdout
+    assert len(list((tmp_path / "dist").glob("leanscore-*.whl"))) == 1
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["rows_in"] == summary["rows_out"] == DEMO_ROWS
+    written = spark.read.format("delta").load(str(out)).toPandas()
+    assert len(written) == DEMO_ROWS and written["row_id"].is_unique
+    assert {str(d) for d in written["run_date"]} == {RUN_DATE}
+    assert (written["prediction"] == written["label"]).mean() > 0.7
+    # The wheel was shipped to the executor (Spark fetches --py-files into its work folder).
+    shipped = list((tmp_path / "cluster" / "work").glob("worker-*/app-*/*/leanscore-*.whl"))
+    assert shipped, sorted(str(p) for p in (tmp_path / "cluster" / "work").rglob("*"))[:20]
