@@ -169,7 +169,7 @@ class Artifact:
             if not (path / name).is_file():
                 raise ArtifactError(f"{path / name} is missing; the artifact is incomplete")
         if verify:
-            artifact.read_model_bytes()
+            check_model_matches_manifest(artifact.read_model_bytes(), manifest, artifact.model_path)
             for name in manifest.files:
                 artifact.read_file(name)
         return artifact
@@ -192,6 +192,40 @@ class Artifact:
 
     def __repr__(self) -> str:
         return f"Artifact({self.manifest.name!r}, sha256={self.sha256[:12]}, path={self.path})"
+
+
+def check_model_matches_manifest(data: bytes, manifest: Manifest, model_path: Path) -> None:
+    """The bytes parse as a valid ONNX model whose input width is the manifest's feature size.
+
+    A hash only proves the bytes are the ones the manifest names; this proves they are a model
+    the scoring side can use, so a broken artifact fails on the driver with its path, not as a
+    stack trace from every executor or as every row flagged bad."""
+    import onnx
+
+    try:
+        model = onnx.load_model_from_string(data)
+        onnx.checker.check_model(model)
+    except Exception as err:  # protobuf DecodeError, onnx ValidationError
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ArtifactError(
+            f"{model_path} is not a valid ONNX model ({first[:200]}); rebuild the artifact with "
+            "'leanscore compress'"
+        ) from err
+    initializers = {i.name for i in model.graph.initializer}
+    inputs = [v for v in model.graph.input if v.name not in initializers]
+    if not inputs:
+        raise ArtifactError(f"{model_path} is not a valid ONNX model (it has no graph inputs)")
+    features = manifest.features
+    if features.text_column is not None:
+        return
+    dims = inputs[0].type.tensor_type.shape.dim
+    width = dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
+    if width is not None and width != features.size:
+        raise ArtifactError(
+            f"manifest features.size {features.size} does not match model input "
+            f"{inputs[0].name!r} with shape [..., {width}]; the manifest belongs to another "
+            "model: rebuild the artifact with 'leanscore compress'"
+        )
 
 
 def write_artifact(

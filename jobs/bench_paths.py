@@ -62,7 +62,7 @@ class TorchModel:
                 f"torch factory {self.factory!r} is not an importable module.function: {err}"
             ) from err
         model = make()
-        state = torch.load(io.BytesIO(self.state_dict_bytes), map_location="cpu")
+        state = torch.load(io.BytesIO(self.state_dict_bytes), map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         return model.eval()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -138,10 +139,19 @@ def bench(
 
 
 def _spark_error(err: Exception) -> str:
+    """The useful line of an error raised inside Spark: the Python exception from the worker
+    (ours first, then any), else Spark's own first line."""
     text = str(err)
     for marker in ("BadRowError: ", "ModelIntegrityError: ", "ValueError: ", "TypeError: "):
         if marker in text:
             return text.split(marker, 1)[1].splitlines()[0]
+    raised = [
+        line.strip()
+        for line in text.splitlines()
+        if re.match(r"^\s*[A-Za-z_][\w.]*(Error|Exception|Fail)\w*: ", line)
+    ]
+    if raised:
+        return raised[-1]
     return text.splitlines()[0] if text else type(err).__name__
 
 

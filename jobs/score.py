@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import resource
 import time
 from pathlib import Path
@@ -125,7 +126,64 @@ def read_input(spark: SparkSession, config: ScoreConfig) -> DataFrame:
                 "does not have"
             )
         df = df.where(F.col(column) == F.lit(value))
-    return df.where(config.input.filter) if config.input.filter else df
+    if not config.input.filter:
+        return df
+    from pyspark.errors import PySparkException
+
+    try:
+        return df.where(config.input.filter)
+    except PySparkException as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(
+            f"input.filter {config.input.filter!r} is not a valid boolean Spark SQL predicate on "
+            f"{config.input.describe()}: {first}"
+        ) from None
+
+
+def check_output_location(ref: TableRef) -> None:
+    """Refuse, before any work, an output path that cannot be written or that holds another
+    kind of table: a failed or mixed write there would be found only after the scoring."""
+    if ref.table or "://" in (ref.path or ""):
+        return
+    path = Path(ref.path)
+    holds_other_files = path.is_dir() and any(path.iterdir())
+    if ref.format == "delta" and holds_other_files and not (path / "_delta_log").is_dir():
+        raise ValueError(
+            f"output {path} exists but is not a Delta table (no _delta_log); use an empty "
+            "path, or set output.format: parquet to write Parquet there"
+        )
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(
+            f"cannot write output {path}: {ancestor} is a file, not a directory; choose another "
+            "output.path"
+        )
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write output {path}: {ancestor} is not writable")
+
+
+def count_input(df: DataFrame, config: ScoreConfig) -> int:
+    """Rows in the input, in one pass that also refuses null keys and an empty input: an empty
+    input would replace the run date's rows with nothing, and a null key names no row."""
+    keys = [k for k in config.key_columns if k in df.columns]
+    row = df.agg(
+        F.count(F.lit(1)).alias("rows"),
+        *[F.count(F.when(F.col(k).isNull(), 1)).alias(f"null_{i}") for i, k in enumerate(keys)],
+    ).first()
+    if row["rows"] == 0:
+        raise RuntimeError(
+            f"input {config.input.describe()} has no rows (after input.filter/partition); "
+            "nothing was written. Check the upstream table or the filter"
+        )
+    for i, key in enumerate(keys):
+        if row[f"null_{i}"]:
+            raise ValueError(
+                f"key column {key!r} is null in {row[f'null_{i}']} of {row['rows']} input rows; "
+                "keys must identify rows: fix the input or filter those rows out"
+            )
+    return int(row["rows"])
 
 
 def session_config(spark: SparkSession, options: SessionOptions) -> SessionConfig:
@@ -238,8 +296,9 @@ def run_score(spark: SparkSession, config: ScoreConfig, run_date: str | dt.date)
 def _run(spark: SparkSession, config: ScoreConfig, day: dt.date, start: float) -> dict:
     artifact = Artifact.load(config.artifact)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
+    check_output_location(config.output)
     source = read_input(spark, config)
-    rows_in = source.count()
+    rows_in = count_input(source, config)
     scored = score_frame(source, config, artifact, day)
     write_partition(scored, config.output, day)
     seconds = time.perf_counter() - start
