@@ -467,7 +467,7 @@ def _variant_result(
         "rows": rows,
         "rows_read": rows_read,
         "rows_scored": q.get("rows"),
-        "wall_s": round(wall, 3),
+        "wall_s": round(wall, 6),
         "wall_s_all": [round(w, 3) for w in walls],
         "wall_s_spread": round(max(walls) - min(walls), 3),
         "rows_per_s": round(rows / wall, 1),

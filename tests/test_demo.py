@@ -38,4 +38,7 @@ def test_small_demo_writes_artifacts_tables_and_report(spark, tmp_path):
     assert report["variants"][1]["fidelity"]["agreement"] > 0.9
 
     on_disk = json.loads((tmp_path / "report.json").read_text())
-    assert [v["name"] for v in on_disk["variants"]] == ["digits-mlp-fp32", "digits-mlp-pruned-int8"]
+    assert [v["name"] for v in on_disk["variants"]] == [
+        "onnx-fp32/leanscore",
+        "digits-mlp-pruned-int8/leanscore",
+    ]
