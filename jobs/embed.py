@@ -26,6 +26,7 @@ from jobs.score import (
     RUN_DATE_COLUMN,
     InputConfig,
     TableRef,
+    kept_columns,
     parse_run_date,
     read_table,
     write_partition,
@@ -57,13 +58,7 @@ class EmbedConfig(BaseModel):
 def embed_frame(
     df: DataFrame, config: EmbedConfig, artifact: Artifact, run_date: dt.date
 ) -> DataFrame:
-    keep = list(dict.fromkeys([*config.key_columns, *config.passthrough_columns]))
-    missing = [c for c in keep if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"column {missing[0]!r} named in key_columns/passthrough_columns is not in "
-            f"{config.input.describe()}; it has {', '.join(df.columns)}"
-        )
+    keep = kept_columns(df, config)
     scored = embed_dataframe(
         df,
         artifact,

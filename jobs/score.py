@@ -196,17 +196,23 @@ def session_config(spark: SparkSession, options: SessionOptions) -> SessionConfi
     )
 
 
-def score_frame(
-    df: DataFrame, config: ScoreConfig, artifact: Artifact, run_date: dt.date
-) -> DataFrame:
-    """The output rows: keys, passthrough columns, model outputs and lineage columns."""
+def kept_columns(df: DataFrame, config) -> list[str]:
+    """Key then passthrough columns, once each; every one must be in the input."""
     keep = list(dict.fromkeys([*config.key_columns, *config.passthrough_columns]))
     missing = [c for c in keep if c not in df.columns]
     if missing:
         raise ValueError(
             f"column {missing[0]!r} named in key_columns/passthrough_columns is not in "
-            f"{config.input.describe()}"
+            f"{config.input.describe()}; it has {', '.join(df.columns)}"
         )
+    return keep
+
+
+def score_frame(
+    df: DataFrame, config: ScoreConfig, artifact: Artifact, run_date: dt.date
+) -> DataFrame:
+    """The output rows: keys, passthrough columns, model outputs and lineage columns."""
+    keep = kept_columns(df, config)
     scored = score_dataframe(
         df,
         artifact,
