@@ -144,56 +144,28 @@ def train_classifier(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _train(
-            model,
-            features,
-            labels,
-            epochs,
-            lr,
-            batch_size,
-            weight_decay,
-            seed,
-            loss_fn,
-            after_step,
-            progress,
-        )
+        generator = torch.Generator().manual_seed(seed)
+        x_all = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
+        y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        model.train()
+        for epoch in range(epochs):
+            order = torch.randperm(len(x_all), generator=generator)
+            total = 0.0
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                x, y = x_all[idx], y_all[idx]
+                optimizer.zero_grad()
+                loss = loss_fn(model, x, y, model(x))
+                loss.backward()
+                optimizer.step()
+                if after_step is not None:
+                    after_step(model)
+                total += loss.item() * len(idx)
+            if progress is not None:
+                progress(epoch, total / len(x_all))
     finally:
         torch.set_num_threads(previous)
-
-
-def _train(
-    model,
-    features,
-    labels,
-    epochs,
-    lr,
-    batch_size,
-    weight_decay,
-    seed,
-    loss_fn,
-    after_step,
-    progress,
-) -> nn.Module:
-    generator = torch.Generator().manual_seed(seed)
-    x_all = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
-    y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    model.train()
-    for epoch in range(epochs):
-        order = torch.randperm(len(x_all), generator=generator)
-        total = 0.0
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            x, y = x_all[idx], y_all[idx]
-            optimizer.zero_grad()
-            loss = loss_fn(model, x, y, model(x))
-            loss.backward()
-            optimizer.step()
-            if after_step is not None:
-                after_step(model)
-            total += loss.item() * len(idx)
-        if progress is not None:
-            progress(epoch, total / len(x_all))
     model.eval()
     return model
 

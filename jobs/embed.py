@@ -30,6 +30,7 @@ from jobs.score import (
     parse_run_date,
     read_table,
     write_partition,
+    write_summary,
 )
 from udfs.text import embed_dataframe
 
@@ -119,10 +120,7 @@ def score_text_table(spark: SparkSession, config: EmbedConfig, run_date: str | d
             f"wrote {summary['rows_out']} rows for {day} but read {summary['rows_in']}; "
             "the output table was changed by another writer during the run"
         )
-    log.info("embed summary %s", summary)
-    if config.summary_path:
-        Path(config.summary_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(config.summary_path).write_text(json.dumps(summary, indent=2) + "\n")
+    write_summary(config, summary, job="embed")
     return summary
 
 

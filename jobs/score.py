@@ -268,9 +268,10 @@ def peak_driver_rss_mb(spark: SparkSession) -> dict[str, float | None]:
     }
 
 
-def _write_summary(config: ScoreConfig, summary: dict) -> None:
+def write_summary(config, summary: dict, *, job: str = "score") -> None:
+    """Log the run summary a key a line and write it as JSON to ``config.summary_path``."""
     for key, value in summary.items():
-        log.info("score summary %s=%s", key, value)
+        log.info("%s summary %s=%s", job, key, value)
     if config.summary_path:
         Path(config.summary_path).parent.mkdir(parents=True, exist_ok=True)
         Path(config.summary_path).write_text(json.dumps(summary, indent=2) + "\n")
@@ -285,7 +286,7 @@ def run_score(spark: SparkSession, config: ScoreConfig, run_date: str | dt.date)
     try:
         return _run(spark, config, day, start)
     except Exception as err:
-        _write_summary(
+        write_summary(
             config,
             {
                 "status": "failed",
@@ -334,5 +335,5 @@ def _run(spark: SparkSession, config: ScoreConfig, day: dt.date, start: float) -
             f"wrote {summary['rows_out']} rows for {day} but read {summary['rows_in']}; "
             "the output table was changed by another writer during the run"
         )
-    _write_summary(config, summary)
+    write_summary(config, summary)
     return summary
