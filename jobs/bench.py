@@ -28,6 +28,7 @@ from compression.artifact import Artifact
 from jobs.bench_metrics import CpuMeter
 from jobs.bench_paths import (
     TorchModel,
+    feature_matrix_column,
     input_matrix,
     leanscore_frame,
     onnx_predict_fn,
@@ -35,12 +36,15 @@ from jobs.bench_paths import (
     raw_onnx_predict,
     raw_rows_per_s,
     read_only_frame,
+    scan_read_only_frame,
     torch_predict_fn,
 )
 from jobs.bench_prepare import PrepareConfig
 from jobs.pricing import Pricing, cost, savings
 from jobs.score import InputConfig
 from udfs.distribution import is_connect
+from udfs.scan import ScanPlan, ScanUnsupported, plan_scan
+from udfs.schema import feature_names
 
 BASELINE_ONNX = "onnx-fp32"
 TORCH = "torch-fp32"
@@ -69,6 +73,16 @@ class BenchConfig(BaseModel):
         default=None, description="build the table, model and artifacts when they are missing"
     )
     label_column: str | None = None
+    keep_columns: list[str] | None = Field(
+        default=None,
+        description="columns every variant writes next to its prediction, as a nightly job "
+        "keeps keys; default: every input column but the features",
+    )
+    scan: bool = Field(
+        default=True,
+        description="leanscore reads a whole Parquet/Delta input with its scan engine where "
+        "it applies (udfs.scan); false: Spark's reader, like predict_batch_udf",
+    )
     pricing: str = "pricing.yaml"
     repeats: int = Field(default=3, ge=1)
     batch_size: int = Field(default=4096, gt=0)
@@ -90,6 +104,8 @@ class Variant:
     model_bytes: int
     params: int | None
     compressed: bool
+    engine: str  # how the rows reach the model: "spark" reader or this project's "scan"
+    warm_frame: Callable[[DataFrame], DataFrame] | None = None  # on a sample; default frame
 
 
 def wide_console() -> Console:
@@ -115,8 +131,12 @@ def build_variants(
     torch_model: TorchModel | None = None,
     onnx_predict_batch_udf: bool = False,
     batch_size: int = 4096,
+    keep: list[str],
+    scan: ScanPlan | None = None,
+    arrow_batch_rows: int = 10_000,
 ) -> list[Variant]:
-    """The variants in report order: the baseline first."""
+    """The variants in report order: the baseline first. Every variant returns ``keep`` and
+    its prediction; leanscore reads the table with the scan engine when ``scan`` is given."""
     base = artifacts[0]
     params = [(a.manifest.metrics.get("final") or {}).get("params") for a in artifacts]
     variants = []
@@ -128,11 +148,12 @@ def build_variants(
                 TORCH,
                 "predict_batch_udf",
                 lambda df: predict_batch_frame(
-                    df, base, torch_predict_fn(torch_model), batch_size=batch_size
+                    df, base, torch_predict_fn(torch_model), batch_size=batch_size, keep=keep
                 ),
                 len(torch_model.state_dict_bytes),
                 n_params,
                 False,
+                "spark",
             )
         )
     if onnx_predict_batch_udf:
@@ -143,11 +164,12 @@ def build_variants(
                 BASELINE_ONNX,
                 "predict_batch_udf",
                 lambda df: predict_batch_frame(
-                    df, base, onnx_predict_fn(model_bytes), batch_size=batch_size
+                    df, base, onnx_predict_fn(model_bytes), batch_size=batch_size, keep=keep
                 ),
                 base.manifest.model_bytes,
                 params[0],
                 False,
+                "spark",
             )
         )
     for i, artifact in enumerate(artifacts):
@@ -157,13 +179,47 @@ def build_variants(
                 f"{key}/leanscore",
                 key,
                 "leanscore",
-                lambda df, a=artifact: leanscore_frame(df, a, batch_size=batch_size),
+                lambda df, a=artifact: leanscore_frame(
+                    df,
+                    a,
+                    batch_size=batch_size,
+                    keep=keep,
+                    scan=scan,
+                    arrow_batch_rows=arrow_batch_rows,
+                ),
                 artifact.manifest.model_bytes,
                 params[i],
                 i > 0,
+                "spark" if scan is None else "scan",
+                # the scan reads the whole table: warm the same workers' sessions on the sample
+                lambda df, a=artifact: leanscore_frame(df, a, batch_size=batch_size, keep=keep),
             )
         )
     return variants
+
+
+def default_keep(df: DataFrame, artifact: Artifact) -> list[str]:
+    """Every input column but the model's features: what a nightly job would pass through."""
+    features = set(feature_matrix_column(artifact)[0])
+    return [c for c in df.columns if c not in features]
+
+
+def scan_plan(
+    spark: SparkSession, ref: InputConfig, artifact: Artifact, keep: list[str], console: Console
+) -> ScanPlan | None:
+    """The scan engine's plan for a whole-table input, or None (logged why) where it does not
+    apply and leanscore reads with Spark."""
+    why = "the input is a catalog table, or is filtered"
+    if ref.path and not ref.filter and not ref.partition:
+        try:
+            columns = [*keep, *feature_names(artifact.manifest)]
+            plan = plan_scan(spark, ref.path, format=ref.format, columns=columns)
+            console.log(f"leanscore reads with its scan engine: {len(plan.units)} slices")
+            return plan
+        except ScanUnsupported as err:
+            why = str(err)
+    console.log(f"leanscore reads with Spark: {why}")
+    return None
 
 
 def _noop(df: DataFrame) -> None:
@@ -185,7 +241,7 @@ def time_variants(
     warm = df.sample(fraction=0.02, seed=1)
     for v in variants:
         t0 = time.perf_counter()
-        _noop(v.frame(warm))
+        _noop((v.warm_frame or v.frame)(warm))
         console.log(f"  warm-up {v.name}: {time.perf_counter() - t0:.1f}s")
     runs: list[list[dict]] = [[] for _ in variants]
     for r in range(repeats):
@@ -197,6 +253,10 @@ def time_variants(
             wall = time.perf_counter() - start
             runs[i].append({"wall_s": wall, **meter.since(mark)})
             console.log(f"  round {r + 1}/{repeats} {variants[i].name}: {wall:.2f}s")
+    # Untimed: the rows each path really produced (the scan engine's reads are not in Spark's
+    # input metrics, and a dropped row must show).
+    for i, frame in enumerate(frames):
+        runs[i][0]["rows_out"] = frame.count()
     return runs
 
 
@@ -282,8 +342,6 @@ def _torch_probabilities(model: TorchModel, artifact: Artifact, batch_size: int)
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql.types import ArrayType, FloatType
 
-    from jobs.bench_paths import feature_matrix_column
-
     def make_predict_fn():
         import numpy as np
         import torch
@@ -318,19 +376,37 @@ def measure_bound(
     batch_size: int,
     repeats: int,
     console: Console,
+    scan: ScanPlan | None = None,
+    arrow_batch_rows: int = 10_000,
 ) -> dict:
-    """The limit a Spark path can approach: a read-only pass over the input (no Python, no
-    model), and each model alone on numpy rows already in memory, one thread, times the cores."""
+    """The limit a Spark path can approach: a read-only pass over the input (no model): by
+    Spark's reader, and by the scan engine's pyarrow reader when ``scan`` is given, the faster
+    of the two counting; and each model alone on numpy rows already in memory, one thread,
+    times the cores."""
     base = artifacts[0]
-    reads = []
-    frame = read_only_frame(df, base)
-    _noop(frame)
-    for _ in range(repeats):
-        start = time.perf_counter()
+    passes = {"spark": read_only_frame(df, base)}
+    if scan is not None:
+        passes["pyarrow"] = scan_read_only_frame(
+            df.sparkSession, scan, base, batch_rows=arrow_batch_rows
+        )
+    read_only = {}
+    for reader, frame in passes.items():
         _noop(frame)
-        reads.append(time.perf_counter() - start)
-    read_wall = statistics.median(reads)
-    console.log(f"  read-only pass: {rows / read_wall:,.0f} rows/s")
+        reads = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            _noop(frame)
+            reads.append(time.perf_counter() - start)
+        wall = statistics.median(reads)
+        console.log(f"  read-only pass ({reader}): {rows / wall:,.0f} rows/s")
+        read_only[reader] = {
+            "reader": reader,
+            "rows": rows,
+            "wall_s": round(wall, 3),
+            "wall_s_all": [round(w, 3) for w in reads],
+            "rows_per_s": round(rows / wall, 1),
+        }
+    fastest = min(read_only.values(), key=lambda r: r["wall_s"])
     matrix = input_matrix(df, base, bound_rows)
     models = {}
     if torch_model is not None:
@@ -346,17 +422,15 @@ def measure_bound(
         m["runtime"] = "torch" if name == TORCH else "onnxruntime"
         console.log(f"  raw {name}: {m['rows_per_s_per_core']:,.0f} rows/s on one thread")
     return {
-        "read_only": {
-            "rows": rows,
-            "wall_s": round(read_wall, 3),
-            "wall_s_all": [round(w, 3) for w in reads],
-            "rows_per_s": round(rows / read_wall, 1),
-        },
+        "read_only": fastest,
+        "read_only_passes": read_only,
         "raw_rows": len(matrix),
         "threads_per_core": 1,
         "models": models,
         "how": (
-            "read_only: the input's feature column into Spark's noop sink (no Python, no model). "
+            "read_only: the faster of two reads of the input's feature column with no model: "
+            "Spark's reader into its noop sink, and (where the scan engine applies) pyarrow "
+            "decoding the same Parquet files inside the tasks. "
             "models: the model alone over rows already in a numpy matrix on the driver, one "
             f"thread, batches of {batch_size}, times {cores} cores (ideal scaling). A path's "
             "bound_ratio is (read-only time + model-alone time over the same rows) / its time."
@@ -387,16 +461,24 @@ def compare_variants(
     onnx_predict_batch_udf: bool = False,
     bound_rows: int | None = None,
     console: Console | None = None,
+    keep: list[str] | None = None,
+    scan: ScanPlan | None = None,
+    arrow_batch_rows: int = 10_000,
 ) -> dict:
     """Measure every variant on ``df``: interleaved, after a warm-up, median of ``repeats``;
-    then quality, the bound (when ``bound_rows``) and the cost of each."""
+    then quality, the bound (when ``bound_rows``) and the cost of each. ``scan``: the plan of
+    the scan engine over the table ``df`` reads (leanscore variants then use it)."""
     console = console or wide_console()
     cores = spark_cores(spark)
+    keep = default_keep(df, artifacts[0]) if keep is None else keep
     variants = build_variants(
         artifacts,
         torch_model=torch_model,
         onnx_predict_batch_udf=onnx_predict_batch_udf,
         batch_size=batch_size,
+        keep=keep,
+        scan=scan,
+        arrow_batch_rows=arrow_batch_rows,
     )
     rows = df.count()
     console.log(f"timing {len(variants)} variants on {rows:,} rows, {cores} cores, {repeats}x")
@@ -416,6 +498,8 @@ def compare_variants(
             batch_size=batch_size,
             repeats=repeats,
             console=console,
+            scan=scan,
+            arrow_batch_rows=arrow_batch_rows,
         )
     results = [
         _variant_result(v, r, qualities, bound, pricing, rows=rows, cores=cores)
@@ -430,6 +514,7 @@ def compare_variants(
         "cores": cores,
         "repeats": repeats,
         "batch_size": batch_size,
+        "kept_columns": keep,
         "baseline": results[0]["name"],
         "variants": results,
         "bound": bound,
@@ -457,6 +542,7 @@ def _variant_result(
 
     executor_cpu, process_cpu = median_of("executor_cpu_s"), median_of("process_cpu_s")
     rows_read = [r.get("rows_read") for r in runs]
+    rows_out = next((r["rows_out"] for r in runs if "rows_out" in r), None)
     bound_model = (bound or {}).get("models", {}).get(v.model)
     # The issue's bound: a read-only pass over the input plus the model alone over the same
     # rows with the same cores; bound_ratio = bound time / this path's time (1.0 = at the limit).
@@ -470,9 +556,11 @@ def _variant_result(
         "name": v.name,
         "model": v.model,
         "path": v.path,
+        "engine": v.engine,
         "compressed": v.compressed,
         "rows": rows,
         "rows_read": rows_read,
+        "rows_out": rows_out,
         "rows_scored": q.get("rows"),
         "wall_s": round(wall, 6),
         "wall_s_all": [round(w, 3) for w in walls],

@@ -1,10 +1,12 @@
 """The scoring paths the benchmark times, each a lazy DataFrame to drive into the noop sink.
 
-- ``leanscore``: this project's UDF (``udfs.score_dataframe``), nothing copied.
+- ``leanscore``: this project's scoring: the scan engine (``udfs.scan``) where the input is a
+  whole Parquet/Delta table it can read, else ``udfs.score_dataframe`` on Spark's reader.
 - ``predict_batch_udf``: Spark's own ``pyspark.ml.functions.predict_batch_udf``, as teams run
   a model today, around either the PyTorch model or the identical ONNX model (one thread per
   task, the same batch size), returning the same label + probability as ``leanscore``.
-- ``read_only``: the input's feature column into the sink, no Python, no model.
+- ``read_only``: the input's feature column into the sink, no Python, no model; and the scan
+  engine's read of the same column with pyarrow, no model.
 
 Plus ``raw_rows_per_s``: the model alone on numpy rows already in memory, one thread (the
 bound a Spark path can approach per core).
@@ -15,17 +17,19 @@ from __future__ import annotations
 import importlib
 import io
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pyspark.sql import DataFrame
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType, LongType, StructField, StructType
 
 from compression.artifact import Artifact
 from udfs.predict import score_dataframe
+from udfs.scan import ScanPlan, read_unit, score_table, unit_ids
 
 LABEL_PROBABILITY = StructType(
     [StructField("label", LongType(), True), StructField("probability", FloatType(), True)]
@@ -119,7 +123,12 @@ def onnx_predict_fn(model_bytes: bytes, threads: int = 1) -> Callable:
 
 
 def predict_batch_frame(
-    df: DataFrame, artifact: Artifact, make_predict_fn: Callable, *, batch_size: int
+    df: DataFrame,
+    artifact: Artifact,
+    make_predict_fn: Callable,
+    *,
+    batch_size: int,
+    keep: list[str],
 ) -> DataFrame:
     from pyspark.ml.functions import predict_batch_udf
 
@@ -134,19 +143,57 @@ def predict_batch_frame(
         input_tensor_shapes=shapes,
     )
     return df.withColumn("__pred", udf(*cols)).select(
-        *df.columns,
+        *keep,
         F.col("__pred.label").alias("prediction"),
         F.col("__pred.probability").alias("probability"),
     )
 
 
-def leanscore_frame(df: DataFrame, artifact: Artifact, *, batch_size: int) -> DataFrame:
-    return score_dataframe(df, artifact, batch_size=batch_size)
+def leanscore_frame(
+    df: DataFrame,
+    artifact: Artifact,
+    *,
+    batch_size: int,
+    keep: list[str],
+    scan: ScanPlan | None = None,
+    arrow_batch_rows: int = 10_000,
+) -> DataFrame:
+    """This project's scoring of ``df``: by the scan engine when ``scan`` plans the read of
+    the same table (``udfs.scan``), else Spark's reader and the Arrow path."""
+    if scan is None:
+        return score_dataframe(df, artifact, batch_size=batch_size, keep_columns=keep)
+    return score_table(
+        df.sparkSession,
+        scan.path,
+        artifact,
+        format=scan.format,
+        engine="scan",
+        keep_columns=keep,
+        batch_size=batch_size,
+        arrow_batch_rows=arrow_batch_rows,
+    )
 
 
 def read_only_frame(df: DataFrame, artifact: Artifact) -> DataFrame:
     cols, _ = feature_matrix_column(artifact)
     return df.select(*cols)
+
+
+def scan_read_only_frame(
+    spark: SparkSession, plan: ScanPlan, artifact: Artifact, *, batch_rows: int
+) -> DataFrame:
+    """The scan engine's read with no model: each task decodes its slice of the feature
+    columns with pyarrow and returns only its row count."""
+    cols, _ = feature_matrix_column(artifact)
+    units = plan.units
+
+    def read(ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for id_batch in ids:
+            for unit in id_batch.column(0).to_pylist():
+                rows = sum(rb.num_rows for rb in read_unit(units[unit], cols, batch_rows))
+                yield pa.RecordBatch.from_arrays([pa.array([rows], pa.int64())], names=["rows"])
+
+    return unit_ids(spark, plan).mapInArrow(read, "rows long")
 
 
 def input_matrix(df: DataFrame, artifact: Artifact, rows: int) -> np.ndarray:

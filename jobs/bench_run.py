@@ -13,7 +13,9 @@ from jobs.bench import (
     BenchConfig,
     compare_variants,
     comparison_table,
+    default_keep,
     resolve_path,
+    scan_plan,
     targets,
     wide_console,
 )
@@ -22,7 +24,7 @@ from jobs.bench_paths import TorchModel
 from jobs.bench_prepare import prepare_inputs
 from jobs.bench_report import append_history, markdown, write_charts, write_json
 from jobs.pricing import cost_model_text, load_pricing
-from jobs.score import read_table
+from jobs.score import read_input
 
 
 def run_bench(
@@ -56,18 +58,21 @@ def run_bench(
         TorchModel.load(config.torch_model.factory, state_dict) if config.torch_model else None
     )
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
-    df = read_table(spark, ref)
-    if ref.filter:
-        df = df.where(ref.filter)
+    df = read_input(spark, ref)
     if config.label_column and config.label_column not in df.columns:
         raise ValueError(
             f"label_column {config.label_column!r} is not in the input; it has {df.columns}"
         )
+    keep = config.keep_columns or default_keep(df, artifacts[0])
+    scan = scan_plan(spark, ref, artifacts[0], keep, console) if config.scan else None
     report = compare_variants(
         spark,
         df,
         artifacts,
         pricing,
+        keep=keep,
+        scan=scan,
+        arrow_batch_rows=config.arrow_batch_rows,
         label_column=config.label_column,
         repeats=config.repeats,
         batch_size=config.batch_size,

@@ -22,11 +22,11 @@ from compression.build import compress_to_artifact
 from compression.data import DIGITS_FEATURES, augment, digits_splits
 from compression.models import digits_mlp, train_classifier
 from compression.recipe import LabelledData, Recipe
-from jobs.bench import compare_variants, comparison_table, wide_console
+from jobs.bench import compare_variants, comparison_table, default_keep, scan_plan, wide_console
 from jobs.config import load_config
 from jobs.datagen import FEATURE_COLUMN, write_digits_table
 from jobs.pricing import load_pricing
-from jobs.score import ScoreConfig, run_score
+from jobs.score import InputConfig, ScoreConfig, run_score
 
 CONF = Path(__file__).resolve().parent.parent / "conf"
 RECIPES = ("digits-mlp-fp32.yaml", "digits-mlp-demo.yaml")
@@ -115,12 +115,22 @@ def run_demo(
     console.log(f"  Delta version {version}, {time.perf_counter() - t0:.1f}s")
 
     console.log(
-        "4/5 scoring with each model through the pandas UDF: timed side by side into "
+        "4/5 scoring with each model through leanscore's engine: timed side by side into "
         "Spark's noop sink, then the nightly job into date-partitioned Delta tables"
     )
     source = spark.read.format("delta").load(table_path)
+    keep = default_keep(source, artifacts[0])
+    table = InputConfig(path=table_path, format="delta")
     report = compare_variants(
-        spark, source, artifacts, pricing, label_column="label", repeats=2, console=console
+        spark,
+        source,
+        artifacts,
+        pricing,
+        label_column="label",
+        repeats=2,
+        console=console,
+        keep=keep,
+        scan=scan_plan(spark, table, artifacts[0], keep, console),
     )
     for artifact, variant in zip(artifacts, report["variants"], strict=True):
         out_path = str(workdir / "tables" / "predictions" / artifact.manifest.name)

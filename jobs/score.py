@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from compression.artifact import Artifact
 from udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
 from udfs.predict import score_dataframe
+from udfs.scan import score_table
 from udfs.session_cache import SessionConfig
 
 log = logging.getLogger(__name__)
@@ -82,8 +83,10 @@ class ScoreConfig(_Strict):
     batch_size: int = Field(default=4096, gt=0, description="rows per ONNX Runtime call")
     arrow_batch_rows: int = Field(default=10_000, gt=0, description="rows per Arrow batch")
     probabilities: bool = False
-    engine: Literal["auto", "arrow", "pandas"] = Field(
-        default="auto", description="auto: Arrow-native mapInArrow where Spark has it"
+    engine: Literal["auto", "scan", "arrow", "pandas"] = Field(
+        default="auto",
+        description="auto: the scan engine for a whole Parquet/Delta path where it applies, "
+        "else mapInArrow over Spark's reader; scan: the scan engine or an error saying why not",
     )
     session: SessionOptions = Field(default_factory=SessionOptions)
     path_threshold_bytes: int = Field(
@@ -92,6 +95,20 @@ class ScoreConfig(_Strict):
         description="models above this size reach executors by their artifact path",
     )
     summary_path: str | None = None
+
+    @model_validator(mode="after")
+    def _scan_reads_whole_paths(self):
+        if self.engine == "scan" and not scans_whole_table(self.input):
+            raise ValueError(
+                "engine 'scan' reads a whole Parquet/Delta path: remove input.filter and "
+                "input.partition (or name a path, not a table), or use engine 'auto'"
+            )
+        return self
+
+
+def scans_whole_table(ref: InputConfig) -> bool:
+    """Whether the scan engine may read ``ref``: a path, not filtered or partition-selected."""
+    return bool(ref.path) and not ref.filter and not ref.partition
 
 
 def parse_run_date(value: str) -> dt.date:
@@ -117,26 +134,26 @@ def read_table(spark: SparkSession, ref: TableRef) -> DataFrame:
     return spark.read.format(ref.format).load(ref.path)
 
 
-def read_input(spark: SparkSession, config: ScoreConfig) -> DataFrame:
-    df = read_table(spark, config.input)
-    for column, value in (config.input.partition or {}).items():
+def read_input(spark: SparkSession, ref: InputConfig) -> DataFrame:
+    """The input table with its ``partition`` and ``filter`` applied."""
+    df = read_table(spark, ref)
+    for column, value in (ref.partition or {}).items():
         if column not in df.columns:
             raise ValueError(
-                f"input.partition names column {column!r}, which {config.input.describe()} "
-                "does not have"
+                f"input.partition names column {column!r}, which {ref.describe()} does not have"
             )
         df = df.where(F.col(column) == F.lit(value))
-    if not config.input.filter:
+    if not ref.filter:
         return df
     from pyspark.errors import PySparkException
 
     try:
-        return df.where(config.input.filter)
+        return df.where(ref.filter)
     except PySparkException as err:
         first = str(err).strip().splitlines()[0]
         raise ValueError(
-            f"input.filter {config.input.filter!r} is not a valid boolean Spark SQL predicate on "
-            f"{config.input.describe()}: {first}"
+            f"input.filter {ref.filter!r} is not a valid boolean Spark SQL predicate on "
+            f"{ref.describe()}: {first}"
         ) from None
 
 
@@ -210,21 +227,38 @@ def kept_columns(df: DataFrame, config) -> list[str]:
 
 def score_frame(
     df: DataFrame, config: ScoreConfig, artifact: Artifact, run_date: dt.date
-) -> DataFrame:
-    """The output rows: keys, passthrough columns, model outputs and lineage columns."""
+) -> tuple[DataFrame, str]:
+    """The output rows (keys, passthrough columns, model outputs and lineage columns) and the
+    engine that scores them."""
     keep = kept_columns(df, config)
-    scored = score_dataframe(
-        df,
-        artifact,
+    options = dict(
         key_columns=config.key_columns or None,
         keep_columns=keep,
-        engine=config.engine,
         bad_rows=config.bad_rows,
         batch_size=config.batch_size,
         probabilities=config.probabilities,
         session_config=session_config(df.sparkSession, config.session),
         path_threshold_bytes=config.path_threshold_bytes,
     )
+    engine = "pandas" if config.engine == "pandas" else "arrow"
+    if config.engine in ("auto", "scan") and scans_whole_table(config.input):
+        fallback: list[str] = []
+        scored = score_table(
+            df.sparkSession,
+            config.input.path,
+            artifact,
+            format=config.input.format,
+            engine=config.engine,
+            arrow_batch_rows=config.arrow_batch_rows,
+            on_fallback=fallback.append,
+            **options,
+        )
+        if fallback:
+            log.info("engine auto: reading with Spark, not the scan engine: %s", fallback[0])
+        else:
+            engine = "scan"
+    else:
+        scored = score_dataframe(df, artifact, engine=config.engine, **options)
     manifest = artifact.manifest
     outputs = [c for c in scored.columns if c not in keep]
     return scored.select(
@@ -235,7 +269,7 @@ def score_frame(
         F.lit(manifest.sha256).alias("model_sha256"),
         F.current_timestamp().alias("scored_at"),
         F.lit(run_date).cast("date").alias(RUN_DATE_COLUMN),
-    )
+    ), engine
 
 
 def write_partition(df: DataFrame, ref: TableRef, run_date: dt.date) -> None:
@@ -304,9 +338,10 @@ def _run(spark: SparkSession, config: ScoreConfig, day: dt.date, start: float) -
     artifact = Artifact.load(config.artifact)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
     check_output_location(config.output)
-    source = read_input(spark, config)
+    source = read_input(spark, config.input)
     rows_in = count_input(source, config)
-    scored = score_frame(source, config, artifact, day)
+    scored, engine = score_frame(source, config, artifact, day)
+    log.info("scoring with the %s engine", engine)
     write_partition(scored, config.output, day)
     seconds = time.perf_counter() - start
     written = read_table(spark, config.output).where(F.col(RUN_DATE_COLUMN) == F.lit(day))
@@ -322,7 +357,7 @@ def _run(spark: SparkSession, config: ScoreConfig, day: dt.date, start: float) -
         "model_sha256": artifact.sha256,
         "input": config.input.describe(),
         "output": config.output.describe(),
-        "engine": config.engine,
+        "engine": engine,
         "rows_in": rows_in,
         "rows_out": int(counts["rows"]),
         "flagged_rows": int(counts["flagged"]),

@@ -46,6 +46,7 @@ def test_rerun_replaces_only_its_date(spark, digits, artifact, tmp_path):
 
     assert summary["rows_in"] == summary["rows_out"] == 120
     assert summary["flagged_rows"] == 0
+    assert summary["engine"] == "scan"  # a whole Delta path: read by pyarrow in the tasks
     assert json.loads((tmp_path / "summary.json").read_text())["run_date"] == "2026-01-02"
     assert set(table.columns) >= {
         "row_id",
@@ -165,3 +166,22 @@ def test_parquet_output_session_options_and_failed_summary(spark, digits, artifa
     failed = json.loads((tmp_path / "s.json").read_text())
     assert failed["status"] == "failed" and "no_such_key" in failed["error"]
     assert spark.read.parquet(out).where("run_date = '2026-03-03'").count() == 0
+
+
+def test_scan_and_spark_reader_write_the_same_rows(spark, digits, artifact, tmp_path):
+    src = str(tmp_path / "in")
+    _with_bad_rows(spark, digits, src)
+    outputs = {}
+    for engine, extra in (("scan", {}), ("arrow", {"input": {"path": src, "filter": "true"}})):
+        out = str(tmp_path / engine)
+        config = _config(artifact, src, out, bad_rows="flag", engine="auto", **extra)
+        assert run_score(spark, config, "2026-02-01")["engine"] == engine
+        outputs[engine] = (
+            spark.read.format("delta").load(out).drop("scored_at").orderBy("row_id").toPandas()
+        )
+    pd.testing.assert_frame_equal(outputs["scan"], outputs["arrow"])
+
+
+def test_scan_engine_refuses_a_filtered_input(artifact):
+    with pytest.raises(ValueError, match="engine 'scan' reads a whole Parquet/Delta path"):
+        _config(artifact, "in", "out", engine="scan", input={"path": "in", "filter": "x > 1"})

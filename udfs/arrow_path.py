@@ -80,22 +80,32 @@ def score_with_arrow(
 
 
 def _batches_fn(scorer: Scorer, refs, labels, keep, key_columns, names):
-    array_layout = scorer.features.array_column is not None
-    size = scorer.features.size
-
     def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        session, input_name = scorer.session()
+        score = record_batch_scorer(scorer, refs, labels, keep, key_columns, names)
         for rb in batches:
-            if array_layout:
-                batch = from_arrow_list(rb.column(refs[0]), labels[0], size)
-            else:
-                batch = from_arrow_columns([rb.column(r) for r in refs], labels)
-            key_of = _key_reader(rb, key_columns) if key_columns else None
-            scored = scorer.score(session, input_name, batch, key_of)
-            arrays = [rb.column(c) for c in keep] + to_arrow(scored, scorer)
-            yield pa.RecordBatch.from_arrays(arrays, names=names)
+            yield score(rb)
 
     return score_batches
+
+
+def record_batch_scorer(scorer: Scorer, refs, labels, keep, key_columns, names):
+    """On an executor: a function from an input ``RecordBatch`` (features under ``refs``) to the
+    output batch (``keep`` columns as they arrived, then the model's outputs)."""
+    array_layout = scorer.features.array_column is not None
+    size = scorer.features.size
+    session, input_name = scorer.session()
+
+    def score(rb: pa.RecordBatch) -> pa.RecordBatch:
+        if array_layout:
+            batch = from_arrow_list(rb.column(refs[0]), labels[0], size)
+        else:
+            batch = from_arrow_columns([rb.column(r) for r in refs], labels)
+        key_of = _key_reader(rb, key_columns) if key_columns else None
+        scored = scorer.score(session, input_name, batch, key_of)
+        arrays = [rb.column(c) for c in keep] + to_arrow(scored, scorer)
+        return pa.RecordBatch.from_arrays(arrays, names=names)
+
+    return score
 
 
 def _key_reader(rb: pa.RecordBatch, key_columns: list[str]):

@@ -52,7 +52,7 @@ def task_cpus(spark: SparkSession) -> int:
         return 1
 
 
-def _as_artifact(artifact: Artifact | str | os.PathLike[str]) -> Artifact:
+def as_artifact(artifact: Artifact | str | os.PathLike[str]) -> Artifact:
     return artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
 
 
@@ -95,8 +95,8 @@ def model_udf(
     path_threshold_bytes: int = DEFAULT_PATH_THRESHOLD_BYTES,
 ) -> ModelUDF:
     """Build a scoring UDF for ``artifact`` (a path or a loaded ``Artifact``)."""
-    artifact = _as_artifact(artifact)
-    scorer = _scorer(
+    artifact = as_artifact(artifact)
+    scorer = build_scorer(
         artifact,
         spark=spark,
         batch_size=batch_size,
@@ -108,7 +108,7 @@ def model_udf(
     return ModelUDF(artifact, scorer, probabilities=probabilities)
 
 
-def _scorer(
+def build_scorer(
     artifact: Artifact,
     *,
     spark: SparkSession | None,
@@ -212,6 +212,34 @@ def output_names(fields: list[tuple[str, str]], output_column: str) -> dict[str,
     return {name: rename[name] for name, _ in fields}
 
 
+def resolve_columns(
+    df: DataFrame,
+    artifact: Artifact,
+    *,
+    key_columns: list[str] | None,
+    keep_columns: list[str] | None,
+    output_column: str,
+    probabilities: bool,
+) -> tuple[list[str], list[str], list[tuple[str, str]], dict[str, str]]:
+    """Check ``df`` against the model and the options, before any work: the key columns, the
+    kept columns, the output fields and their column names."""
+    check_features(df, artifact.manifest)
+    keys = list(key_columns or [])
+    keep = list(df.columns if keep_columns is None else keep_columns)
+    for k in [*keys, *keep]:
+        if k not in df.columns:
+            raise ValueError(f"column {k!r} is not in the input; it has {preview(df.columns)}")
+    fields = output_fields(artifact.manifest, probabilities=probabilities)
+    names = output_names(fields, output_column)
+    clash = [c for c in names.values() if c in keep]
+    if clash:
+        raise ValueError(
+            f"the input already has a column {clash[0]!r}; drop it, leave it out of "
+            "keep_columns, or choose another output_column"
+        )
+    return keys, keep, fields, names
+
+
 def score_dataframe(
     df: DataFrame,
     artifact: Artifact | str | os.PathLike[str],
@@ -231,16 +259,18 @@ def score_dataframe(
 
     ``engine="auto"`` uses the Arrow-native path (``mapInArrow``) where the running Spark has
     it, else the pandas UDF; both give bitwise identical results."""
-    artifact = _as_artifact(artifact)
-    check_features(df, artifact.manifest)
-    keys = list(key_columns or [])
-    keep = list(df.columns if keep_columns is None else keep_columns)
-    for k in [*keys, *keep]:
-        if k not in df.columns:
-            raise ValueError(f"column {k!r} is not in the input; it has {preview(df.columns)}")
+    artifact = as_artifact(artifact)
     if engine not in ("auto", "arrow", "pandas"):
         raise ValueError(f"engine must be 'auto', 'arrow' or 'pandas', got {engine!r}")
-    scorer = _scorer(
+    keys, keep, fields, names = resolve_columns(
+        df,
+        artifact,
+        key_columns=key_columns,
+        keep_columns=keep_columns,
+        output_column=output_column,
+        probabilities=probabilities,
+    )
+    scorer = build_scorer(
         artifact,
         spark=df.sparkSession,
         batch_size=batch_size,
@@ -249,14 +279,6 @@ def score_dataframe(
         session_config=session_config,
         path_threshold_bytes=path_threshold_bytes,
     )
-    fields = output_fields(artifact.manifest, probabilities=probabilities)
-    names = output_names(fields, output_column)
-    clash = [c for c in names.values() if c in keep]
-    if clash:
-        raise ValueError(
-            f"the input already has a column {clash[0]!r}; drop it, leave it out of "
-            "keep_columns, or choose another output_column"
-        )
     if engine == "arrow" or (engine == "auto" and arrow_path.available(df)):
         return arrow_path.score_with_arrow(
             df, scorer, fields=fields, out_names=names, keep=keep, key_columns=keys

@@ -1,0 +1,151 @@
+"""The scan engine (pyarrow reads the files inside the tasks) against the Arrow path over
+Spark's reader: the same rows and the same bits, bad rows included; and the tables it must not
+read itself (partitioned, deletion vectors, filtered) falling back or refused with the reason.
+Real Spark, real Delta, real ONNX Runtime."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+from conftest import held_out_frame
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from udfs import score_dataframe
+from udfs.scan import ScanUnsupported, plan_scan, score_table
+
+BAD_ROWS = [
+    (1000, None),
+    (1001, [1.0] * 63),
+    (1002, [float("nan")] + [0.0] * 63),
+    (1003, [float("inf")] * 64),
+    (1004, [0.5] * 10 + [None] + [0.5] * 53),
+]
+
+
+def _table(spark, digits, path, *, n=300, files=3, fmt="delta", bad=True):
+    df = held_out_frame(spark, digits, n=n).withColumn(
+        "seen_at", F.lit(dt.datetime(2026, 11, 28, 3, 0)).cast("timestamp")
+    )
+    if bad:
+        rows = spark.createDataFrame(BAD_ROWS, "row_id long, features array<float>")
+        df = df.unionByName(rows, allowMissingColumns=True)
+    df.repartition(files).write.format(fmt).save(str(path))
+    return str(path)
+
+
+def _sorted(df):
+    return df.orderBy("row_id").toPandas()
+
+
+def test_scan_equals_arrow_path_bitwise_with_flagged_rows(spark, digits, artifact, tmp_path):
+    path = _table(spark, digits, tmp_path / "t")
+    options = dict(key_columns=["row_id"], bad_rows="flag", batch_size=13)
+    scanned = score_table(spark, path, artifact, engine="scan", arrow_batch_rows=32, **options)
+    reference = score_dataframe(spark.read.format("delta").load(path), artifact, **options)
+    assert scanned.schema == reference.schema  # names, types and nullability
+    got, want = _sorted(scanned), _sorted(reference)
+    assert len(got) == 305
+    for column in ("row_id", "label", "prediction", "prediction_error", "seen_at"):
+        assert got[column].fillna(-1).tolist() == want[column].fillna(-1).tolist(), column
+    np.testing.assert_array_equal(got["probability"].to_numpy(), want["probability"].to_numpy())
+    as_text = lambda a: None if a is None else [str(x) for x in a]  # noqa: E731 (NaN == NaN)
+    assert got["features"].map(as_text).tolist() == want["features"].map(as_text).tolist()
+    assert dict(zip(got["row_id"][300:], got["prediction_error"][300:], strict=True)) == {
+        1000: "column 'features' is null",
+        1001: "column 'features' has 63 elements, the model expects 64",
+        1002: "column 'features' element 0 is NaN",
+        1003: "column 'features' element 0 is inf",
+        1004: "column 'features' element 10 is null",
+    }
+
+
+def test_scan_fail_policy_names_key_column_and_value(spark, digits, artifact, tmp_path):
+    path = _table(spark, digits, tmp_path / "t", n=20)
+    scored = score_table(spark, path, artifact, engine="scan", key_columns=["row_id"])
+    with pytest.raises(Exception, match=r"row with key 'row_id=100\d': column 'features'"):
+        scored.collect()
+
+
+def test_scan_reads_parquet_columns_layout(spark, digits, columns_artifact, tmp_path):
+    from jobs.datagen import feature_column_names
+
+    names = feature_column_names()
+    wide = held_out_frame(spark, digits, n=120).select(
+        "row_id", *[F.col("features")[i].alias(c) for i, c in enumerate(names)]
+    )
+    wide.repartition(2).write.parquet(str(tmp_path / "wide"))
+    scanned = score_table(
+        spark,
+        str(tmp_path / "wide"),
+        columns_artifact,
+        format="parquet",
+        engine="scan",
+        keep_columns=["row_id"],
+    )
+    reference = score_dataframe(
+        spark.read.parquet(str(tmp_path / "wide")), columns_artifact, keep_columns=["row_id"]
+    )
+    assert scanned.columns == ["row_id", "prediction", "probability", "prediction_error"]
+    assertDataFrameEqual(scanned, reference)
+
+
+def test_plan_splits_row_groups_and_covers_every_file(spark, digits, tmp_path):
+    path = _table(spark, digits, tmp_path / "t", files=3, bad=False)
+    plan = plan_scan(spark, path, format="delta", columns=["row_id", "features"])
+    files = {uri for uri, _ in plan.units}
+    assert files == set(spark.read.format("delta").load(path).inputFiles())
+    assert all(group is not None for _, group in plan.units)
+
+
+def test_scan_of_an_empty_table_gives_no_rows(spark, digits, artifact, tmp_path):
+    path = str(tmp_path / "empty")
+    held_out_frame(spark, digits, n=5).limit(0).write.format("delta").save(path)
+    scored = score_table(spark, path, artifact, engine="scan", key_columns=["row_id"])
+    assert scored.count() == 0
+    assert scored.columns == [
+        "row_id",
+        "label",
+        "features",
+        "prediction",
+        "probability",
+        "prediction_error",
+    ]
+
+
+def test_partitioned_table_falls_back_to_spark_or_is_refused(spark, digits, artifact, tmp_path):
+    path = str(tmp_path / "parted")
+    held_out_frame(spark, digits, n=50).write.format("delta").partitionBy("label").save(path)
+    with pytest.raises(ScanUnsupported, match=r"partitioned by \['label'\]"):
+        score_table(spark, path, artifact, engine="scan")
+    reasons: list[str] = []
+    scored = score_table(spark, path, artifact, on_fallback=reasons.append)
+    assert reasons == [f"Delta table {path} is partitioned by ['label']"]
+    assert scored.count() == 50  # scored through Spark's reader, nothing lost
+
+
+def test_deletion_vectors_are_left_to_spark(spark, digits, artifact, tmp_path):
+    from delta.tables import DeltaTable
+
+    path = str(tmp_path / "dv")
+    held_out_frame(spark, digits, n=60).repartition(1).write.format("delta").option(
+        "delta.enableDeletionVectors", "true"
+    ).save(path)
+    DeltaTable.forPath(spark, path).delete("row_id < 10")
+    reasons: list[str] = []
+    scored = score_table(spark, path, artifact, key_columns=["row_id"], on_fallback=reasons.append)
+    assert reasons == [f"Delta table {path} uses deletionVectors"]
+    ids = sorted(r.row_id for r in scored.select("row_id").collect())
+    assert ids == list(range(10, 60))  # the deleted rows stay deleted
+
+
+def test_score_table_validates_before_any_work(spark, digits, artifact, tmp_path):
+    path = _table(spark, digits, tmp_path / "t", n=10, bad=False)
+    with pytest.raises(ValueError, match="engine must be 'auto', 'scan', 'arrow' or 'pandas'"):
+        score_table(spark, path, artifact, engine="fast")
+    with pytest.raises(ValueError, match="column 'id' is not in the input"):
+        score_table(spark, path, artifact, key_columns=["id"])
+    with pytest.raises(ValueError, match="arrow_batch_rows must be a positive number, got 0"):
+        score_table(spark, path, artifact, arrow_batch_rows=0)

@@ -1,0 +1,287 @@
+"""The scan engine: Parquet and Delta files read by pyarrow inside the Python workers.
+
+For a small model the model is not what a Spark scoring job spends its time on: Spark's reader
+decodes the Parquet column into rows, and the JVM then converts each row back into Arrow for
+the Python worker. Here Spark still plans the work (one task per Parquet row group or file),
+ships the model and receives the outputs, but each task reads its own slice with pyarrow, which
+decodes the column straight into the Arrow buffers the model reads as a float32 matrix. Only
+the kept columns and the outputs cross back into the JVM. The scoring itself is the Arrow
+path's (``udfs.arrow_path.record_batch_scorer``), so the results are the same, bad rows
+included.
+
+It applies to a whole Parquet directory or Delta table (no filter), unpartitioned, without
+Delta deletion vectors or column mapping, on a file system pyarrow can open (local disks,
+``/dbfs`` and volumes through FUSE, or an ``s3://``, ``gs://``, ``hdfs://`` URI). ``plan_scan``
+raises ``ScanUnsupported`` saying why otherwise, and ``score_table`` then falls back to the
+Spark reader.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import unquote, urlparse
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StructField, StructType
+
+from compression.artifact import Artifact
+from udfs.arrow_path import _SPARK_TYPES, record_batch_scorer
+from udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
+from udfs.kernel import BadRowPolicy, Scorer
+from udfs.predict import as_artifact, build_scorer, resolve_columns, score_dataframe
+from udfs.schema import feature_names, is_vector, preview
+from udfs.session_cache import SessionConfig
+
+TableFormat = Literal["delta", "parquet"]
+TableEngine = Literal["auto", "scan", "arrow", "pandas"]
+
+# Split files into row groups while there are few of them; past this many files per core,
+# whole files are the unit and the driver reads no footers.
+_FILES_PER_CORE_FOR_ROW_GROUPS = 4
+_UNSUPPORTED_DELTA_FEATURES = ("deletionVectors", "columnMapping")
+
+
+class ScanUnsupported(ValueError):
+    """The table cannot be read by the scan engine; the message says why."""
+
+
+@dataclass(frozen=True)
+class ScanPlan:
+    """What each task reads: ``units[i]`` is ``(file URI, row group or None for the file)``."""
+
+    path: str
+    format: TableFormat
+    schema: StructType
+    units: tuple[tuple[str, int | None], ...]
+
+
+def _local_path(uri: str) -> str | None:
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return unquote(parsed.path)
+    if parsed.scheme == "dbfs" and os.path.isdir("/dbfs"):
+        return "/dbfs" + unquote(parsed.path)
+    return None
+
+
+def open_parquet(uri: str) -> pq.ParquetFile:
+    local = _local_path(uri)
+    if local is not None:
+        return pq.ParquetFile(local)
+    from pyarrow import fs
+
+    filesystem, path = fs.FileSystem.from_uri(uri)
+    return pq.ParquetFile(filesystem.open_input_file(path))
+
+
+def _check_delta(spark: SparkSession, path: str) -> None:
+    from delta.tables import DeltaTable
+
+    detail = DeltaTable.forPath(spark, path).detail().first().asDict()
+    if detail.get("partitionColumns"):
+        raise ScanUnsupported(f"Delta table {path} is partitioned by {detail['partitionColumns']}")
+    features = set(detail.get("tableFeatures") or [])
+    for feature in _UNSUPPORTED_DELTA_FEATURES:
+        if feature in features:
+            raise ScanUnsupported(f"Delta table {path} uses {feature}")
+    mode = (detail.get("properties") or {}).get("delta.columnMapping.mode", "none")
+    if mode != "none":
+        raise ScanUnsupported(f"Delta table {path} uses column mapping ({mode})")
+
+
+def plan_scan(
+    spark: SparkSession, path: str, *, format: TableFormat, columns: list[str]
+) -> ScanPlan:
+    """The slices of ``path`` the tasks will read, after checking the scan engine applies.
+
+    The file list comes from Spark (for Delta: the current snapshot's files), so the scan reads
+    exactly what ``spark.read`` would."""
+    if format not in ("delta", "parquet"):
+        raise ScanUnsupported(f"format {format!r} is read by Spark")
+    if format == "delta":
+        if is_connect(spark):
+            raise ScanUnsupported("Delta tables on Spark Connect are read by Spark")
+        _check_delta(spark, path)
+    df = spark.read.format(format).load(path)
+    files = sorted(df.inputFiles())
+    if files:
+        try:
+            file_schema = open_parquet(files[0]).schema_arrow
+        except Exception as err:  # no local path, no pyarrow file system for the scheme
+            raise ScanUnsupported(f"pyarrow cannot open {files[0]}: {err}") from err
+        missing = [c for c in columns if file_schema.get_field_index(c) < 0]
+        if missing:  # partition columns live in directory names, not in the files
+            raise ScanUnsupported(f"columns {preview(missing)} are not stored in {files[0]}")
+    cores = spark.sparkContext.defaultParallelism if not is_connect(spark) else 2
+    units: list[tuple[str, int | None]] = []
+    if len(files) > _FILES_PER_CORE_FOR_ROW_GROUPS * cores:
+        units = [(f, None) for f in files]
+    else:
+        for f in files:
+            groups = open_parquet(f).metadata.num_row_groups
+            units.extend((f, g) for g in range(groups))
+    return ScanPlan(path, format, df.schema, tuple(units))
+
+
+def read_unit(
+    unit: tuple[str, int | None], columns: list[str], batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """The ``columns`` of one unit of a plan, ``batch_rows`` rows at a time."""
+    uri, group = unit
+    yield from open_parquet(uri).iter_batches(
+        batch_size=batch_rows,
+        row_groups=None if group is None else [group],
+        columns=columns,
+        use_threads=False,  # one core per task, as Spark scheduled it
+    )
+
+
+def unit_ids(spark: SparkSession, plan: ScanPlan) -> DataFrame:
+    """One row per unit of ``plan``, each in a partition of its own: one task per unit."""
+    return spark.range(0, len(plan.units), numPartitions=max(1, len(plan.units)))
+
+
+def _read_type(field: StructField, timezone: str) -> pa.DataType:
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    return to_arrow_type(field.dataType, timezone=timezone)
+
+
+def score_plan(
+    spark: SparkSession,
+    plan: ScanPlan,
+    scorer: Scorer,
+    *,
+    fields: list[tuple[str, str]],
+    out_names: dict[str, str],
+    keep: list[str],
+    key_columns: list[str],
+    arrow_batch_rows: int,
+) -> DataFrame:
+    """A DataFrame of ``keep`` columns plus the outputs, one Spark task per unit of ``plan``."""
+    by_name = {f.name: f for f in plan.schema.fields}
+    features = list(scorer.features.columns or [scorer.features.array_column])
+    read = list(dict.fromkeys([*keep, *key_columns, *features]))
+    timezone = spark.conf.get("spark.sql.session.timeZone")
+    kept_types = {c: _read_type(by_name[c], timezone) for c in keep}
+    schema = StructType(
+        [by_name[c] for c in keep]
+        + [StructField(out_names[name], _SPARK_TYPES[ddl], True) for name, ddl in fields]
+    )
+    names = keep + [out_names[name] for name, _ in fields]
+    units = plan.units
+
+    def score_units(ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        score = record_batch_scorer(scorer, features, features, keep, key_columns, names)
+        for id_batch in ids:
+            for unit in id_batch.column(0).to_pylist():
+                for rb in read_unit(units[unit], read, arrow_batch_rows):
+                    yield score(_with_types(rb, kept_types))
+
+    return unit_ids(spark, plan).mapInArrow(score_units, schema)
+
+
+def _with_types(rb: pa.RecordBatch, types: dict[str, pa.DataType]) -> pa.RecordBatch:
+    """Kept columns as Spark expects them back (e.g. timestamps in the session time zone)."""
+    if all(rb.schema.field(c).type == t for c, t in types.items()):
+        return rb
+    arrays, names = [], []
+    for name, column in zip(rb.schema.names, rb.columns, strict=True):
+        arrays.append(column.cast(types[name]) if name in types else column)
+        names.append(name)
+    return pa.RecordBatch.from_arrays(arrays, names=names)
+
+
+def score_table(
+    spark: SparkSession,
+    path: str,
+    artifact: Artifact | str | os.PathLike[str],
+    *,
+    format: TableFormat = "delta",
+    engine: TableEngine = "auto",
+    key_columns: list[str] | None = None,
+    keep_columns: list[str] | None = None,
+    output_column: str = "prediction",
+    batch_size: int = 4096,
+    arrow_batch_rows: int = 10_000,
+    bad_rows: BadRowPolicy = "fail",
+    probabilities: bool = False,
+    session_config: SessionConfig | None = None,
+    path_threshold_bytes: int = DEFAULT_PATH_THRESHOLD_BYTES,
+    on_fallback: Callable[[str], None] | None = None,
+) -> DataFrame:
+    """Score a whole Parquet directory or Delta table: ``keep_columns`` (default: all) plus
+    the model's outputs, as ``udfs.score_dataframe`` names them.
+
+    ``engine="auto"`` uses the scan engine where it applies (see the module docstring) and
+    otherwise Spark's reader with ``score_dataframe``; ``on_fallback(reason)`` hears why.
+    ``engine="scan"`` raises ``ScanUnsupported`` instead of falling back."""
+    if engine not in ("auto", "scan", "arrow", "pandas"):
+        raise ValueError(f"engine must be 'auto', 'scan', 'arrow' or 'pandas', got {engine!r}")
+    if arrow_batch_rows < 1:
+        raise ValueError(f"arrow_batch_rows must be a positive number, got {arrow_batch_rows}")
+    artifact = as_artifact(artifact)
+    options = dict(
+        key_columns=key_columns,
+        keep_columns=keep_columns,
+        output_column=output_column,
+        batch_size=batch_size,
+        bad_rows=bad_rows,
+        probabilities=probabilities,
+        session_config=session_config,
+        path_threshold_bytes=path_threshold_bytes,
+    )
+    df = spark.read.format(format).load(path)
+    if engine in ("arrow", "pandas"):
+        return score_dataframe(df, artifact, engine=engine, **options)
+    keys, keep, fields, names = resolve_columns(
+        df,
+        artifact,
+        key_columns=key_columns,
+        keep_columns=keep_columns,
+        output_column=output_column,
+        probabilities=probabilities,
+    )
+    try:
+        features = feature_list(artifact, df)
+        plan = plan_scan(spark, path, format=format, columns=[*keep, *keys, *features])
+    except ScanUnsupported as why:
+        if engine == "scan":
+            raise
+        if on_fallback is not None:
+            on_fallback(str(why))
+        return score_dataframe(df, artifact, engine="auto", **options)
+    scorer = build_scorer(
+        artifact,
+        spark=spark,
+        batch_size=batch_size,
+        bad_rows=bad_rows,
+        probabilities=probabilities,
+        session_config=session_config,
+        path_threshold_bytes=path_threshold_bytes,
+    )
+    return score_plan(
+        spark,
+        plan,
+        scorer,
+        fields=fields,
+        out_names=names,
+        keep=keep,
+        key_columns=keys,
+        arrow_batch_rows=arrow_batch_rows,
+    )
+
+
+def feature_list(artifact: Artifact, df: DataFrame) -> list[str]:
+    """The stored columns the model reads; ML Vector features are read by Spark."""
+    names = feature_names(artifact.manifest)
+    types = {f.name: f.dataType for f in df.schema.fields}
+    vectors = [n for n in names if is_vector(types[n])]
+    if vectors:
+        raise ScanUnsupported(f"ML Vector column {vectors[0]!r} is read by Spark")
+    return names
