@@ -279,7 +279,15 @@ def markdown(report: dict) -> str:
             f"{'met' if met['cost'] else 'NOT met'}",
             f"- accuracy lost {_num(t['accuracy_drop_points'])} points (target <= 1): "
             f"{'met' if met['accuracy'] else 'NOT met'}",
+            f"- its share of the bound {_fmt_pct(t.get('bound_ratio'))} (target >= 85%): "
+            f"{'met' if met.get('bound_ratio') else 'NOT met'}",
         ]
+        if t.get("engine_vs_predict_batch_udf") is not None:
+            lines.append(
+                f"- leanscore vs predict_batch_udf on the identical fp32 ONNX model "
+                f"{t['engine_vs_predict_batch_udf']:.2f}x (target >= 1.5x): "
+                f"{'met' if met['engine_vs_predict_batch_udf'] else 'NOT met'}"
+            )
     lines += ["", "## Cost model", "", report["cost_model"], ""]
     lines += [
         "## Charts",

@@ -9,12 +9,14 @@ from udfs.predict import (
     output_fields,
     score_dataframe,
 )
+from udfs.scan import ScanUnsupported, score_table
 from udfs.session_cache import SessionConfig, get_session
 
 __all__ = [
     "BadRowError",
     "ModelSource",
     "ModelUDF",
+    "ScanUnsupported",
     "SessionConfig",
     "check_features",
     "distribute",
@@ -23,4 +25,5 @@ __all__ = [
     "model_udf",
     "output_fields",
     "score_dataframe",
+    "score_table",
 ]
