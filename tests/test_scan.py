@@ -149,3 +149,19 @@ def test_score_table_validates_before_any_work(spark, digits, artifact, tmp_path
         score_table(spark, path, artifact, key_columns=["id"])
     with pytest.raises(ValueError, match="arrow_batch_rows must be a positive number, got 0"):
         score_table(spark, path, artifact, arrow_batch_rows=0)
+
+
+def test_columns_added_later_read_as_nulls(spark, digits, artifact, tmp_path):
+    path = str(tmp_path / "grown")
+    held_out_frame(spark, digits, n=40).write.format("delta").save(path)
+    later = held_out_frame(spark, digits, n=60).where("row_id >= 40")
+    later.withColumn("region", F.lit("eu")).write.format("delta").mode("append").option(
+        "mergeSchema", "true"
+    ).save(path)
+    scanned = score_table(spark, path, artifact, engine="scan", keep_columns=["row_id", "region"])
+    reference = score_dataframe(
+        spark.read.format("delta").load(path), artifact, keep_columns=["row_id", "region"]
+    )
+    assertDataFrameEqual(scanned, reference)
+    regions = {r.row_id: r.region for r in scanned.select("row_id", "region").collect()}
+    assert regions == {i: (None if i < 40 else "eu") for i in range(60)}

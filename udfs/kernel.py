@@ -66,8 +66,10 @@ class Scored:
         out = self.out
         columns: dict[str, np.ndarray] = {}
         if task == "classification":
-            columns["label"] = out.argmax(axis=1).astype(np.int64, copy=False)
-            columns["probability"] = out.max(axis=1).astype(np.float32, copy=False)
+            label = out.argmax(axis=1)
+            columns["label"] = label.astype(np.int64, copy=False)
+            top = np.take_along_axis(out, label[:, None], axis=1)[:, 0]  # one pass, not a max
+            columns["probability"] = top.astype(np.float32, copy=False)
             if "probabilities" in fields:
                 columns["probabilities"] = out.astype(np.float32, copy=False)
         elif task == "regression":

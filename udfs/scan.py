@@ -109,7 +109,9 @@ def plan_scan(
         _check_delta(spark, path)
     df = spark.read.format(format).load(path)
     files = sorted(df.inputFiles())
-    if files:
+    if files and format == "parquet":
+        # In Delta a column a file lacks is null (the schema grew); in a Parquet directory it
+        # is a partition column whose values live in the directory names.
         try:
             file_schema = open_parquet(files[0]).schema_arrow
         except Exception as err:  # no local path, no pyarrow file system for the scheme
@@ -117,7 +119,7 @@ def plan_scan(
         missing = [c for c in columns if file_schema.get_field_index(c) < 0]
         if missing:  # partition columns live in directory names, not in the files
             raise ScanUnsupported(f"columns {preview(missing)} are not stored in {files[0]}")
-    cores = spark.sparkContext.defaultParallelism if not is_connect(spark) else 2
+    cores = (os.cpu_count() or 2) if is_connect(spark) else spark.sparkContext.defaultParallelism
     units: list[tuple[str, int | None]] = []
     if len(files) > _FILES_PER_CORE_FOR_ROW_GROUPS * cores:
         units = [(f, None) for f in files]
@@ -129,27 +131,50 @@ def plan_scan(
 
 
 def read_unit(
-    unit: tuple[str, int | None], columns: list[str], batch_rows: int
+    unit: tuple[str, int | None], types: dict[str, pa.DataType], batch_rows: int
 ) -> Iterator[pa.RecordBatch]:
-    """The ``columns`` of one unit of a plan, ``batch_rows`` rows at a time."""
+    """The columns of one unit of a plan, ``batch_rows`` rows at a time, as the Arrow ``types``
+    Spark expects. A column the file lacks (a Delta table's schema grew after it was written)
+    is read as nulls, as Spark reads it."""
     uri, group = unit
-    yield from open_parquet(uri).iter_batches(
+    parquet = open_parquet(uri)
+    stored = set(parquet.schema_arrow.names)
+    for rb in parquet.iter_batches(
         batch_size=batch_rows,
         row_groups=None if group is None else [group],
-        columns=columns,
+        columns=[c for c in types if c in stored],
         use_threads=False,  # one core per task, as Spark scheduled it
-    )
+    ):
+        arrays = []
+        for name, want in types.items():
+            if name not in stored:
+                arrays.append(pa.nulls(rb.num_rows, want))
+                continue
+            column = rb.column(name)
+            arrays.append(column if _same_values(column.type, want) else column.cast(want))
+        yield pa.RecordBatch.from_arrays(arrays, names=list(types))
+
+
+def _same_values(have: pa.DataType, want: pa.DataType) -> bool:
+    """Equal types, or lists of the same values whose item fields are named differently
+    (Parquet's ``element``, Spark's ``element`` or ``item``): no cast, no copy."""
+    if have == want:
+        return True
+    lists = pa.types.is_list(have) and pa.types.is_list(want)
+    return lists and have.value_type == want.value_type
+
+
+def arrow_types(plan: ScanPlan, columns: list[str], timezone: str) -> dict[str, pa.DataType]:
+    """Each column's Arrow type as Spark hands it to Python (timestamps in the session zone)."""
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    by_name = {f.name: f.dataType for f in plan.schema.fields}
+    return {c: to_arrow_type(by_name[c], timezone=timezone) for c in dict.fromkeys(columns)}
 
 
 def unit_ids(spark: SparkSession, plan: ScanPlan) -> DataFrame:
     """One row per unit of ``plan``, each in a partition of its own: one task per unit."""
     return spark.range(0, len(plan.units), numPartitions=max(1, len(plan.units)))
-
-
-def _read_type(field: StructField, timezone: str) -> pa.DataType:
-    from pyspark.sql.pandas.types import to_arrow_type
-
-    return to_arrow_type(field.dataType, timezone=timezone)
 
 
 def score_plan(
@@ -166,9 +191,8 @@ def score_plan(
     """A DataFrame of ``keep`` columns plus the outputs, one Spark task per unit of ``plan``."""
     by_name = {f.name: f for f in plan.schema.fields}
     features = list(scorer.features.columns or [scorer.features.array_column])
-    read = list(dict.fromkeys([*keep, *key_columns, *features]))
     timezone = spark.conf.get("spark.sql.session.timeZone")
-    kept_types = {c: _read_type(by_name[c], timezone) for c in keep}
+    types = arrow_types(plan, [*keep, *key_columns, *features], timezone)
     schema = StructType(
         [by_name[c] for c in keep]
         + [StructField(out_names[name], _SPARK_TYPES[ddl], True) for name, ddl in fields]
@@ -180,21 +204,10 @@ def score_plan(
         score = record_batch_scorer(scorer, features, features, keep, key_columns, names)
         for id_batch in ids:
             for unit in id_batch.column(0).to_pylist():
-                for rb in read_unit(units[unit], read, arrow_batch_rows):
-                    yield score(_with_types(rb, kept_types))
+                for rb in read_unit(units[unit], types, arrow_batch_rows):
+                    yield score(rb)
 
     return unit_ids(spark, plan).mapInArrow(score_units, schema)
-
-
-def _with_types(rb: pa.RecordBatch, types: dict[str, pa.DataType]) -> pa.RecordBatch:
-    """Kept columns as Spark expects them back (e.g. timestamps in the session time zone)."""
-    if all(rb.schema.field(c).type == t for c, t in types.items()):
-        return rb
-    arrays, names = [], []
-    for name, column in zip(rb.schema.names, rb.columns, strict=True):
-        arrays.append(column.cast(types[name]) if name in types else column)
-        names.append(name)
-    return pa.RecordBatch.from_arrays(arrays, names=names)
 
 
 def score_table(
