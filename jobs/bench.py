@@ -214,7 +214,10 @@ def scan_plan(
         try:
             columns = [*keep, *feature_names(artifact.manifest)]
             plan = plan_scan(spark, ref.path, format=ref.format, columns=columns)
-            console.log(f"leanscore reads with its scan engine: {len(plan.units)} slices")
+            console.log(
+                f"leanscore reads with its scan engine: {len(plan.units)} slices in "
+                f"{len(plan.tasks)} tasks"
+            )
             return plan
         except ScanUnsupported as err:
             why = str(err)

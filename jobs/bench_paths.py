@@ -29,7 +29,7 @@ from pyspark.sql.types import FloatType, LongType, StructField, StructType
 
 from compression.artifact import Artifact
 from udfs.predict import score_dataframe
-from udfs.scan import ScanPlan, arrow_types, read_unit, score_table, unit_ids
+from udfs.scan import ScanPlan, arrow_types, read_unit, score_table, task_ids
 
 LABEL_PROBABILITY = StructType(
     [StructField("label", LongType(), True), StructField("probability", FloatType(), True)]
@@ -186,15 +186,16 @@ def scan_read_only_frame(
     columns with pyarrow and returns only its row count."""
     cols, _ = feature_matrix_column(artifact)
     types = arrow_types(plan, cols, spark.conf.get("spark.sql.session.timeZone"))
-    units = plan.units
+    tasks = plan.tasks
 
     def read(ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         for id_batch in ids:
-            for unit in id_batch.column(0).to_pylist():
-                rows = sum(rb.num_rows for rb in read_unit(units[unit], types, batch_rows))
+            for task in id_batch.column(0).to_pylist():
+                batches = (rb for u in tasks[task] for rb in read_unit(u, types, batch_rows))
+                rows = sum(rb.num_rows for rb in batches)
                 yield pa.RecordBatch.from_arrays([pa.array([rows], pa.int64())], names=["rows"])
 
-    return unit_ids(spark, plan).mapInArrow(read, "rows long")
+    return task_ids(spark, plan).mapInArrow(read, "rows long")
 
 
 def input_matrix(df: DataFrame, artifact: Artifact, rows: int) -> np.ndarray:

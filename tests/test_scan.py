@@ -98,6 +98,18 @@ def test_plan_splits_row_groups_and_covers_every_file(spark, digits, tmp_path):
     files = {uri for uri, _ in plan.units}
     assert files == set(spark.read.format("delta").load(path).inputFiles())
     assert all(group is not None for _, group in plan.units)
+    assert len(plan.tasks) == spark.sparkContext.defaultParallelism  # one wave
+
+
+def test_deal_balances_rows_over_tasks():
+    from udfs.scan import deal
+
+    weighted = [(("a", 0), 100), (("a", 1), 10), (("b", 0), 60), (("b", 1), 50), (("c", 0), 40)]
+    tasks = deal(weighted, 2)
+    # largest first to the lightest: 100+40 and 60+50+10, each in file order
+    assert sorted(tasks) == [(("a", 0), ("c", 0)), (("a", 1), ("b", 0), ("b", 1))]
+    assert deal(weighted[:1], 4) == ((("a", 0),),)  # never more tasks than units
+    assert deal([], 2) == ()
 
 
 def test_scan_of_an_empty_table_gives_no_rows(spark, digits, artifact, tmp_path):

@@ -50,14 +50,21 @@ class ScanUnsupported(ValueError):
     """The table cannot be read by the scan engine; the message says why."""
 
 
+Unit = tuple[str, int | None]  # (file URI, row group, or None for the whole file)
+
+
 @dataclass(frozen=True)
 class ScanPlan:
-    """What each task reads: ``units[i]`` is ``(file URI, row group or None for the file)``."""
+    """What each task reads: ``tasks[i]`` is the units task ``i`` reads in turn."""
 
     path: str
     format: TableFormat
     schema: StructType
-    units: tuple[tuple[str, int | None], ...]
+    tasks: tuple[tuple[Unit, ...], ...]
+
+    @property
+    def units(self) -> list[Unit]:
+        return [unit for task in self.tasks for unit in task]
 
 
 def _local_path(uri: str) -> str | None:
@@ -95,12 +102,21 @@ def _check_delta(spark: SparkSession, path: str) -> None:
 
 
 def plan_scan(
-    spark: SparkSession, path: str, *, format: TableFormat, columns: list[str]
+    spark: SparkSession,
+    path: str,
+    *,
+    format: TableFormat,
+    columns: list[str],
+    tasks_per_core: int = 1,
 ) -> ScanPlan:
     """The slices of ``path`` the tasks will read, after checking the scan engine applies.
 
     The file list comes from Spark (for Delta: the current snapshot's files), so the scan reads
-    exactly what ``spark.read`` would."""
+    exactly what ``spark.read`` would. Row groups (or whole files, when there are many) are
+    dealt to ``tasks_per_core`` tasks per core, balanced by rows (or bytes): a Python task
+    costs tens of milliseconds to start, so one wave of long tasks beats many short ones."""
+    if tasks_per_core < 1:
+        raise ValueError(f"tasks_per_core must be a positive number, got {tasks_per_core}")
     if format not in ("delta", "parquet"):
         raise ScanUnsupported(f"format {format!r} is read by Spark")
     if format == "delta":
@@ -120,18 +136,37 @@ def plan_scan(
         if missing:  # partition columns live in directory names, not in the files
             raise ScanUnsupported(f"columns {preview(missing)} are not stored in {files[0]}")
     cores = (os.cpu_count() or 2) if is_connect(spark) else spark.sparkContext.defaultParallelism
-    units: list[tuple[str, int | None]] = []
+    weighted: list[tuple[Unit, int]] = []
     if len(files) > _FILES_PER_CORE_FOR_ROW_GROUPS * cores:
-        units = [(f, None) for f in files]
+        weighted = [((f, None), _file_bytes(f)) for f in files]
     else:
         for f in files:
-            groups = open_parquet(f).metadata.num_row_groups
-            units.extend((f, g) for g in range(groups))
-    return ScanPlan(path, format, df.schema, tuple(units))
+            meta = open_parquet(f).metadata
+            groups = range(meta.num_row_groups)
+            weighted.extend(((f, g), meta.row_group(g).num_rows) for g in groups)
+    return ScanPlan(path, format, df.schema, deal(weighted, cores * tasks_per_core))
+
+
+def _file_bytes(uri: str) -> int:
+    local = _local_path(uri)
+    return os.path.getsize(local) if local is not None and os.path.exists(local) else 1
+
+
+def deal(weighted: list[tuple[Unit, int]], tasks: int) -> tuple[tuple[Unit, ...], ...]:
+    """Units into at most ``tasks`` groups of near-equal weight (largest first, each to the
+    lightest group), each group in file order."""
+    groups: list[list[tuple[Unit, int]]] = [[] for _ in range(min(tasks, len(weighted)))]
+    loads = [0] * len(groups)
+    for unit, weight in sorted(weighted, key=lambda uw: -uw[1]):
+        lightest = loads.index(min(loads))
+        groups[lightest].append((unit, weight))
+        loads[lightest] += weight
+    order = {unit: i for i, (unit, _) in enumerate(weighted)}
+    return tuple(tuple(sorted((u for u, _ in g), key=order.__getitem__)) for g in groups)
 
 
 def read_unit(
-    unit: tuple[str, int | None], types: dict[str, pa.DataType], batch_rows: int
+    unit: Unit, types: dict[str, pa.DataType], batch_rows: int
 ) -> Iterator[pa.RecordBatch]:
     """The columns of one unit of a plan, ``batch_rows`` rows at a time, as the Arrow ``types``
     Spark expects. A column the file lacks (a Delta table's schema grew after it was written)
@@ -172,9 +207,9 @@ def arrow_types(plan: ScanPlan, columns: list[str], timezone: str) -> dict[str, 
     return {c: to_arrow_type(by_name[c], timezone=timezone) for c in dict.fromkeys(columns)}
 
 
-def unit_ids(spark: SparkSession, plan: ScanPlan) -> DataFrame:
-    """One row per unit of ``plan``, each in a partition of its own: one task per unit."""
-    return spark.range(0, len(plan.units), numPartitions=max(1, len(plan.units)))
+def task_ids(spark: SparkSession, plan: ScanPlan) -> DataFrame:
+    """One row per task of ``plan``, each in a partition of its own."""
+    return spark.range(0, len(plan.tasks), numPartitions=max(1, len(plan.tasks)))
 
 
 def score_plan(
@@ -198,16 +233,17 @@ def score_plan(
         + [StructField(out_names[name], _SPARK_TYPES[ddl], True) for name, ddl in fields]
     )
     names = keep + [out_names[name] for name, _ in fields]
-    units = plan.units
+    tasks = plan.tasks
 
     def score_units(ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         score = record_batch_scorer(scorer, features, features, keep, key_columns, names)
         for id_batch in ids:
-            for unit in id_batch.column(0).to_pylist():
-                for rb in read_unit(units[unit], types, arrow_batch_rows):
-                    yield score(rb)
+            for task in id_batch.column(0).to_pylist():
+                for unit in tasks[task]:
+                    for rb in read_unit(unit, types, arrow_batch_rows):
+                        yield score(rb)
 
-    return unit_ids(spark, plan).mapInArrow(score_units, schema)
+    return task_ids(spark, plan).mapInArrow(score_units, schema)
 
 
 def score_table(
