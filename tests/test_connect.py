@@ -3,7 +3,8 @@ SparkContext: the model bytes must ride in the UDF closure.
 
 The local Connect server lives in the JVM of the process that starts it, which would clash with
 the classic session the other tests share, so the Connect side runs in a child process (this
-file, run as a script). It scores an in-memory DataFrame and a Parquet file; Delta is not used
+file, run as a script). It scores an in-memory DataFrame and a Parquet file (through Spark's
+reader and through the scan engine); Delta is not used
 on Connect here (the local server is started without the Delta jars).
 """
 
@@ -41,10 +42,10 @@ def test_scoring_on_spark_connect(artifact, digits, tmp_path):
     )[0]
     assert result["has_spark_context"] is False
     assert result["model_travels"] == "closure"
-    for name in ("arrow", "pandas", "parquet"):
+    for name in ("arrow", "pandas", "parquet", "scan"):
         np.testing.assert_array_equal(result[name]["prediction"], expected.argmax(1))
         np.testing.assert_allclose(result[name]["probability"], expected.max(1), rtol=1e-6)
-    assert result["arrow"] == result["pandas"]
+    assert result["arrow"] == result["pandas"] == result["scan"]
     assert result["flagged_error"] == "column 'features' has 3 elements, the model expects 64"
 
 
@@ -54,7 +55,7 @@ def _connect_main(artifact_path: str, workdir: str, out: str) -> None:
     from compression.artifact import Artifact
     from compression.data import digits_splits
     from jobs.spark import local_connect_session
-    from udfs import model_udf, score_dataframe
+    from udfs import model_udf, score_dataframe, score_table
     from udfs.distribution import is_connect
 
     spark = local_connect_session("local[2]")
@@ -86,6 +87,7 @@ def _connect_main(artifact_path: str, workdir: str, out: str) -> None:
         "arrow": collect(score_dataframe(df, artifact, key_columns=["row_id"], engine="arrow")),
         "pandas": collect(pandas_path),
         "parquet": collect(score_dataframe(spark.read.parquet(parquet), artifact)),
+        "scan": collect(score_table(spark, parquet, artifact, format="parquet", engine="scan")),
         "flagged_error": flagged["prediction_error"],
     }
     Path(out).write_text(json.dumps(result))
