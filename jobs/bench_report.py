@@ -20,6 +20,7 @@ HISTORY_COLUMNS = {
     "name": "string",
     "model": "string",
     "path": "string",
+    "engine": "string",
     "compressed": "boolean",
     "rows": "bigint",
     "wall_s": "double",
