@@ -21,11 +21,12 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import CalibrationDataReader
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from compression.quantize import dynamic_int8, nodes_to_exclude, static_int8
 from compression.text_fidelity import embedding_fidelity
 from compression.text_model import (
+    baseline_onnx,
     export_text_onnx,
     load_encoder,
     load_tokenizer,
@@ -89,6 +90,22 @@ class TextRecipe(_Strict):
     max_length: int = Field(default=128, gt=0, le=512)
     steps: list[TextStep] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _torch_steps_first(self) -> TextRecipe:
+        names = [s.step for s in self.steps]
+        onnx_at = [i for i, s in enumerate(self.steps) if isinstance(s, _Quant)]
+        late = (
+            [s.step for s in self.steps[onnx_at[0] :] if not isinstance(s, _Quant)]
+            if onnx_at
+            else []
+        )
+        if late:
+            raise ValueError(
+                f"steps {names}: {late} come after an ONNX quantization step; torch-side steps "
+                "(drop_layers, prune_ffn, distill) must come first"
+            )
+        return self
+
 
 class TextGateError(RuntimeError):
     """The compressed model is further from the fp32 model than the recipe allows."""
@@ -115,13 +132,30 @@ class _TokenReader(CalibrationDataReader):
         self._it = iter(self.batches)
 
 
+# The session options the text UDF uses (udfs.text.DEFAULT_DISABLED_OPTIMIZERS: ONNX Runtime's
+# SkipLayerNormalization kernel is slower on one thread than the Add + LayerNormalization it
+# fuses), so the speeds recorded here are the ones the executors see.
+DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
+
 def onnx_embed(
-    onnx_bytes: bytes, tokenizer, texts: list[str], *, max_length: int, batch_size: int = 32
+    onnx_bytes: bytes,
+    tokenizer,
+    texts: list[str],
+    *,
+    max_length: int,
+    batch_size: int = 32,
+    disabled_optimizers: tuple[str, ...] = DISABLED_OPTIMIZERS,
 ) -> tuple[np.ndarray, float]:
     """(embeddings in text order, sentences/s on one thread with length-sorted batches)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    if disabled_optimizers:
+        options.add_session_config_entry(
+            "optimization.disable_specified_optimizers", ",".join(disabled_optimizers)
+        )
     session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
     tokenizer.enable_truncation(max_length)
     lengths = [len(e.ids) for e in tokenizer.encode_batch(texts)]
@@ -185,7 +219,7 @@ def compress_text(
     tokenizer = load_tokenizer()
     teacher = load_encoder()
     max_length = recipe.max_length
-    fp32 = export_text_onnx(teacher)
+    fp32 = baseline_onnx()
     reference, fp32_speed = onnx_embed(fp32, tokenizer, eval_texts, max_length=max_length)
     metrics: dict = {
         "baseline": {
@@ -203,6 +237,10 @@ def compress_text(
         return _TokenReader(tokenizer, train_texts[:rows], max_length=max_length)
 
     model, onnx_bytes, teacher_train = teacher, None, None
+
+    def exported() -> bytes:  # the torch model as it stands (the cached export if untouched)
+        return fp32 if model is teacher else export_text_onnx(model)
+
     for step in recipe.steps:
         started = time.perf_counter()
         record: dict = {"step": step.step}
@@ -229,7 +267,7 @@ def compress_text(
             record["train_rows"] = len(train_texts)
         else:
             if onnx_bytes is None:
-                onnx_bytes = export_text_onnx(model)
+                onnx_bytes = exported()
             excluded = nodes_to_exclude(
                 onnx_bytes, names=step.exclude_nodes, op_types=step.exclude_op_types
             )
@@ -249,10 +287,7 @@ def compress_text(
                 excluded = sorted(set(excluded) | set(chosen))
             onnx_bytes = _quantize(onnx_bytes, step, excluded, calibrate)
             record["excluded_nodes"] = excluded
-        if onnx_bytes is None or not isinstance(step, _Quant):
-            current = export_text_onnx(model) if onnx_bytes is None else onnx_bytes
-        else:
-            current = onnx_bytes
+        current = exported() if onnx_bytes is None else onnx_bytes
         out, speed = embed(current)
         record.update(embedding_fidelity(reference, out))
         record["onnx_bytes"] = len(current)
@@ -260,7 +295,7 @@ def compress_text(
         record["seconds"] = round(time.perf_counter() - started, 1)
         metrics["steps"].append(record)
         say(f"{step.step}: {record}")
-    final = onnx_bytes if onnx_bytes is not None else export_text_onnx(model)
+    final = onnx_bytes if onnx_bytes is not None else exported()
     out, speed = embed(final)
     fid = embedding_fidelity(reference, out)
     metrics["fidelity"] = fid

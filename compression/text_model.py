@@ -7,6 +7,7 @@ normalisation are inside the graph, so the UDF only tokenizes.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -119,6 +120,17 @@ def export_text_onnx(encoder: nn.Module, *, opset: int = DEFAULT_OPSET) -> bytes
     proto = onnx.load_model_from_string(buffer.getvalue())
     onnx.checker.check_model(proto)
     return proto.SerializeToString()
+
+
+def baseline_onnx(path: str | Path | None = None) -> bytes:
+    """The unmodified model's export, made once per process and folder (every recipe starts
+    from it and measures against it)."""
+    return _baseline_onnx(str(Path(path) if path else minilm_dir()))
+
+
+@functools.lru_cache(maxsize=1)
+def _baseline_onnx(path: str) -> bytes:
+    return export_text_onnx(load_encoder(path))
 
 
 def torch_embed(
