@@ -32,6 +32,7 @@ from jobs.score import (
     write_partition,
     write_summary,
 )
+from udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES
 from udfs.text import embed_dataframe
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,13 @@ class EmbedConfig(BaseModel):
     max_length: int | None = Field(default=None, gt=0, description="tokens; default: artifact's")
     max_chars: int = Field(default=100_000, gt=0)
     sort_by_length: bool = True
-    sub_batch_rows: int = Field(default=32, gt=0)
+    sub_batch_rows: int = Field(default=16, gt=0)
     arrow_batch_rows: int = Field(default=2_000, gt=0)
+    path_threshold_bytes: int = Field(
+        default=DEFAULT_PATH_THRESHOLD_BYTES,
+        ge=0,
+        description="models above this size reach executors by path, not broadcast",
+    )
     summary_path: str | None = None
 
 
@@ -71,6 +77,7 @@ def embed_frame(
         max_chars=config.max_chars,
         sort_by_length=config.sort_by_length,
         sub_batch_rows=config.sub_batch_rows,
+        path_threshold_bytes=config.path_threshold_bytes,
     )
     manifest = artifact.manifest
     return scored.select(

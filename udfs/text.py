@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import onnxruntime as ort
 import pandas as pd
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -36,6 +37,30 @@ ERROR_FIELD = "error"
 RETURN_TYPE = "struct<embedding:array<float>,error:string>"
 
 
+# ONNX Runtime's SkipLayerNormFusion merges a residual Add and LayerNormalization into one
+# SkipLayerNormalization kernel; on one CPU thread that kernel is slower than the two ops it
+# replaces (measured on all-MiniLM-L6-v2, dynamic int8, AVX-512 VNNI: 12% of the model's time
+# vs 6% unfused, so the int8 model runs ~11% faster with the fusion off; the fp32 export does
+# not match the fusion's pattern and is unaffected). Only this fusion is disabled; every other
+# graph optimisation stays on.
+DEFAULT_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
+
+@dataclass(frozen=True)
+class TextSessionConfig(SessionConfig):
+    """``SessionConfig`` plus ONNX Runtime graph optimisers to leave out, by name."""
+
+    disabled_optimizers: tuple[str, ...] = DEFAULT_DISABLED_OPTIMIZERS
+
+    def session_options(self) -> ort.SessionOptions:
+        options = super().session_options()
+        if self.disabled_optimizers:
+            options.add_session_config_entry(
+                "optimization.disable_specified_optimizers", ",".join(self.disabled_optimizers)
+            )
+        return options
+
+
 class BadTextError(ValueError):
     """A row could not be embedded under the ``fail`` policy."""
 
@@ -48,10 +73,12 @@ class TextOptions:
     over ``max_length`` tokens is truncated (the usual behaviour of sentence encoders) or is a
     bad row; ``max_chars``: texts longer than this are always bad rows (a guard against
     pathological inputs, checked before tokenizing); ``sort_by_length``: order rows by token
-    count within each Arrow batch before cutting sub-batches of ``sub_batch_rows``."""
+    count within each Arrow batch before cutting sub-batches of ``sub_batch_rows`` (16: on
+    one CPU thread, MiniLM ran 5-10% faster, fp32 and int8 alike, than with 32, whose
+    activations no longer stay in the core's cache)."""
 
     max_length: int = 128
-    sub_batch_rows: int = 32
+    sub_batch_rows: int = 16
     sort_by_length: bool = True
     long_text: LongTextPolicy = "truncate"
     max_chars: int = 100_000
@@ -235,7 +262,7 @@ def text_embedding_udf(
     *,
     spark: SparkSession | None = None,
     max_length: int | None = None,
-    sub_batch_rows: int = 32,
+    sub_batch_rows: int = 16,
     sort_by_length: bool = True,
     long_text: LongTextPolicy = "truncate",
     max_chars: int = 100_000,
@@ -270,7 +297,7 @@ def text_embedding_udf(
         tokenizer_bytes=artifact.read_file(spec.tokenizer),
         tokenizer_sha256=artifact.manifest.files[spec.tokenizer],
         column=spec.text_column,
-        config=session_config or SessionConfig(intra_op_threads=task_cpus(spark)),
+        config=session_config or TextSessionConfig(intra_op_threads=task_cpus(spark)),
         options=options,
     )
     return TextEmbeddingUDF(artifact, kernel)
