@@ -122,20 +122,48 @@ def bench(
     ),
     overrides: SetOpt = None,
 ) -> None:
-    """Compare model variants on the same table in one Spark session: rows/s, fidelity, $."""
+    """Compare model variants on the same table in one Spark session: rows/s, fidelity, $.
+
+    A config with ``kind: embedding`` (conf/bench-embed.yaml) runs the text-embedding bench:
+    MiniLM variants and the PyTorch model in predict_batch_udf, in sentences/s and cosine.
+    """
     configure_logging()
     from jobs.bench import BenchConfig
-    from jobs.bench_run import run_bench
-    from jobs.config import load_config
+    from jobs.config import apply_overrides, load_config, read_yaml
+    from jobs.embed_bench import is_embedding_config
     from jobs.spark import get_spark
 
     try:
+        if is_embedding_config(apply_overrides(read_yaml(config), list(overrides or []))):
+            _embedding_bench(config, out, overrides)
+            return
+        from jobs.bench_run import run_bench
+
         cfg = load_config(BenchConfig, config, overrides)
         run_bench(get_spark("leanscore-bench"), cfg, out, config_dir=config.resolve().parent)
     except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
         _fail(err)
     except Exception as err:  # Spark wraps executor errors; surface their first line
         _fail(_spark_error(err))
+
+
+def _embedding_bench(config: Path, out: Path, overrides: list[str] | None) -> None:
+    from jobs.config import load_config
+    from jobs.embed_bench import BenchEmbedConfig, run_embed_bench, table_lines
+    from jobs.spark import get_spark
+
+    cfg = load_config(BenchEmbedConfig, config, overrides)
+    report = run_embed_bench(
+        get_spark("leanscore-embed-bench"), cfg, out, config_dir=config.resolve().parent
+    )
+    typer.echo("\n".join(table_lines(report)))
+    for record in report["rejected"]:
+        typer.echo(f"rejected: {record['message']}")
+    targets = report["targets"]
+    if targets["variant"]:
+        state = "met" if targets["met"] else "NOT met"
+        typer.echo(f"targets for {targets['variant']}: {state}")
+    typer.echo(f"report: {Path(out).resolve() / 'report.json'}, report.md")
 
 
 def _spark_error(err: Exception) -> str:

@@ -1,86 +1,205 @@
-"""Embedding bench: the MiniLM variants and the PyTorch model, one Spark run, same table.
+"""Embedding bench: MiniLM variants and the PyTorch model on one text table, one Spark run.
 
-    python -m jobs.embed_bench --config conf/bench-embed.yaml            # prepare + measure
-    python -m jobs.embed_bench --config conf/bench-embed.yaml --prepare-only
+    leanscore bench --config conf/bench-embed.yaml --out bench-output/embed
 
-``prepare`` writes the docstring table (Delta) and builds each recipe's artifact with the text
-pipeline (``compression.text_compress``), gated on fidelity. ``measure`` embeds the table with
-every variant into Spark's noop sink, then once more collecting the embeddings for fidelity
-against the fp32 ONNX model; the PyTorch model runs in ``predict_batch_udf``.
+The bench config says ``kind: embedding``; ``leanscore bench`` sends it here. ``prepare``
+writes the docstring table (Delta) and builds each recipe's artifact with the text pipeline
+(``compression.text_compress``), gated on fidelity: a recipe over its budget is reported with
+its numbers and not measured. Artifacts and rejections are kept in ``workdir`` and reused while
+their recipe and data are unchanged. ``measure`` then embeds the same table (cached,
+``partitions`` slices) with every variant into Spark's noop sink: a warm-up on every worker
+first, then ``repeats`` interleaved rounds, each variant's median reported; one more untimed
+pass per variant collects embeddings for fidelity against the fp32 ONNX model. The PyTorch
+model runs in ``pyspark.ml.functions.predict_batch_udf`` the way its documentation shows
+(tokenize each batch, pad it to its longest text).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import json
+import logging
+import random
 import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Literal
 
 import numpy as np
-import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from compression.text_fidelity import embedding_fidelity
 
+log = logging.getLogger(__name__)
 
-class BenchEmbedConfig(BaseModel):
+KIND = "embedding"
+TORCH_VARIANT = "pytorch predict_batch_udf"
+
+
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    out: str = "demo-output/embed"
-    rows: int = Field(default=2000, gt=10, description="rows of the docstring table to embed")
+
+class Targets(_Strict):
+    """What the best compressed variant must reach (issue 6); reported as met or not."""
+
+    x_vs_fp32_onnx: float = Field(default=2.5, gt=0)
+    x_vs_pytorch: float = Field(default=3.0, gt=0)
+    cosine_mean: float = Field(default=0.99, gt=0, le=1)
+    cosine_p1: float = Field(default=0.97, gt=0, le=1)
+
+
+class BenchEmbedConfig(_Strict):
+    kind: Literal["embedding"]
+    workdir: str = Field(
+        default="demo-output/embed", description="text table and artifacts, built once, reused"
+    )
+    rows: int = Field(default=2000, ge=20, description="rows of the docstring table to embed")
+    partitions: int | None = Field(
+        default=None, gt=0, description="slices of the table; default 2 x Spark's cores"
+    )
+    repeats: int = Field(default=3, ge=1, description="timed rounds; medians are reported")
+    warmup_rows: int = Field(default=64, gt=0, description="rows per worker in the warm-up")
+    fidelity_rows: int = Field(default=1000, gt=10, description="rows compared to fp32 ONNX")
     eval_rows: int = Field(default=400, gt=10, description="held-out sentences for the gate")
     train_rows: int = Field(default=1600, gt=10, description="distillation/calibration sentences")
-    recipes: list[str] = Field(min_length=1, description="recipe YAMLs; the first is fp32")
-    max_length: int = Field(default=128, gt=0)
-    sub_batch_rows: int = Field(default=32, gt=0)
+    recipes: list[str] = Field(min_length=1, description="text recipe YAMLs; the first is fp32")
+    max_length: int = Field(default=128, gt=0, le=512)
+    sub_batch_rows: int = Field(default=16, gt=0)
     arrow_batch_rows: int = Field(default=1000, gt=0)
     torch_batch_size: int = Field(default=32, gt=0)
     include_torch: bool = True
     include_unsorted_fp32: bool = True
+    path_threshold_bytes: int = Field(
+        default=256 * 1024 * 1024, ge=0, description="models above it go by path, not broadcast"
+    )
+    disabled_optimizers: list[str] = Field(
+        default_factory=lambda: ["SkipLayerNormFusion"],
+        description="ONNX Runtime optimisers off in every ONNX variant's session",
+    )
+    pricing: str | None = Field(default="conf/pricing.yaml", description="for $ per M sentences")
+    targets: Targets = Field(default_factory=Targets)
 
 
-def _paths(config: BenchEmbedConfig) -> dict[str, Path]:
-    root = Path(config.out)
-    return {"table": root / "tables" / "docstrings", "artifacts": root / "artifacts"}
+def is_embedding_config(data: dict) -> bool:
+    """True when a bench config (as parsed YAML) asks for the embedding bench."""
+    return isinstance(data, dict) and data.get("kind") == KIND
 
 
-def prepare(spark, config: BenchEmbedConfig, *, progress=print) -> dict[str, str]:
-    """Write the text table (if absent) and every recipe's artifact; return name -> path."""
-    from delta.tables import DeltaTable
+@dataclass
+class Variant:
+    name: str
+    model: str  # "onnx" | "pytorch"
+    path: str  # how Spark runs it
+    frame: Callable  # DataFrame(doc_id, text) -> DataFrame(doc_id, embedding)
+    model_bytes: int | None
+    info: dict = field(default_factory=dict)
+    seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
 
-    from compression.text_build import write_text_artifact
-    from compression.text_compress import TextGateError, TextRecipe, compress_text
-    from compression.text_data import stdlib_sentences, text_table
-    from jobs.config import load_config
 
-    paths = _paths(config)
-    table = str(paths["table"])
-    if not DeltaTable.isDeltaTable(spark, table):
-        spark.createDataFrame(text_table(config.rows, seed=0)).write.format("delta").save(table)
-    version = DeltaTable.forPath(spark, table).history(1).first()["version"]
-    # Distinct sentences: held-out ones gate the recipe, others train/calibrate it.
+def _workdir(config: BenchEmbedConfig) -> dict[str, Path]:
+    root = Path(config.workdir).resolve()
+    return {
+        "table": root / "tables" / "docstrings",
+        "artifacts": root / "artifacts",
+        "rejected": root / "rejected",
+    }
+
+
+def _split_sentences(config: BenchEmbedConfig) -> tuple[list[str], list[str]]:
+    """Held-out sentences gate the recipes; different ones train/calibrate them."""
+    from compression.text_data import stdlib_sentences
+
     sentences = stdlib_sentences()
-    import random
-
     random.Random(1).shuffle(sentences)
     eval_texts = sentences[: config.eval_rows]
     train_texts = sentences[config.eval_rows : config.eval_rows + config.train_rows]
-    built = {}
-    for recipe_path in config.recipes:
-        recipe = load_config(TextRecipe, recipe_path)
+    return eval_texts, train_texts
+
+
+def _build_key(recipe: dict, config: BenchEmbedConfig) -> str:
+    """What an artifact was built from: recipe and data sizes. A change rebuilds it."""
+    basis = {"recipe": recipe, "eval_rows": config.eval_rows, "train_rows": config.train_rows}
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _ensure_table(spark, config: BenchEmbedConfig, table: Path) -> int:
+    """Write the docstring table unless it is there with ``rows`` rows; its Delta version."""
+    from delta.tables import DeltaTable
+
+    from compression.text_data import text_table
+
+    path = str(table)
+    if not (
+        DeltaTable.isDeltaTable(spark, path)
+        and spark.read.format("delta").load(path).count() == config.rows
+    ):
+        log.info("writing the docstring table: %s rows -> %s", config.rows, path)
+        frame = spark.createDataFrame(text_table(config.rows, seed=0))
+        frame.write.format("delta").mode("overwrite").save(path)
+    return DeltaTable.forPath(spark, path).history(1).first()["version"]
+
+
+def prepare(spark, config: BenchEmbedConfig, *, config_dir: Path) -> tuple[dict, list[dict]]:
+    """Write the table and every recipe's artifact: ({name: path}, [rejected recipes])."""
+    from compression.artifact import Artifact
+    from compression.text_build import write_text_artifact
+    from compression.text_compress import TextGateError, TextRecipe, compress_text
+    from jobs.bench import resolve_path
+    from jobs.config import load_config
+
+    paths = _workdir(config)
+    version = _ensure_table(spark, config, paths["table"])
+    eval_texts, train_texts = _split_sentences(config)
+    built: dict[str, str] = {}
+    rejected: list[dict] = []
+    for index, recipe_file in enumerate(config.recipes):
+        recipe = load_config(TextRecipe, resolve_path(recipe_file, config_dir))
+        if recipe.max_length < config.max_length:
+            raise ValueError(
+                f"recipe {recipe.name!r} builds for max_length={recipe.max_length} but the "
+                f"bench embeds with max_length={config.max_length}; make them agree"
+            )
+        key = _build_key(recipe.model_dump(), config)
         target = paths["artifacts"] / recipe.name
+        rejection = paths["rejected"] / f"{recipe.name}.json"
         if (target / "manifest.json").is_file():
-            built[recipe.name] = str(target)
-            continue
-        progress(f"compress {recipe.name}")
+            manifest = Artifact.load(target).manifest
+            if manifest.data.get("build_key") == key:
+                built[recipe.name] = str(target)
+                continue
+        if rejection.is_file():
+            record = json.loads(rejection.read_text())
+            if record.get("build_key") == key:
+                rejected.append(record)
+                log.info("%s", record["message"])
+                continue
+        log.info("compress %s (%s)", recipe.name, recipe_file)
         try:
             onnx_bytes, metrics = compress_text(
-                recipe, train_texts=train_texts, eval_texts=eval_texts, progress=progress
+                recipe, train_texts=train_texts, eval_texts=eval_texts, progress=log.info
             )
-        except TextGateError as err:  # over budget: reported, not benchmarked, not written
-            progress(f"REJECTED {err}")
+        except TextGateError as err:  # over budget: reported with its numbers, not measured
+            if index == 0:
+                raise ValueError(f"the baseline recipe must pass its gate: {err}") from err
+            record = {
+                "name": recipe.name,
+                "recipe": recipe_file,
+                "build_key": key,
+                "message": str(err),
+                "fidelity": err.metrics.get("fidelity"),
+                "final": err.metrics.get("final"),
+            }
+            rejection.parent.mkdir(parents=True, exist_ok=True)
+            rejection.write_text(json.dumps(record, indent=2) + "\n")
+            rejected.append(record)
+            log.warning("REJECTED %s", err)
             continue
-        source = {"path": table, "format": "delta", "delta_version": version}
+        rejection.unlink(missing_ok=True)
         write_text_artifact(
             onnx_bytes,
             target,
@@ -89,22 +208,29 @@ def prepare(spark, config: BenchEmbedConfig, *, progress=print) -> dict[str, str
             recipe=recipe.model_dump(),
             metrics=metrics,
             data={
+                "build_key": key,
                 "evaluation": {"sentences": len(eval_texts), "source": "stdlib docstrings"},
                 "train": {"sentences": len(train_texts), "source": "stdlib docstrings"},
-                "scored_table": source,
+                "scored_table": {
+                    "path": str(paths["table"]),
+                    "format": "delta",
+                    "delta_version": version,
+                },
             },
         )
         built[recipe.name] = str(target)
-    return built
+    return built, rejected
 
 
 def _torch_predict_fn(max_length: int):
+    """predict_batch_udf's ``make_predict_fn``: the model loads once per Python worker."""
+
     def make_predict_fn():
         import torch
 
         from compression.text_model import load_encoder, load_tokenizer, tokenize
 
-        torch.set_num_threads(1)
+        torch.set_num_threads(1)  # one task per core, as ONNX Runtime's sessions
         encoder, tokenizer = load_encoder(), load_tokenizer()
 
         def predict(texts: np.ndarray) -> np.ndarray:
@@ -117,110 +243,336 @@ def _torch_predict_fn(max_length: int):
     return make_predict_fn
 
 
+def _variants(spark, config: BenchEmbedConfig, artifacts: dict[str, str]) -> list[Variant]:
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import ArrayType, FloatType
+
+    from compression.artifact import Artifact
+    from compression.text_model import minilm_dir
+    from udfs.predict import task_cpus
+    from udfs.text import TextSessionConfig, text_embedding_udf
+
+    session = TextSessionConfig(
+        intra_op_threads=task_cpus(spark), disabled_optimizers=tuple(config.disabled_optimizers)
+    )
+
+    def onnx_variant(name: str, path: str, *, sort: bool) -> Variant:
+        artifact = Artifact.load(path)
+        embed = text_embedding_udf(
+            artifact,
+            spark=spark,
+            max_length=config.max_length,
+            sub_batch_rows=config.sub_batch_rows,
+            sort_by_length=sort,
+            session_config=session,
+            path_threshold_bytes=config.path_threshold_bytes,
+        )
+
+        def frame(df):
+            return df.select("doc_id", embed("text", key="doc_id")["embedding"].alias("embedding"))
+
+        metrics = artifact.manifest.metrics
+        return Variant(
+            name=name,
+            model="onnx",
+            path="leanscore text UDF" + ("" if sort else " (rows in table order)"),
+            frame=frame,
+            model_bytes=artifact.manifest.model_bytes,
+            info={
+                "artifact": path,
+                "sha256": artifact.sha256,
+                "sort_by_length": sort,
+                "gate": metrics.get("gate"),
+                "held_out_fidelity": metrics.get("fidelity"),
+                "ort_1thread": metrics.get("final"),
+            },
+        )
+
+    names = list(artifacts)
+    variants = [onnx_variant(n, artifacts[n], sort=True) for n in names]
+    if config.include_unsorted_fp32:
+        variants.append(
+            onnx_variant(f"{names[0]} (no length sort)", artifacts[names[0]], sort=False)
+        )
+    if config.include_torch:
+        embed = predict_batch_udf(
+            _torch_predict_fn(config.max_length),
+            return_type=ArrayType(FloatType()),
+            batch_size=config.torch_batch_size,
+        )
+        variants.append(
+            Variant(
+                name=TORCH_VARIANT,
+                model="pytorch",
+                path=f"predict_batch_udf, batches of {config.torch_batch_size} in table order",
+                frame=lambda df: df.select("doc_id", embed(F.col("text")).alias("embedding")),
+                model_bytes=(minilm_dir() / "model.safetensors").stat().st_size,
+                info={"padding": "each batch padded to its longest text"},
+            )
+        )
+    return variants
+
+
 def _timed(df) -> float:
     start = time.perf_counter()
     df.write.format("noop").mode("overwrite").save()
     return time.perf_counter() - start
 
 
-def measure(spark, config: BenchEmbedConfig, artifacts: dict[str, str]) -> dict:
-    from pyspark.ml.functions import predict_batch_udf
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import ArrayType, FloatType
-
-    from udfs.text import embed_dataframe
-
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
-    table = spark.read.format("delta").load(str(_paths(config)["table"])).cache()
-    rows = table.count()
-    runs: list[tuple[str, str | None, dict]] = []
-    names = list(artifacts)
-    for name in names:
-        runs.append((name, artifacts[name], {"sort_by_length": True}))
-    if config.include_unsorted_fp32:
-        runs.append(
-            (f"{names[0]} (no length sort)", artifacts[names[0]], {"sort_by_length": False})
-        )
-    if config.include_torch:
-        runs.append(("pytorch predict_batch_udf", None, {}))
-    report, reference = [], None
-    for label, path, options in runs:
-        if path is None:
-            embed = predict_batch_udf(
-                _torch_predict_fn(config.max_length),
-                return_type=ArrayType(FloatType()),
-                batch_size=config.torch_batch_size,
-            )
-            df = table.select("doc_id", embed("text").alias("embedding"))
+def measure(
+    spark, config: BenchEmbedConfig, artifacts: dict[str, str], *, cores: int
+) -> tuple[list[Variant], dict[str, np.ndarray], int]:
+    """Time every variant on the same cached table; collect embeddings for fidelity."""
+    key = "spark.sql.execution.arrow.maxRecordsPerBatch"
+    previous = spark.conf.get(key, None)
+    spark.conf.set(key, str(config.arrow_batch_rows))
+    try:
+        return _measure(spark, config, artifacts, cores=cores)
+    finally:  # the session may be someone else's (a notebook, the tests): leave it as it was
+        if previous is None:
+            spark.conf.unset(key)
         else:
-            df = embed_dataframe(
-                table,
-                path,
-                key_columns=["doc_id"],
-                max_length=config.max_length,
-                sub_batch_rows=config.sub_batch_rows,
-                **options,
-            ).select("doc_id", "embedding")
-        _timed(df.limit(50))  # warm the workers' sessions
-        seconds = _timed(df)
-        got = df.orderBy("doc_id").select(F.col("embedding")).toPandas()["embedding"]
-        emb = np.stack(got.to_list()).astype(np.float32)
-        reference = emb if reference is None else reference
+            spark.conf.set(key, previous)
+
+
+def _measure(
+    spark, config: BenchEmbedConfig, artifacts: dict[str, str], *, cores: int
+) -> tuple[list[Variant], dict[str, np.ndarray], int]:
+    from pyspark.sql import functions as F
+
+    from jobs.bench_metrics import CpuMeter
+
+    partitions = config.partitions or 2 * cores
+    source = spark.read.format("delta").load(str(_workdir(config)["table"]))
+    table = source.repartitionByRange(partitions, "doc_id").cache()
+    rows = table.count()
+    sample = source.where(F.col("doc_id") < config.warmup_rows * cores).toPandas()
+    warm = spark.createDataFrame(sample).repartition(cores).cache()
+    warm.count()
+    variants = _variants(spark, config, artifacts)
+    meter = CpuMeter(spark)
+    for v in variants:  # every worker builds its session / loads the model before timing
+        log.info("warm-up %s", v.name)
+        _timed(v.frame(warm))
+    for r in range(config.repeats):
+        shift = r % len(variants)  # rotate the order so no variant always runs first
+        for v in variants[shift:] + variants[:shift]:
+            mark = meter.mark()
+            seconds = _timed(v.frame(table))
+            cpu = meter.since(mark)["process_cpu_s"]
+            v.seconds.append(seconds)
+            if cpu is not None:
+                v.cpu_seconds.append(cpu)
+            log.info(
+                "round %d %s: %.2f s, %.1f sentences/s, %s CPU s",
+                r + 1,
+                v.name,
+                seconds,
+                rows / seconds,
+                None if cpu is None else round(cpu, 2),
+            )
+    embeddings = {}
+    subset = table.where(F.col("doc_id") < config.fidelity_rows)
+    for v in variants:
+        got = v.frame(subset).orderBy("doc_id").toPandas()["embedding"]
+        embeddings[v.name] = np.stack(got.to_list()).astype(np.float32)
+    table.unpersist()
+    warm.unpersist()
+    return variants, embeddings, rows
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 2) if a and b else None
+
+
+def _targets(entries: list[dict], targets: Targets, baseline: str) -> dict:
+    """Each compressed ONNX variant against the targets; the fastest one meeting the fidelity
+    targets is the one the report names (none: the fastest compressed variant)."""
+    checks = []
+    for e in entries:
+        if e["model"] != "onnx" or e["name"] == baseline or not e["sort_by_length"]:
+            continue
+        fid = e["fidelity"]
+        rows = [
+            ("x vs fp32 ONNX", e["x_vs_fp32_onnx"], targets.x_vs_fp32_onnx),
+            ("x vs PyTorch predict_batch_udf", e["x_vs_pytorch"], targets.x_vs_pytorch),
+            ("mean cosine", fid["cosine_mean"], targets.cosine_mean),
+            ("1st-percentile cosine", fid["cosine_p1"], targets.cosine_p1),
+        ]
+        items = [
+            {"check": c, "value": v, "target": t, "met": v is not None and v >= t}
+            for c, v, t in rows
+        ]
+        checks.append({"variant": e["name"], "checks": items, "met": all(i["met"] for i in items)})
+    if not checks:
+        return {"variant": None, "met": False, "checks": [], "all": []}
+    speed = {e["name"]: e["sentences_per_s"] for e in entries}
+    faithful = [c for c in checks if all(i["met"] for i in c["checks"][2:])]
+    best = max(faithful or checks, key=lambda c: speed[c["variant"]])
+    return {**best, "all": checks}
+
+
+def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_dir: Path) -> dict:
+    """Prepare, measure, and write ``report.json`` and ``report.md`` into ``out``."""
+    from jobs.bench import resolve_path, spark_cores
+    from jobs.bench_metrics import environment
+    from jobs.pricing import cost, load_pricing
+
+    out = Path(out).resolve()
+    started = dt.datetime.now(dt.UTC)
+    clock = time.perf_counter()
+    pricing = load_pricing(resolve_path(config.pricing, config_dir)) if config.pricing else None
+    artifacts, rejected = prepare(spark, config, config_dir=config_dir)
+    prepared_s = time.perf_counter() - clock
+    cores = spark_cores(spark)
+    load_before = _loadavg()
+    variants, embeddings, rows = measure(spark, config, artifacts, cores=cores)
+    baseline = variants[0].name
+    reference = embeddings[baseline]
+    entries = []
+    for v in variants:
+        median = float(np.median(v.seconds))
         entry = {
-            "variant": label,
-            "sentences_per_s": round(rows / seconds, 1),
-            "seconds": round(seconds, 2),
-            **embedding_fidelity(reference, emb),
+            "name": v.name,
+            "model": v.model,
+            "path": v.path,
+            "sort_by_length": v.info.get("sort_by_length", False),
+            "rows": rows,
+            "seconds": [round(s, 3) for s in v.seconds],
+            "median_s": round(median, 3),
+            "spread": round((max(v.seconds) - min(v.seconds)) / median, 3),
+            "sentences_per_s": round(rows / median, 1),
+            "cpu_seconds": [round(s, 2) for s in v.cpu_seconds] or None,
+            "sentences_per_cpu_s": (
+                round(rows / float(np.median(v.cpu_seconds)), 1) if v.cpu_seconds else None
+            ),
+            "model_bytes": v.model_bytes,
+            "fidelity": embedding_fidelity(reference, embeddings[v.name]),
+            **{k: val for k, val in v.info.items() if k != "sort_by_length"},
         }
-        if path is not None:
-            entry["model_bytes"] = Path(path, "model.onnx").stat().st_size
-        report.append(entry)
-        print(json.dumps(entry), flush=True)
-    base = report[0]["sentences_per_s"]
-    torch_row = next((r for r in report if r["variant"].startswith("pytorch")), None)
-    for r in report:
-        r["x_vs_fp32_onnx"] = round(r["sentences_per_s"] / base, 2)
-        if torch_row:
-            r["x_vs_pytorch"] = round(r["sentences_per_s"] / torch_row["sentences_per_s"], 2)
-    return {"rows": rows, "spark_master": spark.sparkContext.master, "variants": report}
+        if pricing is not None:
+            c = cost(pricing, rows=rows, wall_s=median, cores=cores)
+            entry["usd_per_million_sentences"] = round(c["usd_per_million_rows"], 4)
+            entry["core_seconds_per_million_sentences"] = round(
+                c["core_seconds_per_million_rows"], 1
+            )
+        entries.append(entry)
+    base_speed = entries[0]["sentences_per_s"]
+    torch_speed = next((e["sentences_per_s"] for e in entries if e["model"] == "pytorch"), None)
+    base_cpu = entries[0]["sentences_per_cpu_s"]
+    for e in entries:
+        e["x_vs_fp32_onnx"] = _ratio(e["sentences_per_s"], base_speed)
+        e["x_vs_pytorch"] = _ratio(e["sentences_per_s"], torch_speed)
+        e["cpu_x_vs_fp32_onnx"] = _ratio(e["sentences_per_cpu_s"], base_cpu)
+    env = environment(spark, cores=cores)
+    env["load_average_before"] = load_before
+    report = {
+        "kind": KIND,
+        "run_id": uuid.uuid4().hex[:12],
+        "run_at": started.isoformat(timespec="seconds"),
+        "input": {"path": str(_workdir(config)["table"]), "format": "delta", "rows": rows},
+        "cores": cores,
+        "partitions": config.partitions or 2 * cores,
+        "repeats": config.repeats,
+        "baseline": baseline,
+        "variants": entries,
+        "rejected": rejected,
+        "targets": _targets(entries, config.targets, baseline),
+        "config": config.model_dump(),
+        "environment": env,
+        "seconds": {"prepare": round(prepared_s, 1), "total": 0.0},
+    }
+    report["seconds"]["total"] = round(time.perf_counter() - clock, 1)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "report.md").write_text(markdown(report))
+    return report
 
 
-app = typer.Typer(add_completion=False)
+def _loadavg() -> list[float] | None:
+    import os
+
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
 
 
-@app.command()
-def main(
-    config: Annotated[Path, typer.Option(help="bench YAML, e.g. conf/bench-embed.yaml")],
-    prepare_only: Annotated[bool, typer.Option(help="build table and artifacts only")] = False,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override: a.b=value")] = None,
-) -> None:
-    from jobs.config import load_config
-    from jobs.spark import get_spark
-
-    cfg = load_config(BenchEmbedConfig, config, set_ or [])
-    spark = get_spark("leanscore-embed-bench")
-    artifacts = prepare(spark, cfg)
-    if prepare_only:
-        typer.echo(json.dumps(artifacts, indent=2))
-        return
-    result = measure(spark, cfg, artifacts)
-    out = Path(cfg.out) / "bench" / "embed-bench.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    _print_table(result)
-    typer.echo(f"report: {out}")
+def _f(x, spec: str) -> str:
+    return "n/a" if x is None else format(x, spec)
 
 
-def _print_table(result: dict) -> None:
-    head = f"{'variant':42s} {'sent/s':>8s} {'x fp32':>7s} {'x torch':>7s} {'cos mean':>8s} "
-    typer.echo(head + f"{'cos p1':>7s} {'cos min':>7s} {'top10':>6s}")
-    for r in result["variants"]:
-        typer.echo(
-            f"{r['variant']:42s} {r['sentences_per_s']:8.1f} {r['x_vs_fp32_onnx']:7.2f} "
-            f"{r.get('x_vs_pytorch', float('nan')):7.2f} {r['cosine_mean']:8.4f} "
-            f"{r['cosine_p1']:7.4f} {r['cosine_min']:7.4f} {r['top10_overlap']:6.3f}"
+def table_lines(report: dict) -> list[str]:
+    """The variants as a Markdown table (also what the CLI prints)."""
+    cost = any("usd_per_million_sentences" in e for e in report["variants"])
+    head = (
+        "| variant | path | sentences/s | x vs fp32 ONNX | x vs PyTorch | cosine mean | "
+        "cosine p1 | cosine min | top-10 overlap | model bytes | spread | sentences/CPU-s | "
+        "x fp32 (CPU) |"
+    )
+    lines = [head + (" $ / M sentences |" if cost else "")]
+    lines.append("| --- | --- |" + " ---: |" * (11 + cost))
+    for e in report["variants"]:
+        fid = e["fidelity"]
+        row = (
+            f"| {e['name']} | {e['path']} | {e['sentences_per_s']:,.1f} | "
+            f"{_f(e['x_vs_fp32_onnx'], '.2f')}x | {_f(e['x_vs_pytorch'], '.2f')}x | "
+            f"{fid['cosine_mean']:.4f} | {fid['cosine_p1']:.4f} | {fid['cosine_min']:.4f} | "
+            f"{fid['top10_overlap']:.3f} | {_f(e['model_bytes'], ',')} | "
+            f"{100 * e['spread']:.0f}% | {_f(e['sentences_per_cpu_s'], ',.1f')} | "
+            f"{_f(e['cpu_x_vs_fp32_onnx'], '.2f')}x |"
         )
+        if cost:
+            row += f" {_f(e.get('usd_per_million_sentences'), '.4f')} |"
+        lines.append(row)
+    return lines
 
 
-if __name__ == "__main__":
-    app()
+def markdown(report: dict) -> str:
+    env, t = report["environment"], report["targets"]
+    first = report["variants"][0]
+    lines = [
+        "# leanscore embedding bench",
+        "",
+        f"{report['input']['rows']:,} sentences (stdlib docstrings, Delta "
+        f"`{report['input']['path']}`), {report['partitions']} partitions, Spark "
+        f"`{env['spark_master']}` ({report['cores']} cores, one task per core, one ONNX Runtime "
+        f"/ torch thread per task); warm-up on every worker, then {report['repeats']} "
+        "interleaved rounds into the noop sink; sentences/s is the median round. Fidelity: "
+        f"cosine to `{report['baseline']}` on the first {first['fidelity']['rows']:,} rows, "
+        "top-10 neighbour overlap among those rows. Spread: (slowest - fastest) / median "
+        "round. sentences/CPU-s: rows over the CPU seconds the run's process tree burnt (JVM, "
+        "Python workers), median round: the figure a busy neighbour on a shared machine "
+        "disturbs least.",
+        "",
+        *table_lines(report),
+        "",
+    ]
+    if t["variant"]:
+        verdict = "met" if t["met"] else "NOT met"
+        lines.append(f"Targets for `{t['variant']}`: {verdict}.")
+        lines.append("")
+        for c in t["checks"]:
+            mark = "yes" if c["met"] else "NO"
+            lines.append(f"- {c['check']}: {_f(c['value'], '')} (target {c['target']}): {mark}")
+        lines.append("")
+    for r in report["rejected"]:
+        lines.append(f"- rejected by its gate, not measured: {r['message']}")
+    if report["rejected"]:
+        lines.append("")
+    cfg = report["config"]
+    lines += [
+        "Notes:",
+        "",
+        f"- ONNX variants: leanscore's text UDF, rows ordered by token count within each Arrow "
+        f"batch of {cfg['arrow_batch_rows']} and padded per sub-batch of {cfg['sub_batch_rows']}; "
+        f"ONNX Runtime optimisers disabled: {', '.join(cfg['disabled_optimizers']) or 'none'}.",
+        f"- `{TORCH_VARIANT}`: the fp32 PyTorch model in `pyspark.ml.functions."
+        f"predict_batch_udf`, batches of {cfg['torch_batch_size']} rows in table order, each "
+        "padded to its longest text (the documented pattern). The no-length-sort ONNX row is "
+        "its like-for-like ONNX counterpart.",
+        f"- CPU: {env['cpu_model']}; AVX-512 VNNI: {env['avx512_vnni']}; AMX: {env['amx']}; "
+        f"load average before / after measuring: {_f(env.get('load_average_before'), '')} / "
+        f"{_f(env.get('load_average'), '')}.",
+        f"- Versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items() if v)}.",
+        f"- Prepare {report['seconds']['prepare']} s, whole bench {report['seconds']['total']} s.",
+    ]
+    return "\n".join(lines) + "\n"

@@ -1,6 +1,8 @@
 """The MiniLM text path: export parity, length-ordered tokenization, bad rows, the nightly job.
 
 One real all-MiniLM-L6-v2 export per session; a few dozen real stdlib sentences, max length 64.
+The 90 MB model reaches the Python workers by path (``path_threshold_bytes=0``), not by a new
+broadcast per UDF, and their session cache serves every test from one session.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import pandas as pd
 import pytest
 
 MAX_LENGTH = 64
+BY_PATH = {"path_threshold_bytes": 0}
 
 
 @pytest.fixture(scope="session")
@@ -23,10 +26,9 @@ def sentences():
 
 @pytest.fixture(scope="session")
 def minilm():
-    from compression.text_model import export_text_onnx, load_encoder, load_tokenizer
+    from compression.text_model import baseline_onnx, load_encoder, load_tokenizer
 
-    encoder = load_encoder()
-    return encoder, load_tokenizer(), export_text_onnx(encoder)
+    return load_encoder(), load_tokenizer(), baseline_onnx()
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +103,12 @@ def test_length_ordering_gives_same_embeddings_in_row_order(spark, text_artifact
     runs = {}
     for ordered in (True, False):
         out = embed_dataframe(
-            df, text_artifact, key_columns=["doc_id"], sort_by_length=ordered, sub_batch_rows=8
+            df,
+            text_artifact,
+            key_columns=["doc_id"],
+            sort_by_length=ordered,
+            sub_batch_rows=8,
+            **BY_PATH,
         ).toPandas()
         assert list(out["doc_id"]) == list(range(len(sentences)))  # rows back in order
         assert out["embedding_error"].isna().all()
@@ -120,7 +127,12 @@ def test_flag_policy_nulls_bad_rows_and_names_the_reason(spark, text_artifact, s
     texts = [sentences[0], None, "", "   ", long_text, sentences[1]]
     out = (
         embed_dataframe(
-            _frame(spark, texts), text_artifact, bad_rows="flag", max_chars=5_000, sub_batch_rows=4
+            _frame(spark, texts),
+            text_artifact,
+            bad_rows="flag",
+            max_chars=5_000,
+            sub_batch_rows=4,
+            **BY_PATH,
         )
         .orderBy("doc_id")
         .toPandas()
@@ -135,10 +147,12 @@ def test_flag_policy_nulls_bad_rows_and_names_the_reason(spark, text_artifact, s
 
     # Over max_length tokens but under max_chars: truncated by default, a bad row on request.
     medium = " ".join(sentences[:6])
-    kept = embed_dataframe(_frame(spark, [medium]), text_artifact, bad_rows="flag").first()
+    kept = embed_dataframe(
+        _frame(spark, [medium]), text_artifact, bad_rows="flag", **BY_PATH
+    ).first()
     assert kept["embedding_error"] is None and len(kept["embedding"]) == 384
     flagged = embed_dataframe(
-        _frame(spark, [medium]), text_artifact, bad_rows="flag", long_text="bad"
+        _frame(spark, [medium]), text_artifact, bad_rows="flag", long_text="bad", **BY_PATH
     ).first()
     assert flagged["embedding"] is None
     assert "more than max_length=64 tokens" in flagged["embedding_error"]
@@ -149,7 +163,7 @@ def test_fail_policy_names_the_row_key(spark, text_artifact, sentences):
 
     df = _frame(spark, [sentences[0], sentences[1], "", sentences[2]], start=100)
     with pytest.raises(Exception, match=r"doc_id=102.*empty string") as info:
-        embed_dataframe(df, text_artifact, key_columns=["doc_id"]).collect()
+        embed_dataframe(df, text_artifact, key_columns=["doc_id"], **BY_PATH).collect()
     assert "bad_rows='flag'" in str(info.value)
 
 
@@ -179,6 +193,7 @@ def test_embedding_job_writes_expected_schema_and_replaces_the_date(
             "passthrough_columns": ["text"],
             "bad_rows": "flag",
             "summary_path": str(tmp_path / "summary.json"),
+            **BY_PATH,
         }
     )
     for _ in range(2):  # a rerun replaces the date's rows
@@ -216,3 +231,86 @@ def test_fidelity_metrics_and_the_gate(minilm, sentences):
     gate = _gate(recipe, noisy)
     assert not gate["passed"] and "mean cosine" in gate["message"]
     assert issubclass(TextGateError, RuntimeError)
+
+
+def test_text_sessions_leave_out_the_slow_fusion_and_recipes_keep_step_order():
+    from compression.text_compress import TextRecipe
+    from udfs.text import TextSessionConfig
+
+    options = TextSessionConfig().session_options()
+    key = "optimization.disable_specified_optimizers"
+    assert options.get_session_config_entry(key) == "SkipLayerNormFusion"
+    assert options.intra_op_num_threads == 1
+    with pytest.raises(ValueError, match="torch-side steps"):
+        TextRecipe.model_validate(
+            {
+                "name": "late",
+                "min_fidelity": 0.9,
+                "steps": [{"step": "dynamic_int8"}, {"step": "prune_ffn", "keep_ratio": 0.5}],
+            }
+        )
+
+
+def test_shipped_embedding_bench_config_is_valid_and_dispatched(tmp_path):
+    from pathlib import Path
+
+    from jobs.bench import resolve_path
+    from jobs.config import ConfigError, load_config, read_yaml
+    from jobs.embed_bench import BenchEmbedConfig, is_embedding_config
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    path = conf / "bench-embed.yaml"
+    assert is_embedding_config(read_yaml(path))
+    assert not is_embedding_config(read_yaml(conf / "bench.yaml"))
+    config = load_config(BenchEmbedConfig, path)
+    from compression.text_compress import TextRecipe
+
+    names = [load_config(TextRecipe, resolve_path(r, conf)).name for r in config.recipes]
+    assert names[0] == "minilm-fp32" and len(names) >= 2
+    bad = tmp_path / "bench.yaml"
+    bad.write_text("kind: embedding\nrecipes: [x.yaml]\nrepeat: 3\n")
+    with pytest.raises(ConfigError, match="repeat"):
+        load_config(BenchEmbedConfig, bad)
+
+
+def test_leanscore_bench_runs_the_embedding_bench(spark, minilm, tmp_path):
+    """A tiny real run through the CLI: same table, fp32 + int8 ONNX in the text UDF and the
+    PyTorch model in predict_batch_udf, warm-up, a timed round, report.json and report.md."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from jobs.cli import app
+
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    out = tmp_path / "report"
+    sets = {
+        "workdir": str(tmp_path / "work"),
+        "rows": 24,
+        "partitions": 2,
+        "repeats": 1,
+        "warmup_rows": 2,
+        "fidelity_rows": 24,
+        "eval_rows": 16,
+        "train_rows": 16,
+        "max_length": 64,
+        "include_unsorted_fp32": False,
+    }
+    args = ["bench", "--config", str(conf / "bench-embed.yaml"), "--out", str(out)]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "| minilm-dynamic-int8 |" in result.output
+    report = json.loads((out / "report.json").read_text())
+    variants = {v["name"]: v for v in report["variants"]}
+    assert list(variants) == ["minilm-fp32", "minilm-dynamic-int8", "pytorch predict_batch_udf"]
+    fp32, int8, torch_ = variants.values()
+    assert fp32["x_vs_fp32_onnx"] == 1.0 and fp32["fidelity"]["cosine_mean"] == pytest.approx(1.0)
+    assert torch_["fidelity"]["cosine_min"] > 0.999  # the same model, in PyTorch
+    assert (
+        0.97 < int8["fidelity"]["cosine_mean"] < 1.0 and int8["model_bytes"] < fp32["model_bytes"]
+    )
+    assert all(v["rows"] == 24 and v["sentences_per_s"] > 0 for v in variants.values())
+    assert int8["gate"]["passed"] and report["targets"]["variant"] == "minilm-dynamic-int8"
+    assert "| minilm-fp32 |" in (out / "report.md").read_text()
