@@ -53,6 +53,9 @@ class EmbedConfig(BaseModel):
     max_chars: int = Field(default=100_000, gt=0)
     sort_by_length: bool = True
     sub_batch_rows: int = Field(default=16, gt=0)
+    engine: Literal["auto", "arrow", "pandas"] = Field(
+        default="auto", description="Arrow UDF (Spark 4.1+), pandas UDF, or auto: Arrow if any"
+    )
     arrow_batch_rows: int = Field(default=2_000, gt=0)
     path_threshold_bytes: int = Field(
         default=DEFAULT_PATH_THRESHOLD_BYTES,
@@ -78,6 +81,7 @@ def embed_frame(
         sort_by_length=config.sort_by_length,
         sub_batch_rows=config.sub_batch_rows,
         path_threshold_bytes=config.path_threshold_bytes,
+        engine=config.engine,
     )
     manifest = artifact.manifest
     return scored.select(

@@ -6,7 +6,9 @@
     embed_dataframe(df, "/dbfs/models/minilm-int8", key_columns=["doc_id"])
 
 Within each Arrow batch the rows are ordered by token count and padded per sub-batch, so a
-batch of short sentences is not padded to its longest one; results go back in row order. The
+batch of short sentences is not padded to its longest one; results go back in row order. On
+Spark 4.1+ the UDF is an Arrow UDF whose embeddings leave as one flat float32 buffer (no
+pandas objects per row); elsewhere a pandas UDF with the same results. The
 tokenizer (``tokenizer.json`` from the artifact, sha256-checked) rides in the UDF closure; the
 model travels as ``udfs.distribution`` decides and is cached per worker by
 ``udfs.session_cache``.
@@ -23,6 +25,7 @@ from typing import Literal
 import numpy as np
 import onnxruntime as ort
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
@@ -32,6 +35,7 @@ from udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, ModelSource, distrib
 from udfs.session_cache import SessionConfig, get_session
 
 BadRowPolicy = Literal["fail", "flag"]
+Engine = Literal["auto", "arrow", "pandas"]
 LongTextPolicy = Literal["truncate", "bad"]
 ERROR_FIELD = "error"
 RETURN_TYPE = "struct<embedding:array<float>,error:string>"
@@ -139,6 +143,7 @@ class TextKernel:
         self.options = options
 
     def iterator(self, with_key: bool):
+        """The pandas UDF body: Series in, DataFrame(embedding, error) out."""
         kernel = self
 
         def embed(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
@@ -152,10 +157,27 @@ class TextKernel:
 
         return embed
 
+    def arrow_iterator(self, with_key: bool):
+        """The Arrow UDF body: the same rows and results with no pandas conversion on the way
+        out (the embeddings leave as one flat float32 buffer and offsets, not 384-float
+        objects per row)."""
+        kernel = self
+
+        def embed(batches: Iterator[tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
+            session = get_session(kernel.source, kernel.config)
+            tok = kernel.tokenizer()
+            for cols in batches:
+                if isinstance(cols, pa.Array | pa.ChunkedArray):
+                    cols = (cols,)
+                keys = cols[1].to_pylist() if with_key else None
+                yield kernel.embed_arrow(session, tok, cols[0].to_pylist(), keys)
+
+        return embed
+
     def tokenizer(self):
         return _tokenizer(self.tokenizer_bytes, self.tokenizer_sha256, self.options.max_length)
 
-    def check(self, texts: pd.Series) -> list[str | None]:
+    def check(self, texts: list) -> list[str | None]:
         """Per row: None when the text can be embedded, else why not (before tokenizing)."""
         reasons: list[str | None] = []
         name, limit = self.column, self.options.max_chars
@@ -174,11 +196,15 @@ class TextKernel:
                 reasons.append(None)
         return reasons
 
-    def embed(self, session, tok, texts: pd.Series, keys: pd.Series | None) -> pd.DataFrame:
+    def compute(
+        self, session, tok, texts: list, keys: list | None
+    ) -> tuple[np.ndarray | None, list[int], list[str | None]]:
+        """(embeddings of the rows that could be embedded, their row numbers, per row None or
+        why it could not be embedded); raises ``BadTextError`` under the ``fail`` policy."""
         n = len(texts)
         reasons = self.check(texts)
         good = [i for i in range(n) if reasons[i] is None]
-        encodings = tok.encode_batch([texts.iloc[i] for i in good]) if good else []
+        encodings = tok.encode_batch([texts[i] for i in good]) if good else []
         if self.options.long_text == "bad":
             for i, enc in zip(good, encodings, strict=True):
                 if enc.overflowing:
@@ -191,21 +217,47 @@ class TextKernel:
             good, encodings = [i for i, _ in kept], [e for _, e in kept]
         if len(good) < n and self.options.bad_rows == "fail":
             i = next(i for i in range(n) if reasons[i] is not None)
-            where = f"row with key {keys.iloc[i]!r}" if keys is not None else f"row {i} of a batch"
+            where = f"row with key {keys[i]!r}" if keys is not None else f"row {i} of a batch"
             raise BadTextError(
                 f"{where}: {reasons[i]}; fix the input or embed with bad_rows='flag' to get a "
                 "null embedding and an error column instead"
             )
-        vectors = self.run(session, [e.ids for e in encodings])
-        rows: list = [None] * n
+        return self.run(session, [e.ids for e in encodings]), good, reasons
+
+    def embed(self, session, tok, texts: pd.Series, keys: pd.Series | None) -> pd.DataFrame:
+        matrix, good, reasons = self.compute(
+            session, tok, texts.tolist(), None if keys is None else keys.tolist()
+        )
+        rows: list = [None] * len(texts)
         for pos, i in enumerate(good):
-            rows[i] = vectors[pos]
+            rows[i] = matrix[pos]
         return pd.DataFrame({"embedding": rows, ERROR_FIELD: reasons})
 
-    def run(self, session, token_ids: list[list[int]]) -> list[np.ndarray]:
+    def embed_arrow(self, session, tok, texts: list, keys: list | None) -> pa.StructArray:
+        matrix, good, reasons = self.compute(session, tok, texts, keys)
+        n = len(texts)
+        width = 0 if matrix is None else matrix.shape[1]
+        values = pa.array(
+            np.empty(0, np.float32) if matrix is None else matrix.reshape(-1), pa.float32()
+        )
+        if len(good) == n:
+            offsets = pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32)[: n + 1])
+            embedding = pa.ListArray.from_arrays(offsets, values)
+        else:  # bad rows: null, spanning no values
+            lengths = np.zeros(n, dtype=np.int32)
+            lengths[good] = width
+            offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+            invalid = np.ones(n, dtype=bool)
+            invalid[good] = False
+            embedding = pa.ListArray.from_arrays(offsets, values, mask=pa.array(invalid))
+        return pa.StructArray.from_arrays(
+            [embedding, pa.array(reasons, pa.string())], names=["embedding", ERROR_FIELD]
+        )
+
+    def run(self, session, token_ids: list[list[int]]) -> np.ndarray | None:
         """Embed in sub-batches, each padded to its own longest text; rows in input order."""
         if not token_ids:
-            return []
+            return None
         lengths = np.fromiter((len(t) for t in token_ids), dtype=np.int64, count=len(token_ids))
         order = np.argsort(lengths, kind="stable") if self.options.sort_by_length else None
         order = np.arange(len(token_ids)) if order is None else order
@@ -223,7 +275,7 @@ class TextKernel:
             if out is None:
                 out = np.empty((len(token_ids), result.shape[1]), dtype=np.float32)
             out[idx] = result
-        return list(out)
+        return out
 
 
 class TextEmbeddingUDF:
@@ -231,19 +283,45 @@ class TextEmbeddingUDF:
 
     fields = (("embedding", "array<float>"), (ERROR_FIELD, "string"))
 
-    def __init__(self, artifact: Artifact, kernel: TextKernel):
+    def __init__(self, artifact: Artifact, kernel: TextKernel, *, engine: Engine = "auto"):
         self.artifact = artifact
         self.kernel = kernel
+        self.engine = resolve_engine(engine)
         self._udfs: dict[bool, object] = {}
 
     def __call__(self, text: Column | str, *, key: Column | str | None = None) -> Column:
         with_key = key is not None
         if with_key not in self._udfs:
-            self._udfs[with_key] = pandas_udf(self.kernel.iterator(with_key), RETURN_TYPE)
+            if self.engine == "arrow":
+                from pyspark.sql.functions import arrow_udf
+
+                body = self.kernel.arrow_iterator(with_key)
+                self._udfs[with_key] = arrow_udf(body, RETURN_TYPE)
+            else:
+                self._udfs[with_key] = pandas_udf(self.kernel.iterator(with_key), RETURN_TYPE)
         args = [F.col(text) if isinstance(text, str) else text]
         if with_key:
             args.append((F.col(key) if isinstance(key, str) else key).cast("string"))
         return self._udfs[with_key](*args)
+
+
+def arrow_udfs_available() -> bool:
+    """Spark 4.1+ has Arrow-native UDFs (``arrow_udf``)."""
+    import pyspark.sql.functions as functions
+
+    return hasattr(functions, "arrow_udf")
+
+
+def resolve_engine(engine: Engine) -> Literal["arrow", "pandas"]:
+    """``auto``: the Arrow UDF where Spark has it (no pandas conversion of the 384-float
+    embeddings: ~75 us a row less), else the pandas UDF. Both give the same rows."""
+    if engine not in ("auto", "arrow", "pandas"):
+        raise ValueError(f"engine must be 'auto', 'arrow' or 'pandas', got {engine!r}")
+    if engine == "arrow" and not arrow_udfs_available():
+        raise ValueError("engine='arrow' needs Spark 4.1+ (pyspark.sql.functions.arrow_udf)")
+    if engine == "auto":
+        return "arrow" if arrow_udfs_available() else "pandas"
+    return engine
 
 
 def _load(artifact: Artifact | str | os.PathLike[str]) -> Artifact:
@@ -269,10 +347,14 @@ def text_embedding_udf(
     bad_rows: BadRowPolicy = "fail",
     session_config: SessionConfig | None = None,
     path_threshold_bytes: int = DEFAULT_PATH_THRESHOLD_BYTES,
+    engine: Engine = "auto",
 ) -> TextEmbeddingUDF:
-    """Build the embedding UDF for a text artifact; ``max_length`` defaults to its ``size``."""
+    """Build the embedding UDF for a text artifact; ``max_length`` defaults to its ``size``.
+    ``engine``: ``arrow`` (Spark 4.1+ ``arrow_udf``), ``pandas`` (``pandas_udf``) or ``auto``
+    (Arrow where Spark has it); both give the same rows."""
     from udfs.predict import task_cpus
 
+    engine = resolve_engine(engine)
     artifact = _load(artifact)
     spec = artifact.manifest.features
     max_length = max_length or spec.size
@@ -300,7 +382,7 @@ def text_embedding_udf(
         config=session_config or TextSessionConfig(intra_op_threads=task_cpus(spark)),
         options=options,
     )
-    return TextEmbeddingUDF(artifact, kernel)
+    return TextEmbeddingUDF(artifact, kernel, engine=engine)
 
 
 def embed_dataframe(
