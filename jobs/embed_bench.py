@@ -57,11 +57,14 @@ class BenchEmbedConfig(_Strict):
     workdir: str = Field(
         default="demo-output/embed", description="text table and artifacts, built once, reused"
     )
-    rows: int = Field(default=2000, ge=20, description="rows of the docstring table to embed")
+    rows: int = Field(default=3000, ge=20, description="rows of the docstring table to embed")
     partitions: int | None = Field(
-        default=None, gt=0, description="slices of the table; default 2 x Spark's cores"
+        default=None, gt=0, description="slices of the table; default one per Spark core"
     )
-    repeats: int = Field(default=3, ge=1, description="timed rounds; medians are reported")
+    repeats: int = Field(default=5, ge=1, description="timed rounds; medians are reported")
+    slow_repeats: int = Field(
+        default=2, ge=1, description="rounds of the PyTorch and no-length-sort variants (slow)"
+    )
     warmup_rows: int = Field(default=64, gt=0, description="rows per worker in the warm-up")
     fidelity_rows: int = Field(default=1000, gt=10, description="rows compared to fp32 ONNX")
     eval_rows: int = Field(default=400, gt=10, description="held-out sentences for the gate")
@@ -73,8 +76,14 @@ class BenchEmbedConfig(_Strict):
     torch_batch_size: int = Field(default=32, gt=0)
     include_torch: bool = True
     include_unsorted_fp32: bool = True
+    bound_rows: int = Field(
+        default=500, ge=0, description="rows for ONNX Runtime alone in the driver; 0: skip"
+    )
     path_threshold_bytes: int = Field(
         default=256 * 1024 * 1024, ge=0, description="models above it go by path, not broadcast"
+    )
+    engine: Literal["auto", "arrow", "pandas"] = Field(
+        default="auto", description="the text UDF's kind: Arrow (Spark 4.1+), pandas, auto"
     )
     disabled_optimizers: list[str] = Field(
         default_factory=lambda: ["SkipLayerNormFusion"],
@@ -99,6 +108,7 @@ class Variant:
     info: dict = field(default_factory=dict)
     seconds: list[float] = field(default_factory=list)
     cpu_seconds: list[float] = field(default_factory=list)
+    slow: bool = False  # timed in the first ``slow_repeats`` rounds only
 
 
 def _workdir(config: BenchEmbedConfig) -> dict[str, Path]:
@@ -243,6 +253,22 @@ def _torch_predict_fn(max_length: int):
     return make_predict_fn
 
 
+def _no_model_kernel():
+    from udfs.text import TextKernel
+
+    class NoModelKernel(TextKernel):
+        """The text UDF with the model call left out: rows read, sorted, tokenized and padded
+        as usual, zeros returned. What the Spark path costs per sentence without a model."""
+
+        def run(self, session, token_ids):
+            return np.zeros((len(token_ids), 384), np.float32) if token_ids else None
+
+    return NoModelKernel
+
+
+NO_MODEL = "no model (Spark path + tokenizer only)"
+
+
 def _variants(spark, config: BenchEmbedConfig, artifacts: dict[str, str]) -> list[Variant]:
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql import functions as F
@@ -251,7 +277,7 @@ def _variants(spark, config: BenchEmbedConfig, artifacts: dict[str, str]) -> lis
     from compression.artifact import Artifact
     from compression.text_model import minilm_dir
     from udfs.predict import task_cpus
-    from udfs.text import TextSessionConfig, text_embedding_udf
+    from udfs.text import TextEmbeddingUDF, TextSessionConfig, text_embedding_udf
 
     session = TextSessionConfig(
         intra_op_threads=task_cpus(spark), disabled_optimizers=tuple(config.disabled_optimizers)
@@ -267,6 +293,7 @@ def _variants(spark, config: BenchEmbedConfig, artifacts: dict[str, str]) -> lis
             sort_by_length=sort,
             session_config=session,
             path_threshold_bytes=config.path_threshold_bytes,
+            engine=config.engine,
         )
 
         def frame(df):
@@ -291,10 +318,33 @@ def _variants(spark, config: BenchEmbedConfig, artifacts: dict[str, str]) -> lis
 
     names = list(artifacts)
     variants = [onnx_variant(n, artifacts[n], sort=True) for n in names]
-    if config.include_unsorted_fp32:
-        variants.append(
-            onnx_variant(f"{names[0]} (no length sort)", artifacts[names[0]], sort=False)
+    base = text_embedding_udf(
+        artifacts[names[-1]],
+        spark=spark,
+        max_length=config.max_length,
+        sub_batch_rows=config.sub_batch_rows,
+        session_config=session,
+        path_threshold_bytes=config.path_threshold_bytes,
+        engine=config.engine,
+    )
+    bare = TextEmbeddingUDF(
+        base.artifact, _no_model_kernel()(**vars(base.kernel)), engine=config.engine
+    )
+    variants.append(
+        Variant(
+            name=NO_MODEL,
+            model="none",
+            path="leanscore text UDF, model call left out",
+            frame=lambda df: df.select(
+                "doc_id", bare("text", key="doc_id")["embedding"].alias("embedding")
+            ),
+            model_bytes=None,
         )
+    )
+    if config.include_unsorted_fp32:
+        unsorted = onnx_variant(f"{names[0]} (no length sort)", artifacts[names[0]], sort=False)
+        unsorted.slow = True
+        variants.append(unsorted)
     if config.include_torch:
         embed = predict_batch_udf(
             _torch_predict_fn(config.max_length),
@@ -309,6 +359,7 @@ def _variants(spark, config: BenchEmbedConfig, artifacts: dict[str, str]) -> lis
                 frame=lambda df: df.select("doc_id", embed(F.col("text")).alias("embedding")),
                 model_bytes=(minilm_dir() / "model.safetensors").stat().st_size,
                 info={"padding": "each batch padded to its longest text"},
+                slow=True,
             )
         )
     return variants
@@ -343,7 +394,7 @@ def _measure(
 
     from jobs.bench_metrics import CpuMeter
 
-    partitions = config.partitions or 2 * cores
+    partitions = config.partitions or cores
     source = spark.read.format("delta").load(str(_workdir(config)["table"]))
     table = source.repartitionByRange(partitions, "doc_id").cache()
     rows = table.count()
@@ -358,6 +409,8 @@ def _measure(
     for r in range(config.repeats):
         shift = r % len(variants)  # rotate the order so no variant always runs first
         for v in variants[shift:] + variants[:shift]:
+            if v.slow and r >= config.slow_repeats:
+                continue
             mark = meter.mark()
             seconds = _timed(v.frame(table))
             cpu = meter.since(mark)["process_cpu_s"]
@@ -375,6 +428,8 @@ def _measure(
     embeddings = {}
     subset = table.where(F.col("doc_id") < config.fidelity_rows)
     for v in variants:
+        if v.model == "none":
+            continue
         got = v.frame(subset).orderBy("doc_id").toPandas()["embedding"]
         embeddings[v.name] = np.stack(got.to_list()).astype(np.float32)
     table.unpersist()
@@ -413,11 +468,49 @@ def _targets(entries: list[dict], targets: Targets, baseline: str) -> dict:
     return {**best, "all": checks}
 
 
+def ort_alone(
+    config: BenchEmbedConfig, artifacts: dict[str, str], texts: list[str], *, rounds: int = 3
+) -> dict[str, float]:
+    """Sentences/s of each model alone: ONNX Runtime on one thread in this process, the UDF's
+    own length sorting and sub-batches (``TextKernel.run``) on already tokenized rows; no
+    Spark, no tokenizer. Interleaved rounds, medians."""
+    from compression.artifact import Artifact
+    from udfs.distribution import ModelSource
+    from udfs.session_cache import get_session
+    from udfs.text import TextKernel, TextOptions, TextSessionConfig
+
+    config_ort = TextSessionConfig(
+        intra_op_threads=1, disabled_optimizers=tuple(config.disabled_optimizers)
+    )
+    runs = {}
+    for name, path in artifacts.items():
+        artifact = Artifact.load(path)
+        spec = artifact.manifest.features
+        kernel = TextKernel(
+            source=ModelSource(name, artifact.sha256, "path", path=str(artifact.model_path)),
+            tokenizer_bytes=artifact.read_file(spec.tokenizer),
+            tokenizer_sha256=artifact.manifest.files[spec.tokenizer],
+            column=spec.text_column,
+            config=config_ort,
+            options=TextOptions(max_length=config.max_length, sub_batch_rows=config.sub_batch_rows),
+        )
+        ids = [e.ids for e in kernel.tokenizer().encode_batch(texts)]
+        runs[name] = (kernel, get_session(kernel.source, config_ort), ids)
+    speeds: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, (kernel, session, ids) in runs.items():
+            start = time.perf_counter()
+            kernel.run(session, ids)
+            speeds[name].append(len(ids) / (time.perf_counter() - start))
+    return {name: round(float(np.median(v)), 1) for name, v in speeds.items()}
+
+
 def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_dir: Path) -> dict:
     """Prepare, measure, and write ``report.json`` and ``report.md`` into ``out``."""
     from jobs.bench import resolve_path, spark_cores
     from jobs.bench_metrics import environment
     from jobs.pricing import cost, load_pricing
+    from udfs.text import resolve_engine
 
     out = Path(out).resolve()
     started = dt.datetime.now(dt.UTC)
@@ -430,6 +523,26 @@ def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_
     variants, embeddings, rows = measure(spark, config, artifacts, cores=cores)
     baseline = variants[0].name
     reference = embeddings[baseline]
+    bare = next(v for v in variants if v.model == "none")
+    variants = [v for v in variants if v.model != "none"]
+    bound = {"no_model": _speeds(bare.seconds, bare.cpu_seconds, rows)}
+    if config.bound_rows:
+        from pyspark.sql import functions as F
+
+        texts = (
+            spark.read.format("delta")
+            .load(str(_workdir(config)["table"]))
+            .where(F.col("doc_id") < config.bound_rows)
+            .orderBy("doc_id")
+            .toPandas()["text"]
+            .tolist()
+        )
+        alone = ort_alone(config, artifacts, texts)
+        bound["ort_alone_1thread"] = {
+            "rows": len(texts),
+            "sentences_per_s": alone,
+            "x_vs_fp32_onnx": {n: _ratio(v, alone[baseline]) for n, v in alone.items()},
+        }
     entries = []
     for v in variants:
         median = float(np.median(v.seconds))
@@ -439,6 +552,7 @@ def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_
             "path": v.path,
             "sort_by_length": v.info.get("sort_by_length", False),
             "rows": rows,
+            "rounds": len(v.seconds),
             "seconds": [round(s, 3) for s in v.seconds],
             "median_s": round(median, 3),
             "spread": round((max(v.seconds) - min(v.seconds)) / median, 3),
@@ -469,14 +583,16 @@ def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_
     env["load_average_before"] = load_before
     report = {
         "kind": KIND,
+        "engine": resolve_engine(config.engine),
         "run_id": uuid.uuid4().hex[:12],
         "run_at": started.isoformat(timespec="seconds"),
         "input": {"path": str(_workdir(config)["table"]), "format": "delta", "rows": rows},
         "cores": cores,
-        "partitions": config.partitions or 2 * cores,
+        "partitions": config.partitions or cores,
         "repeats": config.repeats,
         "baseline": baseline,
         "variants": entries,
+        "bound": bound,
         "rejected": rejected,
         "targets": _targets(entries, config.targets, baseline),
         "config": config.model_dump(),
@@ -490,10 +606,25 @@ def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_
     return report
 
 
+def _speeds(seconds: list[float], cpu_seconds: list[float], rows: int) -> dict:
+    wall = float(np.median(seconds))
+    cpu = float(np.median(cpu_seconds)) if cpu_seconds else None
+    return {
+        "seconds": [round(x, 3) for x in seconds],
+        "sentences_per_s": round(rows / wall, 1),
+        "sentences_per_cpu_s": round(rows / cpu, 1) if cpu else None,
+        "cpu_ms_per_sentence": round(1000 * cpu / rows, 3) if cpu else None,
+    }
+
+
 def _loadavg() -> list[float] | None:
     import os
 
     return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def _loads(values: list[float] | None) -> str:
+    return "n/a" if not values else ", ".join(f"{v:.1f}" for v in values)
 
 
 def _f(x, spec: str) -> str:
@@ -536,7 +667,8 @@ def markdown(report: dict) -> str:
         f"`{report['input']['path']}`), {report['partitions']} partitions, Spark "
         f"`{env['spark_master']}` ({report['cores']} cores, one task per core, one ONNX Runtime "
         f"/ torch thread per task); warm-up on every worker, then {report['repeats']} "
-        "interleaved rounds into the noop sink; sentences/s is the median round. Fidelity: "
+        f"interleaved rounds into the noop sink ({report['config']['slow_repeats']} for the "
+        "PyTorch and no-length-sort variants); sentences/s is the median round. Fidelity: "
         f"cosine to `{report['baseline']}` on the first {first['fidelity']['rows']:,} rows, "
         "top-10 neighbour overlap among those rows. Spread: (slowest - fastest) / median "
         "round. sentences/CPU-s: rows over the CPU seconds the run's process tree burnt (JVM, "
@@ -546,6 +678,26 @@ def markdown(report: dict) -> str:
         *table_lines(report),
         "",
     ]
+    bound = report.get("bound") or {}
+    if bound.get("no_model"):
+        nm = bound["no_model"]
+        lines.append(
+            f"Bound: the same Spark path with the model call left out (read, sort, tokenize, "
+            f"pad, Arrow both ways) runs {nm['sentences_per_s']:,.1f} sentences/s, "
+            f"{_f(nm['cpu_ms_per_sentence'], '')} ms of CPU per sentence."
+        )
+    if bound.get("ort_alone_1thread"):
+        alone = bound["ort_alone_1thread"]
+        speeds = ", ".join(
+            f"`{n}` {v:,.1f}/s ({alone['x_vs_fp32_onnx'][n]}x)"
+            for n, v in alone["sentences_per_s"].items()
+        )
+        lines.append(
+            f"ONNX Runtime alone, one thread, no Spark, the table's first {alone['rows']} "
+            f"sentences already tokenized: {speeds}."
+        )
+    if bound:
+        lines.append("")
     if t["variant"]:
         verdict = "met" if t["met"] else "NOT met"
         lines.append(f"Targets for `{t['variant']}`: {verdict}.")
@@ -553,6 +705,12 @@ def markdown(report: dict) -> str:
         for c in t["checks"]:
             mark = "yes" if c["met"] else "NO"
             lines.append(f"- {c['check']}: {_f(c['value'], '')} (target {c['target']}): {mark}")
+        best = next(e for e in report["variants"] if e["name"] == t["variant"])
+        lines.append(
+            f"- cross-check, not a target: x vs fp32 ONNX in CPU time "
+            f"{_f(best['cpu_x_vs_fp32_onnx'], '')} (wall-clock ratios move with a busy "
+            "neighbour; CPU seconds less so)"
+        )
         lines.append("")
     for r in report["rejected"]:
         lines.append(f"- rejected by its gate, not measured: {r['message']}")
@@ -562,7 +720,8 @@ def markdown(report: dict) -> str:
     lines += [
         "Notes:",
         "",
-        f"- ONNX variants: leanscore's text UDF, rows ordered by token count within each Arrow "
+        f"- ONNX variants: leanscore's text UDF ({report.get('engine', 'pandas')} UDF), rows "
+        "ordered by token count within each Arrow "
         f"batch of {cfg['arrow_batch_rows']} and padded per sub-batch of {cfg['sub_batch_rows']}; "
         f"ONNX Runtime optimisers disabled: {', '.join(cfg['disabled_optimizers']) or 'none'}.",
         f"- `{TORCH_VARIANT}`: the fp32 PyTorch model in `pyspark.ml.functions."
@@ -570,8 +729,8 @@ def markdown(report: dict) -> str:
         "padded to its longest text (the documented pattern). The no-length-sort ONNX row is "
         "its like-for-like ONNX counterpart.",
         f"- CPU: {env['cpu_model']}; AVX-512 VNNI: {env['avx512_vnni']}; AMX: {env['amx']}; "
-        f"load average before / after measuring: {_f(env.get('load_average_before'), '')} / "
-        f"{_f(env.get('load_average'), '')}.",
+        f"load average (1, 5, 15 min) before / after measuring: "
+        f"{_loads(env.get('load_average_before'))} / {_loads(env.get('load_average'))}.",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in env['versions'].items() if v)}.",
         f"- Prepare {report['seconds']['prepare']} s, whole bench {report['seconds']['total']} s.",
     ]

@@ -95,32 +95,36 @@ def test_artifact_records_and_verifies_the_tokenizer(text_artifact):
 
 
 def test_length_ordering_gives_same_embeddings_in_row_order(spark, text_artifact, sentences):
+    """Sorted and unsorted sub-batches, Arrow and pandas UDFs: the same rows, in order."""
     from compression.text_compress import onnx_embed
     from compression.text_model import load_tokenizer
     from udfs.text import embed_dataframe
 
     df = _frame(spark, sentences)
     runs = {}
-    for ordered in (True, False):
+    for ordered, engine in ((True, "arrow"), (False, "arrow"), (True, "pandas")):
         out = embed_dataframe(
             df,
             text_artifact,
             key_columns=["doc_id"],
             sort_by_length=ordered,
             sub_batch_rows=8,
+            engine=engine,
             **BY_PATH,
         ).toPandas()
         assert list(out["doc_id"]) == list(range(len(sentences)))  # rows back in order
         assert out["embedding_error"].isna().all()
-        runs[ordered] = np.stack(out["embedding"].to_list())
-    assert np.allclose(runs[True], runs[False], atol=1e-5)
+        runs[ordered, engine] = np.stack(out["embedding"].to_list())
+    assert np.allclose(runs[True, "arrow"], runs[False, "arrow"], atol=1e-5)
+    assert np.array_equal(runs[True, "arrow"], runs[True, "pandas"])  # same batches, same bits
     reference, _ = onnx_embed(
         text_artifact.model_path.read_bytes(), load_tokenizer(), sentences, max_length=MAX_LENGTH
     )
-    assert np.allclose(runs[True], reference, atol=1e-5)
+    assert np.allclose(runs[True, "arrow"], reference, atol=1e-5)
 
 
-def test_flag_policy_nulls_bad_rows_and_names_the_reason(spark, text_artifact, sentences):
+@pytest.mark.parametrize("engine", ["arrow", "pandas"])
+def test_flag_policy_nulls_bad_rows_and_names_the_reason(spark, text_artifact, sentences, engine):
     from udfs.text import embed_dataframe
 
     long_text = " ".join(sentences) * 3  # well over 64 tokens and over max_chars below
@@ -132,6 +136,7 @@ def test_flag_policy_nulls_bad_rows_and_names_the_reason(spark, text_artifact, s
             bad_rows="flag",
             max_chars=5_000,
             sub_batch_rows=4,
+            engine=engine,
             **BY_PATH,
         )
         .orderBy("doc_id")
@@ -148,11 +153,16 @@ def test_flag_policy_nulls_bad_rows_and_names_the_reason(spark, text_artifact, s
     # Over max_length tokens but under max_chars: truncated by default, a bad row on request.
     medium = " ".join(sentences[:6])
     kept = embed_dataframe(
-        _frame(spark, [medium]), text_artifact, bad_rows="flag", **BY_PATH
+        _frame(spark, [medium]), text_artifact, bad_rows="flag", engine=engine, **BY_PATH
     ).first()
     assert kept["embedding_error"] is None and len(kept["embedding"]) == 384
     flagged = embed_dataframe(
-        _frame(spark, [medium]), text_artifact, bad_rows="flag", long_text="bad", **BY_PATH
+        _frame(spark, [medium]),
+        text_artifact,
+        bad_rows="flag",
+        long_text="bad",
+        engine=engine,
+        **BY_PATH,
     ).first()
     assert flagged["embedding"] is None
     assert "more than max_length=64 tokens" in flagged["embedding_error"]
@@ -295,6 +305,7 @@ def test_leanscore_bench_runs_the_embedding_bench(spark, minilm, tmp_path):
         "train_rows": 16,
         "max_length": 64,
         "include_unsorted_fp32": False,
+        "bound_rows": 12,
     }
     args = ["bench", "--config", str(conf / "bench-embed.yaml"), "--out", str(out)]
     for key, value in sets.items():
@@ -313,4 +324,7 @@ def test_leanscore_bench_runs_the_embedding_bench(spark, minilm, tmp_path):
     )
     assert all(v["rows"] == 24 and v["sentences_per_s"] > 0 for v in variants.values())
     assert int8["gate"]["passed"] and report["targets"]["variant"] == "minilm-dynamic-int8"
+    bound = report["bound"]
+    assert bound["no_model"]["sentences_per_s"] > 0
+    assert bound["ort_alone_1thread"]["x_vs_fp32_onnx"]["minilm-fp32"] == 1.0
     assert "| minilm-fp32 |" in (out / "report.md").read_text()
