@@ -8,10 +8,12 @@ writes the docstring table (Delta) and builds each recipe's artifact with the te
 its numbers and not measured. Artifacts and rejections are kept in ``workdir`` and reused while
 their recipe and data are unchanged. ``measure`` then embeds the same table (cached,
 ``partitions`` slices) with every variant into Spark's noop sink: a warm-up on every worker
-first, then ``repeats`` interleaved rounds, each variant's median reported; one more untimed
-pass per variant collects embeddings for fidelity against the fp32 ONNX model. The PyTorch
-model runs in ``pyspark.ml.functions.predict_batch_udf`` the way its documentation shows
-(tokenize each batch, pad it to its longest text).
+first, then ``repeats`` interleaved rounds (``slow_repeats`` for the PyTorch and no-sort
+variants), each variant's median reported; one more untimed pass per variant collects
+embeddings for fidelity against the fp32 ONNX model. The PyTorch model runs in
+``pyspark.ml.functions.predict_batch_udf`` the way its documentation shows (tokenize each
+batch, pad it to its longest text). The bound: the same UDF with the model call left out, and
+ONNX Runtime alone on the same sentences in the driver.
 """
 
 from __future__ import annotations
@@ -101,7 +103,7 @@ def is_embedding_config(data: dict) -> bool:
 @dataclass
 class Variant:
     name: str
-    model: str  # "onnx" | "pytorch"
+    model: str  # "onnx" | "pytorch" | "none" (the bound: the model call left out)
     path: str  # how Spark runs it
     frame: Callable  # DataFrame(doc_id, text) -> DataFrame(doc_id, embedding)
     model_bytes: int | None
