@@ -223,7 +223,7 @@ def score_plan(
     key_columns: list[str],
     arrow_batch_rows: int,
 ) -> DataFrame:
-    """A DataFrame of ``keep`` columns plus the outputs, one Spark task per unit of ``plan``."""
+    """A DataFrame of ``keep`` columns plus the outputs, one Spark task per task of ``plan``."""
     by_name = {f.name: f for f in plan.schema.fields}
     features = list(scorer.features.columns or [scorer.features.array_column])
     timezone = spark.conf.get("spark.sql.session.timeZone")
