@@ -95,3 +95,13 @@ def held_out_frame(spark, digits, n=200):
         }
     )
     return spark.createDataFrame(pdf, "row_id long, label int, features array<float>")
+
+
+# Rows every scoring path must flag the same way: null array, wrong length, NaN, inf, null element.
+BAD_ROWS = [
+    (1000, None),
+    (1001, [1.0] * 63),
+    (1002, [float("nan")] + [0.0] * 63),
+    (1003, [float("inf")] * 64),
+    (1004, [0.5] * 10 + [None] + [0.5] * 53),
+]

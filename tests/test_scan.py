@@ -9,20 +9,12 @@ import datetime as dt
 
 import numpy as np
 import pytest
-from conftest import held_out_frame
+from conftest import BAD_ROWS, held_out_frame
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from udfs import score_dataframe
 from udfs.scan import ScanUnsupported, plan_scan, score_table
-
-BAD_ROWS = [
-    (1000, None),
-    (1001, [1.0] * 63),
-    (1002, [float("nan")] + [0.0] * 63),
-    (1003, [float("inf")] * 64),
-    (1004, [0.5] * 10 + [None] + [0.5] * 53),
-]
 
 
 def _table(spark, digits, path, *, n=300, files=3, fmt="delta", bad=True):

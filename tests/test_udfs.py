@@ -10,20 +10,12 @@ import onnxruntime as ort
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import held_out_frame, make_artifact
+from conftest import BAD_ROWS, held_out_frame, make_artifact
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
 from udfs import model_udf, score_dataframe
 from udfs.arrow_batch import from_arrow_columns, from_arrow_list
-
-BAD_ROWS = [
-    (1000, None),
-    (1001, [1.0] * 63),
-    (1002, [float("nan")] + [0.0] * 63),
-    (1003, [float("inf")] * 64),
-    (1004, [0.5] * 10 + [None] + [0.5] * 53),
-]
 
 
 @pytest.fixture(scope="module")

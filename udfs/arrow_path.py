@@ -70,13 +70,25 @@ def score_with_arrow(
             if name not in sent:
                 sent.append(name)
     projected = df.select(*[F.col(c) for c in sent], *extra)
+    schema, names = output_schema(df.schema, keep, fields, out_names)
+    fn = _batches_fn(scorer, feature_refs, features, keep, key_columns, names)
+    return projected.mapInArrow(fn, schema)
+
+
+def output_schema(
+    input_schema: StructType,
+    keep: list[str],
+    fields: list[tuple[str, str]],
+    out_names: dict[str, str],
+) -> tuple[StructType, list[str]]:
+    """The Spark schema of the scored batches (``keep`` columns as in the input, then the
+    model's outputs) and its column names."""
+    by_name = {f.name: f for f in input_schema.fields}
     schema = StructType(
         [by_name[c] for c in keep]
         + [StructField(out_names[name], _SPARK_TYPES[ddl], True) for name, ddl in fields]
     )
-    names = keep + [out_names[name] for name, _ in fields]
-    fn = _batches_fn(scorer, feature_refs, features, keep, key_columns, names)
-    return projected.mapInArrow(fn, schema)
+    return schema, [f.name for f in schema.fields]
 
 
 def _batches_fn(scorer: Scorer, refs, labels, keep, key_columns, names):

@@ -27,10 +27,10 @@ from urllib.parse import unquote, urlparse
 import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StructField, StructType
+from pyspark.sql.types import StructType
 
 from compression.artifact import Artifact
-from udfs.arrow_path import _SPARK_TYPES, record_batch_scorer
+from udfs.arrow_path import output_schema, record_batch_scorer
 from udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
 from udfs.kernel import BadRowPolicy, Scorer
 from udfs.predict import as_artifact, build_scorer, resolve_columns, score_dataframe
@@ -224,15 +224,10 @@ def score_plan(
     arrow_batch_rows: int,
 ) -> DataFrame:
     """A DataFrame of ``keep`` columns plus the outputs, one Spark task per task of ``plan``."""
-    by_name = {f.name: f for f in plan.schema.fields}
     features = list(scorer.features.columns or [scorer.features.array_column])
     timezone = spark.conf.get("spark.sql.session.timeZone")
     types = arrow_types(plan, [*keep, *key_columns, *features], timezone)
-    schema = StructType(
-        [by_name[c] for c in keep]
-        + [StructField(out_names[name], _SPARK_TYPES[ddl], True) for name, ddl in fields]
-    )
-    names = keep + [out_names[name] for name, _ in fields]
+    schema, names = output_schema(plan.schema, keep, fields, out_names)
     tasks = plan.tasks
 
     def score_units(ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
