@@ -115,6 +115,35 @@ def score(
 
 
 @app.command()
+def embed(
+    config: ConfigOpt,
+    run_date: Annotated[str, typer.Option(help="The date partition to (re)write, YYYY-MM-DD.")],
+    overrides: SetOpt = None,
+) -> None:
+    """Nightly job: embed a text column of a Parquet/Delta table into the run date's partition."""
+    configure_logging()
+    from jobs.config import load_config
+    from jobs.embed import EmbedConfig, score_text_table
+    from jobs.score import parse_run_date
+    from jobs.spark import get_spark
+
+    try:
+        day = parse_run_date(run_date)
+        cfg = load_config(EmbedConfig, config, overrides)
+        log.info("resolved config: %s", cfg.model_dump_json())
+        summary = score_text_table(get_spark("leanscore-embed"), cfg, day)
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
+        _fail(err)
+    except Exception as err:  # Spark wraps executor errors; surface their first line
+        _fail(_spark_error(err))
+    typer.echo(
+        f"embedded {summary['rows_out']:,} rows into {summary['output']} for "
+        f"{summary['run_date']} ({summary['flagged_rows']} flagged, "
+        f"{summary['sentences_per_s']:,.0f} sentences/s)"
+    )
+
+
+@app.command()
 def bench(
     config: ConfigOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path(

@@ -1,6 +1,6 @@
 """The nightly text-embedding job: read a Delta table of texts, embed, write the run date.
 
-    python -m jobs.embed --config conf/nightly-embed.yaml --run-date 2026-11-28
+    leanscore embed --config conf/nightly-embed.yaml --run-date 2026-11-28
 
 Same contract as ``jobs.score``: a rerun for ``run_date`` replaces exactly that date's rows
 (Delta ``replaceWhere``); keys and passthrough columns are kept; the model's name, version and
@@ -117,6 +117,7 @@ def score_text_table(spark: SparkSession, config: EmbedConfig, run_date: str | d
         "status": "succeeded",
         "run_date": day.isoformat(),
         "model_name": artifact.manifest.name,
+        "model_version": artifact.manifest.version,
         "model_sha256": artifact.sha256,
         "input": config.input.describe(),
         "output": config.output.describe(),

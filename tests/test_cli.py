@@ -16,6 +16,7 @@ runner = CliRunner()
         ("demo", "Train, compress, score and compare"),
         ("compress", "compression recipe"),
         ("score", "Nightly job"),
+        ("embed", "embed a text column"),
         ("bench", "Compare model variants"),
     ],
 )
@@ -28,7 +29,7 @@ def test_each_command_has_help(command, phrase):
 def test_top_level_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("demo", "compress", "score", "bench"):
+    for command in ("demo", "compress", "score", "embed", "bench"):
         assert command in result.output
 
 
@@ -46,3 +47,11 @@ def test_score_with_unknown_config_key_exits_1(tmp_path):
     result = runner.invoke(app, ["score", "--config", str(config), "--run-date", "2026-01-01"])
     assert result.exit_code == 1
     assert "batchsize: Extra inputs are not permitted" in result.output
+
+
+def test_embed_with_unknown_config_key_exits_1(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("artifact: x\ninput: {path: x}\noutput: {path: y}\nsub_batch: 5\n")
+    result = runner.invoke(app, ["embed", "--config", str(config), "--run-date", "2026-01-01"])
+    assert result.exit_code == 1
+    assert "sub_batch: Extra inputs are not permitted" in result.output

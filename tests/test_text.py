@@ -190,6 +190,8 @@ def test_text_udf_refuses_a_numeric_column_and_an_unknown_one(spark, text_artifa
 def test_embedding_job_writes_expected_schema_and_replaces_the_date(
     spark, text_artifact, sentences, tmp_path
 ):
+    from reliability_support import run_cli, write_yaml
+
     from jobs.embed import EmbedConfig, score_text_table
 
     src = str(tmp_path / "docs")
@@ -206,9 +208,14 @@ def test_embedding_job_writes_expected_schema_and_replaces_the_date(
             **BY_PATH,
         }
     )
-    for _ in range(2):  # a rerun replaces the date's rows
-        summary = score_text_table(spark, config, "2026-11-28")
+    summary = score_text_table(spark, config, "2026-11-28")
     assert summary["rows_out"] == 13 and summary["flagged_rows"] == 1
+    assert summary["model_version"] == text_artifact.manifest.version
+    # a rerun, through the command line, replaces the date's rows
+    path = write_yaml(tmp_path / "embed.yaml", config.model_dump(exclude_none=True))
+    rerun = run_cli("embed", "--config", path, "--run-date", "2026-11-28")
+    assert rerun.exit_code == 0, rerun.output
+    assert "embedded 13 rows" in rerun.output and "(1 flagged" in rerun.output
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "succeeded"
     out = spark.read.format("delta").load(str(tmp_path / "out"))
     fields = {f.name: f.dataType.simpleString() for f in out.schema.fields}
