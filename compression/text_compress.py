@@ -33,7 +33,7 @@ from compression.text_model import (
     tokenize,
     torch_embed,
 )
-from compression.text_prune import distill, drop_layers, prune_ffn
+from compression.text_prune import distill, drop_layers, ffn_grams, prune_ffn
 
 Progress = Callable[[str], None] | None
 
@@ -50,6 +50,12 @@ class DropLayers(_Strict):
 class PruneFFN(_Strict):
     step: Literal["prune_ffn"]
     keep_ratio: float = Field(gt=0, le=1)
+    refit: bool = Field(
+        default=True,
+        description="rank neurons on calibration text and refit the down projection "
+        "(least squares); false: rank by weight norms, no refit",
+    )
+    calibration_rows: int = Field(default=1600, gt=0, description="training sentences used")
 
 
 class Distill(_Strict):
@@ -247,7 +253,13 @@ def compress_text(
         if isinstance(step, DropLayers):
             model = drop_layers(model, keep=step.keep)
         elif isinstance(step, PruneFFN):
-            model = prune_ffn(model, keep_ratio=step.keep_ratio)
+            grams = None
+            if step.refit:
+                texts = train_texts[: step.calibration_rows]
+                say(f"feed-forward activations on {len(texts)} calibration sentences")
+                grams = ffn_grams(model, tokenizer, texts, max_length=max_length)
+                record["calibration_rows"] = len(texts)
+            model = prune_ffn(model, keep_ratio=step.keep_ratio, grams=grams)
         elif isinstance(step, Distill):
             if teacher_train is None:
                 say(f"teacher embeddings for {len(train_texts)} training sentences")

@@ -331,7 +331,76 @@ def test_leanscore_bench_runs_the_embedding_bench(spark, minilm, tmp_path):
     )
     assert all(v["rows"] == 24 and v["sentences_per_s"] > 0 for v in variants.values())
     assert int8["gate"]["passed"] and report["targets"]["variant"] == "minilm-dynamic-int8"
+    # the pruned recipe is over its budget on this data: reported with its numbers, not timed
+    (pruned,) = report["rejected"]
+    assert pruned["name"] == "minilm-ffn75-int8" and "rejected: mean cosine" in pruned["message"]
     bound = report["bound"]
     assert bound["no_model"]["sentences_per_s"] > 0
     assert bound["ort_alone_1thread"]["x_vs_fp32_onnx"]["minilm-fp32"] == 1.0
     assert "| minilm-fp32 |" in (out / "report.md").read_text()
+
+
+def test_ffn_pruning_refit_on_real_text_beats_weight_norm_ranking(minilm):
+    from compression.text_data import stdlib_sentences
+    from compression.text_model import torch_embed
+    from compression.text_prune import ffn_grams, prune_ffn
+
+    teacher, tokenizer, _ = minilm
+    texts = stdlib_sentences()
+    calibration, held_out = texts[:300], texts[-60:]
+    grams = ffn_grams(teacher, tokenizer, calibration, max_length=MAX_LENGTH)
+    assert len(grams) == 6 and grams[0].shape == (1537, 1537)
+
+    def cosine(model) -> float:
+        a, b = (
+            torch_embed(m, tokenizer, held_out, max_length=MAX_LENGTH) for m in (teacher, model)
+        )
+        return float((a * b).sum(axis=1).mean())
+
+    refit = prune_ffn(teacher, keep_ratio=0.75, grams=grams)
+    by_norm = prune_ffn(teacher, keep_ratio=0.75)
+    for model in (refit, by_norm):
+        assert model.bert.encoder.layer[0].intermediate.dense.out_features == 1152
+        assert model.bert.encoder.layer[0].output.dense.in_features == 1152
+    assert teacher.bert.encoder.layer[0].intermediate.dense.out_features == 1536  # a copy
+    refit_cos, norm_cos = cosine(refit), cosine(by_norm)
+    assert refit_cos > 0.95 and refit_cos > norm_cos + 0.05, (refit_cos, norm_cos)
+    assert cosine(prune_ffn(teacher, keep_ratio=1.0, grams=grams)) > 0.9999
+
+
+def test_structural_steps_pin_their_bad_arguments(minilm):
+    from compression.text_prune import drop_layers, ffn_grams, prune_ffn
+
+    teacher, tokenizer, _ = minilm
+    with pytest.raises(ValueError, match=r"distinct indices in 0\.\.5, got \[0, 6\]"):
+        drop_layers(teacher, keep=[0, 6])
+    with pytest.raises(ValueError, match="ffn_keep_ratio must be in \\(0, 1\\], got 1.5"):
+        prune_ffn(teacher, keep_ratio=1.5)
+    with pytest.raises(ValueError, match="got 2 calibration Gram matrices for 6 layers"):
+        prune_ffn(teacher, keep_ratio=0.5, grams=[None, None])
+    with pytest.raises(ValueError, match="needs calibration texts"):
+        ffn_grams(teacher, tokenizer, [])
+
+
+def test_a_pruning_recipe_over_its_budget_is_rejected_with_its_numbers(sentences):
+    from compression.text_compress import TextGateError, TextRecipe, compress_text
+
+    recipe = TextRecipe.model_validate(
+        {
+            "name": "ffn-half",
+            "min_fidelity": 0.99,
+            "max_length": MAX_LENGTH,
+            "steps": [
+                {"step": "prune_ffn", "keep_ratio": 0.5, "calibration_rows": 20},
+                {"step": "dynamic_int8"},
+            ],
+        }
+    )
+    rejected = r"recipe 'ffn-half' rejected: mean cosine 0\.\d+ < min_fidelity=0.99"
+    with pytest.raises(TextGateError, match=rejected) as err:
+        compress_text(recipe, train_texts=sentences[:20], eval_texts=sentences[20:])
+    metrics = err.value.metrics
+    prune, quant = metrics["steps"]
+    assert prune["calibration_rows"] == 20 and quant["step"] == "dynamic_int8"
+    assert quant["onnx_bytes"] < prune["onnx_bytes"] < metrics["baseline"]["onnx_bytes"]
+    assert metrics["fidelity"]["cosine_mean"] < 0.99 and not metrics["gate"]["passed"]
