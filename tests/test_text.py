@@ -404,3 +404,46 @@ def test_a_pruning_recipe_over_its_budget_is_rejected_with_its_numbers(sentences
     assert prune["calibration_rows"] == 20 and quant["step"] == "dynamic_int8"
     assert quant["onnx_bytes"] < prune["onnx_bytes"] < metrics["baseline"]["onnx_bytes"]
     assert metrics["fidelity"]["cosine_mean"] < 0.99 and not metrics["gate"]["passed"]
+
+
+def test_drop_distill_and_static_int8_with_the_sensitivity_sweep(sentences):
+    """The rest of the recipe machinery on real text: drop layers, distil the student from the
+    fp32 model, static QDQ int8 calibrated on training sentences, leaving in float the MatMul
+    whose quantization costs most cosine."""
+    import onnx
+
+    from compression.text_compress import TextRecipe, compress_text
+
+    recipe = TextRecipe.model_validate(
+        {
+            "name": "two-layers",
+            "min_fidelity": 0.05,
+            "max_length": MAX_LENGTH,
+            "steps": [
+                {"step": "drop_layers", "keep": [0, 5]},
+                {"step": "distill", "epochs": 1, "lr": 1e-4, "batch_size": 8},
+                {
+                    "step": "static_int8",
+                    "calibration_rows": 8,
+                    "exclude_most_sensitive": 1,
+                },
+            ],
+        }
+    )
+    onnx_bytes, metrics = compress_text(
+        recipe, train_texts=sentences[:24], eval_texts=sentences[24:]
+    )
+    drop, distill, quant = metrics["steps"]
+    assert metrics["final"]["layers"] == 2 and metrics["baseline"]["layers"] == 6
+    assert len(distill["losses"]) == 1 and distill["train_rows"] == 24
+    sweep = quant["sensitivity"]
+    assert len(sweep) == 5 and sweep[0]["cosine_mean"] >= sweep[-1]["cosine_mean"]
+    assert quant["excluded_nodes"] == [sweep[0]["node"]]
+    graph = onnx.load_model_from_string(onnx_bytes).graph
+    producer = {out: n.op_type for n in graph.node for out in n.output}
+    weight_source = {
+        n.name: producer.get(n.input[1], "initializer") for n in graph.node if n.op_type == "MatMul"
+    }
+    assert weight_source[sweep[0]["node"]] == "initializer"  # left in float
+    assert weight_source[sweep[1]["node"]] == "DequantizeLinear"  # quantized (QDQ)
+    assert metrics["gate"]["passed"] and 0.05 < metrics["fidelity"]["cosine_mean"] < 1.0
