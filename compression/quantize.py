@@ -3,6 +3,7 @@ calibrated), fp16, with ``quant_pre_process`` first and nodes excluded by name o
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -20,6 +21,8 @@ from onnxruntime.quantization import (
 )
 
 CALIBRATION_METHODS = {m.name.lower(): m for m in CalibrationMethod}
+
+log = logging.getLogger(__name__)
 
 
 class ArrayCalibrationReader(CalibrationDataReader):
@@ -74,11 +77,20 @@ def nodes_to_exclude(onnx_bytes: bytes, *, names: Iterable[str], op_types: Itera
 
 
 def preprocess(onnx_bytes: bytes) -> bytes:
-    """``quant_pre_process``: symbolic shape inference and graph optimisation before quantizing."""
+    """``quant_pre_process``: symbolic shape inference and graph optimisation before quantizing.
+
+    Symbolic shape inference cannot follow some exports (BERT's position ids sliced to
+    ``Min(512, sequence)``); those get ONNX's own shape inference and the optimisation only."""
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp, "in.onnx"), Path(tmp, "out.onnx")
         src.write_bytes(onnx_bytes)
-        quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
+        except Exception as err:  # onnxruntime raises a bare Exception for this
+            if "symbolic shape inference" not in str(err):
+                raise
+            log.warning("pre-processing without symbolic shape inference: %s", err)
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
         return dst.read_bytes()
 
 

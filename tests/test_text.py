@@ -434,6 +434,7 @@ def test_drop_distill_and_static_int8_with_the_sensitivity_sweep(sentences):
         recipe, train_texts=sentences[:24], eval_texts=sentences[24:]
     )
     drop, distill, quant = metrics["steps"]
+    assert drop["step"] == "drop_layers" and distill["step"] == "distill"
     assert metrics["final"]["layers"] == 2 and metrics["baseline"]["layers"] == 6
     assert len(distill["losses"]) == 1 and distill["train_rows"] == 24
     sweep = quant["sensitivity"]
@@ -447,3 +448,21 @@ def test_drop_distill_and_static_int8_with_the_sensitivity_sweep(sentences):
     assert weight_source[sweep[0]["node"]] == "initializer"  # left in float
     assert weight_source[sweep[1]["node"]] == "DequantizeLinear"  # quantized (QDQ)
     assert metrics["gate"]["passed"] and 0.05 < metrics["fidelity"]["cosine_mean"] < 1.0
+
+
+def test_dynamic_int8_pre_processes_the_minilm_export(minilm, sentences):
+    """quant_pre_process's symbolic shape inference fails on BERT's position-id slice; the
+    pre-processing falls back to ONNX shape inference and the quantized model still embeds."""
+    from compression.quantize import dynamic_int8
+    from compression.text_compress import onnx_embed
+    from compression.text_fidelity import embedding_fidelity
+
+    _, tokenizer, onnx_bytes = minilm
+    reference, _ = onnx_embed(onnx_bytes, tokenizer, sentences, max_length=MAX_LENGTH)
+    plain = dynamic_int8(onnx_bytes, pre_process=False)
+    processed = dynamic_int8(onnx_bytes)  # pre_process=True is the default
+    embeddings = [
+        onnx_embed(b, tokenizer, sentences, max_length=MAX_LENGTH)[0] for b in (plain, processed)
+    ]
+    fidelity = [embedding_fidelity(reference, e)["cosine_mean"] for e in embeddings]
+    assert fidelity[1] > 0.98 and abs(fidelity[0] - fidelity[1]) < 0.002, fidelity
