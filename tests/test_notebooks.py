@@ -27,6 +27,7 @@ DEMO_ROWS = 2000
 CLI_FUNCTIONS = {
     "compress_model.py": ("compress", "run_compress"),
     "score_table.py": ("score", "run_score"),
+    "embed_table.py": ("embed", "score_text_table"),
     "cost_report.py": ("bench", "run_bench"),
 }
 
@@ -282,3 +283,48 @@ def test_widget_defaults_environment_and_argv(monkeypatch):
         location_overrides("input", "/p", "main.s.t")
     with pytest.raises(ValueError, match="widget --run_date needs a value"):
         widgets({}, defaults, argv=["--run_date"])
+
+
+def test_embed_notebook_writes_the_run_date_partition(spark, tmp_path):
+    """The embedding notebook as the nightly task: real sentences (one empty, flagged) in a
+    Delta table, the fp32 MiniLM artifact, embeddings in the run date's partition."""
+    import pandas as pd
+
+    from compression.text_build import write_text_artifact
+    from compression.text_data import text_table
+    from compression.text_model import baseline_onnx
+
+    artifact = write_text_artifact(
+        baseline_onnx(), tmp_path / "minilm-fp32", name="minilm-fp32", max_length=64
+    )
+    docs = text_table(11, seed=5)
+    docs = pd.concat([docs, pd.DataFrame({"doc_id": [11], "text": [""]})], ignore_index=True)
+    spark.createDataFrame(docs).write.format("delta").save(str(tmp_path / "docs"))
+    proc = run_notebook(
+        "embed_table.py",
+        [
+            "--run_date",
+            RUN_DATE,
+            "--artifact",
+            str(artifact.path),
+            "--input_path",
+            str(tmp_path / "docs"),
+            "--output_path",
+            str(tmp_path / "embeddings"),
+            "--summary_path",
+            str(tmp_path / "summary.json"),
+            "--set",
+            "path_threshold_bytes=0;max_length=64",
+        ],  # fmt: skip
+        ROOT,
+    )
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["rows_in"] == summary["rows_out"] == 12 and summary["flagged_rows"] == 1
+    out = spark.read.format("delta").load(str(tmp_path / "embeddings")).toPandas()
+    assert sorted(out["doc_id"]) == list(range(12))
+    assert {str(d) for d in out["run_date"]} == {RUN_DATE}
+    good = out[out["embedding_error"].isna()]
+    assert len(good) == 11 and all(len(e) == 384 for e in good["embedding"])
+    (error,) = out.loc[out["doc_id"] == 11, "embedding_error"]
+    assert "empty string" in error
+    assert "embedded 12 rows" in proc.stdout

@@ -1,0 +1,95 @@
+# Databricks notebook source
+# MAGIC %md
+# MAGIC # Embed a text table (the nightly embedding task)
+# MAGIC
+# MAGIC Embeds a text column of a Parquet/Delta table with a leanscore text artifact (MiniLM,
+# MAGIC fp32 or int8) into the run date's partition of a Delta table: the same function as
+# MAGIC `leanscore embed --config CONFIG --run-date DATE [--set key=value ...]`.
+# MAGIC A rerun for the same date replaces exactly that date's rows.
+# MAGIC
+# MAGIC | widget | meaning |
+# MAGIC | --- | --- |
+# MAGIC | `config` | nightly embedding config (YAML) |
+# MAGIC | `run_date` | the partition to (re)write, `YYYY-MM-DD` (empty: today) |
+# MAGIC | `artifact` | optional: text artifact directory, overrides the config |
+# MAGIC | `input_path` / `input_table` | optional: the table to embed (a path, or a catalog table) |
+# MAGIC | `output_path` / `output_table` | optional: where the embeddings go |
+# MAGIC | `summary_path` | optional: where the run summary JSON goes |
+# MAGIC | `set` | optional: more `key=value` config overrides, `;`-separated (as `--set`) |
+
+# COMMAND ----------
+
+# ruff: noqa: E402, F821
+import datetime as dt
+import json
+
+from jobs.config import load_config
+from jobs.embed import EmbedConfig, score_text_table
+from jobs.notebook_support import (
+    location_overrides,
+    notebook_spark,
+    overrides,
+    project_path,
+    set_overrides,
+    show,
+    widgets,
+)
+from jobs.score import RUN_DATE_COLUMN, parse_run_date, read_table
+
+params = widgets(
+    globals(),
+    {
+        "config": "conf/nightly-embed.yaml",
+        "run_date": "",
+        "artifact": "",
+        "input_path": "",
+        "input_table": "",
+        "output_path": "",
+        "output_table": "",
+        "summary_path": "",
+        "set": "",
+    },
+)
+run_date = parse_run_date(params["run_date"] or dt.date.today().isoformat())
+config = load_config(
+    EmbedConfig,
+    project_path(params["config"]),
+    [
+        *overrides(params, {"artifact": "artifact", "summary_path": "summary_path"}),
+        *location_overrides("input", params["input_path"], params["input_table"]),
+        *location_overrides("output", params["output_path"], params["output_table"]),
+        *set_overrides(params["set"]),
+    ],
+)
+print(config.model_dump_json(indent=2))
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## Embed
+
+# COMMAND ----------
+
+spark = notebook_spark(globals(), "leanscore-embed")
+summary = score_text_table(spark, config, run_date)
+print(json.dumps(summary, indent=2))
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## The partition just written
+
+# COMMAND ----------
+
+from pyspark.sql import functions as F
+
+written = read_table(spark, config.output).where(F.col(RUN_DATE_COLUMN) == F.lit(run_date))
+show(
+    globals(),
+    written.select(*config.key_columns, F.size("embedding").alias("dims"), "embedding_error"),
+    rows=5,
+)
+print(
+    f"embedded {summary['rows_out']:,} rows into {summary['output']} for {summary['run_date']} "
+    f"({summary['flagged_rows']} flagged, {summary['sentences_per_s']:,.0f} sentences/s)"
+)
