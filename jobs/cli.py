@@ -87,6 +87,25 @@ def compress(
     typer.echo(f"wrote {artifact.path} (sha256 {artifact.sha256})")
 
 
+def _run_nightly(config_model, job, app_name: str, config: Path, run_date: str, overrides) -> dict:
+    """Validate a nightly job's date and config, run it, and return its summary; any failure is
+    one line on stderr and exit code 1."""
+    configure_logging()
+    from jobs.config import load_config
+    from jobs.score import parse_run_date
+    from jobs.spark import get_spark
+
+    try:
+        day = parse_run_date(run_date)
+        cfg = load_config(config_model, config, overrides)
+        log.info("resolved config: %s", cfg.model_dump_json())
+        return job(get_spark(app_name), cfg, day)
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
+        _fail(err)
+    except Exception as err:  # Spark wraps executor errors; surface their first line
+        _fail(_spark_error(err))
+
+
 @app.command()
 def score(
     config: ConfigOpt,
@@ -94,20 +113,9 @@ def score(
     overrides: SetOpt = None,
 ) -> None:
     """Nightly job: score a Parquet/Delta table into the run date's partition (idempotent)."""
-    configure_logging()
-    from jobs.config import load_config
-    from jobs.score import ScoreConfig, parse_run_date, run_score
-    from jobs.spark import get_spark
+    from jobs.score import ScoreConfig, run_score
 
-    try:
-        day = parse_run_date(run_date)
-        cfg = load_config(ScoreConfig, config, overrides)
-        log.info("resolved config: %s", cfg.model_dump_json())
-        summary = run_score(get_spark("leanscore-score"), cfg, day)
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
-        _fail(err)
-    except Exception as err:  # Spark wraps executor errors; surface their first line
-        _fail(_spark_error(err))
+    summary = _run_nightly(ScoreConfig, run_score, "leanscore-score", config, run_date, overrides)
     typer.echo(
         f"scored {summary['rows_out']:,} rows into {summary['output']} for {summary['run_date']} "
         f"({summary['flagged_rows']} flagged, {summary['rows_per_s']:,.0f} rows/s)"
@@ -121,21 +129,11 @@ def embed(
     overrides: SetOpt = None,
 ) -> None:
     """Nightly job: embed a text column of a Parquet/Delta table into the run date's partition."""
-    configure_logging()
-    from jobs.config import load_config
     from jobs.embed import EmbedConfig, score_text_table
-    from jobs.score import parse_run_date
-    from jobs.spark import get_spark
 
-    try:
-        day = parse_run_date(run_date)
-        cfg = load_config(EmbedConfig, config, overrides)
-        log.info("resolved config: %s", cfg.model_dump_json())
-        summary = score_text_table(get_spark("leanscore-embed"), cfg, day)
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
-        _fail(err)
-    except Exception as err:  # Spark wraps executor errors; surface their first line
-        _fail(_spark_error(err))
+    summary = _run_nightly(
+        EmbedConfig, score_text_table, "leanscore-embed", config, run_date, overrides
+    )
     typer.echo(
         f"embedded {summary['rows_out']:,} rows into {summary['output']} for "
         f"{summary['run_date']} ({summary['flagged_rows']} flagged, "

@@ -135,3 +135,26 @@ def set_overrides(text: str) -> list[str]:
     what ``leanscore ... --set key=value`` takes (``--set torch_model=`` clears a key)."""
     items = [s.strip() for s in text.replace("\n", ";").split(";")]
     return [s for s in items if s]
+
+
+def nightly_config(params: Mapping[str, str], config_model):
+    """(config, run date) of a nightly job notebook from its widgets: ``config``, ``run_date``
+    (empty: today), ``artifact``, ``input_path``/``input_table``, ``output_path``/
+    ``output_table``, ``summary_path`` and ``set``, applied as the CLI's ``--set`` would."""
+    import datetime as dt
+
+    from jobs.config import load_config
+    from jobs.score import parse_run_date
+
+    run_date = parse_run_date(params["run_date"] or dt.date.today().isoformat())
+    config = load_config(
+        config_model,
+        project_path(params["config"]),
+        [
+            *overrides(params, {"artifact": "artifact", "summary_path": "summary_path"}),
+            *location_overrides("input", params["input_path"], params["input_table"]),
+            *location_overrides("output", params["output_path"], params["output_table"]),
+            *set_overrides(params["set"]),
+        ],
+    )
+    return config, run_date

@@ -20,21 +20,16 @@
 # COMMAND ----------
 
 # ruff: noqa: E402, F821
-import datetime as dt
 import json
 
-from jobs.config import load_config
 from jobs.embed import EmbedConfig, score_text_table
 from jobs.notebook_support import (
-    location_overrides,
+    nightly_config,
     notebook_spark,
-    overrides,
-    project_path,
-    set_overrides,
     show,
     widgets,
 )
-from jobs.score import RUN_DATE_COLUMN, parse_run_date, read_table
+from jobs.score import RUN_DATE_COLUMN, read_table
 
 params = widgets(
     globals(),
@@ -50,17 +45,7 @@ params = widgets(
         "set": "",
     },
 )
-run_date = parse_run_date(params["run_date"] or dt.date.today().isoformat())
-config = load_config(
-    EmbedConfig,
-    project_path(params["config"]),
-    [
-        *overrides(params, {"artifact": "artifact", "summary_path": "summary_path"}),
-        *location_overrides("input", params["input_path"], params["input_table"]),
-        *location_overrides("output", params["output_path"], params["output_table"]),
-        *set_overrides(params["set"]),
-    ],
-)
+config, run_date = nightly_config(params, EmbedConfig)
 print(config.model_dump_json(indent=2))
 
 # COMMAND ----------

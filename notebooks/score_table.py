@@ -22,20 +22,15 @@
 # COMMAND ----------
 
 # ruff: noqa: E402, F821
-import datetime as dt
 import json
 
-from jobs.config import load_config
 from jobs.notebook_support import (
-    location_overrides,
+    nightly_config,
     notebook_spark,
-    overrides,
-    project_path,
-    set_overrides,
     show,
     widgets,
 )
-from jobs.score import RUN_DATE_COLUMN, ScoreConfig, parse_run_date, read_table, run_score
+from jobs.score import RUN_DATE_COLUMN, ScoreConfig, read_table, run_score
 
 params = widgets(
     globals(),
@@ -51,17 +46,7 @@ params = widgets(
         "set": "",
     },
 )
-run_date = parse_run_date(params["run_date"] or dt.date.today().isoformat())
-config = load_config(
-    ScoreConfig,
-    project_path(params["config"]),
-    [
-        *overrides(params, {"artifact": "artifact", "summary_path": "summary_path"}),
-        *location_overrides("input", params["input_path"], params["input_table"]),
-        *location_overrides("output", params["output_path"], params["output_table"]),
-        *set_overrides(params["set"]),
-    ],
-)
+config, run_date = nightly_config(params, ScoreConfig)
 print(config.model_dump_json(indent=2))
 
 # COMMAND ----------

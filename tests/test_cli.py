@@ -41,17 +41,10 @@ def test_score_with_malformed_run_date_exits_1(tmp_path):
     assert "run date '2026-13-01' is not a date in YYYY-MM-DD form" in result.output
 
 
-def test_score_with_unknown_config_key_exits_1(tmp_path):
+@pytest.mark.parametrize(("command", "key"), [("score", "batchsize"), ("embed", "sub_batch")])
+def test_nightly_job_with_unknown_config_key_exits_1(tmp_path, command, key):
     config = tmp_path / "c.yaml"
-    config.write_text("artifact: x\ninput: {path: x}\noutput: {path: y}\nbatchsize: 5\n")
-    result = runner.invoke(app, ["score", "--config", str(config), "--run-date", "2026-01-01"])
+    config.write_text(f"artifact: x\ninput: {{path: x}}\noutput: {{path: y}}\n{key}: 5\n")
+    result = runner.invoke(app, [command, "--config", str(config), "--run-date", "2026-01-01"])
     assert result.exit_code == 1
-    assert "batchsize: Extra inputs are not permitted" in result.output
-
-
-def test_embed_with_unknown_config_key_exits_1(tmp_path):
-    config = tmp_path / "c.yaml"
-    config.write_text("artifact: x\ninput: {path: x}\noutput: {path: y}\nsub_batch: 5\n")
-    result = runner.invoke(app, ["embed", "--config", str(config), "--run-date", "2026-01-01"])
-    assert result.exit_code == 1
-    assert "sub_batch: Extra inputs are not permitted" in result.output
+    assert f"{key}: Extra inputs are not permitted" in result.output
