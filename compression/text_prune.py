@@ -115,7 +115,7 @@ def prune_ffn(
         new_up.weight.data = up.weight.data[idx].clone()
         new_up.bias.data = up.bias.data[idx].clone()
         new_down = nn.Linear(keep, down.out_features)
-        if grams is None or keep == width:  # nothing removed: nothing to refit
+        if grams is None or keep == width:  # no calibration, or nothing removed: no refit
             new_down.weight.data = down.weight.data[:, idx].clone()
             new_down.bias.data = down.bias.data.clone()
         else:
