@@ -84,14 +84,38 @@ def preprocess(onnx_bytes: bytes) -> bytes:
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp, "in.onnx"), Path(tmp, "out.onnx")
         src.write_bytes(onnx_bytes)
+        dumped_before = Path(SYMBOLIC_DUMP).exists()
         try:
             quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
         except Exception as err:  # onnxruntime raises a bare Exception for this
             if "symbolic shape inference" not in str(err):
                 raise
+            if not dumped_before:
+                _remove_symbolic_dump()
             log.warning("pre-processing without symbolic shape inference: %s", err)
             quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
         return dst.read_bytes()
+
+
+# Where onnxruntime's symbolic shape inference dumps the model (plus a uuid-named external data
+# file, the model's size) in the working directory when it gives up.
+SYMBOLIC_DUMP = "sym_shape_infer_temp.onnx"
+
+
+def _remove_symbolic_dump() -> None:
+    dump = Path(SYMBOLIC_DUMP)
+    if not dump.is_file():
+        return
+    model = onnx.load(str(dump), load_external_data=False)
+    locations = {
+        entry.value
+        for tensor in model.graph.initializer
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    for location in locations:
+        Path(location).unlink(missing_ok=True)
+    dump.unlink()
 
 
 def _checked(path: Path) -> bytes:

@@ -450,7 +450,7 @@ def test_drop_distill_and_static_int8_with_the_sensitivity_sweep(sentences):
     assert metrics["gate"]["passed"] and 0.05 < metrics["fidelity"]["cosine_mean"] < 1.0
 
 
-def test_dynamic_int8_pre_processes_the_minilm_export(minilm, sentences):
+def test_dynamic_int8_pre_processes_the_minilm_export(minilm, sentences, tmp_path, monkeypatch):
     """quant_pre_process's symbolic shape inference fails on BERT's position-id slice; the
     pre-processing falls back to ONNX shape inference and the quantized model still embeds."""
     from compression.quantize import dynamic_int8
@@ -458,6 +458,7 @@ def test_dynamic_int8_pre_processes_the_minilm_export(minilm, sentences):
     from compression.text_fidelity import embedding_fidelity
 
     _, tokenizer, onnx_bytes = minilm
+    monkeypatch.chdir(tmp_path)
     reference, _ = onnx_embed(onnx_bytes, tokenizer, sentences, max_length=MAX_LENGTH)
     plain = dynamic_int8(onnx_bytes, pre_process=False)
     processed = dynamic_int8(onnx_bytes)  # pre_process=True is the default
@@ -466,3 +467,5 @@ def test_dynamic_int8_pre_processes_the_minilm_export(minilm, sentences):
     ]
     fidelity = [embedding_fidelity(reference, e)["cosine_mean"] for e in embeddings]
     assert fidelity[1] > 0.98 and abs(fidelity[0] - fidelity[1]) < 0.002, fidelity
+    # onnxruntime dumps the model it gave up on (90 MB) into the working directory: not left
+    assert list(tmp_path.iterdir()) == []
