@@ -1,37 +1,43 @@
 # Two commands do all set-up on a fresh machine:  make demo   and   make test
-# The venv is (re)built when pyproject.toml changes; Delta's jars are resolved from Maven
-# Central once into .cache/ and used offline afterwards.
+# The venv is (re)built when pyproject.toml or conf/constraints.txt changes, with the exact set
+# of versions tested together (conf/constraints.txt). Spark's extra jars (Delta) are resolved
+# from Maven Central once into leanscore's jar cache (~/.cache/leanscore, or $LEANSCORE_CACHE),
+# the same cache every way of starting leanscore uses, and offline afterwards.
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export LEANSCORE_CACHE ?= $(CURDIR)/.cache
-JARS := $(LEANSCORE_CACHE)/jars/.resolved
+CONSTRAINTS := conf/constraints.txt
 
 WORKDIR ?= demo-output
 ROWS ?= 1000000
 
-.PHONY: setup demo test bench lint format clean
+.PHONY: setup jars demo test test-fast bench lint format clean
 
-setup: $(STAMP) $(JARS)
+setup: $(STAMP) jars
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[all,dev]'
 	touch $@
 
-$(JARS): $(STAMP)
-	$(PY) -m jobs.jars > /dev/null
-	mkdir -p $(dir $@) && touch $@
+# A no-op without the JVM when the cache already holds the jars.
+jars: $(STAMP)
+	$(PY) -m leanscore.jobs.jars > /dev/null
 
 demo: setup
 	$(VENV)/bin/leanscore demo --workdir $(WORKDIR) --rows $(ROWS)
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(VENV)/bin/pytest
+
+# No Spark and nothing slow: the fast tier, under a minute.
+test-fast: $(STAMP)
+	$(PY) -m ruff check .
+	$(VENV)/bin/pytest -m "not spark and not slow"
 
 bench: setup
 	$(VENV)/bin/leanscore bench --config conf/bench.yaml --out bench-output

@@ -1,27 +1,27 @@
 """Model -> compressed ONNX artifact.
 
 The public API is flat, re-exported here. Names are loaded on first use so that importing
-``compression.artifact`` on an executor does not import torch.
+``leanscore.compression.artifact`` on an executor does not import torch.
 """
 
 from importlib import import_module
 
 _EXPORTS = {
-    "Artifact": "compression.artifact",
-    "ArtifactError": "compression.artifact",
-    "Manifest": "compression.artifact",
-    "ModelIntegrityError": "compression.artifact",
-    "write_artifact": "compression.artifact",
-    "AccuracyGateError": "compression.recipe",
-    "CompressionResult": "compression.recipe",
-    "LabelledData": "compression.recipe",
-    "Recipe": "compression.recipe",
-    "run_recipe": "compression.recipe",
-    "export_onnx": "compression.export",
-    "structured_prune": "compression.prune",
-    "MagnitudeMask": "compression.prune",
-    "dynamic_int8": "compression.quantize",
-    "evaluate_onnx": "compression.evaluate",
+    "Artifact": "leanscore.compression.artifact",
+    "ArtifactError": "leanscore.compression.artifact",
+    "Manifest": "leanscore.compression.artifact",
+    "ModelIntegrityError": "leanscore.compression.artifact",
+    "write_artifact": "leanscore.compression.artifact",
+    "AccuracyGateError": "leanscore.compression.recipe",
+    "CompressionResult": "leanscore.compression.recipe",
+    "LabelledData": "leanscore.compression.recipe",
+    "Recipe": "leanscore.compression.recipe",
+    "run_recipe": "leanscore.compression.recipe",
+    "export_onnx": "leanscore.compression.export",
+    "structured_prune": "leanscore.compression.prune",
+    "MagnitudeMask": "leanscore.compression.prune",
+    "dynamic_int8": "leanscore.compression.quantize",
+    "evaluate_onnx": "leanscore.compression.evaluate",
 }
 
 __all__ = sorted(_EXPORTS)

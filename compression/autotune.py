@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from compression.recipe import (
+from leanscore.compression.recipe import (
     AccuracyGateError,
     CompressionResult,
     LabelledData,

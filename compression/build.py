@@ -7,9 +7,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import onnx
-
-from compression.artifact import Artifact, FeatureSpec, write_artifact
-from compression.recipe import CompressionResult, LabelledData, Recipe, run_recipe
+from leanscore.compression.artifact import Artifact, FeatureSpec, write_artifact
+from leanscore.compression.recipe import CompressionResult, LabelledData, Recipe, run_recipe
 
 _ONNX_DTYPES = {
     onnx.TensorProto.FLOAT: "float32",

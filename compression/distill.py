@@ -7,10 +7,9 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from leanscore.compression.models import train_classifier
 from torch import nn
 from torch.nn import functional as F
-
-from compression.models import train_classifier
 
 
 def distillation_loss(teacher: nn.Module, *, temperature: float, alpha: float):

@@ -14,12 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-from torch import nn
-
-from compression.evaluate import evaluate_onnx, fidelity, run_onnx, single_thread_session
-from compression.export import check_parity, export_onnx
-from compression.models import (
+from leanscore.compression.evaluate import evaluate_onnx, fidelity, run_onnx, single_thread_session
+from leanscore.compression.export import check_parity, export_onnx
+from leanscore.compression.models import (
     WithSoftmax,
     conv_params,
     count_nonzero_params,
@@ -27,7 +24,7 @@ from compression.models import (
     predict_proba,
     train_classifier,
 )
-from compression.steps import (
+from leanscore.compression.steps import (
     DistillStep,
     ExportStep,
     FactorizeStep,
@@ -36,6 +33,8 @@ from compression.steps import (
     SparsifyStep,
     Step,
 )
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +182,7 @@ def measure_baseline(
 
 
 def _also_metrics(outputs, baseline_outputs, data: LabelledData, task: str) -> dict:
-    from compression.evaluate import accuracy
+    from leanscore.compression.evaluate import accuracy
 
     out = {"rows": len(data.features), "accuracy": accuracy(outputs, data.labels, task=task)}
     if baseline_outputs is not None:
@@ -376,13 +375,13 @@ def _torch_accuracy(model: nn.Module, ctx: _Context) -> dict:
 
 
 def _apply_distill(step: DistillStep, state: _State, ctx: _Context) -> dict:
-    from compression.distill import distill
-    from compression.models import shrink
+    from leanscore.compression.distill import distill
+    from leanscore.compression.models import shrink
 
     teacher = state.model
     torch.manual_seed(step.seed)
     if step.student_factory:
-        from compression.sources import import_factory
+        from leanscore.compression.sources import import_factory
 
         student = import_factory(step.student_factory)(**step.student_kwargs)
     else:
@@ -432,8 +431,8 @@ def _apply_distill(step: DistillStep, state: _State, ctx: _Context) -> dict:
 
 
 def _apply_factorize(step: FactorizeStep, state: _State, ctx: _Context) -> dict:
-    from compression.distill import distill
-    from compression.factorize import factorize_linears, separable_convs
+    from leanscore.compression.distill import distill
+    from leanscore.compression.factorize import factorize_linears, separable_convs
 
     teacher = copy.deepcopy(state.model)
     before = {"params": count_params(state.model), "conv_params": conv_params(state.model)}
@@ -472,7 +471,7 @@ def _apply_factorize(step: FactorizeStep, state: _State, ctx: _Context) -> dict:
 
 
 def _apply_sparsify(step: SparsifyStep, state: _State, ctx: _Context) -> dict:
-    from compression.sparsify import l1_finetune, near_zero_fraction
+    from leanscore.compression.sparsify import l1_finetune, near_zero_fraction
 
     before = near_zero_fraction(state.model, step.near_zero)
     l1_finetune(
@@ -485,7 +484,7 @@ def _apply_sparsify(step: SparsifyStep, state: _State, ctx: _Context) -> dict:
         zero_below=step.zero_below,
         progress=ctx.epochs("sparsify", step.epochs),
     )
-    from compression.prune import weight_sparsity
+    from leanscore.compression.prune import weight_sparsity
 
     return {
         "strength": step.strength,
@@ -497,7 +496,7 @@ def _apply_sparsify(step: SparsifyStep, state: _State, ctx: _Context) -> dict:
 
 
 def _apply_prune(step: PruneStep, state: _State, ctx: _Context) -> dict:
-    from compression.prune import MagnitudeMask, structured_prune, weight_sparsity
+    from leanscore.compression.prune import MagnitudeMask, structured_prune, weight_sparsity
 
     before = count_params(state.model)
     mask = None
@@ -551,7 +550,7 @@ def quantize_bytes(
     exclude_op_types: list[str] | None = None,
     pre_process: bool = True,
 ) -> bytes:
-    from compression import quantize as q
+    from leanscore.compression import quantize as q
 
     if mode == "dynamic_int8":
         return q.dynamic_int8(
@@ -573,7 +572,7 @@ def quantize_bytes(
 
 
 def _apply_quantize(step: QuantizeStep, state: _State, ctx: _Context) -> dict:
-    from compression.quantize import nodes_to_exclude
+    from leanscore.compression.quantize import nodes_to_exclude
 
     excluded = nodes_to_exclude(
         state.onnx_bytes, names=step.exclude_nodes, op_types=step.exclude_op_types

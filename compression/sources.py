@@ -11,11 +11,10 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from leanscore.compression.recipe import LabelledData
+from leanscore.compression.table_data import TableSample, read_table_sample
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
-
-from compression.recipe import LabelledData
-from compression.table_data import TableSample, read_table_sample
 
 
 class _Spec(BaseModel):
@@ -85,7 +84,7 @@ def import_factory(spec: str) -> Callable[..., nn.Module]:
 
 
 def load_digits_sample(spec: DigitsSample) -> LabelledData:
-    from compression.data import augment, digits_splits
+    from leanscore.compression.data import augment, digits_splits
 
     train, held_out = digits_splits()
     split = train if spec.split == "train" else held_out
@@ -181,7 +180,7 @@ def _load_torch(spec: TorchModel, base_dir: Path):
 
 
 def _train_builtin(spec: BuiltinModel, train: LabelledData | None, progress):
-    from compression.models import digits_cnn, digits_mlp, train_classifier
+    from leanscore.compression.models import digits_cnn, digits_mlp, train_classifier
 
     if train is None or train.labels is None:
         raise ValueError(f"model.kind {spec.kind!r} is trained here: give labelled data.train")

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from leanscore.compression.models import cross_entropy_loss, train_classifier
+from leanscore.compression.prune import prunable_layers
 from torch import nn
-
-from compression.models import cross_entropy_loss, train_classifier
-from compression.prune import prunable_layers
 
 
 def l1_loss(strength: float):

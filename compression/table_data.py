@@ -1,7 +1,7 @@
 """The one place compression reads a table: a small sample of a Parquet or Delta table pulled
 to the driver as numpy, with its lineage (path, format, Delta version) for the manifest.
 
-Spark is imported lazily, through ``jobs.spark.get_spark``, so nothing else in compression
+Spark is imported lazily, through ``leanscore.jobs.spark.get_spark``, so nothing else in compression
 needs it.
 """
 
@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from leanscore.compression.recipe import LabelledData
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from compression.recipe import LabelledData
 
 
 class TableSample(BaseModel):
@@ -49,7 +48,7 @@ def delta_version(spark, path: str) -> int:
 def read_table_sample(spec: TableSample, *, spark=None) -> LabelledData:
     """Read at most ``spec.limit`` rows, pinned to one Delta version so the lineage is exact."""
     if spark is None:
-        from jobs.spark import get_spark
+        from leanscore.jobs.spark import get_spark
 
         spark = get_spark("leanscore-compress")
     reader = spark.read.format(spec.format)

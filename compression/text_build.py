@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from compression.artifact import Artifact, write_artifact
-from compression.build import library_versions, tensor_specs
-from compression.text_model import TOKENIZER_FILE, minilm_dir
+from leanscore.compression.artifact import Artifact, write_artifact
+from leanscore.compression.build import library_versions, tensor_specs
+from leanscore.compression.text_model import TOKENIZER_FILE, minilm_dir
 
 
 def write_text_artifact(

@@ -1,6 +1,6 @@
 """A text-specific compression pipeline for sentence encoders, with the recipe gate semantics.
 
-``compression.recipe`` feeds one float32 matrix to a model; a sentence encoder takes token ids
+``recipe`` feeds one float32 matrix to a model; a sentence encoder takes token ids
 and an attention mask, so text models run through this smaller pipeline instead. It keeps the
 same rules: a recipe states its fidelity budget (``min_fidelity`` on the mean cosine to the
 fp32 model, and optionally ``min_cosine_p1``); a result over budget raises
@@ -20,12 +20,9 @@ from typing import Annotated, Literal
 import numpy as np
 import onnx
 import onnxruntime as ort
-from onnxruntime.quantization import CalibrationDataReader
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from compression.quantize import dynamic_int8, nodes_to_exclude, static_int8
-from compression.text_fidelity import embedding_fidelity
-from compression.text_model import (
+from leanscore.compression.quantize import dynamic_int8, nodes_to_exclude, static_int8
+from leanscore.compression.text_fidelity import embedding_fidelity
+from leanscore.compression.text_model import (
     baseline_onnx,
     export_text_onnx,
     load_encoder,
@@ -33,7 +30,9 @@ from compression.text_model import (
     tokenize,
     torch_embed,
 )
-from compression.text_prune import distill, drop_layers, ffn_grams, prune_ffn
+from leanscore.compression.text_prune import distill, drop_layers, ffn_grams, prune_ffn
+from onnxruntime.quantization import CalibrationDataReader
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Progress = Callable[[str], None] | None
 
@@ -138,7 +137,7 @@ class _TokenReader(CalibrationDataReader):
         self._it = iter(self.batches)
 
 
-# The session options the text UDF uses (udfs.text.DEFAULT_DISABLED_OPTIMIZERS: ONNX Runtime's
+# The session options the text UDF uses (udfs/text.py DEFAULT_DISABLED_OPTIMIZERS: ONNX Runtime's
 # SkipLayerNormalization kernel is slower on one thread than the Add + LayerNormalization it
 # fuses), so the speeds recorded here are the ones the executors see.
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)

@@ -17,9 +17,8 @@ import random
 
 import numpy as np
 import torch
+from leanscore.compression.text_model import SentenceEncoder, tokenize
 from torch import nn
-
-from compression.text_model import SentenceEncoder, tokenize
 
 
 def _layers(encoder: SentenceEncoder) -> nn.ModuleList:

@@ -5,7 +5,7 @@ inside Spark's ``predict_batch_udf``, as teams run it today), ``onnx-fp32/predic
 (the identical ONNX model there), ``onnx-fp32/leanscore`` and ``<compressed>/leanscore``.
 ``compare_variants`` is the measuring core (the demo uses it too): a warm-up, then ``repeats``
 interleaved rounds into Spark's noop sink, one quality pass, the bound and the cost.
-``run_bench`` is the ``leanscore bench`` job around it (see ``jobs.bench_report`` for outputs).
+``run_bench`` is the ``leanscore bench`` job around it (see ``bench_report`` for outputs).
 """
 
 from __future__ import annotations
@@ -18,15 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-from rich.console import Console
-from rich.table import Table
-
-from compression.artifact import Artifact
-from jobs.bench_metrics import CpuMeter
-from jobs.bench_paths import (
+from leanscore.compression.artifact import Artifact
+from leanscore.jobs.bench_metrics import CpuMeter
+from leanscore.jobs.bench_paths import (
     TorchModel,
     feature_matrix_column,
     input_matrix,
@@ -39,12 +33,17 @@ from jobs.bench_paths import (
     scan_read_only_frame,
     torch_predict_fn,
 )
-from jobs.bench_prepare import PrepareConfig
-from jobs.pricing import Pricing, cost, savings
-from jobs.score import InputConfig
-from udfs.distribution import is_connect
-from udfs.scan import ScanPlan, ScanUnsupported, plan_scan
-from udfs.schema import feature_names
+from leanscore.jobs.bench_prepare import PrepareConfig
+from leanscore.jobs.pricing import Pricing, cost, savings
+from leanscore.jobs.score import InputConfig
+from leanscore.udfs.distribution import is_connect
+from leanscore.udfs.scan import ScanPlan, ScanUnsupported, plan_scan
+from leanscore.udfs.schema import feature_names
+from pydantic import BaseModel, ConfigDict, Field
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from rich.console import Console
+from rich.table import Table
 
 BASELINE_ONNX = "onnx-fp32"
 TORCH = "torch-fp32"
@@ -55,7 +54,8 @@ class TorchModelConfig(BaseModel):
 
     state_dict: str = Field(min_length=1, description="file written by torch.save(state_dict)")
     factory: str = Field(
-        default="compression.models.digits_mlp", description="module.function building the net"
+        default="leanscore.compression.models.digits_mlp",
+        description="module.function building the net",
     )
 
 
@@ -81,7 +81,7 @@ class BenchConfig(BaseModel):
     scan: bool = Field(
         default=True,
         description="leanscore reads a whole Parquet/Delta input with its scan engine where "
-        "it applies (udfs.scan); false: Spark's reader, like predict_batch_udf",
+        "it applies (leanscore.udfs.scan); false: Spark's reader, like predict_batch_udf",
     )
     pricing: str = "pricing.yaml"
     repeats: int = Field(default=3, ge=1)
@@ -279,7 +279,7 @@ def quality(
     labels), and fidelity against the uncompressed model (PyTorch when given, else the first
     artifact): agreement of labels and the largest absolute difference of a probability, or
     the cosine of embeddings."""
-    from udfs.predict import model_udf
+    from leanscore.udfs.predict import model_udf
 
     spark = df.sparkSession
     task = artifacts[0].manifest.task

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from leanscore.udfs.distribution import is_connect
 from pyspark.sql import SparkSession
-
-from udfs.distribution import is_connect
 
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 

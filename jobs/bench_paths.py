@@ -1,7 +1,7 @@
 """The scoring paths the benchmark times, each a lazy DataFrame to drive into the noop sink.
 
 - ``leanscore``: this project's scoring: the scan engine (``udfs.scan``) where the input is a
-  whole Parquet/Delta table it can read, else ``udfs.score_dataframe`` on Spark's reader.
+  whole Parquet/Delta table it can read, else ``leanscore.udfs.score_dataframe`` on Spark's reader.
 - ``predict_batch_udf``: Spark's own ``pyspark.ml.functions.predict_batch_udf``, as teams run
   a model today, around either the PyTorch model or the identical ONNX model (one thread per
   task, the same batch size), returning the same label + probability as ``leanscore``.
@@ -23,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from leanscore.compression.artifact import Artifact
+from leanscore.udfs.predict import score_dataframe
+from leanscore.udfs.scan import ScanPlan, arrow_types, read_unit, score_table, task_ids
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType, LongType, StructField, StructType
-
-from compression.artifact import Artifact
-from udfs.predict import score_dataframe
-from udfs.scan import ScanPlan, arrow_types, read_unit, score_table, task_ids
 
 LABEL_PROBABILITY = StructType(
     [StructField("label", LongType(), True), StructField("probability", FloatType(), True)]

@@ -1,9 +1,9 @@
 """Make what the benchmark measures when it is absent, so ``make bench`` runs on a clean clone.
 
 The demo's own functions do the work: the MLP is trained on scikit-learn's real digits
-(``jobs.demo.train_digits_model``), its state_dict is saved for the PyTorch baseline, every
+(``demo.train_digits_model``), its state_dict is saved for the PyTorch baseline, every
 recipe writes its artifact from that same trained model, and the labelled table of augmented
-held-out digits is written with ``jobs.datagen``. What already exists is kept: the model and
+held-out digits is written with ``datagen``. What already exists is kept: the model and
 its artifacts are rebuilt together (never one without the others, so the baseline is always
 the model the artifacts were made from), the table only when it is missing or too small.
 """
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from leanscore.jobs.config import packaged_config
 from pydantic import BaseModel, ConfigDict, Field
 from pyspark.sql import SparkSession
 from rich.console import Console
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = packaged_config(".")
 
 
 class PrepareConfig(BaseModel):
@@ -55,7 +56,7 @@ def prepare_inputs(
         built["model"] = True
     rows = _table_rows(spark, table_path)
     if rows is None or rows < prepare.rows:
-        from jobs.datagen import write_digits_table
+        from leanscore.jobs.datagen import write_digits_table
 
         console.log(f"prepare: writing {prepare.rows:,} labelled rows to Delta {table_path}")
         write_digits_table(spark, table_path, prepare.rows, split="held_out")
@@ -80,13 +81,12 @@ def _build_models(
     import copy
 
     import torch
-
-    from compression.build import compress_to_artifact
-    from compression.data import DIGITS_FEATURES
-    from compression.recipe import Recipe
-    from jobs.config import load_config
-    from jobs.datagen import FEATURE_COLUMN
-    from jobs.demo import train_digits_model
+    from leanscore.compression.build import compress_to_artifact
+    from leanscore.compression.data import DIGITS_FEATURES
+    from leanscore.compression.recipe import Recipe
+    from leanscore.jobs.config import load_config
+    from leanscore.jobs.datagen import FEATURE_COLUMN
+    from leanscore.jobs.demo import train_digits_model
 
     console.log("prepare: training the digits MLP (the uncompressed PyTorch model)")
     model, train, evaluation = train_digits_model(

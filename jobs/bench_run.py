@@ -6,10 +6,8 @@ import datetime as dt
 import uuid
 from pathlib import Path
 
-from pyspark.sql import SparkSession
-
-from compression.artifact import Artifact
-from jobs.bench import (
+from leanscore.compression.artifact import Artifact
+from leanscore.jobs.bench import (
     BenchConfig,
     compare_variants,
     comparison_table,
@@ -19,12 +17,13 @@ from jobs.bench import (
     targets,
     wide_console,
 )
-from jobs.bench_metrics import environment
-from jobs.bench_paths import TorchModel
-from jobs.bench_prepare import prepare_inputs
-from jobs.bench_report import append_history, markdown, write_charts, write_json
-from jobs.pricing import cost_model_text, load_pricing
-from jobs.score import read_input
+from leanscore.jobs.bench_metrics import environment
+from leanscore.jobs.bench_paths import TorchModel
+from leanscore.jobs.bench_prepare import prepare_inputs
+from leanscore.jobs.bench_report import append_history, markdown, write_charts, write_json
+from leanscore.jobs.pricing import cost_model_text, load_pricing
+from leanscore.jobs.score import read_input
+from pyspark.sql import SparkSession
 
 
 def run_bench(

@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from jobs.logs import configure_logging
+from leanscore.jobs.logs import configure_logging
 
 app = typer.Typer(
     name="leanscore",
@@ -20,7 +19,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-log = logging.getLogger("jobs.cli")
+log = logging.getLogger("leanscore.jobs.cli")
 
 ConfigOpt = Annotated[
     Path, typer.Option("--config", "-c", help="YAML config file.", show_default=False)
@@ -29,6 +28,32 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config key: --set batch_size=8192 (repeatable)."),
 ]
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"leanscore {version('leanscore')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Compress trained models into small ONNX artifacts and score big Parquet/Delta tables
+    with them in Spark, measured in rows/s and dollars."""
+
+
+def _config_path(config: Path) -> Path:
+    """The config as given, or the one of that name shipped with leanscore (conf/NAME)."""
+    from leanscore.jobs.config import find_config
+
+    return find_config(config)
 
 
 def _fail(err: BaseException) -> None:
@@ -52,12 +77,12 @@ def demo(
 ) -> None:
     """Train, compress, score and compare once on embedded real data (local Spark with Delta)."""
     configure_logging("WARNING")
-    from jobs.demo import run_demo
-    from jobs.spark import get_spark
+    from leanscore.jobs.demo import run_demo
+    from leanscore.jobs.spark import get_spark
 
     try:
         if run_date:
-            from jobs.score import parse_run_date
+            from leanscore.jobs.score import parse_run_date
 
             parse_run_date(run_date)
         run_demo(get_spark("leanscore-demo"), workdir, rows=rows, run_date=run_date, epochs=epochs)
@@ -76,9 +101,10 @@ def compress(
     Refuses (exit 1, no artifact) when the result loses more accuracy than the recipe allows.
     """
     configure_logging()
-    from jobs.compress import CompressConfig, run_compress
-    from jobs.config import load_config
+    from leanscore.jobs.compress import CompressConfig, run_compress
+    from leanscore.jobs.config import load_config
 
+    config = _config_path(config)
     try:
         cfg = load_config(CompressConfig, config, overrides)
         artifact = run_compress(cfg, out, config_dir=config.resolve().parent)
@@ -91,10 +117,11 @@ def _run_nightly(config_model, job, app_name: str, config: Path, run_date: str, 
     """Validate a nightly job's date and config, run it, and return its summary; any failure is
     one line on stderr and exit code 1."""
     configure_logging()
-    from jobs.config import load_config
-    from jobs.score import parse_run_date
-    from jobs.spark import get_spark
+    from leanscore.jobs.config import load_config
+    from leanscore.jobs.score import parse_run_date
+    from leanscore.jobs.spark import get_spark
 
+    config = _config_path(config)
     try:
         day = parse_run_date(run_date)
         cfg = load_config(config_model, config, overrides)
@@ -113,7 +140,7 @@ def score(
     overrides: SetOpt = None,
 ) -> None:
     """Nightly job: score a Parquet/Delta table into the run date's partition (idempotent)."""
-    from jobs.score import ScoreConfig, run_score
+    from leanscore.jobs.score import ScoreConfig, run_score
 
     summary = _run_nightly(ScoreConfig, run_score, "leanscore-score", config, run_date, overrides)
     typer.echo(
@@ -129,7 +156,7 @@ def embed(
     overrides: SetOpt = None,
 ) -> None:
     """Nightly job: embed a text column of a Parquet/Delta table into the run date's partition."""
-    from jobs.embed import EmbedConfig, score_text_table
+    from leanscore.jobs.embed import EmbedConfig, score_text_table
 
     summary = _run_nightly(
         EmbedConfig, score_text_table, "leanscore-embed", config, run_date, overrides
@@ -155,16 +182,17 @@ def bench(
     MiniLM variants and the PyTorch model in predict_batch_udf, in sentences/s and cosine.
     """
     configure_logging()
-    from jobs.bench import BenchConfig
-    from jobs.config import apply_overrides, load_config, read_yaml
-    from jobs.embed_bench import is_embedding_config
-    from jobs.spark import get_spark
+    from leanscore.jobs.bench import BenchConfig
+    from leanscore.jobs.config import apply_overrides, load_config, read_yaml
+    from leanscore.jobs.embed_bench import is_embedding_config
+    from leanscore.jobs.spark import get_spark
 
+    config = _config_path(config)
     try:
         if is_embedding_config(apply_overrides(read_yaml(config), list(overrides or []))):
             _embedding_bench(config, out, overrides)
             return
-        from jobs.bench_run import run_bench
+        from leanscore.jobs.bench_run import run_bench
 
         cfg = load_config(BenchConfig, config, overrides)
         run_bench(get_spark("leanscore-bench"), cfg, out, config_dir=config.resolve().parent)
@@ -175,9 +203,9 @@ def bench(
 
 
 def _embedding_bench(config: Path, out: Path, overrides: list[str] | None) -> None:
-    from jobs.config import load_config
-    from jobs.embed_bench import BenchEmbedConfig, run_embed_bench, table_lines
-    from jobs.spark import get_spark
+    from leanscore.jobs.config import load_config
+    from leanscore.jobs.embed_bench import BenchEmbedConfig, run_embed_bench, table_lines
+    from leanscore.jobs.spark import get_spark
 
     cfg = load_config(BenchEmbedConfig, config, overrides)
     report = run_embed_bench(

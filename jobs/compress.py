@@ -6,15 +6,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from leanscore.compression.artifact import Artifact
+from leanscore.compression.build import compress_to_artifact, data_lineage, write_result
+from leanscore.compression.recipe import AccuracyGateError, Recipe
+from leanscore.compression.sources import DataSpec, DigitsSample, ModelSource, load_data, load_model
+from leanscore.jobs.config import load_config, read_yaml, validate
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
 from rich.table import Table
-
-from compression.artifact import Artifact
-from compression.build import compress_to_artifact, data_lineage, write_result
-from compression.recipe import AccuracyGateError, Recipe
-from compression.sources import DataSpec, DigitsSample, ModelSource, load_data, load_model
-from jobs.config import load_config, read_yaml, validate
 
 
 def _default_train() -> DigitsSample:
@@ -128,7 +127,7 @@ def run_compress(
 
 
 def _autotune(recipes, model, out, common, features, class_labels, source, console) -> Artifact:
-    from compression.autotune import autotune, write_table
+    from leanscore.compression.autotune import autotune, write_table
 
     result = autotune(recipes, model, **common)
     json_path, csv_path = write_table(result.table, Path(out).resolve())

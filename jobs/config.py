@@ -3,6 +3,7 @@ validation with ``extra="forbid"`` so a misspelt key is an error, not a silent d
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,8 +17,25 @@ class ConfigError(ValueError):
     """A config file or override is unreadable or invalid; the message names the key."""
 
 
-def read_yaml(path: str | Path) -> dict[str, Any]:
+def packaged_config(name: str | Path) -> Path:
+    """The path of a config shipped with leanscore (``pricing.yaml``, ``recipes/x.yaml``)."""
+    return Path(str(files("leanscore.conf").joinpath(str(name))))
+
+
+def find_config(path: str | Path) -> Path:
+    """``path`` as given when it exists; else, for ``conf/NAME`` or a bare ``NAME``, the
+    config of that name shipped with leanscore, so the README's commands run outside the
+    repository too. A path that is neither stays as given (the caller reports it missing)."""
     path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    relative = Path(*path.parts[1:]) if path.parts[:1] == ("conf",) else path
+    shipped = packaged_config(relative)
+    return shipped if shipped.is_file() else path
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = find_config(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:

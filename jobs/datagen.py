@@ -11,9 +11,8 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
+from leanscore.compression.data import DIGITS_FEATURES, augment, digits_splits
 from pyspark.sql import DataFrame, SparkSession
-
-from compression.data import DIGITS_FEATURES, augment, digits_splits
 
 Layout = Literal["array", "columns"]
 FEATURE_COLUMN = "features"

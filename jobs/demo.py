@@ -15,20 +15,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from leanscore.compression.build import compress_to_artifact
+from leanscore.compression.data import DIGITS_FEATURES, augment, digits_splits
+from leanscore.compression.models import digits_mlp, train_classifier
+from leanscore.compression.recipe import LabelledData, Recipe
+from leanscore.jobs.bench import (
+    compare_variants,
+    comparison_table,
+    default_keep,
+    scan_plan,
+    wide_console,
+)
+from leanscore.jobs.config import load_config, packaged_config
+from leanscore.jobs.datagen import FEATURE_COLUMN, write_digits_table
+from leanscore.jobs.pricing import load_pricing
+from leanscore.jobs.score import InputConfig, ScoreConfig, run_score
 from pyspark.sql import SparkSession
 from rich.console import Console
 
-from compression.build import compress_to_artifact
-from compression.data import DIGITS_FEATURES, augment, digits_splits
-from compression.models import digits_mlp, train_classifier
-from compression.recipe import LabelledData, Recipe
-from jobs.bench import compare_variants, comparison_table, default_keep, scan_plan, wide_console
-from jobs.config import load_config
-from jobs.datagen import FEATURE_COLUMN, write_digits_table
-from jobs.pricing import load_pricing
-from jobs.score import InputConfig, ScoreConfig, run_score
-
-CONF = Path(__file__).resolve().parent.parent / "conf"
+CONF = packaged_config(".")
 RECIPES = ("digits-mlp-fp32.yaml", "digits-mlp-demo.yaml")
 
 

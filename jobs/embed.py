@@ -2,7 +2,7 @@
 
     leanscore embed --config conf/nightly-embed.yaml --run-date 2026-11-28
 
-Same contract as ``jobs.score``: a rerun for ``run_date`` replaces exactly that date's rows
+Same contract as ``score``: a rerun for ``run_date`` replaces exactly that date's rows
 (Delta ``replaceWhere``); keys and passthrough columns are kept; the model's name, version and
 sha256 go next to every embedding.
 """
@@ -17,12 +17,8 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
-from pydantic import BaseModel, ConfigDict, Field
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-
-from compression.artifact import Artifact
-from jobs.score import (
+from leanscore.compression.artifact import Artifact
+from leanscore.jobs.score import (
     RUN_DATE_COLUMN,
     InputConfig,
     TableRef,
@@ -32,8 +28,11 @@ from jobs.score import (
     write_partition,
     write_summary,
 )
-from udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES
-from udfs.text import embed_dataframe
+from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES
+from leanscore.udfs.text import embed_dataframe
+from pydantic import BaseModel, ConfigDict, Field
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +144,8 @@ def main(
     run_date: Annotated[str, typer.Option(help="YYYY-MM-DD partition to (re)write")],
     set_: Annotated[list[str] | None, typer.Option("--set", help="override: a.b=value")] = None,
 ) -> None:
-    from jobs.config import load_config
-    from jobs.spark import get_spark
+    from leanscore.jobs.config import load_config
+    from leanscore.jobs.spark import get_spark
 
     cfg = load_config(EmbedConfig, config, set_ or [])
     summary = score_text_table(get_spark("leanscore-embed"), cfg, run_date)

@@ -4,7 +4,7 @@
 
 The bench config says ``kind: embedding``; ``leanscore bench`` sends it here. ``prepare``
 writes the docstring table (Delta) and builds each recipe's artifact with the text pipeline
-(``compression.text_compress``), gated on fidelity: a recipe over its budget is reported with
+(``text_compress``), gated on fidelity: a recipe over its budget is reported with
 its numbers and not measured. Artifacts and rejections are kept in ``workdir`` and reused while
 their recipe and data are unchanged. ``measure`` then embeds the same table (cached,
 ``partitions`` slices) with every variant into Spark's noop sink: a warm-up on every worker
@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+from leanscore.compression.text_fidelity import embedding_fidelity
 from pydantic import BaseModel, ConfigDict, Field
-
-from compression.text_fidelity import embedding_fidelity
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +123,7 @@ def _workdir(config: BenchEmbedConfig) -> dict[str, Path]:
 
 def _split_sentences(config: BenchEmbedConfig) -> tuple[list[str], list[str]]:
     """Held-out sentences gate the recipes; different ones train/calibrate them."""
-    from compression.text_data import stdlib_sentences
+    from leanscore.compression.text_data import stdlib_sentences
 
     sentences = stdlib_sentences()
     random.Random(1).shuffle(sentences)
@@ -142,8 +141,7 @@ def _build_key(recipe: dict, config: BenchEmbedConfig) -> str:
 def _ensure_table(spark, config: BenchEmbedConfig, table: Path) -> int:
     """Write the docstring table unless it is there with ``rows`` rows; its Delta version."""
     from delta.tables import DeltaTable
-
-    from compression.text_data import text_table
+    from leanscore.compression.text_data import text_table
 
     path = str(table)
     if not (
@@ -158,11 +156,11 @@ def _ensure_table(spark, config: BenchEmbedConfig, table: Path) -> int:
 
 def prepare(spark, config: BenchEmbedConfig, *, config_dir: Path) -> tuple[dict, list[dict]]:
     """Write the table and every recipe's artifact: ({name: path}, [rejected recipes])."""
-    from compression.artifact import Artifact
-    from compression.text_build import write_text_artifact
-    from compression.text_compress import TextGateError, TextRecipe, compress_text
-    from jobs.bench import resolve_path
-    from jobs.config import load_config
+    from leanscore.compression.artifact import Artifact
+    from leanscore.compression.text_build import write_text_artifact
+    from leanscore.compression.text_compress import TextGateError, TextRecipe, compress_text
+    from leanscore.jobs.bench import resolve_path
+    from leanscore.jobs.config import load_config
 
     paths = _workdir(config)
     version = _ensure_table(spark, config, paths["table"])
@@ -239,8 +237,7 @@ def _torch_predict_fn(max_length: int):
 
     def make_predict_fn():
         import torch
-
-        from compression.text_model import load_encoder, load_tokenizer, tokenize
+        from leanscore.compression.text_model import load_encoder, load_tokenizer, tokenize
 
         torch.set_num_threads(1)  # one task per core, as ONNX Runtime's sessions
         encoder, tokenizer = load_encoder(), load_tokenizer()
@@ -256,7 +253,7 @@ def _torch_predict_fn(max_length: int):
 
 
 def _no_model_kernel():
-    from udfs.text import TextKernel
+    from leanscore.udfs.text import TextKernel
 
     class NoModelKernel(TextKernel):
         """The text UDF with the model call left out: rows read, sorted, tokenized and padded
@@ -272,14 +269,13 @@ NO_MODEL = "no model (Spark path + tokenizer only)"
 
 
 def _variants(spark, config: BenchEmbedConfig, artifacts: dict[str, str]) -> list[Variant]:
+    from leanscore.compression.artifact import Artifact
+    from leanscore.compression.text_model import minilm_dir
+    from leanscore.udfs.predict import task_cpus
+    from leanscore.udfs.text import TextEmbeddingUDF, TextSessionConfig, text_embedding_udf
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql import functions as F
     from pyspark.sql.types import ArrayType, FloatType
-
-    from compression.artifact import Artifact
-    from compression.text_model import minilm_dir
-    from udfs.predict import task_cpus
-    from udfs.text import TextEmbeddingUDF, TextSessionConfig, text_embedding_udf
 
     session = TextSessionConfig(
         intra_op_threads=task_cpus(spark), disabled_optimizers=tuple(config.disabled_optimizers)
@@ -392,9 +388,8 @@ def measure(
 def _measure(
     spark, config: BenchEmbedConfig, artifacts: dict[str, str], *, cores: int
 ) -> tuple[list[Variant], dict[str, np.ndarray], int]:
+    from leanscore.jobs.bench_metrics import CpuMeter
     from pyspark.sql import functions as F
-
-    from jobs.bench_metrics import CpuMeter
 
     partitions = config.partitions or cores
     source = spark.read.format("delta").load(str(_workdir(config)["table"]))
@@ -476,10 +471,10 @@ def ort_alone(
     """Sentences/s of each model alone: ONNX Runtime on one thread in this process, the UDF's
     own length sorting and sub-batches (``TextKernel.run``) on already tokenized rows; no
     Spark, no tokenizer. Interleaved rounds, medians."""
-    from compression.artifact import Artifact
-    from udfs.distribution import ModelSource
-    from udfs.session_cache import get_session
-    from udfs.text import TextKernel, TextOptions, TextSessionConfig
+    from leanscore.compression.artifact import Artifact
+    from leanscore.udfs.distribution import ModelSource
+    from leanscore.udfs.session_cache import get_session
+    from leanscore.udfs.text import TextKernel, TextOptions, TextSessionConfig
 
     config_ort = TextSessionConfig(
         intra_op_threads=1, disabled_optimizers=tuple(config.disabled_optimizers)
@@ -509,10 +504,10 @@ def ort_alone(
 
 def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_dir: Path) -> dict:
     """Prepare, measure, and write ``report.json`` and ``report.md`` into ``out``."""
-    from jobs.bench import resolve_path, spark_cores
-    from jobs.bench_metrics import environment
-    from jobs.pricing import cost, load_pricing
-    from udfs.text import resolve_engine
+    from leanscore.jobs.bench import resolve_path, spark_cores
+    from leanscore.jobs.bench_metrics import environment
+    from leanscore.jobs.pricing import cost, load_pricing
+    from leanscore.udfs.text import resolve_engine
 
     out = Path(out).resolve()
     started = dt.datetime.now(dt.UTC)

@@ -4,7 +4,7 @@ Spark resolves ``spark.jars.packages`` with Ivy on every start, which needs the 
 it resolve once into a cache directory of our own, record the jar files it fetched, and from
 then on hand Spark those local files through ``spark.jars``, so later runs start offline.
 
-``python -m jobs.jars`` does the one-time resolution (``make`` runs it).
+``python -m leanscore.jobs.jars`` does the one-time resolution (``make`` runs it).
 """
 
 from __future__ import annotations

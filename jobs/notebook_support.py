@@ -79,7 +79,7 @@ def notebook_spark(namespace: Mapping[str, Any], app_name: str):
     spark = namespace.get("spark")
     if spark is not None:
         return spark
-    from jobs.spark import get_spark
+    from leanscore.jobs.spark import get_spark
 
     return get_spark(app_name)
 
@@ -143,8 +143,8 @@ def nightly_config(params: Mapping[str, str], config_model):
     ``output_table``, ``summary_path`` and ``set``, applied as the CLI's ``--set`` would."""
     import datetime as dt
 
-    from jobs.config import load_config
-    from jobs.score import parse_run_date
+    from leanscore.jobs.config import load_config
+    from leanscore.jobs.score import parse_run_date
 
     run_date = parse_run_date(params["run_date"] or dt.date.today().isoformat())
     config = load_config(

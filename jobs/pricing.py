@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from leanscore.jobs.config import load_config
 from pydantic import BaseModel, ConfigDict, Field
-
-from jobs.config import load_config
 
 
 class Instance(BaseModel):

@@ -16,15 +16,14 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from leanscore.compression.artifact import Artifact
+from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
+from leanscore.udfs.predict import score_dataframe
+from leanscore.udfs.scan import score_table
+from leanscore.udfs.session_cache import SessionConfig
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-
-from compression.artifact import Artifact
-from udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
-from udfs.predict import score_dataframe
-from udfs.scan import score_table
-from udfs.session_cache import SessionConfig
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +203,7 @@ def count_input(df: DataFrame, config: ScoreConfig) -> int:
 
 
 def session_config(spark: SparkSession, options: SessionOptions) -> SessionConfig:
-    from udfs.predict import task_cpus
+    from leanscore.udfs.predict import task_cpus
 
     return SessionConfig(
         intra_op_threads=options.intra_op_threads or task_cpus(spark),

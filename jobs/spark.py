@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 import sys
 
+from leanscore.jobs.jars import cached_jars, delta_coordinates, resolve_jars
 from pyspark.sql import SparkSession
-
-from jobs.jars import cached_jars, delta_coordinates, resolve_jars
 
 DEFAULT_MASTER = "local[*]"
 

@@ -19,9 +19,9 @@
 # COMMAND ----------
 
 # ruff: noqa: E402, F821
-from jobs.compress import CompressConfig, run_compress
-from jobs.config import load_config
-from jobs.notebook_support import (
+from leanscore.jobs.compress import CompressConfig, run_compress
+from leanscore.jobs.config import load_config
+from leanscore.jobs.notebook_support import (
     overrides,
     project_path,
     set_overrides,

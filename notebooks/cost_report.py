@@ -25,11 +25,10 @@ import json
 from pathlib import Path
 
 import pandas as pd
-
-from jobs.bench import BenchConfig
-from jobs.bench_run import run_bench
-from jobs.config import load_config
-from jobs.notebook_support import (
+from leanscore.jobs.bench import BenchConfig
+from leanscore.jobs.bench_run import run_bench
+from leanscore.jobs.config import load_config
+from leanscore.jobs.notebook_support import (
     notebook_spark,
     overrides,
     project_path,

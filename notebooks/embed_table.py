@@ -22,14 +22,14 @@
 # ruff: noqa: E402, F821
 import json
 
-from jobs.embed import EmbedConfig, score_text_table
-from jobs.notebook_support import (
+from leanscore.jobs.embed import EmbedConfig, score_text_table
+from leanscore.jobs.notebook_support import (
     nightly_config,
     notebook_spark,
     show,
     widgets,
 )
-from jobs.score import RUN_DATE_COLUMN, read_table
+from leanscore.jobs.score import RUN_DATE_COLUMN, read_table
 
 params = widgets(
     globals(),

@@ -24,13 +24,13 @@
 # ruff: noqa: E402, F821
 import json
 
-from jobs.notebook_support import (
+from leanscore.jobs.notebook_support import (
     nightly_config,
     notebook_spark,
     show,
     widgets,
 )
-from jobs.score import RUN_DATE_COLUMN, ScoreConfig, read_table, run_score
+from leanscore.jobs.score import RUN_DATE_COLUMN, ScoreConfig, read_table, run_score
 
 params = widgets(
     globals(),

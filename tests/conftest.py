@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-os.environ.setdefault("LEANSCORE_CACHE", str(Path(__file__).resolve().parents[1] / ".cache"))
 os.environ.setdefault("LEANSCORE_SHUFFLE_PARTITIONS", "2")
 os.environ.setdefault("LEANSCORE_DRIVER_MEMORY", "2g")
 
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
-    from jobs.spark import get_spark
+    from leanscore.jobs.spark import get_spark
 
     warehouse = tmp_path_factory.mktemp("warehouse")
     session = get_spark(
@@ -30,7 +28,7 @@ def spark(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits():
-    from compression.data import digits_splits
+    from leanscore.compression.data import digits_splits
 
     return digits_splits()
 
@@ -38,7 +36,7 @@ def digits():
 @pytest.fixture(scope="session")
 def small_model(digits):
     """A small MLP trained for a few epochs on real digits (seconds on a CPU)."""
-    from compression.models import MLP, train_classifier
+    from leanscore.compression.models import MLP, train_classifier
 
     train, _ = digits
     torch.manual_seed(0)
@@ -47,9 +45,9 @@ def small_model(digits):
 
 
 def make_artifact(model, out_dir, *, name="digits-small", features=None, recipe_steps=None):
-    from compression.build import compress_to_artifact
-    from compression.data import digits_splits
-    from compression.recipe import LabelledData, Recipe
+    from leanscore.compression.build import compress_to_artifact
+    from leanscore.compression.data import digits_splits
+    from leanscore.compression.recipe import LabelledData, Recipe
 
     train, held_out = digits_splits()
     recipe = Recipe.model_validate(
@@ -73,7 +71,7 @@ def artifact(small_model, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def columns_artifact(small_model, tmp_path_factory):
-    from jobs.datagen import feature_column_names
+    from leanscore.jobs.datagen import feature_column_names
 
     return make_artifact(
         small_model,
@@ -105,3 +103,10 @@ BAD_ROWS = [
     (1003, [float("inf")] * 64),
     (1004, [0.5] * 10 + [None] + [0.5] * 53),
 ]
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that use the Spark session are marked ``spark``: ``make test-fast`` leaves them out."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)

@@ -23,7 +23,7 @@ class CliResult:
 
 def run_cli(*args: str) -> CliResult:
     """``leanscore ARGS`` in this process (the test's Spark session is the active one)."""
-    from jobs.cli import app
+    from leanscore.jobs.cli import app
 
     result = CliRunner().invoke(app, [str(a) for a in args])
     if result.exception is not None and not isinstance(result.exception, SystemExit):

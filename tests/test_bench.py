@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from jobs.bench import BenchConfig
-from jobs.config import load_config
+from leanscore.jobs.bench import BenchConfig
+from leanscore.jobs.config import load_config
 
 PRICING = {
     "instance": {
@@ -70,7 +69,7 @@ def bench_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def first_run(spark, bench_dir):
-    from jobs.bench_run import run_bench
+    from leanscore.jobs.bench_run import run_bench
 
     path = bench_config(bench_dir)
     config = load_config(BenchConfig, path)
@@ -154,7 +153,7 @@ def test_dollar_figures_match_a_hand_computation(first_run):
 
 
 def test_history_grows_by_one_row_per_variant_per_run(spark, bench_dir, first_run):
-    from jobs.bench_run import run_bench
+    from leanscore.jobs.bench_run import run_bench
 
     history = str(bench_dir / "history")
     before = spark.read.format("delta").load(history)

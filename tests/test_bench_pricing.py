@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from jobs.config import ConfigError
-from jobs.pricing import cost, cost_model_text, load_pricing, savings
+from leanscore.jobs.config import ConfigError
+from leanscore.jobs.pricing import cost, cost_model_text, load_pricing, savings
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GOOD = {
@@ -57,8 +56,8 @@ def test_negative_price_names_the_field_and_value(tmp_path, field):
 
 
 def test_shipped_pricing_and_bench_configs_load():
-    from jobs.bench import BenchConfig
-    from jobs.config import load_config
+    from leanscore.jobs.bench import BenchConfig
+    from leanscore.jobs.config import load_config
 
     load_pricing(CONF / "pricing.yaml")
     config = load_config(BenchConfig, CONF / "bench.yaml")

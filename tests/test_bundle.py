@@ -19,12 +19,11 @@ import click
 import pytest
 import typer
 import yaml
+from leanscore.jobs.bench import BenchConfig
+from leanscore.jobs.cli import app
+from leanscore.jobs.config import load_config
+from leanscore.jobs.score import ScoreConfig
 from typer.testing import CliRunner
-
-from jobs.bench import BenchConfig
-from jobs.cli import app
-from jobs.config import load_config
-from jobs.score import ScoreConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLE = ROOT / "databricks.yml"

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from leanscore.jobs.cli import app
 from typer.testing import CliRunner
-
-from jobs.cli import app
 
 runner = CliRunner()
 

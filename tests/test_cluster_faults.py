@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from leanscore.jobs.score import ScoreConfig, run_score
 from pyspark.testing import assertDataFrameEqual
 from reliability_support import ROOT, checksum, predictions
 from standalone_cluster import (
@@ -35,8 +36,6 @@ from standalone_cluster import (
     stop_cluster,
     stop_pids,
 )
-
-from jobs.score import ScoreConfig, run_score
 
 RUN_DATE = "2026-04-01"
 ROWS = 24_000

@@ -8,14 +8,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from torch import nn
-
-from compression.artifact import Artifact, ModelIntegrityError
-from compression.build import compress_to_artifact
-from compression.evaluate import evaluate_onnx
-from compression.export import ExportParityError, check_parity, export_onnx
-from compression.factorize import depthwise_separable, factorize_linears, separable_convs
-from compression.models import (
+from leanscore.compression.artifact import Artifact, ModelIntegrityError
+from leanscore.compression.build import compress_to_artifact
+from leanscore.compression.evaluate import evaluate_onnx
+from leanscore.compression.export import ExportParityError, check_parity, export_onnx
+from leanscore.compression.factorize import depthwise_separable, factorize_linears, separable_convs
+from leanscore.compression.models import (
     MLP,
     DigitsCNN,
     WithSoftmax,
@@ -25,15 +23,21 @@ from compression.models import (
     shrink,
     train_classifier,
 )
-from compression.quantize import ArrayCalibrationReader, dynamic_int8, float16, static_int8
-from compression.recipe import (
+from leanscore.compression.quantize import (
+    ArrayCalibrationReader,
+    dynamic_int8,
+    float16,
+    static_int8,
+)
+from leanscore.compression.recipe import (
     AccuracyGateError,
     LabelledData,
     Recipe,
     RecipeError,
     run_recipe,
 )
-from jobs.config import ConfigError, validate
+from leanscore.jobs.config import ConfigError, validate
+from torch import nn
 
 
 def _data(digits):
@@ -113,7 +117,7 @@ def test_low_rank_factorization_is_exact_at_full_rank_and_shrinks_below_it(small
     assert first[1].weight.shape == (64, 4)
     assert count_params(low) < count_params(small_model) / 2
 
-    from compression.factorize import low_rank_linear
+    from leanscore.compression.factorize import low_rank_linear
 
     layer = small_model.body[2]  # 64 -> 32, full rank 32 reproduces it
     pair = low_rank_linear(layer, 32)
@@ -123,7 +127,7 @@ def test_low_rank_factorization_is_exact_at_full_rank_and_shrinks_below_it(small
 
 
 def test_energy_picks_the_fewest_singular_values():
-    from compression.factorize import svd_rank
+    from leanscore.compression.factorize import svd_rank
 
     weight = torch.diag(torch.tensor([10.0, 1.0, 0.1, 0.01]))
     assert svd_rank(weight, rank=None, energy=0.98) == 1
@@ -160,6 +164,7 @@ def test_shrink_makes_a_quarter_width_student():
         shrink(nn.Sequential(nn.Linear(4, 2)), width=0.5)
 
 
+@pytest.mark.slow
 def test_distill_step_reports_distilled_and_hard_label_students(small_model, digits):
     train, evaluation = _data(digits)
     recipe = _recipe([{"step": "distill", "width": 0.25, "epochs": 30, "lr": 1e-2}])
@@ -182,7 +187,7 @@ def test_distill_step_reports_distilled_and_hard_label_students(small_model, dig
 
 
 def test_sparsify_drives_weights_to_zero(small_model, digits):
-    from compression.sparsify import l1_finetune, near_zero_fraction
+    from leanscore.compression.sparsify import l1_finetune, near_zero_fraction
 
     train, _ = digits
     model = MLP(64, [64, 32], 10)
@@ -199,6 +204,7 @@ def test_sparsify_drives_weights_to_zero(small_model, digits):
     )
 
 
+@pytest.mark.slow
 def test_structured_prune_removes_neurons_and_unstructured_only_zeros(small_model, digits):
     train, evaluation = _data(digits)
     recipe = _recipe(
@@ -268,7 +274,7 @@ def test_static_int8_qdq_calibrated_from_an_array(fp32_bytes, digits, method):
 
 
 def test_per_tensor_dynamic_fp16_and_exclusion(fp32_bytes, digits):
-    from compression.quantize import nodes_to_exclude
+    from leanscore.compression.quantize import nodes_to_exclude
 
     per_tensor = dynamic_int8(fp32_bytes, per_channel=False)
     per_channel = dynamic_int8(fp32_bytes, per_channel=True)
@@ -381,8 +387,9 @@ def test_manifest_round_trips_and_a_tampered_model_fails(small_model, digits, tm
         Artifact.load(out)
 
 
+@pytest.mark.slow
 def test_autotune_keeps_the_fastest_passing_candidate(small_model, digits, tmp_path):
-    from compression.autotune import autotune, write_table
+    from leanscore.compression.autotune import autotune, write_table
 
     train, evaluation = _data(digits)
     candidates = [
@@ -424,6 +431,7 @@ def test_autotune_keeps_the_fastest_passing_candidate(small_model, digits, tmp_p
     assert csv_path.read_text().splitlines()[0].startswith("rank,recipe,passed,chosen")
 
 
+@pytest.mark.slow
 def test_cnn_recipe_factorizes_and_distills(tiny_cnn, digits):
     train, evaluation = _data(digits)
     recipe = _recipe(
@@ -451,8 +459,8 @@ def test_cnn_recipe_factorizes_and_distills(tiny_cnn, digits):
 
 
 def test_delta_sample_feeds_calibration_with_lineage(spark, fp32_bytes, digits, tmp_path):
-    from compression.table_data import TableSample, read_table_sample
-    from jobs.datagen import write_digits_table
+    from leanscore.compression.table_data import TableSample, read_table_sample
+    from leanscore.jobs.datagen import write_digits_table
 
     path = str(tmp_path / "calib")
     version = write_digits_table(spark, path, 600, partitions=2)
@@ -481,16 +489,16 @@ data:
 """
 
 
+@pytest.mark.slow
 def test_cli_compresses_a_checkpoint_and_refuses_over_budget(small_model, tmp_path):
+    from leanscore.jobs.cli import app
     from typer.testing import CliRunner
-
-    from jobs.cli import app
 
     torch.save(small_model.state_dict(), tmp_path / "model.pt")
     model = """
 model:
   kind: torch
-  factory: compression.models:MLP
+  factory: leanscore.compression.models:MLP
   kwargs: {in_features: 64, hidden: [64, 32], num_classes: 10}
   checkpoint: model.pt
   input_shape: [64]
@@ -523,9 +531,8 @@ model:
 
 
 def test_cli_onnx_source_and_clear_errors(fp32_bytes, tmp_path):
+    from leanscore.jobs.cli import app
     from typer.testing import CliRunner
-
-    from jobs.cli import app
 
     (tmp_path / "m.onnx").write_bytes(fp32_bytes)
     source = "\nmodel: {kind: onnx, path: m.onnx}\n" + TINY_DATA
@@ -551,8 +558,8 @@ def test_cli_onnx_source_and_clear_errors(fp32_bytes, tmp_path):
     bad = _write_config(
         tmp_path,
         "recipe: {name: u, max_accuracy_drop: 1, steps: [{step: export}]}\nmodel: {kind: torch, "
-        "factory: 'compression.models:digits_mlp', checkpoint: unsafe.pt, input_shape: [64]}\n"
-        + TINY_DATA,
+        "factory: 'leanscore.compression.models:digits_mlp', checkpoint: unsafe.pt, "
+        "input_shape: [64]}\n" + TINY_DATA,
     )
     result = CliRunner().invoke(app, ["compress", "-c", str(bad), "-o", str(tmp_path / "u")])
     assert result.exit_code == 1

@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
+
+pytestmark = pytest.mark.spark
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,12 +54,11 @@ def test_scoring_on_spark_connect(artifact, digits, tmp_path):
 
 def _connect_main(artifact_path: str, workdir: str, out: str) -> None:
     import pandas as pd
-
-    from compression.artifact import Artifact
-    from compression.data import digits_splits
-    from jobs.spark import local_connect_session
-    from udfs import model_udf, score_dataframe, score_table
-    from udfs.distribution import is_connect
+    from leanscore.compression.artifact import Artifact
+    from leanscore.compression.data import digits_splits
+    from leanscore.jobs.spark import local_connect_session
+    from leanscore.udfs import model_udf, score_dataframe, score_table
+    from leanscore.udfs.distribution import is_connect
 
     spark = local_connect_session("local[2]")
     artifact = Artifact.load(artifact_path)

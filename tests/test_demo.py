@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 from delta.tables import DeltaTable
-
-from compression.artifact import Artifact
-from jobs.demo import run_demo
+from leanscore.compression.artifact import Artifact
+from leanscore.jobs.demo import run_demo
 
 
 def test_small_demo_writes_artifacts_tables_and_report(spark, tmp_path):

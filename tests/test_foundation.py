@@ -9,11 +9,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 from conftest import held_out_frame
+from leanscore.compression.artifact import Artifact, ArtifactError, ModelIntegrityError
+from leanscore.udfs import model_udf, score_dataframe
+from leanscore.udfs.distribution import ModelSource
 from pyspark.testing import assertDataFrameEqual
-
-from compression.artifact import Artifact, ArtifactError, ModelIntegrityError
-from udfs import model_udf, score_dataframe
-from udfs.distribution import ModelSource
 
 
 def test_delta_round_trip(spark, tmp_path):

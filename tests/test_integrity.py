@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import held_out_frame, make_artifact
+from leanscore.compression.artifact import Artifact
+from leanscore.udfs.distribution import ModelSource
 from reliability_support import ROOT, run_cli, write_yaml
-
-from compression.artifact import Artifact
-from udfs.distribution import ModelSource
 
 SOURCE_DIRS = ("compression", "udfs", "jobs")
 
@@ -21,7 +20,7 @@ SOURCE_DIRS = ("compression", "udfs", "jobs")
 @pytest.fixture(scope="module")
 def fresh_artifact(tmp_path_factory):
     """An artifact no Python worker has cached yet (its own weights, so its own sha256)."""
-    from compression.models import MLP
+    from leanscore.compression.models import MLP
 
     torch.manual_seed(1234)
     return make_artifact(
@@ -34,7 +33,7 @@ def test_executor_refuses_a_model_changed_after_the_driver_checked_it(
 ):
     """The driver loads and verifies the artifact; then model.onnx is replaced on disk. With
     path distribution the executors read the file themselves and must refuse it."""
-    from udfs import score_dataframe
+    from leanscore.udfs import score_dataframe
 
     artifact = Artifact.load(fresh_artifact.path)  # verified on the driver
     model = artifact.model_path
@@ -154,7 +153,7 @@ def test_compress_refuses_a_checkpoint_that_holds_code(tmp_path):
             "recipe": {"name": "r", "max_accuracy_drop": 1.0, "steps": [{"step": "export"}]},
             "model": {
                 "kind": "torch",
-                "factory": "compression.models:MLP",
+                "factory": "leanscore.compression.models:MLP",
                 "kwargs": {"in_features": 64, "hidden": [8], "num_classes": 10},
                 "checkpoint": str(checkpoint),
                 "input_shape": [64],

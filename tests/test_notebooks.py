@@ -18,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.spark
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
 HEADER = "# Databricks notebook source\n"
@@ -38,7 +40,6 @@ def notebook_env(**extra: str) -> dict[str, str]:
         env.pop(key, None)
     env.update(
         {
-            "LEANSCORE_CACHE": os.environ.get("LEANSCORE_CACHE", str(ROOT / ".cache")),
             "LEANSCORE_SPARK_MASTER": "local[2]",
             "LEANSCORE_SHUFFLE_PARTITIONS": "2",
             "LEANSCORE_DRIVER_MEMORY": "1g",
@@ -117,7 +118,7 @@ def test_every_notebook_keeps_its_header_and_calls_the_cli_function():
         assert text.count("\n# COMMAND ----------\n") >= 2, path.name
         assert "# MAGIC %md" in text, path.name
         tree = ast.parse(text)
-        assert ("jobs.notebook_support", "widgets") in imported_names(tree)
+        assert ("leanscore.jobs.notebook_support", "widgets") in imported_names(tree)
         command, function = CLI_FUNCTIONS[path.name]
         (shared,) = [imp for imp in commands[command] if imp[1] == function]
         assert shared in imported_names(tree), f"{path.name} must call {shared} like the CLI"
@@ -270,7 +271,7 @@ def test_cost_report_notebook_benches_charts_and_queries_history(demo_workdir, t
 
 
 def test_widget_defaults_environment_and_argv(monkeypatch):
-    from jobs.notebook_support import location_overrides, set_overrides, widgets
+    from leanscore.jobs.notebook_support import location_overrides, set_overrides, widgets
 
     defaults = {"run_date": "", "output_path": "out", "set": ""}
     monkeypatch.setenv("LEANSCORE_WIDGET_OUTPUT_PATH", "/env/out")
@@ -289,10 +290,9 @@ def test_embed_notebook_writes_the_run_date_partition(spark, tmp_path):
     """The embedding notebook as the nightly task: real sentences (one empty, flagged) in a
     Delta table, the fp32 MiniLM artifact, embeddings in the run date's partition."""
     import pandas as pd
-
-    from compression.text_build import write_text_artifact
-    from compression.text_data import text_table
-    from compression.text_model import baseline_onnx
+    from leanscore.compression.text_build import write_text_artifact
+    from leanscore.compression.text_data import text_table
+    from leanscore.compression.text_model import baseline_onnx
 
     artifact = write_text_artifact(
         baseline_onnx(), tmp_path / "minilm-fp32", name="minilm-fp32", max_length=64

@@ -12,9 +12,8 @@ import threading
 import pytest
 from conftest import held_out_frame
 from delta.tables import DeltaTable
+from leanscore.jobs.score import ScoreConfig, run_score
 from reliability_support import checksum, run_cli, write_yaml
-
-from jobs.score import ScoreConfig, run_score
 
 ROWS = 80
 

@@ -10,11 +10,10 @@ import datetime as dt
 import numpy as np
 import pytest
 from conftest import BAD_ROWS, held_out_frame
+from leanscore.udfs import score_dataframe
+from leanscore.udfs.scan import ScanUnsupported, plan_scan, score_table
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
-
-from udfs import score_dataframe
-from udfs.scan import ScanUnsupported, plan_scan, score_table
 
 
 def _table(spark, digits, path, *, n=300, files=3, fmt="delta", bad=True):
@@ -62,7 +61,7 @@ def test_scan_fail_policy_names_key_column_and_value(spark, digits, artifact, tm
 
 
 def test_scan_reads_parquet_columns_layout(spark, digits, columns_artifact, tmp_path):
-    from jobs.datagen import feature_column_names
+    from leanscore.jobs.datagen import feature_column_names
 
     names = feature_column_names()
     wide = held_out_frame(spark, digits, n=120).select(
@@ -94,7 +93,7 @@ def test_plan_splits_row_groups_and_covers_every_file(spark, digits, tmp_path):
 
 
 def test_deal_balances_rows_over_tasks():
-    from udfs.scan import deal
+    from leanscore.udfs.scan import deal
 
     weighted = [(("a", 0), 100), (("a", 1), 10), (("b", 0), 60), (("b", 1), 50), (("c", 0), 40)]
     tasks = deal(weighted, 2)

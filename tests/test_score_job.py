@@ -8,9 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import held_out_frame
+from leanscore.jobs.score import ScoreConfig, run_score
 from pyspark.sql import functions as F
-
-from jobs.score import ScoreConfig, run_score
 
 
 def _config(artifact, src, out, **extra):
@@ -112,8 +111,8 @@ def test_missing_input_names_the_path(spark, artifact, tmp_path):
 
 
 def test_many_numeric_columns_give_the_array_results(spark, digits, artifact, columns_artifact):
-    from jobs.datagen import feature_column_names
-    from udfs import score_dataframe
+    from leanscore.jobs.datagen import feature_column_names
+    from leanscore.udfs import score_dataframe
 
     df = held_out_frame(spark, digits, n=64)
     names = feature_column_names()
@@ -125,7 +124,7 @@ def test_many_numeric_columns_give_the_array_results(spark, digits, artifact, co
 
 
 def test_missing_feature_column_is_named(spark, digits, columns_artifact):
-    from udfs import score_dataframe
+    from leanscore.udfs import score_dataframe
 
     df = held_out_frame(spark, digits, n=4)
     with pytest.raises(ValueError, match="feature column 'pixel_0' is missing from the input"):
@@ -133,7 +132,7 @@ def test_missing_feature_column_is_named(spark, digits, columns_artifact):
 
 
 def test_parquet_output_session_options_and_failed_summary(spark, digits, artifact, tmp_path):
-    from jobs.config import apply_overrides
+    from leanscore.jobs.config import apply_overrides
 
     src, out = str(tmp_path / "in"), str(tmp_path / "out")
     held_out_frame(spark, digits, n=30).write.parquet(src)

@@ -53,7 +53,6 @@ def test_readme_spark_submit_scores_on_a_standalone_cluster(tmp_path_factory, tm
             RUN_DATE=RUN_DATE,
             DIST=str(tmp_path / "dist"),
             SPARK_LOCAL_IP="127.0.0.1",
-            LEANSCORE_CACHE=os.environ.get("LEANSCORE_CACHE", str(ROOT / ".cache")),
         )
         proc = subprocess.run(
             ["bash", "-euo", "pipefail", "-c", readme_command()],

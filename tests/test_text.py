@@ -19,21 +19,21 @@ BY_PATH = {"path_threshold_bytes": 0}
 
 @pytest.fixture(scope="session")
 def sentences():
-    from compression.text_data import text_table
+    from leanscore.compression.text_data import text_table
 
     return list(text_table(40, seed=3)["text"])
 
 
 @pytest.fixture(scope="session")
 def minilm():
-    from compression.text_model import baseline_onnx, load_encoder, load_tokenizer
+    from leanscore.compression.text_model import baseline_onnx, load_encoder, load_tokenizer
 
     return load_encoder(), load_tokenizer(), baseline_onnx()
 
 
 @pytest.fixture(scope="session")
 def text_artifact(minilm, tmp_path_factory):
-    from compression.text_build import write_text_artifact
+    from leanscore.compression.text_build import write_text_artifact
 
     _, _, onnx_bytes = minilm
     return write_text_artifact(
@@ -50,7 +50,7 @@ def _frame(spark, texts, start=0):
 
 
 def test_stdlib_text_table_is_real_deduplicated_english():
-    from compression.text_data import stdlib_sentences, text_table
+    from leanscore.compression.text_data import stdlib_sentences, text_table
 
     sentences = stdlib_sentences()
     assert len(sentences) > 2000 and len(set(sentences)) == len(sentences)
@@ -61,8 +61,7 @@ def test_stdlib_text_table_is_real_deduplicated_english():
 
 def test_export_matches_pytorch_on_real_sentences(minilm, sentences):
     import onnxruntime as ort
-
-    from compression.text_model import tokenize, torch_embed
+    from leanscore.compression.text_model import tokenize, torch_embed
 
     encoder, tokenizer, onnx_bytes = minilm
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
@@ -79,7 +78,7 @@ def test_export_matches_pytorch_on_real_sentences(minilm, sentences):
 
 
 def test_artifact_records_and_verifies_the_tokenizer(text_artifact):
-    from compression.artifact import Artifact, ModelIntegrityError
+    from leanscore.compression.artifact import Artifact, ModelIntegrityError
 
     manifest = text_artifact.manifest
     assert manifest.features.text_column == "text" and manifest.features.size == MAX_LENGTH
@@ -96,9 +95,9 @@ def test_artifact_records_and_verifies_the_tokenizer(text_artifact):
 
 def test_length_ordering_gives_same_embeddings_in_row_order(spark, text_artifact, sentences):
     """Sorted and unsorted sub-batches, Arrow and pandas UDFs: the same rows, in order."""
-    from compression.text_compress import onnx_embed
-    from compression.text_model import load_tokenizer
-    from udfs.text import embed_dataframe
+    from leanscore.compression.text_compress import onnx_embed
+    from leanscore.compression.text_model import load_tokenizer
+    from leanscore.udfs.text import embed_dataframe
 
     df = _frame(spark, sentences)
     runs = {}
@@ -125,7 +124,7 @@ def test_length_ordering_gives_same_embeddings_in_row_order(spark, text_artifact
 
 @pytest.mark.parametrize("engine", ["arrow", "pandas"])
 def test_flag_policy_nulls_bad_rows_and_names_the_reason(spark, text_artifact, sentences, engine):
-    from udfs.text import embed_dataframe
+    from leanscore.udfs.text import embed_dataframe
 
     long_text = " ".join(sentences) * 3  # well over 64 tokens and over max_chars below
     texts = [sentences[0], None, "", "   ", long_text, sentences[1]]
@@ -169,7 +168,7 @@ def test_flag_policy_nulls_bad_rows_and_names_the_reason(spark, text_artifact, s
 
 
 def test_fail_policy_names_the_row_key(spark, text_artifact, sentences):
-    from udfs.text import embed_dataframe
+    from leanscore.udfs.text import embed_dataframe
 
     df = _frame(spark, [sentences[0], sentences[1], "", sentences[2]], start=100)
     with pytest.raises(Exception, match=r"doc_id=102.*empty string") as info:
@@ -178,7 +177,7 @@ def test_fail_policy_names_the_row_key(spark, text_artifact, sentences):
 
 
 def test_text_udf_refuses_a_numeric_column_and_an_unknown_one(spark, text_artifact):
-    from udfs.text import embed_dataframe
+    from leanscore.udfs.text import embed_dataframe
 
     df = spark.createDataFrame([(1, 2.0)], "doc_id long, text double")
     with pytest.raises(TypeError, match="text column 'text' has type double"):
@@ -190,9 +189,8 @@ def test_text_udf_refuses_a_numeric_column_and_an_unknown_one(spark, text_artifa
 def test_embedding_job_writes_expected_schema_and_replaces_the_date(
     spark, text_artifact, sentences, tmp_path
 ):
+    from leanscore.jobs.embed import EmbedConfig, score_text_table
     from reliability_support import run_cli, write_yaml
-
-    from jobs.embed import EmbedConfig, score_text_table
 
     src = str(tmp_path / "docs")
     _frame(spark, sentences[:12] + [""]).write.format("delta").save(src)
@@ -235,8 +233,8 @@ def test_embedding_job_writes_expected_schema_and_replaces_the_date(
 
 
 def test_fidelity_metrics_and_the_gate(minilm, sentences):
-    from compression.text_compress import TextGateError, TextRecipe, _gate
-    from compression.text_fidelity import embedding_fidelity
+    from leanscore.compression.text_compress import TextGateError, TextRecipe, _gate
+    from leanscore.compression.text_fidelity import embedding_fidelity
 
     rng = np.random.default_rng(0)
     ref = rng.normal(size=(30, 16)).astype(np.float32)
@@ -251,8 +249,8 @@ def test_fidelity_metrics_and_the_gate(minilm, sentences):
 
 
 def test_text_sessions_leave_out_the_slow_fusion_and_recipes_keep_step_order():
-    from compression.text_compress import TextRecipe
-    from udfs.text import TextSessionConfig
+    from leanscore.compression.text_compress import TextRecipe
+    from leanscore.udfs.text import TextSessionConfig
 
     options = TextSessionConfig().session_options()
     key = "optimization.disable_specified_optimizers"
@@ -271,16 +269,16 @@ def test_text_sessions_leave_out_the_slow_fusion_and_recipes_keep_step_order():
 def test_shipped_embedding_bench_config_is_valid_and_dispatched(tmp_path):
     from pathlib import Path
 
-    from jobs.bench import resolve_path
-    from jobs.config import ConfigError, load_config, read_yaml
-    from jobs.embed_bench import BenchEmbedConfig, is_embedding_config
+    from leanscore.jobs.bench import resolve_path
+    from leanscore.jobs.config import ConfigError, load_config, read_yaml
+    from leanscore.jobs.embed_bench import BenchEmbedConfig, is_embedding_config
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     path = conf / "bench-embed.yaml"
     assert is_embedding_config(read_yaml(path))
     assert not is_embedding_config(read_yaml(conf / "bench.yaml"))
     config = load_config(BenchEmbedConfig, path)
-    from compression.text_compress import TextRecipe
+    from leanscore.compression.text_compress import TextRecipe
 
     names = [load_config(TextRecipe, resolve_path(r, conf)).name for r in config.recipes]
     assert names[0] == "minilm-fp32" and len(names) >= 2
@@ -295,9 +293,8 @@ def test_leanscore_bench_runs_the_embedding_bench(spark, minilm, tmp_path):
     PyTorch model in predict_batch_udf, warm-up, a timed round, report.json and report.md."""
     from pathlib import Path
 
+    from leanscore.jobs.cli import app
     from typer.testing import CliRunner
-
-    from jobs.cli import app
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     out = tmp_path / "report"
@@ -340,10 +337,11 @@ def test_leanscore_bench_runs_the_embedding_bench(spark, minilm, tmp_path):
     assert "| minilm-fp32 |" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_ffn_pruning_refit_on_real_text_beats_weight_norm_ranking(minilm):
-    from compression.text_data import stdlib_sentences
-    from compression.text_model import torch_embed
-    from compression.text_prune import ffn_grams, prune_ffn
+    from leanscore.compression.text_data import stdlib_sentences
+    from leanscore.compression.text_model import torch_embed
+    from leanscore.compression.text_prune import ffn_grams, prune_ffn
 
     teacher, tokenizer, _ = minilm
     texts = stdlib_sentences()
@@ -369,7 +367,7 @@ def test_ffn_pruning_refit_on_real_text_beats_weight_norm_ranking(minilm):
 
 
 def test_structural_steps_pin_their_bad_arguments(minilm):
-    from compression.text_prune import drop_layers, ffn_grams, prune_ffn
+    from leanscore.compression.text_prune import drop_layers, ffn_grams, prune_ffn
 
     teacher, tokenizer, _ = minilm
     with pytest.raises(ValueError, match=r"distinct indices in 0\.\.5, got \[0, 6\]"):
@@ -382,8 +380,9 @@ def test_structural_steps_pin_their_bad_arguments(minilm):
         ffn_grams(teacher, tokenizer, [])
 
 
+@pytest.mark.slow
 def test_a_pruning_recipe_over_its_budget_is_rejected_with_its_numbers(sentences):
-    from compression.text_compress import TextGateError, TextRecipe, compress_text
+    from leanscore.compression.text_compress import TextGateError, TextRecipe, compress_text
 
     recipe = TextRecipe.model_validate(
         {
@@ -406,13 +405,13 @@ def test_a_pruning_recipe_over_its_budget_is_rejected_with_its_numbers(sentences
     assert metrics["fidelity"]["cosine_mean"] < 0.99 and not metrics["gate"]["passed"]
 
 
+@pytest.mark.slow
 def test_drop_distill_and_static_int8_with_the_sensitivity_sweep(sentences):
     """The rest of the recipe machinery on real text: drop layers, distil the student from the
     fp32 model, static QDQ int8 calibrated on training sentences, leaving in float the MatMul
     whose quantization costs most cosine."""
     import onnx
-
-    from compression.text_compress import TextRecipe, compress_text
+    from leanscore.compression.text_compress import TextRecipe, compress_text
 
     recipe = TextRecipe.model_validate(
         {
@@ -450,12 +449,13 @@ def test_drop_distill_and_static_int8_with_the_sensitivity_sweep(sentences):
     assert metrics["gate"]["passed"] and 0.05 < metrics["fidelity"]["cosine_mean"] < 1.0
 
 
+@pytest.mark.slow
 def test_dynamic_int8_pre_processes_the_minilm_export(minilm, sentences, tmp_path, monkeypatch):
     """quant_pre_process's symbolic shape inference fails on BERT's position-id slice; the
     pre-processing falls back to ONNX shape inference and the quantized model still embeds."""
-    from compression.quantize import dynamic_int8
-    from compression.text_compress import onnx_embed
-    from compression.text_fidelity import embedding_fidelity
+    from leanscore.compression.quantize import dynamic_int8
+    from leanscore.compression.text_compress import onnx_embed
+    from leanscore.compression.text_fidelity import embedding_fidelity
 
     _, tokenizer, onnx_bytes = minilm
     monkeypatch.chdir(tmp_path)

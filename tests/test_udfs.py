@@ -11,11 +11,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 from conftest import BAD_ROWS, held_out_frame, make_artifact
+from leanscore.udfs import model_udf, score_dataframe
+from leanscore.udfs.arrow_batch import from_arrow_columns, from_arrow_list
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
-
-from udfs import model_udf, score_dataframe
-from udfs.arrow_batch import from_arrow_columns, from_arrow_list
 
 
 @pytest.fixture(scope="module")
@@ -83,9 +82,8 @@ def test_fail_policy_names_key_column_and_value(spark, digits, artifact, engine)
 def test_vector_double_and_numeric_columns_score_like_float_arrays(
     spark, digits, artifact, columns_artifact
 ):
+    from leanscore.jobs.datagen import feature_column_names
     from pyspark.ml.functions import array_to_vector
-
-    from jobs.datagen import feature_column_names
 
     base = held_out_frame(spark, digits, n=70).drop("label")
     expected = _both_paths(base, artifact)[1]
@@ -155,7 +153,7 @@ def test_model_batch_size_is_independent_of_arrow_batches(spark, digits, artifac
 
 
 def test_model_goes_by_path_above_threshold_and_session_options_apply(spark, digits, artifact):
-    from udfs.session_cache import SessionConfig
+    from leanscore.udfs.session_cache import SessionConfig
 
     df = held_out_frame(spark, digits, n=30)
     by_broadcast = model_udf(artifact, spark=spark)

@@ -6,11 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from compression.recipe import AccuracyGateError, LabelledData, Recipe, run_recipe
-from jobs.config import ConfigError, apply_overrides, load_config, validate
-from jobs.pricing import Pricing, cost, load_pricing
-from udfs.batch import from_array, from_columns
+from leanscore.compression.recipe import AccuracyGateError, LabelledData, Recipe, run_recipe
+from leanscore.jobs.config import ConfigError, apply_overrides, load_config, validate
+from leanscore.jobs.pricing import Pricing, cost, load_pricing
+from leanscore.udfs.batch import from_array, from_columns
 
 
 def test_from_columns_casts_and_flags_nulls():
@@ -98,9 +97,9 @@ def test_bad_pricing_names_the_field(tmp_path, change, message):
 def test_shipped_configs_are_valid():
     from pathlib import Path
 
-    from jobs.bench import BenchConfig
-    from jobs.compress import CompressConfig
-    from jobs.score import ScoreConfig
+    from leanscore.jobs.bench import BenchConfig
+    from leanscore.jobs.compress import CompressConfig
+    from leanscore.jobs.score import ScoreConfig
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     load_pricing(conf / "pricing.yaml")
@@ -109,7 +108,7 @@ def test_shipped_configs_are_valid():
     load_config(CompressConfig, conf / "compress-digits-mlp.yaml")
     for recipe in (conf / "recipes").glob("*.yaml"):
         load_config(Recipe, recipe)
-    from compression.text_compress import TextRecipe
+    from leanscore.compression.text_compress import TextRecipe
 
     text_recipes = sorted((conf / "text-recipes").glob("*.yaml"))
     assert text_recipes

@@ -1,7 +1,7 @@
 """Executor-side scoring: model distribution, per-worker ONNX Runtime sessions, pandas UDFs."""
 
-from udfs.distribution import ModelSource, distribute, is_connect
-from udfs.predict import (
+from leanscore.udfs.distribution import ModelSource, distribute, is_connect
+from leanscore.udfs.predict import (
     BadRowError,
     ModelUDF,
     check_features,
@@ -9,8 +9,8 @@ from udfs.predict import (
     output_fields,
     score_dataframe,
 )
-from udfs.scan import ScanUnsupported, score_table
-from udfs.session_cache import SessionConfig, get_session
+from leanscore.udfs.scan import ScanUnsupported, score_table
+from leanscore.udfs.session_cache import SessionConfig, get_session
 
 __all__ = [
     "BadRowError",

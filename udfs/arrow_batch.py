@@ -8,7 +8,7 @@
 - Many numeric columns: one C-contiguous ``(n, columns)`` float32 matrix filled column by column
   (one pass over each Arrow buffer).
 
-The coercion rules are those of ``udfs.batch`` (the pandas path), so both paths produce the same
+The coercion rules are those of ``batch`` (the pandas path), so both paths produce the same
 matrix; the Arrow path tells a null from a NaN in its error messages where pandas cannot.
 """
 
@@ -17,8 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from udfs.batch import Batch, value_text
+from leanscore.udfs.batch import Batch, value_text
 
 
 def to_float32(values: pa.Array, name: str) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The Arrow-native fast path: ``DataFrame.mapInArrow`` with the matrix built from the Arrow
-buffers (``udfs.arrow_batch``) and the outputs written straight into Arrow arrays.
+buffers (``leanscore.udfs.arrow_batch``) and the outputs written straight into Arrow arrays.
 
 Only the columns the output keeps, the key columns and the features travel to Python; kept
 columns come back as the very Arrow arrays that arrived (no conversion). Available wherever
@@ -12,6 +12,9 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
+from leanscore.udfs.arrow_batch import from_arrow_columns, from_arrow_list
+from leanscore.udfs.kernel import ERROR_FIELD, Scored, Scorer
+from leanscore.udfs.schema import is_vector
 from pyspark.sql import DataFrame
 from pyspark.sql.types import (
     ArrayType,
@@ -21,10 +24,6 @@ from pyspark.sql.types import (
     StructField,
     StructType,
 )
-
-from udfs.arrow_batch import from_arrow_columns, from_arrow_list
-from udfs.kernel import ERROR_FIELD, Scored, Scorer
-from udfs.schema import is_vector
 
 _SPARK_TYPES = {
     "bigint": LongType(),

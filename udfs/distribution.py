@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from compression.artifact import Artifact, verify_sha256
+from leanscore.compression.artifact import Artifact, verify_sha256
 
 DEFAULT_PATH_THRESHOLD_BYTES = 256 * 1024 * 1024
 

@@ -15,11 +15,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-
-from compression.artifact import FeatureSpec, Manifest
-from udfs.batch import Batch
-from udfs.distribution import ModelSource
-from udfs.session_cache import SessionConfig, get_session
+from leanscore.compression.artifact import FeatureSpec, Manifest
+from leanscore.udfs.batch import Batch
+from leanscore.udfs.distribution import ModelSource
+from leanscore.udfs.session_cache import SessionConfig, get_session
 
 BadRowPolicy = Literal["fail", "flag"]
 ERROR_FIELD = "error"

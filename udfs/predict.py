@@ -1,12 +1,12 @@
 """The public scoring API: a pandas UDF built from an artifact, and a DataFrame-level helper.
 
-    from udfs import model_udf, score_dataframe
+    from leanscore.udfs import model_udf, score_dataframe
     predict = model_udf("/dbfs/models/digits")
     df.withColumn("prediction", predict(*feature_cols))          # a struct column
     score_dataframe(df, "/dbfs/models/digits", key_columns=["id"])  # flat output columns
 
-The model's bytes reach the executors once (see ``udfs.distribution``); each Python worker
-builds one ONNX Runtime session and keeps it (``udfs.session_cache``).
+The model's bytes reach the executors once (see ``leanscore.udfs.distribution``); each Python worker
+builds one ONNX Runtime session and keeps it (``leanscore.udfs.session_cache``).
 """
 
 from __future__ import annotations
@@ -17,17 +17,23 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
+from leanscore.compression.artifact import Artifact
+from leanscore.udfs import arrow_path
+from leanscore.udfs.batch import from_array, from_columns
+from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, distribute
+from leanscore.udfs.kernel import (
+    ERROR_FIELD,
+    BadRowError,
+    BadRowPolicy,
+    Scored,
+    Scorer,
+    output_fields,
+)
+from leanscore.udfs.schema import check_features, feature_names, preview
+from leanscore.udfs.session_cache import SessionConfig
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
-
-from compression.artifact import Artifact
-from udfs import arrow_path
-from udfs.batch import from_array, from_columns
-from udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, distribute
-from udfs.kernel import ERROR_FIELD, BadRowError, BadRowPolicy, Scored, Scorer, output_fields
-from udfs.schema import check_features, feature_names, preview
-from udfs.session_cache import SessionConfig
 
 Engine = Literal["auto", "arrow", "pandas"]
 

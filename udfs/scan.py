@@ -6,7 +6,7 @@ the Python worker. Here Spark still plans the work (one task per Parquet row gro
 ships the model and receives the outputs, but each task reads its own slice with pyarrow, which
 decodes the column straight into the Arrow buffers the model reads as a float32 matrix. Only
 the kept columns and the outputs cross back into the JVM. The scoring itself is the Arrow
-path's (``udfs.arrow_path.record_batch_scorer``), so the results are the same, bad rows
+path's (``leanscore.udfs.arrow_path.record_batch_scorer``), so the results are the same, bad rows
 included.
 
 It applies to a whole Parquet directory or Delta table (no filter), unpartitioned, without
@@ -26,16 +26,15 @@ from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+from leanscore.compression.artifact import Artifact
+from leanscore.udfs.arrow_path import output_schema, record_batch_scorer
+from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
+from leanscore.udfs.kernel import BadRowPolicy, Scorer
+from leanscore.udfs.predict import as_artifact, build_scorer, resolve_columns, score_dataframe
+from leanscore.udfs.schema import feature_names, is_vector, preview
+from leanscore.udfs.session_cache import SessionConfig
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
-
-from compression.artifact import Artifact
-from udfs.arrow_path import output_schema, record_batch_scorer
-from udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
-from udfs.kernel import BadRowPolicy, Scorer
-from udfs.predict import as_artifact, build_scorer, resolve_columns, score_dataframe
-from udfs.schema import feature_names, is_vector, preview
-from udfs.session_cache import SessionConfig
 
 TableFormat = Literal["delta", "parquet"]
 TableEngine = Literal["auto", "scan", "arrow", "pandas"]
@@ -260,7 +259,7 @@ def score_table(
     on_fallback: Callable[[str], None] | None = None,
 ) -> DataFrame:
     """Score a whole Parquet directory or Delta table: ``keep_columns`` (default: all) plus
-    the model's outputs, as ``udfs.score_dataframe`` names them.
+    the model's outputs, as ``leanscore.udfs.score_dataframe`` names them.
 
     ``engine="auto"`` uses the scan engine where it applies (see the module docstring) and
     otherwise Spark's reader with ``score_dataframe``; ``on_fallback(reason)`` hears why.

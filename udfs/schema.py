@@ -20,10 +20,9 @@ with the column's name: cast them explicitly.
 
 from __future__ import annotations
 
+from leanscore.compression.artifact import Manifest
 from pyspark.sql import DataFrame
 from pyspark.sql.types import ArrayType, DataType, NumericType
-
-from compression.artifact import Manifest
 
 
 def preview(names: list[str]) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 import onnxruntime as ort
 
 if TYPE_CHECKING:
-    from udfs.distribution import ModelSource
+    from leanscore.udfs.distribution import ModelSource
 
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
 

@@ -1,6 +1,6 @@
 """Text embedding UDF: tokenize inside the UDF, run the sentence encoder, return array<float>.
 
-    from udfs.text import text_embedding_udf, embed_dataframe
+    from leanscore.udfs.text import text_embedding_udf, embed_dataframe
     embed = text_embedding_udf("/dbfs/models/minilm-int8")
     df.withColumn("e", embed("text", key="doc_id"))       # struct<embedding, error>
     embed_dataframe(df, "/dbfs/models/minilm-int8", key_columns=["doc_id"])
@@ -10,8 +10,8 @@ batch of short sentences is not padded to its longest one; results go back in ro
 Spark 4.1+ the UDF is an Arrow UDF whose embeddings leave as one flat float32 buffer (no
 pandas objects per row); elsewhere a pandas UDF with the same results. The
 tokenizer (``tokenizer.json`` from the artifact, sha256-checked) rides in the UDF closure; the
-model travels as ``udfs.distribution`` decides and is cached per worker by
-``udfs.session_cache``.
+model travels as ``leanscore.udfs.distribution`` decides and is cached per worker by
+``leanscore.udfs.session_cache``.
 """
 
 from __future__ import annotations
@@ -26,13 +26,12 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import pyarrow as pa
+from leanscore.compression.artifact import Artifact, verify_sha256
+from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, ModelSource, distribute
+from leanscore.udfs.session_cache import SessionConfig, get_session
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
-
-from compression.artifact import Artifact, verify_sha256
-from udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, ModelSource, distribute
-from udfs.session_cache import SessionConfig, get_session
 
 BadRowPolicy = Literal["fail", "flag"]
 Engine = Literal["auto", "arrow", "pandas"]
@@ -330,7 +329,7 @@ def _load(artifact: Artifact | str | os.PathLike[str]) -> Artifact:
     if spec.text_column is None or spec.tokenizer is None:
         raise ValueError(
             f"artifact {artifact.manifest.name!r} is not a text model (its features have no "
-            "text_column/tokenizer); score it with udfs.predict.model_udf"
+            "text_column/tokenizer); score it with leanscore.udfs.predict.model_udf"
         )
     return artifact
 
@@ -352,7 +351,7 @@ def text_embedding_udf(
     """Build the embedding UDF for a text artifact; ``max_length`` defaults to its ``size``.
     ``engine``: ``arrow`` (Spark 4.1+ ``arrow_udf``), ``pandas`` (``pandas_udf``) or ``auto``
     (Arrow where Spark has it); both give the same rows."""
-    from udfs.predict import task_cpus
+    from leanscore.udfs.predict import task_cpus
 
     engine = resolve_engine(engine)
     artifact = _load(artifact)
@@ -396,9 +395,8 @@ def embed_dataframe(
 ) -> DataFrame:
     """``df`` plus ``<output_column>`` (array<float>) and ``<output_column>_error`` (null unless
     the row was flagged). ``text_column`` defaults to the one the artifact names."""
+    from leanscore.udfs.predict import key_expression
     from pyspark.sql.types import StringType
-
-    from udfs.predict import key_expression
 
     artifact = _load(artifact)
     column = text_column or artifact.manifest.features.text_column

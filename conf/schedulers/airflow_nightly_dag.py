@@ -22,7 +22,7 @@ from airflow.models import Variable
 from airflow.operators.bash import BashOperator
 
 HOME = Variable.get("leanscore_home", default_var="/opt/leanscore")
-ENV = {"LEANSCORE_CACHE": f"{HOME}/.cache", "PATH": "/usr/local/bin:/usr/bin:/bin"}
+ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
 
 with DAG(
     dag_id="leanscore_nightly",

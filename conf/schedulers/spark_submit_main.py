@@ -7,7 +7,7 @@ the session spark-submit configured (master, jars, Delta conf) instead of starti
     spark-submit [options] conf/schedulers/spark_submit_main.py score --config ... --run-date ...
 """
 
-from jobs.cli import main
+from leanscore.jobs.cli import main
 
 if __name__ == "__main__":
     main()
