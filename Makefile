@@ -19,7 +19,7 @@ setup: $(STAMP) jars
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip 'setuptools>=77'
 	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[all,dev]'
 	touch $@
 

@@ -24,8 +24,12 @@ def delta_coordinates() -> list[str]:
 
     spark_major_minor = ".".join(pyspark.__version__.split(".")[:2])
     delta_version = version("delta-spark")
+    # From Delta 4.1 on, the artifact names the Spark line it was built for (as delta-spark's
+    # own configure_spark_with_delta_pip does); Delta 4.0.x has one artifact for Spark 4.0.
+    delta_major_minor = tuple(int(p) for p in re.findall(r"\d+", delta_version)[:2])
+    suffix = f"_{spark_major_minor}" if delta_major_minor >= (4, 1) else ""
     return [
-        f"io.delta:delta-spark_{spark_major_minor}_2.13:{delta_version}",
+        f"io.delta:delta-spark{suffix}_2.13:{delta_version}",
         f"io.delta:delta-storage:{delta_version}",
     ]
 

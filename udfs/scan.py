@@ -200,10 +200,22 @@ def _same_values(have: pa.DataType, want: pa.DataType) -> bool:
 
 def arrow_types(plan: ScanPlan, columns: list[str], timezone: str) -> dict[str, pa.DataType]:
     """Each column's Arrow type as Spark hands it to Python (timestamps in the session zone)."""
+    by_name = {f.name: f.dataType for f in plan.schema.fields}
+    return {c: _arrow_type(by_name[c], timezone) for c in dict.fromkeys(columns)}
+
+
+def _arrow_type(data_type, timezone: str) -> pa.DataType:
+    import inspect
+
     from pyspark.sql.pandas.types import to_arrow_type
 
-    by_name = {f.name: f.dataType for f in plan.schema.fields}
-    return {c: to_arrow_type(by_name[c], timezone=timezone) for c in dict.fromkeys(columns)}
+    if "timezone" in inspect.signature(to_arrow_type).parameters:  # Spark 4.1+
+        return to_arrow_type(data_type, timezone=timezone)
+    # Spark 4.0 names no zone here, but hands Python its timestamps in the session zone.
+    arrow = to_arrow_type(data_type)
+    if pa.types.is_timestamp(arrow) and arrow.tz is not None:
+        return pa.timestamp(arrow.unit, tz=timezone)
+    return arrow
 
 
 def task_ids(spark: SparkSession, plan: ScanPlan) -> DataFrame:
