@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from pathlib import Path
 
-from leanscore.compression.artifact import Artifact
+from leanscore.compression.registry import is_model_uri, load_artifact
 from leanscore.jobs.bench import (
     BenchConfig,
     compare_variants,
@@ -33,7 +33,9 @@ def run_bench(
     out = Path(out).resolve()
     started = dt.datetime.now(dt.UTC)
     pricing = load_pricing(resolve_path(config.pricing, config_dir))  # fail before any work
-    artifact_paths = [resolve_path(a, config_dir) for a in config.artifacts]
+    artifact_paths = [
+        a if is_model_uri(a) else resolve_path(a, config_dir) for a in config.artifacts
+    ]
     state_dict = (
         resolve_path(config.torch_model.state_dict, config_dir) if config.torch_model else None
     )
@@ -52,7 +54,7 @@ def run_bench(
             state_dict_path=state_dict,
             console=console,
         )
-    artifacts = [Artifact.load(p) for p in artifact_paths]
+    artifacts = [load_artifact(p) for p in artifact_paths]
     torch_model = (
         TorchModel.load(config.torch_model.factory, state_dict) if config.torch_model else None
     )
