@@ -236,6 +236,24 @@ def log_and_register(
     return RegisteredVersion(name, version, alias, run.info.run_id, f"models:/{name}/{version}")
 
 
+def save_local_model(artifact: Artifact, path: str | Path | None = None) -> str:
+    """The artifact as an MLflow model folder on local disk, with no tracking store (what
+    ``mlflow.pyfunc.spark_udf`` loads from a path); a fresh temporary folder by default."""
+    require_mlflow(str(artifact.path))
+    import atexit
+    import tempfile
+
+    from mlflow.models import Model
+
+    if path is None:
+        parent = Path(tempfile.mkdtemp(prefix="leanscore-mlflow-model-"))
+        atexit.register(shutil.rmtree, parent, True)
+        path = parent / "model"
+    mlflow_model = Model(metadata=model_metadata(artifact.manifest))
+    save_model(path, mlflow_model, artifact=artifact, signature=signature(artifact.manifest))
+    return str(path)
+
+
 def _flavor_module():
     import sys
 
@@ -249,6 +267,7 @@ __all__ = [
     "lineage_tags",
     "log_and_register",
     "recipe_params",
+    "save_local_model",
     "save_model",
     "signature",
 ]

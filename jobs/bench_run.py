@@ -79,6 +79,7 @@ def run_bench(
         batch_size=config.batch_size,
         torch_model=torch_model,
         onnx_predict_batch_udf=config.onnx_predict_batch_udf,
+        mlflow_spark_udf=config.mlflow_spark_udf,
         bound_rows=config.bound_rows,
         console=console,
     )
@@ -99,5 +100,7 @@ def run_bench(
     write_json(report, out)
     (out / "report.md").write_text(markdown(report))
     console.print(comparison_table(report))
+    for model, ratio in (report.get("leanscore_vs_spark_udf") or {}).items():
+        console.print(f"{model}: leanscore {ratio:.2f}x mlflow.pyfunc.spark_udf (same model)")
     console.log(f"report: {out / 'report.json'}, {out / 'report.md'}; history: {history}")
     return report

@@ -125,6 +125,7 @@ def _rows(spark, path: Path, day: str) -> list:
     )
 
 
+@pytest.mark.slow
 def test_nightly_score_from_alias_equals_folder_and_follows_the_alias(
     registry, spark, digits, artifact, int8_artifact, tmp_path
 ):
@@ -344,3 +345,29 @@ def test_missing_mlflow_names_the_extra(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "mlflow", None)  # import mlflow now fails
     with pytest.raises(RegistryError, match=r"models:/m@prod: .*leanscore\[mlflow\]"):
         require_mlflow("models:/m@prod")
+
+
+@pytest.mark.slow
+def test_bench_times_spark_udf_next_to_leanscore(spark, digits, artifact, int8_artifact):
+    from leanscore.jobs.bench import compare_variants
+    from leanscore.jobs.config import packaged_config
+    from leanscore.jobs.pricing import load_pricing
+
+    df = held_out_frame(spark, digits, n=400).cache()
+    report = compare_variants(
+        spark,
+        df,
+        [artifact, int8_artifact],
+        load_pricing(packaged_config("pricing.yaml")),
+        label_column="label",
+        repeats=1,
+        mlflow_spark_udf=True,
+        keep=["row_id"],
+    )
+    by_name = {v["name"]: v for v in report["variants"]}
+    for model in ("onnx-fp32", "digits-small-int8"):
+        ours, theirs = by_name[f"{model}/leanscore"], by_name[f"{model}/spark_udf"]
+        assert theirs["rows_out"] == ours["rows_out"] == 400
+        assert report["leanscore_vs_spark_udf"][model] == round(
+            ours["rows_per_s"] / theirs["rows_per_s"], 3
+        )
