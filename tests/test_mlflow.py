@@ -371,3 +371,21 @@ def test_bench_times_spark_udf_next_to_leanscore(spark, digits, artifact, int8_a
         assert report["leanscore_vs_spark_udf"][model] == round(
             ours["rows_per_s"] / theirs["rows_per_s"], 3
         )
+
+
+@pytest.mark.slow
+def test_compress_notebook_registers_with_its_widgets(registry, tmp_path):
+    from test_notebooks import run_notebook
+
+    out = tmp_path / "artifact"
+    args = ["--out", str(out), "--epochs", "1", "--recipe", "recipes/digits-mlp-fp32.yaml"]
+    proc = run_notebook(
+        "compress_model.py",
+        [*args, "--register", "digits-notebook", "--alias", "champion"],
+        tmp_path,
+        MLFLOW_TRACKING_URI=registry,
+        MLFLOW_REGISTRY_URI=registry,
+        MLFLOW_EXPERIMENT_NAME="leanscore-tests",
+    )
+    assert "registered models:/digits-notebook/1" in proc.stdout, proc.stdout + proc.stderr
+    assert load_artifact("models:/digits-notebook@champion").sha256 == Artifact.load(out).sha256

@@ -48,9 +48,11 @@ class LeanscorePyfunc:
 
     def _batch(self, data) -> Batch:
         spec = self.manifest.features
+        if isinstance(data, dict):  # a tensor signature's feed: {input name: matrix}
+            data = data.get(spec.array_column, next(iter(data.values()), None))
         if isinstance(data, np.ndarray):
             matrix = np.ascontiguousarray(data, dtype=np.float32).reshape(len(data), -1)
-            return from_array(pd.Series(list(matrix)), "input", spec.size)
+            return from_array(pd.Series(list(matrix)), spec.array_column or "input", spec.size)
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"expected a pandas DataFrame or a numpy matrix, got {type(data)}")
         names = [spec.array_column] if spec.array_column is not None else list(spec.columns)
