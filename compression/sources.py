@@ -1,5 +1,6 @@
 """Where a model and its data come from: a PyTorch factory plus a state_dict checkpoint, an
-existing ONNX file, or a built-in digits model trained on the spot; labelled rows from
+existing ONNX file, a model logged to MLflow (``mlflow.pytorch`` or ``mlflow.onnx``, named by a
+``models:/`` or ``runs:/`` URI), or a built-in digits model trained on the spot; labelled rows from
 scikit-learn's digits (optionally augmented) or from a Parquet/Delta table sample."""
 
 from __future__ import annotations
@@ -50,7 +51,25 @@ class OnnxModel(_Spec):
     path: str
 
 
-ModelSource = Annotated[BuiltinModel | TorchModel | OnnxModel, Field(discriminator="kind")]
+class MlflowModel(_Spec):
+    """A model logged to MLflow, as data scientists hand models over: ``mlflow.pytorch``
+    (loaded as the torch module) or ``mlflow.onnx`` (only ONNX-side steps apply)."""
+
+    kind: Literal["mlflow"]
+    uri: str = Field(
+        pattern=r"^(models|runs):/.+",
+        description="models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/PATH",
+    )
+    input_shape: list[int] | None = Field(
+        default=None,
+        min_length=1,
+        description="a PyTorch model's row shape, batch excluded; default: its signature",
+    )
+
+
+ModelSource = Annotated[
+    BuiltinModel | TorchModel | OnnxModel | MlflowModel, Field(discriminator="kind")
+]
 
 
 class DigitsSample(_Spec):
@@ -112,7 +131,7 @@ def load_data(spec: DigitsSample | TableSample, *, base_dir: Path, spark=None) -
 
 
 def load_model(
-    spec: BuiltinModel | TorchModel | OnnxModel,
+    spec: BuiltinModel | TorchModel | OnnxModel | MlflowModel,
     *,
     base_dir: Path,
     train: LabelledData | None,
@@ -133,7 +152,90 @@ def load_model(
         return data, None, {"kind": "onnx", "path": str(path)}
     if isinstance(spec, TorchModel):
         return _load_torch(spec, base_dir)
+    if isinstance(spec, MlflowModel):
+        return _load_mlflow(spec, progress)
     return _train_builtin(spec, train, progress)
+
+
+def _load_mlflow(spec: MlflowModel, progress):
+    """Resolve the URI to a version, download it once, and load its ONNX bytes or its torch
+    module; any other flavor is refused with the URI and the flavors it has."""
+    from leanscore.compression.registry import RegistryError, download, mlmodel_flavors, resolve
+
+    ref = resolve(spec.uri)
+    progress(f"downloading {ref.source} ({spec.uri})")
+    local = download(ref)
+    flavors = mlmodel_flavors(local)
+    info = {"kind": "mlflow", **ref.facts()}
+    if "onnx" in flavors:
+        import onnx
+
+        path = local / flavors["onnx"].get("data", "model.onnx")
+        try:  # mlflow.onnx stores weights as external data by default: load them too
+            data = onnx.load(str(path), load_external_data=True).SerializeToString()
+            onnx.checker.check_model(onnx.load_model_from_string(data))
+        except Exception as err:  # noqa: BLE001 - onnx raises several types
+            raise RegistryError(f"{spec.uri}: its ONNX model does not load ({err})") from None
+        return data, None, {**info, "flavor": "onnx"}
+    if "pytorch" in flavors:
+        import mlflow.pytorch
+
+        model = mlflow.pytorch.load_model(str(local), map_location="cpu")
+        if not isinstance(model, nn.Module):
+            raise RegistryError(f"{spec.uri}: its pytorch flavor holds {type(model).__name__}")
+        try:
+            model.eval()
+        except NotImplementedError:  # a torch.export program (pt2, MLflow's default format)
+            model = _inference_only(model, spec.uri)
+        shape = spec.input_shape or _signature_row_shape(local)
+        if shape is None:
+            raise RegistryError(
+                f"{spec.uri}: the model has no tensor signature to take its input shape from; "
+                "give model.input_shape (one row's shape, batch excluded)"
+            )
+        example = torch.zeros((2, *shape), dtype=torch.float32)
+        try:
+            with torch.no_grad():
+                model(example)
+        except Exception as err:  # noqa: BLE001
+            raise ValueError(f"model.input_shape {shape} does not fit {spec.uri}: {err}") from None
+        return model, example, {**info, "flavor": "pytorch", "input_shape": shape}
+    raise RegistryError(
+        f"{spec.uri}: not an ONNX or PyTorch model (flavors: "
+        f"{', '.join(sorted(flavors)) or 'none: not an MLflow model'}); log it with "
+        "mlflow.pytorch or mlflow.onnx"
+    )
+
+
+def _inference_only(model: nn.Module, uri: str) -> nn.Module:
+    """A torch.export program (``serialization_format='pt2'``) refuses ``train()``/``eval()``:
+    it is already an inference graph. Let ``eval()`` pass; refuse training with the fix."""
+    import types
+
+    def train(self, mode: bool = True):
+        if mode:
+            raise ValueError(
+                f"{uri} is a torch.export program (pt2), an inference graph that cannot be "
+                "fine-tuned; use ONNX-side steps only, or log the model with "
+                "mlflow.pytorch.log_model(..., serialization_format='pickle')"
+            )
+        return self
+
+    model.train = types.MethodType(train, model)
+    return model
+
+
+def _signature_row_shape(local: Path) -> list[int] | None:
+    """One row's shape from an MLflow model's tensor input signature ((-1, 64) -> [64])."""
+    from mlflow.models import Model
+    from mlflow.types.schema import TensorSpec
+
+    signature = Model.load(str(local)).signature
+    inputs = signature.inputs.inputs if signature is not None and signature.inputs else []
+    if len(inputs) == 1 and isinstance(inputs[0], TensorSpec):
+        shape = list(inputs[0].shape[1:])
+        return shape if shape and all(d > 0 for d in shape) else None
+    return None
 
 
 def _load_torch(spec: TorchModel, base_dir: Path):

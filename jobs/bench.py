@@ -25,12 +25,15 @@ from leanscore.jobs.bench_paths import (
     feature_matrix_column,
     input_matrix,
     leanscore_frame,
+    leanscore_over,
+    mlflow_model_uri,
     onnx_predict_fn,
     predict_batch_frame,
     raw_onnx_predict,
     raw_rows_per_s,
     read_only_frame,
     scan_read_only_frame,
+    spark_udf_frame,
     torch_predict_fn,
 )
 from leanscore.jobs.bench_prepare import PrepareConfig
@@ -90,6 +93,10 @@ class BenchConfig(BaseModel):
     onnx_predict_batch_udf: bool = Field(
         default=True, description="also time the fp32 ONNX model inside predict_batch_udf"
     )
+    mlflow_spark_udf: bool = Field(
+        default=False,
+        description="also time every model in mlflow.pyfunc.spark_udf (needs leanscore[mlflow])",
+    )
     bound_rows: int = Field(default=500_000, gt=0, description="rows for raw ONNX Runtime")
     history: str | None = Field(default=None, description="Delta history table; OUT/history")
     history_format: Literal["delta"] = "delta"
@@ -99,7 +106,7 @@ class BenchConfig(BaseModel):
 class Variant:
     name: str
     model: str  # the key of its model in the quality and bound results
-    path: Literal["predict_batch_udf", "leanscore"]
+    path: Literal["predict_batch_udf", "spark_udf", "leanscore"]
     frame: Callable[[DataFrame], DataFrame]
     model_bytes: int
     params: int | None
@@ -134,6 +141,7 @@ def build_variants(
     keep: list[str],
     scan: ScanPlan | None = None,
     arrow_batch_rows: int = 10_000,
+    mlflow_spark_udf: bool = False,
 ) -> list[Variant]:
     """The variants in report order: the baseline first. Every variant returns ``keep`` and
     its prediction; leanscore reads the table with the scan engine when ``scan`` is given."""
@@ -169,6 +177,21 @@ def build_variants(
                 base.manifest.model_bytes,
                 params[0],
                 False,
+                "spark",
+            )
+        )
+    for i, artifact in enumerate(artifacts if mlflow_spark_udf else []):
+        key, uri = model_key(artifact, i), mlflow_model_uri(artifact)
+        frame = lambda df, u=uri, a=artifact: spark_udf_frame(df, u, a, keep=keep)  # noqa: E731
+        variants.append(
+            Variant(
+                f"{key}/spark_udf",
+                key,
+                "spark_udf",
+                frame,
+                artifact.manifest.model_bytes,
+                params[i],
+                i > 0,
                 "spark",
             )
         )
@@ -467,6 +490,7 @@ def compare_variants(
     keep: list[str] | None = None,
     scan: ScanPlan | None = None,
     arrow_batch_rows: int = 10_000,
+    mlflow_spark_udf: bool = False,
 ) -> dict:
     """Measure every variant on ``df``: interleaved, after a warm-up, median of ``repeats``;
     then quality, the bound (when ``bound_rows``) and the cost of each. ``scan``: the plan of
@@ -482,6 +506,7 @@ def compare_variants(
         keep=keep,
         scan=scan,
         arrow_batch_rows=arrow_batch_rows,
+        mlflow_spark_udf=mlflow_spark_udf,
     )
     rows = df.count()
     console.log(f"timing {len(variants)} variants on {rows:,} rows, {cores} cores, {repeats}x")
@@ -520,6 +545,7 @@ def compare_variants(
         "kept_columns": keep,
         "baseline": results[0]["name"],
         "variants": results,
+        "leanscore_vs_spark_udf": leanscore_over(results, "spark_udf") or None,
         "bound": bound,
         "pricing": pricing.model_dump(),
     }

@@ -5,6 +5,8 @@
 - ``predict_batch_udf``: Spark's own ``pyspark.ml.functions.predict_batch_udf``, as teams run
   a model today, around either the PyTorch model or the identical ONNX model (one thread per
   task, the same batch size), returning the same label + probability as ``leanscore``.
+- ``spark_udf``: ``mlflow.pyfunc.spark_udf`` on the model as MLflow serves it (what Databricks
+  teams run on registered models), here leanscore's python_function wrapper of the artifact.
 - ``read_only``: the input's feature column into the sink, no Python, no model; and the scan
   engine's read of the same column with pyarrow, no model.
 
@@ -171,6 +173,42 @@ def leanscore_frame(
         batch_size=batch_size,
         arrow_batch_rows=arrow_batch_rows,
     )
+
+
+def mlflow_model_uri(artifact: Artifact) -> str:
+    """The registry version a registered artifact came from, else the artifact saved as a
+    local MLflow model folder (no tracking store needed)."""
+    registered = getattr(artifact, "registered", None)
+    if registered is not None:
+        return registered.source
+    from leanscore.compression.mlflow_log import save_local_model
+
+    return save_local_model(artifact)
+
+
+def spark_udf_frame(df: DataFrame, model_uri: str, artifact: Artifact, *, keep: list[str]):
+    """``mlflow.pyfunc.spark_udf`` over Spark's reader, returning leanscore's columns."""
+    import mlflow.pyfunc
+    from leanscore.udfs.schema import feature_names
+
+    udf = mlflow.pyfunc.spark_udf(df.sparkSession, model_uri, env_manager="local")
+    return df.withColumn("__pred", udf(*feature_names(artifact.manifest))).select(
+        *keep,
+        F.col("__pred.prediction").alias("prediction"),
+        F.col("__pred.probability").alias("probability"),
+    )
+
+
+def leanscore_over(results: list[dict], path: str) -> dict[str, float]:
+    """Per model: leanscore's rows/s over the same model's rows/s on ``path``."""
+    rows_per_s = {r["name"]: r["rows_per_s"] for r in results}
+    ratios = {}
+    for name, rate in rows_per_s.items():
+        model, _, kind = name.rpartition("/")
+        ours = rows_per_s.get(f"{model}/leanscore")
+        if kind == path and ours and rate:
+            ratios[model] = round(ours / rate, 3)
+    return ratios
 
 
 def read_only_frame(df: DataFrame, artifact: Artifact) -> DataFrame:

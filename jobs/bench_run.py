@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from pathlib import Path
 
-from leanscore.compression.artifact import Artifact
+from leanscore.compression.registry import is_model_uri, load_artifact
 from leanscore.jobs.bench import (
     BenchConfig,
     compare_variants,
@@ -33,7 +33,9 @@ def run_bench(
     out = Path(out).resolve()
     started = dt.datetime.now(dt.UTC)
     pricing = load_pricing(resolve_path(config.pricing, config_dir))  # fail before any work
-    artifact_paths = [resolve_path(a, config_dir) for a in config.artifacts]
+    artifact_paths = [
+        a if is_model_uri(a) else resolve_path(a, config_dir) for a in config.artifacts
+    ]
     state_dict = (
         resolve_path(config.torch_model.state_dict, config_dir) if config.torch_model else None
     )
@@ -52,7 +54,7 @@ def run_bench(
             state_dict_path=state_dict,
             console=console,
         )
-    artifacts = [Artifact.load(p) for p in artifact_paths]
+    artifacts = [load_artifact(p) for p in artifact_paths]
     torch_model = (
         TorchModel.load(config.torch_model.factory, state_dict) if config.torch_model else None
     )
@@ -77,6 +79,7 @@ def run_bench(
         batch_size=config.batch_size,
         torch_model=torch_model,
         onnx_predict_batch_udf=config.onnx_predict_batch_udf,
+        mlflow_spark_udf=config.mlflow_spark_udf,
         bound_rows=config.bound_rows,
         console=console,
     )
@@ -97,5 +100,7 @@ def run_bench(
     write_json(report, out)
     (out / "report.md").write_text(markdown(report))
     console.print(comparison_table(report))
+    for model, ratio in (report.get("leanscore_vs_spark_udf") or {}).items():
+        console.print(f"{model}: leanscore {ratio:.2f}x mlflow.pyfunc.spark_udf (same model)")
     console.log(f"report: {out / 'report.json'}, {out / 'report.md'}; history: {history}")
     return report

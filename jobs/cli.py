@@ -95,22 +95,45 @@ def compress(
     config: ConfigOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Artifact directory to write.")],
     overrides: SetOpt = None,
+    register: Annotated[
+        str | None,
+        typer.Option(
+            help="Also log the artifact to MLflow and register it as a new version of this "
+            "model (the registry from MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI).",
+        ),
+    ] = None,
+    alias: Annotated[
+        str | None, typer.Option(help="Point this alias (e.g. champion) at the new version.")
+    ] = None,
 ) -> None:
     """Run a compression recipe on a model and write the artifact (model.onnx + manifest.json).
 
     Refuses (exit 1, no artifact) when the result loses more accuracy than the recipe allows.
     """
     configure_logging()
-    from leanscore.jobs.compress import CompressConfig, run_compress
+    from leanscore.jobs.compress import CompressConfig, register_artifact, run_compress
     from leanscore.jobs.config import load_config
 
     config = _config_path(config)
     try:
         cfg = load_config(CompressConfig, config, overrides)
+        if alias and not register:
+            raise ValueError(f"--alias {alias!r} needs --register NAME (the model to alias)")
+        if register:
+            from leanscore.compression.mlflow_log import check_registry
+
+            check_registry(register)  # before minutes of work, not after
         artifact = run_compress(cfg, out, config_dir=config.resolve().parent)
+        typer.echo(f"wrote {artifact.path} (sha256 {artifact.sha256})")
+        if register:
+            version = register_artifact(artifact, name=register, alias=alias)
+            typer.echo(
+                f"registered {version.model_uri} (run {version.run_id}"
+                + (f", alias {version.alias}" if version.alias else "")
+                + ")"
+            )
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         _fail(err)
-    typer.echo(f"wrote {artifact.path} (sha256 {artifact.sha256})")
 
 
 def _run_nightly(config_model, job, app_name: str, config: Path, run_date: str, overrides) -> dict:

@@ -239,4 +239,12 @@ def candidates_table(rows: list[dict]) -> Table:
     return table
 
 
-__all__ = ["CompressConfig", "load_config", "run_compress"]
+def register_artifact(artifact: Artifact, *, name: str, alias: str | None = None):
+    """Log ``artifact`` to MLflow and register it as a new version of ``name`` (see
+    ``leanscore.compression.mlflow_log``); return the registered version."""
+    from leanscore.compression.mlflow_log import log_and_register
+
+    return log_and_register(artifact, name=name, alias=alias)
+
+
+__all__ = ["CompressConfig", "load_config", "register_artifact", "run_compress"]

@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 import typer
 from leanscore.compression.artifact import Artifact
+from leanscore.compression.registry import load_artifact, registry_summary
 from leanscore.jobs.score import (
     RUN_DATE_COLUMN,
     InputConfig,
@@ -99,7 +100,7 @@ def score_text_table(spark: SparkSession, config: EmbedConfig, run_date: str | d
     """Embed ``config.input`` into the ``run_date`` partition of ``config.output``; return the
     run summary (also written to ``config.summary_path`` when set)."""
     day = run_date if isinstance(run_date, dt.date) else parse_run_date(run_date)
-    artifact = Artifact.load(config.artifact)
+    artifact = load_artifact(config.artifact)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
     start = time.perf_counter()
     source = read_table(spark, config.input)
@@ -118,6 +119,7 @@ def score_text_table(spark: SparkSession, config: EmbedConfig, run_date: str | d
         "model_name": artifact.manifest.name,
         "model_version": artifact.manifest.version,
         "model_sha256": artifact.sha256,
+        **registry_summary(artifact),
         "input": config.input.describe(),
         "output": config.output.describe(),
         "rows_in": rows_in,

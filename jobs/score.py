@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from leanscore.compression.artifact import Artifact
+from leanscore.compression.registry import load_artifact, registry_summary
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
 from leanscore.udfs.predict import score_dataframe
 from leanscore.udfs.scan import score_table
@@ -72,7 +73,9 @@ class SessionOptions(_Strict):
 
 class ScoreConfig(_Strict):
     artifact: str = Field(
-        min_length=1, description="artifact directory (model.onnx + manifest.json)"
+        min_length=1,
+        description="artifact directory (model.onnx + manifest.json), or an MLflow model URI: "
+        "models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/PATH",
     )
     input: InputConfig
     output: TableRef
@@ -334,7 +337,7 @@ def run_score(spark: SparkSession, config: ScoreConfig, run_date: str | dt.date)
 
 
 def _run(spark: SparkSession, config: ScoreConfig, day: dt.date, start: float) -> dict:
-    artifact = Artifact.load(config.artifact)
+    artifact = load_artifact(config.artifact)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
     check_output_location(config.output)
     source = read_input(spark, config.input)
@@ -354,6 +357,7 @@ def _run(spark: SparkSession, config: ScoreConfig, day: dt.date, start: float) -
         "model_name": artifact.manifest.name,
         "model_version": artifact.manifest.version,
         "model_sha256": artifact.sha256,
+        **registry_summary(artifact),
         "input": config.input.describe(),
         "output": config.output.describe(),
         "engine": engine,

@@ -13,6 +13,11 @@
 # MAGIC | `recipe` | optional: another recipe file (relative to the config) |
 # MAGIC | `epochs` | optional: training epochs of the built-in model |
 # MAGIC | `set` | optional: more `key=value` config overrides, `;`-separated (as `--set`) |
+# MAGIC | `register` | optional: register the artifact in MLflow as a new version of this model |
+# MAGIC | `alias` | optional: point this alias (e.g. `champion`) at the new version |
+# MAGIC
+# MAGIC The registry is MLflow's (`MLFLOW_TRACKING_URI` / `MLFLOW_REGISTRY_URI`; on Databricks the
+# MAGIC workspace's or Unity Catalog's, `catalog.schema.model` names).
 # MAGIC
 # MAGIC Locally: `python notebooks/compress_model.py --out /tmp/artifact --epochs 1`.
 
@@ -37,8 +42,16 @@ params = widgets(
         "recipe": "",
         "epochs": "",
         "set": "",
+        "register": "",
+        "alias": "",
     },
 )
+if params["alias"] and not params["register"]:
+    raise ValueError(f"alias {params['alias']!r} needs the register widget (the model to alias)")
+if params["register"]:
+    from leanscore.compression.mlflow_log import check_registry
+
+    check_registry(params["register"])  # before minutes of work, not after
 config_path = project_path(params["config"])
 config = load_config(
     CompressConfig,
@@ -60,6 +73,11 @@ print(config.model_dump_json(indent=2))
 
 artifact = run_compress(config, params["out"], config_dir=config_path.resolve().parent)
 print(f"wrote {artifact.path} (sha256 {artifact.sha256})")
+if params["register"]:
+    from leanscore.jobs.compress import register_artifact
+
+    version = register_artifact(artifact, name=params["register"], alias=params["alias"] or None)
+    print(f"registered {version.model_uri} (run {version.run_id}, alias {version.alias})")
 
 # COMMAND ----------
 

@@ -11,7 +11,7 @@
 # MAGIC | --- | --- |
 # MAGIC | `config` | nightly scoring config (YAML) |
 # MAGIC | `run_date` | the partition to (re)write, `YYYY-MM-DD` (empty: today) |
-# MAGIC | `artifact` | optional: artifact directory, overrides the config |
+# MAGIC | `artifact` | optional: artifact folder or `models:/NAME@ALIAS`; overrides the config |
 # MAGIC | `input_path` / `input_table` | optional: the table to score (a path, or a catalog table) |
 # MAGIC | `output_path` / `output_table` | optional: where predictions go |
 # MAGIC | `summary_path` | optional: where the run summary JSON goes |

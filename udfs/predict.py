@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 from leanscore.compression.artifact import Artifact
+from leanscore.compression.registry import load_artifact
 from leanscore.udfs import arrow_path
 from leanscore.udfs.batch import from_array, from_columns
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, distribute
@@ -59,7 +60,8 @@ def task_cpus(spark: SparkSession) -> int:
 
 
 def as_artifact(artifact: Artifact | str | os.PathLike[str]) -> Artifact:
-    return artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+    """A loaded artifact, an artifact folder, or an MLflow URI (models:/NAME@ALIAS)."""
+    return load_artifact(artifact)
 
 
 class ModelUDF:

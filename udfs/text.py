@@ -27,6 +27,7 @@ import onnxruntime as ort
 import pandas as pd
 import pyarrow as pa
 from leanscore.compression.artifact import Artifact, verify_sha256
+from leanscore.compression.registry import load_artifact
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, ModelSource, distribute
 from leanscore.udfs.session_cache import SessionConfig, get_session
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -324,7 +325,7 @@ def resolve_engine(engine: Engine) -> Literal["arrow", "pandas"]:
 
 
 def _load(artifact: Artifact | str | os.PathLike[str]) -> Artifact:
-    artifact = artifact if isinstance(artifact, Artifact) else Artifact.load(artifact)
+    artifact = load_artifact(artifact)
     spec = artifact.manifest.features
     if spec.text_column is None or spec.tokenizer is None:
         raise ValueError(
