@@ -231,12 +231,13 @@ class Scorer:
             bad[flagged] = True
             rows, matrix = rows[~outside], matrix[~outside]
         out = self.run_isolated(session, input_name, matrix, alone)
-        finite = np.isfinite(out.reshape(len(out), -1)).all(axis=1)
+        flat = out.reshape(len(out), -1) if len(out) else out
+        finite = np.isfinite(flat).all(axis=1)
         if not finite.all():
             broken = np.flatnonzero(~finite)
             reasons = list(reasons)
             for pos in broken:
-                value = out.reshape(len(out), -1)[pos]
+                value = flat[pos]
                 first = value[~np.isfinite(value)][0]
                 reasons[rows[pos]] = (
                     f"the model's output is {first} (not finite) for this row; its features "
