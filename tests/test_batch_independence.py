@@ -269,3 +269,22 @@ def test_nightly_job_and_every_path_keep_rows_independent(spark, kinds, digits, 
         np.testing.assert_array_equal(got, alone, err_msg=engine)
     with pytest.raises(Exception, match=r"row with key 'row_id=5'.*outside the calibrated range"):
         score_dataframe(df, artifact, key_columns=["row_id"], out_of_range="fail").collect()
+
+
+def test_nightly_config_validates_the_row_policy_up_front(tmp_path):
+    from leanscore.jobs.config import ConfigError, load_config
+    from leanscore.jobs.score import ScoreConfig
+
+    base = "artifact: a\ninput: {path: x}\noutput: {path: y}\n"
+    good = tmp_path / "good.yaml"
+    good.write_text(base + "out_of_range: flag\nrange_margin: 2\n")
+    config = load_config(ScoreConfig, good)
+    assert (config.out_of_range, config.range_margin) == ("flag", 2.0)
+    for bad, key in (
+        ("out_of_range: isolate", "out_of_range"),
+        ("range_margin: -1", "range_margin"),
+    ):
+        path = tmp_path / "bad.yaml"
+        path.write_text(base + bad + "\n")
+        with pytest.raises(ConfigError, match=key):
+            load_config(ScoreConfig, path)
