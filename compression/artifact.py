@@ -167,15 +167,6 @@ class Manifest(_Strict):
     )
 
     @model_validator(mode="after")
-    def _range_fits_features(self) -> Manifest:
-        if self.input_range is not None and len(self.input_range.low) != self.features.size:
-            raise ValueError(
-                f"input_range holds {len(self.input_range.low)} features but features.size is "
-                f"{self.features.size}"
-            )
-        return self
-
-    @model_validator(mode="after")
     def _tokenizer_listed(self) -> Manifest:
         tokenizer = self.features.tokenizer
         if tokenizer is not None and tokenizer not in self.files:
@@ -300,6 +291,13 @@ def check_model_matches_manifest(data: bytes, manifest: Manifest, model_path: Pa
             f"manifest features.size {features.size} does not match model input "
             f"{inputs[0].name!r} with shape [..., {width}]; the manifest belongs to another "
             "model: rebuild the artifact with 'leanscore compress'"
+        )
+    recorded = manifest.input_range
+    if recorded is not None and len(recorded.low) != features.size:
+        raise ArtifactError(
+            f"manifest input_range holds {len(recorded.low)} features but features.size is "
+            f"{features.size}; the manifest was edited or belongs to another model: rebuild the "
+            "artifact with 'leanscore compress'"
         )
 
 

@@ -288,3 +288,21 @@ def test_nightly_config_validates_the_row_policy_up_front(tmp_path):
         path.write_text(base + bad + "\n")
         with pytest.raises(ConfigError, match=key):
             load_config(ScoreConfig, path)
+
+
+def test_a_range_that_does_not_fit_the_features_is_refused(artifact, tmp_path):
+    import json
+    import shutil
+
+    from leanscore.compression.artifact import Artifact, ArtifactError
+
+    copy = tmp_path / "art"
+    shutil.copytree(artifact.path, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["input_range"]["low"] = manifest["input_range"]["low"][:32]
+    manifest["input_range"]["high"] = manifest["input_range"]["high"][:32]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(
+        ArtifactError, match=r"input_range holds 32 features but features.size is 64"
+    ):
+        Artifact.load(copy)
