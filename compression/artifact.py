@@ -79,6 +79,62 @@ class FeatureSpec(_Strict):
         return self
 
 
+class InputRange(_Strict):
+    """Each input feature's range on the rows the model was calibrated or trained on: one
+    ``low``/``high`` per feature, in the order of the model's input. Scoring compares rows with
+    it to isolate values the model never saw (see ``leanscore.udfs.kernel``)."""
+
+    low: list[float] = Field(min_length=1)
+    high: list[float] = Field(min_length=1)
+    rows: int = Field(gt=0, description="rows the range was taken from")
+    source: str = Field(description="which rows: calibration, train or evaluation")
+
+    @model_validator(mode="after")
+    def _one_interval_per_feature(self) -> InputRange:
+        if len(self.low) != len(self.high):
+            raise ValueError(f"low has {len(self.low)} values but high has {len(self.high)}")
+        for j, (lo, hi) in enumerate(zip(self.low, self.high, strict=True)):
+            if not lo <= hi:  # also refuses NaN
+                raise ValueError(f"feature {j}: low {lo} is not <= high {hi}")
+        return self
+
+
+def input_range_of(features, *, source: str) -> InputRange | None:
+    """The per-feature min/max of a (rows, features) matrix, ignoring non-finite values; None
+    when a feature has no finite value at all (no range can be stated)."""
+    import numpy as np
+
+    matrix = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
+    if len(matrix) == 0:
+        return None
+    finite = np.where(np.isfinite(matrix), matrix, np.nan)
+    if np.isnan(finite).all(axis=0).any():
+        return None
+    low, high = np.nanmin(finite, axis=0), np.nanmax(finite, axis=0)
+    return InputRange(low=low.tolist(), high=high.tolist(), rows=len(matrix), source=source)
+
+
+# ONNX Runtime ops that quantize activations with a scale computed from the whole input of each
+# call: a row's output then depends on the other rows of its batch.
+BATCH_DEPENDENT_OPS = frozenset(
+    {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"}
+)
+
+
+def graph_is_batch_dependent(onnx_bytes: bytes) -> bool:
+    """Whether the model quantizes activations per call (ONNX Runtime's dynamic quantization),
+    found from the graph itself, so an ONNX file from elsewhere is judged the same way."""
+    import onnx
+
+    graph = onnx.load_model_from_string(onnx_bytes).graph
+    ops = {n.op_type for n in graph.node}
+    for node in graph.node:  # subgraphs (If/Loop bodies)
+        for attr in node.attribute:
+            if attr.HasField("g"):
+                ops |= {n.op_type for n in attr.g.node}
+    return bool(ops & BATCH_DEPENDENT_OPS)
+
+
 class Manifest(_Strict):
     format_version: int = FORMAT_VERSION
     name: str
@@ -98,6 +154,16 @@ class Manifest(_Strict):
     created_at: str | None = None
     files: dict[str, str] = Field(
         default_factory=dict, description="other files in the artifact: name -> sha256"
+    )
+    input_range: InputRange | None = Field(
+        default=None,
+        description="each feature's calibrated min/max; None for text models and artifacts "
+        "written before ranges were recorded",
+    )
+    batch_dependent: bool | None = Field(
+        default=None,
+        description="true when a row's output depends on the other rows of its call (dynamic "
+        "quantization); None when not recorded (scoring then assumes true)",
     )
 
     @model_validator(mode="after")
@@ -225,6 +291,13 @@ def check_model_matches_manifest(data: bytes, manifest: Manifest, model_path: Pa
             f"manifest features.size {features.size} does not match model input "
             f"{inputs[0].name!r} with shape [..., {width}]; the manifest belongs to another "
             "model: rebuild the artifact with 'leanscore compress'"
+        )
+    recorded = manifest.input_range
+    if recorded is not None and len(recorded.low) != features.size:
+        raise ArtifactError(
+            f"manifest input_range holds {len(recorded.low)} features but features.size is "
+            f"{features.size}; the manifest was edited or belongs to another model: rebuild the "
+            "artifact with 'leanscore compress'"
         )
 
 

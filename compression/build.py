@@ -7,7 +7,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import onnx
-from leanscore.compression.artifact import Artifact, FeatureSpec, write_artifact
+from leanscore.compression.artifact import (
+    Artifact,
+    FeatureSpec,
+    InputRange,
+    graph_is_batch_dependent,
+    input_range_of,
+    write_artifact,
+)
 from leanscore.compression.recipe import CompressionResult, LabelledData, Recipe, run_recipe
 
 _ONNX_DTYPES = {
@@ -61,7 +68,10 @@ def write_result(
     data: dict | None = None,
     model_version: str = "1",
     extra_metrics: dict | None = None,
+    input_range: InputRange | None = None,
 ) -> Artifact:
+    """The artifact of ``result``; ``input_range`` (see ``calibrated_range``) lets scoring
+    isolate rows outside what the model saw, and ``batch_dependent`` is read from the graph."""
     inputs, outputs = tensor_specs(result.onnx_bytes)
     return write_artifact(
         out_dir,
@@ -79,8 +89,29 @@ def write_result(
             "data": data or {},
             "versions": library_versions(),
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "input_range": None if input_range is None else input_range.model_dump(),
+            "batch_dependent": graph_is_batch_dependent(result.onnx_bytes),
         },
     )
+
+
+def calibrated_range(
+    *,
+    calibration: LabelledData | None,
+    train: LabelledData | None,
+    evaluation: LabelledData | None = None,
+) -> InputRange | None:
+    """Each feature's min/max over all the calibration rows, or else the training rows (the
+    rows static quantization calibrates on, and what the model learnt from); the evaluation rows
+    only for an ONNX model compressed without either."""
+    for source, data in (
+        ("calibration", calibration),
+        ("train", train),
+        ("evaluation", evaluation),
+    ):
+        if data is not None and len(data.features):
+            return input_range_of(data.features, source=source)
+    return None
 
 
 def compress_to_artifact(
@@ -119,6 +150,7 @@ def compress_to_artifact(
         features=features,
         task=task,
         class_labels=class_labels,
+        input_range=calibrated_range(calibration=calibration, train=train, evaluation=evaluation),
         data=data_lineage(
             train=train,
             evaluation=evaluation,

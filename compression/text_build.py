@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from leanscore.compression.artifact import Artifact, write_artifact
+from leanscore.compression.artifact import Artifact, graph_is_batch_dependent, write_artifact
 from leanscore.compression.build import library_versions, tensor_specs
 from leanscore.compression.text_model import TOKENIZER_FILE, minilm_dir
 
@@ -52,6 +52,7 @@ def write_text_artifact(
             "data": data or {},
             "versions": versions,
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "batch_dependent": graph_is_batch_dependent(onnx_bytes),
         },
         extra_files={TOKENIZER_FILE: tokenizer.read_bytes()},
     )

@@ -7,7 +7,12 @@ from pathlib import Path
 from typing import Literal
 
 from leanscore.compression.artifact import Artifact
-from leanscore.compression.build import compress_to_artifact, data_lineage, write_result
+from leanscore.compression.build import (
+    calibrated_range,
+    compress_to_artifact,
+    data_lineage,
+    write_result,
+)
 from leanscore.compression.recipe import AccuracyGateError, Recipe
 from leanscore.compression.sources import DataSpec, DigitsSample, ModelSource, load_data, load_model
 from leanscore.jobs.config import load_config, read_yaml, validate
@@ -146,6 +151,11 @@ def _autotune(recipes, model, out, common, features, class_labels, source, conso
         features=features,
         task=common["task"],
         class_labels=class_labels,
+        input_range=calibrated_range(
+            calibration=common["calibration"],
+            train=common["train"],
+            evaluation=common["evaluation"],
+        ),
         data=data_lineage(
             train=common["train"],
             evaluation=common["evaluation"],

@@ -91,7 +91,7 @@ def run_demo(
     (workdir / "models").mkdir(exist_ok=True)
     torch.save(model.state_dict(), workdir / "models" / "digits-mlp.pt")
 
-    console.log("2/5 compressing: fp32 baseline, then structured pruning + dynamic int8")
+    console.log("2/5 compressing: fp32 baseline, then structured pruning + static int8")
     artifacts = []
     example = torch.from_numpy(evaluation.features[:8])
     features = {"array_column": FEATURE_COLUMN, "size": DIGITS_FEATURES}

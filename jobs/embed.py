@@ -3,8 +3,8 @@
     leanscore embed --config conf/nightly-embed.yaml --run-date 2026-11-28
 
 Same contract as ``score``: a rerun for ``run_date`` replaces exactly that date's rows
-(Delta ``replaceWhere``); keys and passthrough columns are kept; the model's name, version and
-sha256 go next to every embedding.
+(Delta ``replaceWhere``), checked as it is written and restored when the check fails; keys and
+passthrough columns are kept; the model's name, version and sha256 go next to every embedding.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from leanscore.jobs.score import (
     kept_columns,
     parse_run_date,
     read_table,
-    write_partition,
+    write_checked,
     write_summary,
 )
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES
@@ -107,12 +107,14 @@ def score_text_table(spark: SparkSession, config: EmbedConfig, run_date: str | d
     if config.input.filter:
         source = source.where(config.input.filter)
     rows_in = source.count()
-    write_partition(embed_frame(source, config, artifact, day), config.output, day)
+    written = write_checked(
+        embed_frame(source, config, artifact, day),
+        config.output,
+        day,
+        rows_in=rows_in,
+        error_column="embedding_error",
+    )
     seconds = time.perf_counter() - start
-    written = read_table(spark, config.output).where(F.col(RUN_DATE_COLUMN) == F.lit(day))
-    counts = written.agg(
-        F.count(F.lit(1)).alias("rows"), F.count("embedding_error").alias("flagged")
-    ).first()
     summary = {
         "status": "succeeded",
         "run_date": day.isoformat(),
@@ -122,17 +124,13 @@ def score_text_table(spark: SparkSession, config: EmbedConfig, run_date: str | d
         **registry_summary(artifact),
         "input": config.input.describe(),
         "output": config.output.describe(),
+        "output_version": written["version"],
         "rows_in": rows_in,
-        "rows_out": int(counts["rows"]),
-        "flagged_rows": int(counts["flagged"]),
+        "rows_out": written["rows_out"],
+        "flagged_rows": written["flagged_rows"],
         "seconds": round(seconds, 3),
-        "sentences_per_s": round(int(counts["rows"]) / seconds, 1) if seconds > 0 else None,
+        "sentences_per_s": round(written["rows_out"] / seconds, 1) if seconds > 0 else None,
     }
-    if summary["rows_in"] != summary["rows_out"]:
-        raise RuntimeError(
-            f"wrote {summary['rows_out']} rows for {day} but read {summary['rows_in']}; "
-            "the output table was changed by another writer during the run"
-        )
     write_summary(config, summary, job="embed")
     return summary
 

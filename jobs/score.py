@@ -2,7 +2,11 @@
 
 A rerun for the same ``run_date`` replaces exactly that date's rows and nothing else (Delta
 ``replaceWhere``, or dynamic partition overwrite for Parquet). A failure leaves the previous
-output as it was: Delta commits the whole write or nothing.
+output as it was: Delta commits the whole write or nothing, and when the write committed but
+its check fails (rows written differ from rows read, because the input changed during the run;
+or more rows flagged than ``max_flagged_fraction``), the same run restores the table's previous
+version (Delta ``RESTORE``) before it raises. The rows written and flagged are counted while
+they are written (a Spark ``Observation``), so checking costs no pass over the output.
 """
 
 from __future__ import annotations
@@ -19,11 +23,12 @@ from typing import Literal
 from leanscore.compression.artifact import Artifact
 from leanscore.compression.registry import load_artifact, registry_summary
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
+from leanscore.udfs.kernel import DEFAULT_RANGE_MARGIN, RowPolicy
 from leanscore.udfs.predict import score_dataframe
 from leanscore.udfs.scan import score_table
 from leanscore.udfs.session_cache import SessionConfig
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
 log = logging.getLogger(__name__)
@@ -82,6 +87,24 @@ class ScoreConfig(_Strict):
     key_columns: list[str] = Field(default_factory=list)
     passthrough_columns: list[str] = Field(default_factory=list)
     bad_rows: Literal["fail", "flag"] = "fail"
+    out_of_range: Literal["flag", "fail", "score_alone"] = Field(
+        default="score_alone",
+        description="rows with a feature outside the artifact's calibrated range: scored in a "
+        "call of their own (no other row's prediction can change), flagged, or failing the job",
+    )
+    range_margin: float = Field(
+        default=DEFAULT_RANGE_MARGIN,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="how far past the calibrated range a value may go, in calibrated widths",
+    )
+    max_flagged_fraction: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="fail (and restore the output) when more than this fraction of rows is "
+        "flagged; default: no limit",
+    )
     batch_size: int = Field(default=4096, gt=0, description="rows per ONNX Runtime call")
     arrow_batch_rows: int = Field(default=10_000, gt=0, description="rows per Arrow batch")
     probabilities: bool = False
@@ -236,7 +259,11 @@ def score_frame(
     options = dict(
         key_columns=config.key_columns or None,
         keep_columns=keep,
-        bad_rows=config.bad_rows,
+        bad_rows=RowPolicy(
+            bad_rows=config.bad_rows,
+            out_of_range=config.out_of_range,
+            range_margin=config.range_margin,
+        ),
         batch_size=config.batch_size,
         probabilities=config.probabilities,
         session_config=session_config(df.sparkSession, config.session),
@@ -284,6 +311,92 @@ def write_partition(df: DataFrame, ref: TableRef, run_date: dt.date) -> None:
         writer.saveAsTable(ref.table)
     else:
         writer.save(ref.path)
+
+
+class OutputCheckError(RuntimeError):
+    """The written partition failed its check; the message says whether it was restored."""
+
+
+def _sql_name(ref: TableRef) -> str:
+    return ref.table if ref.table else "delta.`" + ref.path.replace("`", "``") + "`"
+
+
+def delta_version(spark: SparkSession, ref: TableRef) -> int | None:
+    """The output's current Delta version, or None when there is no Delta table there yet."""
+    if ref.format != "delta":
+        return None
+    if ref.table:
+        if not spark.catalog.tableExists(ref.table):
+            return None
+    else:
+        from delta.tables import DeltaTable
+
+        if not DeltaTable.isDeltaTable(spark, ref.path):
+            return None
+    return int(spark.sql(f"DESCRIBE HISTORY {_sql_name(ref)} LIMIT 1").first()["version"])
+
+
+def write_checked(
+    df: DataFrame,
+    ref: TableRef,
+    run_date: dt.date,
+    *,
+    rows_in: int,
+    error_column: str,
+    max_flagged_fraction: float | None = None,
+) -> dict:
+    """Write ``df`` as the ``run_date`` partition, counting rows and flagged rows as they are
+    written, and check them: as many rows as were read, and no more flagged than allowed. When
+    a check fails on Delta output, restore the version that was current before the write (or,
+    for a table this run created, delete the date's rows) and raise ``OutputCheckError``.
+    Returns ``{"rows_out", "flagged_rows", "version"}``."""
+    spark = df.sparkSession
+    before = delta_version(spark, ref)
+    observed = Observation("leanscore_output_check")
+    counted = df.observe(
+        observed,
+        F.count(F.lit(1)).alias("rows"),
+        F.count(F.col(error_column)).alias("flagged"),
+    )
+    write_partition(counted, ref, run_date)
+    metrics = observed.get
+    rows_out, flagged = int(metrics["rows"]), int(metrics["flagged"])
+    problems = []
+    if rows_out != rows_in:
+        problems.append(
+            f"wrote {rows_out} rows for {run_date} but counted {rows_in} in the input before "
+            "scoring: the input changed during the run (another writer)"
+        )
+    if max_flagged_fraction is not None and flagged > max_flagged_fraction * rows_out:
+        problems.append(
+            f"{flagged} of {rows_out} rows were flagged ({error_column} not null), more than "
+            f"max_flagged_fraction={max_flagged_fraction}"
+        )
+    version = delta_version(spark, ref)
+    if problems:
+        raise OutputCheckError("; ".join(problems) + "; " + _undo(spark, ref, run_date, before))
+    return {"rows_out": rows_out, "flagged_rows": flagged, "version": version}
+
+
+def _undo(spark: SparkSession, ref: TableRef, run_date: dt.date, before: int | None) -> str:
+    """Put the output back as it was before this run's write; say what was done."""
+    if ref.format != "delta":
+        return (
+            "the Parquet partition was already replaced and Parquet keeps no earlier version: "
+            "rerun the date once the input is settled"
+        )
+    name = _sql_name(ref)
+    if before is None:
+        spark.sql(f"DELETE FROM {name} WHERE {RUN_DATE_COLUMN} = DATE'{run_date.isoformat()}'")
+        return f"the table was new, so this run deleted the rows it wrote for {run_date}"
+    latest = delta_version(spark, ref)
+    if latest != before + 1:
+        return (
+            f"NOT restored: the table moved from version {before} to {latest} during the run, so "
+            "another writer committed too; check its history before rerunning"
+        )
+    spark.sql(f"RESTORE TABLE {name} TO VERSION AS OF {before}")
+    return f"restored the output to version {before}, as it was before the run"
 
 
 def peak_driver_rss_mb(spark: SparkSession) -> dict[str, float | None]:
@@ -344,13 +457,15 @@ def _run(spark: SparkSession, config: ScoreConfig, day: dt.date, start: float) -
     rows_in = count_input(source, config)
     scored, engine = score_frame(source, config, artifact, day)
     log.info("scoring with the %s engine", engine)
-    write_partition(scored, config.output, day)
+    written = write_checked(
+        scored,
+        config.output,
+        day,
+        rows_in=rows_in,
+        error_column="prediction_error",
+        max_flagged_fraction=config.max_flagged_fraction,
+    )
     seconds = time.perf_counter() - start
-    written = read_table(spark, config.output).where(F.col(RUN_DATE_COLUMN) == F.lit(day))
-    counts = written.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.count("prediction_error").alias("flagged"),
-    ).first()
     summary = {
         "status": "succeeded",
         "run_date": day.isoformat(),
@@ -360,18 +475,14 @@ def _run(spark: SparkSession, config: ScoreConfig, day: dt.date, start: float) -
         **registry_summary(artifact),
         "input": config.input.describe(),
         "output": config.output.describe(),
+        "output_version": written["version"],
         "engine": engine,
         "rows_in": rows_in,
-        "rows_out": int(counts["rows"]),
-        "flagged_rows": int(counts["flagged"]),
+        "rows_out": written["rows_out"],
+        "flagged_rows": written["flagged_rows"],
         "seconds": round(seconds, 3),
-        "rows_per_s": round(int(counts["rows"]) / seconds, 1) if seconds > 0 else None,
+        "rows_per_s": round(written["rows_out"] / seconds, 1) if seconds > 0 else None,
         **peak_driver_rss_mb(spark),
     }
-    if summary["rows_in"] != summary["rows_out"]:
-        raise RuntimeError(
-            f"wrote {summary['rows_out']} rows for {day} but read {summary['rows_in']}; "
-            "the output table was changed by another writer during the run"
-        )
     write_summary(config, summary)
     return summary

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import held_out_frame
-from leanscore.jobs.score import ScoreConfig, run_score
+from leanscore.jobs.score import OutputCheckError, ScoreConfig, run_score
 from pyspark.sql import functions as F
 
 
@@ -184,3 +184,61 @@ def test_scan_and_spark_reader_write_the_same_rows(spark, digits, artifact, tmp_
 def test_scan_engine_refuses_a_filtered_input(artifact):
     with pytest.raises(ValueError, match="engine 'scan' reads a whole Parquet/Delta path"):
         _config(artifact, "in", "out", engine="scan", input={"path": "in", "filter": "x > 1"})
+
+
+def _history(spark, path):
+    return spark.sql(f"DESCRIBE HISTORY delta.`{path}`").orderBy("version").collect()
+
+
+def test_input_changing_during_the_run_restores_the_previous_version(
+    spark, digits, artifact, tmp_path, monkeypatch
+):
+    """Another writer appends to the input between the count and the write: the run fails
+    naming both counts, and the output's previous version is current again (RESTORE)."""
+    import leanscore.jobs.score as score_job
+
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    held_out_frame(spark, digits, n=60).write.format("delta").save(src)
+    config = _config(artifact, src, out, summary_path=str(tmp_path / "summary.json"))
+    run_score(spark, config, "2026-01-01")
+    good_version = _history(spark, out)[-1]["version"]
+    before = spark.read.format("delta").load(out).orderBy("row_id").toPandas()
+
+    counted = score_job.count_input
+
+    def count_then_append(df, cfg):
+        rows = counted(df, cfg)
+        more = held_out_frame(spark, digits, n=70).where("row_id >= 60")
+        more.write.format("delta").mode("append").save(src)  # a concurrent upstream writer
+        return rows
+
+    monkeypatch.setattr(score_job, "count_input", count_then_append)
+    with pytest.raises(score_job.OutputCheckError, match=r"wrote 70 rows .* counted 60") as err:
+        run_score(spark, config, "2026-01-01")
+    assert f"restored the output to version {good_version}" in str(err.value)
+    history = _history(spark, out)
+    assert [h["operation"] for h in history[-2:]] == ["WRITE", "RESTORE"]
+    after = spark.read.format("delta").load(out).orderBy("row_id").toPandas()
+    pd.testing.assert_frame_equal(before, after)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "failed" and "counted 60" in summary["error"]
+
+
+def test_too_many_flagged_rows_fail_and_a_new_table_is_left_empty(
+    spark, digits, artifact, tmp_path
+):
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    held_out_frame(spark, digits, n=40).union(
+        spark.createDataFrame(
+            [(1000 + i, 0, None) for i in range(10)],
+            "row_id long, label int, features array<float>",
+        )
+    ).write.format("delta").save(src)
+    config = _config(artifact, src, out, bad_rows="flag", max_flagged_fraction=0.1)
+    with pytest.raises(OutputCheckError, match=r"10 of 50 rows were flagged .* deleted the rows"):
+        run_score(spark, config, "2026-01-01")
+    assert spark.read.format("delta").load(out).count() == 0
+    summary = run_score(
+        spark, config.model_copy(update={"max_flagged_fraction": 0.2}), "2026-01-01"
+    )
+    assert summary["flagged_rows"] == 10 and summary["rows_out"] == 50

@@ -4,6 +4,7 @@ from leanscore.udfs.distribution import ModelSource, distribute, is_connect
 from leanscore.udfs.predict import (
     BadRowError,
     ModelUDF,
+    RowPolicy,
     check_features,
     model_udf,
     output_fields,
@@ -16,6 +17,7 @@ __all__ = [
     "BadRowError",
     "ModelSource",
     "ModelUDF",
+    "RowPolicy",
     "ScanUnsupported",
     "SessionConfig",
     "check_features",

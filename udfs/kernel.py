@@ -1,11 +1,22 @@
-"""The executor-side core both UDF paths share: bad-row policy, chunked ONNX Runtime calls, and
-the model's outputs as numpy arrays. The pandas and the Arrow paths differ only in how a batch
-arrives and how the result leaves, so they give bitwise identical predictions.
+"""The executor-side core every scoring path shares (pandas, Arrow, scan): the row policies,
+chunked ONNX Runtime calls, and the model's outputs as numpy arrays. The paths differ only in
+how a batch arrives and how the result leaves, so they give bitwise identical predictions.
 
 The model sees the good rows of one Arrow batch, in chunks of at most ``batch_size`` rows: the
 model batch size is independent of the Arrow batch size (``spark.sql.execution.arrow.
-maxRecordsPerBatch``). Dynamic int8 models quantize activations per call, so their outputs
-depend slightly on which rows share a call; both paths form the calls identically.
+maxRecordsPerBatch``).
+
+A row's prediction must not depend on the other rows of its batch. Dynamic int8 models
+(``manifest.batch_dependent``) quantize activations with a scale taken from the whole call, so
+one extreme row coarsens every other row's activations (one row of 10,000 among real digits
+changed most of their classes; 3e38 turned every output into NaN). Rows outside the calibrated
+range (``manifest.input_range``, widened by ``range_margin``) therefore follow
+``out_of_range``: ``score_alone`` (the default) scores each such row in a call of its own,
+``flag`` gives it a null prediction and the reason, ``fail`` stops naming it. A model whose
+outputs do not depend on the batch (float32, fp16, static QDQ int8) gives an outlier the same
+prediction alone or not, so ``score_alone`` costs it nothing. Whatever the policy, an output
+that is NaN or infinite is never written as a prediction: it is flagged (or fails the job
+under ``bad_rows='fail'``).
 """
 
 from __future__ import annotations
@@ -19,13 +30,82 @@ from leanscore.compression.artifact import FeatureSpec, Manifest
 from leanscore.udfs.batch import Batch
 from leanscore.udfs.distribution import ModelSource
 from leanscore.udfs.session_cache import SessionConfig, get_session
+from pydantic import BaseModel, ConfigDict, Field
 
 BadRowPolicy = Literal["fail", "flag"]
+OutOfRangePolicy = Literal["flag", "fail", "score_alone"]
 ERROR_FIELD = "error"
+DEFAULT_RANGE_MARGIN = 0.5
 
 
 class BadRowError(ValueError):
     """A row could not be scored under the ``fail`` policy."""
+
+
+class RowPolicy(BaseModel):
+    """What happens to rows the model cannot score as they are, validated once on the driver.
+
+    - ``bad_rows``: a null, NaN or infinite feature, a wrong-length array, or a non-finite model
+      output: ``fail`` stops naming the row, ``flag`` gives a null prediction and the reason.
+    - ``out_of_range``: a feature outside the calibrated range widened by ``range_margin``
+      times the feature's calibrated width (a feature that was constant gets a width of
+      ``max(1, |value|)``) on each side: ``score_alone``, ``flag`` or ``fail``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bad_rows: BadRowPolicy = "fail"
+    out_of_range: OutOfRangePolicy = "score_alone"
+    range_margin: float = Field(default=DEFAULT_RANGE_MARGIN, ge=0.0, allow_inf_nan=False)
+
+
+def row_policy(
+    bad_rows: BadRowPolicy | RowPolicy,
+    *,
+    out_of_range: OutOfRangePolicy | None = None,
+    range_margin: float | None = None,
+) -> RowPolicy:
+    """One ``RowPolicy`` from the public keyword options: ``bad_rows`` is a policy name or a
+    whole ``RowPolicy``; ``out_of_range``/``range_margin``, when given, replace its fields."""
+    from pydantic import ValidationError
+
+    base = bad_rows if isinstance(bad_rows, RowPolicy) else None
+    fields = {} if base is not None else {"bad_rows": bad_rows}
+    if out_of_range is not None:
+        fields["out_of_range"] = out_of_range
+    if range_margin is not None:
+        fields["range_margin"] = range_margin
+    try:
+        if base is not None:
+            return RowPolicy.model_validate({**base.model_dump(), **fields})
+        return RowPolicy.model_validate(fields)
+    except ValidationError as err:
+        problem = err.errors()[0]
+        name = ".".join(str(p) for p in problem["loc"])
+        raise ValueError(
+            f"{name} is {problem.get('input')!r}: {problem['msg']} (bad_rows: fail|flag; "
+            "out_of_range: flag|fail|score_alone; range_margin: a number >= 0)"
+        ) from None
+
+
+def allowed_range(
+    manifest: Manifest, margin: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """(low, high, widened low, widened high) per feature as float32, or None without a
+    recorded range. Widened by ``margin`` times each feature's calibrated width."""
+    recorded = manifest.input_range
+    if recorded is None:
+        return None
+    low = np.asarray(recorded.low, dtype=np.float64)
+    high = np.asarray(recorded.high, dtype=np.float64)
+    width = high - low
+    width = np.where(width > 0, width, np.maximum(1.0, np.abs(low)))
+    return (
+        low.astype(np.float32),
+        high.astype(np.float32),
+        (low - margin * width).astype(np.float32),
+        (high + margin * width).astype(np.float32),
+    )
 
 
 def output_fields(manifest: Manifest, *, probabilities: bool = False) -> list[tuple[str, str]]:
@@ -87,8 +167,15 @@ class Scorer:
     source: ModelSource
     config: SessionConfig
     batch_size: int
-    bad_rows: BadRowPolicy
+    policy: RowPolicy
     fields: tuple[str, ...]
+    batch_dependent: bool = True
+    # (calibrated low, high, allowed low, allowed high) per feature; None: no range recorded
+    range: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    @property
+    def bad_rows(self) -> BadRowPolicy:
+        return self.policy.bad_rows
 
     @classmethod
     def build(
@@ -98,32 +185,129 @@ class Scorer:
         config: SessionConfig,
         *,
         batch_size: int,
-        bad_rows: BadRowPolicy,
+        bad_rows: BadRowPolicy | RowPolicy,
         probabilities: bool,
     ) -> Scorer:
         if batch_size < 1:
             raise ValueError(f"batch_size must be a positive number of rows, got {batch_size}")
-        if bad_rows not in ("fail", "flag"):
-            raise ValueError(f"bad_rows must be 'fail' or 'flag', got {bad_rows!r}")
+        policy = row_policy(bad_rows)
         fields = tuple(n for n, _ in output_fields(manifest, probabilities=probabilities))
-        return cls(manifest.task, manifest.features, source, config, batch_size, bad_rows, fields)
+        return cls(
+            manifest.task,
+            manifest.features,
+            source,
+            config,
+            batch_size,
+            policy,
+            fields,
+            batch_dependent=manifest.batch_dependent is not False,
+            range=allowed_range(manifest, policy.range_margin),
+        )
 
     def session(self):
         session = get_session(self.source, self.config)
         return session, session.get_inputs()[0].name
 
     def score(self, session, input_name: str, batch: Batch, key_of: Callable[[int], str] | None):
-        """Apply the bad-row policy, then run the model on the good rows."""
-        any_bad = bool(batch.bad.any())
-        if any_bad and self.bad_rows == "fail":
-            i = int(np.flatnonzero(batch.bad)[0])
-            where = f"row with key {key_of(i)!r}" if key_of is not None else f"row {i} of a batch"
-            raise BadRowError(
-                f"{where}: {batch.reasons[i]}; fix the input or score with bad_rows='flag' "
-                "to get a null prediction and an error column instead"
+        """Apply the row policies, run the model on the rows it scores, and flag (or fail on)
+        rows whose output is not finite."""
+        bad, reasons = batch.bad, batch.reasons
+        if bad.any() and self.bad_rows == "fail":
+            self._fail(int(np.flatnonzero(bad)[0]), reasons, key_of, "bad_rows")
+        rows = np.flatnonzero(~bad)  # batch positions of the rows the model sees
+        matrix = batch.matrix[rows] if len(rows) < len(bad) else batch.matrix
+        outside = self._outside(matrix)
+        alone = None
+        if outside is not None and self.policy.out_of_range == "score_alone":
+            alone = outside  # each in a call of its own, not flagged
+        elif outside is not None:
+            flagged = rows[outside]
+            reasons = list(reasons)
+            for pos, i in zip(np.flatnonzero(outside), flagged, strict=True):
+                reasons[i] = self._range_reason(matrix[pos])
+            if self.policy.out_of_range == "fail":
+                self._fail(int(flagged[0]), reasons, key_of, "out_of_range")
+            bad = bad.copy()
+            bad[flagged] = True
+            rows, matrix = rows[~outside], matrix[~outside]
+        out = self.run_isolated(session, input_name, matrix, alone)
+        flat = out.reshape(len(out), -1) if len(out) else out
+        finite = np.isfinite(flat).all(axis=1)
+        if not finite.all():
+            broken = np.flatnonzero(~finite)
+            reasons = list(reasons)
+            for pos in broken:
+                value = flat[pos]
+                first = value[~np.isfinite(value)][0]
+                reasons[rows[pos]] = (
+                    f"the model's output is {first} (not finite) for this row; its features "
+                    "may be far outside what the model was trained on"
+                )
+            if self.bad_rows == "fail":
+                self._fail(int(rows[broken[0]]), reasons, key_of, "bad_rows")
+            bad = bad.copy()
+            bad[rows[broken]] = True
+            out = out[finite]
+        if bad is batch.bad and reasons is batch.reasons:
+            return Scored(out, batch)
+        return Scored(out, Batch(batch.matrix, bad, reasons))
+
+    def _outside(self, matrix: np.ndarray) -> np.ndarray | None:
+        """Which rows of ``matrix`` hold a feature outside the allowed range; None when none
+        does, or when it does not matter (no range recorded, or ``score_alone`` on a model
+        whose rows do not depend on each other: the row gets the same prediction alone)."""
+        if self.range is None or len(matrix) == 0:
+            return None
+        if self.policy.out_of_range == "score_alone" and not self.batch_dependent:
+            return None
+        _, _, low, high = self.range
+        # Column extremes first: one cheap pass when every row is in range, the usual case.
+        if (matrix.min(axis=0) >= low).all() and (matrix.max(axis=0) <= high).all():
+            return None
+        return ((matrix < low) | (matrix > high)).any(axis=1)
+
+    def _range_reason(self, row: np.ndarray) -> str:
+        calibrated_low, calibrated_high, low, high = self.range
+        j = int(np.flatnonzero((row < low) | (row > high))[0])
+        spec = self.features
+        name = (
+            f"column {spec.columns[j]!r}"
+            if spec.columns
+            else (f"column {spec.array_column!r} element {j}")
+        )
+        return (
+            f"{name} is {float(row[j])!r}, outside the calibrated range "
+            f"[{float(calibrated_low[j]):g}, {float(calibrated_high[j]):g}] widened by "
+            f"range_margin {self.policy.range_margin:g} to [{float(low[j]):g}, {float(high[j]):g}]"
+        )
+
+    def _fail(self, i: int, reasons, key_of, option: str):
+        where = f"row with key {key_of(i)!r}" if key_of is not None else f"row {i} of a batch"
+        if option == "out_of_range":
+            fix = (
+                "fix the input, or score with out_of_range='score_alone' (the row in a call of "
+                "its own) or 'flag' (a null prediction and the reason)"
             )
-        matrix = batch.matrix[~batch.bad] if any_bad else batch.matrix
-        return Scored(self.run(session, input_name, matrix), batch)
+        else:
+            fix = (
+                "fix the input or score with bad_rows='flag' to get a null prediction and an "
+                "error column instead"
+            )
+        raise BadRowError(f"{where}: {reasons[i]}; {fix}")
+
+    def run_isolated(
+        self, session, input_name: str, matrix: np.ndarray, alone: np.ndarray | None
+    ) -> np.ndarray:
+        """The model's outputs for ``matrix``, the rows marked ``alone`` each in a call of its
+        own and the others together, in the order of ``matrix``."""
+        if alone is None:
+            return self.run(session, input_name, matrix)
+        together = self.run(session, input_name, matrix[~alone])
+        singles = [self.run(session, input_name, matrix[i : i + 1]) for i in np.flatnonzero(alone)]
+        out = np.empty((len(matrix), *singles[0].shape[1:]), dtype=singles[0].dtype)
+        out[~alone] = together
+        out[alone] = np.concatenate(singles)
+        return out
 
     def run(self, session, input_name: str, matrix: np.ndarray) -> np.ndarray:
         if len(matrix) == 0:

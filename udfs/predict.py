@@ -11,6 +11,7 @@ builds one ONNX Runtime session and keeps it (``leanscore.udfs.session_cache``).
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import Literal
@@ -26,9 +27,12 @@ from leanscore.udfs.kernel import (
     ERROR_FIELD,
     BadRowError,
     BadRowPolicy,
+    OutOfRangePolicy,
+    RowPolicy,
     Scored,
     Scorer,
     output_fields,
+    row_policy,
 )
 from leanscore.udfs.schema import check_features, feature_names, preview
 from leanscore.udfs.session_cache import SessionConfig
@@ -37,10 +41,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 
 Engine = Literal["auto", "arrow", "pandas"]
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BadRowError",
     "ModelUDF",
+    "RowPolicy",
     "check_features",
     "model_udf",
     "output_fields",
@@ -97,18 +103,24 @@ def model_udf(
     *,
     spark: SparkSession | None = None,
     batch_size: int = 4096,
-    bad_rows: BadRowPolicy = "fail",
+    bad_rows: BadRowPolicy | RowPolicy = "fail",
+    out_of_range: OutOfRangePolicy | None = None,
+    range_margin: float | None = None,
     probabilities: bool = False,
     session_config: SessionConfig | None = None,
     path_threshold_bytes: int = DEFAULT_PATH_THRESHOLD_BYTES,
 ) -> ModelUDF:
-    """Build a scoring UDF for ``artifact`` (a path or a loaded ``Artifact``)."""
+    """Build a scoring UDF for ``artifact`` (a path or a loaded ``Artifact``).
+
+    ``bad_rows``, ``out_of_range`` and ``range_margin`` are the row policies of
+    ``leanscore.udfs.kernel.RowPolicy`` (``bad_rows`` may also be a whole ``RowPolicy``);
+    ``out_of_range`` defaults to ``score_alone``, so no row changes another row's prediction."""
     artifact = as_artifact(artifact)
     scorer = build_scorer(
         artifact,
         spark=spark,
         batch_size=batch_size,
-        bad_rows=bad_rows,
+        bad_rows=row_policy(bad_rows, out_of_range=out_of_range, range_margin=range_margin),
         probabilities=probabilities,
         session_config=session_config,
         path_threshold_bytes=path_threshold_bytes,
@@ -121,15 +133,15 @@ def build_scorer(
     *,
     spark: SparkSession | None,
     batch_size: int,
-    bad_rows: BadRowPolicy,
+    bad_rows: BadRowPolicy | RowPolicy,
     probabilities: bool,
     session_config: SessionConfig | None,
     path_threshold_bytes: int,
 ) -> Scorer:
     if batch_size < 1:
         raise ValueError(f"batch_size must be a positive number of rows, got {batch_size}")
-    if bad_rows not in ("fail", "flag"):
-        raise ValueError(f"bad_rows must be 'fail' or 'flag', got {bad_rows!r}")
+    policy = row_policy(bad_rows)
+    warn_unguarded(artifact, policy)
     spark = spark or SparkSession.getActiveSession()
     if spark is None:
         raise RuntimeError("model_udf needs an active Spark session; start one first")
@@ -140,9 +152,24 @@ def build_scorer(
         source,
         config,
         batch_size=batch_size,
-        bad_rows=bad_rows,
+        bad_rows=policy,
         probabilities=probabilities,
     )
+
+
+def warn_unguarded(artifact: Artifact, policy: RowPolicy) -> None:
+    """Say on the driver when an out-of-range row could change its batch mates' predictions:
+    a batch-dependent artifact without a recorded input range (built before ranges were)."""
+    manifest = artifact.manifest
+    unguarded = manifest.input_range is None and manifest.batch_dependent is not False
+    if unguarded and manifest.features.text_column is None:
+        log.warning(
+            "artifact %r records no input range, so out_of_range=%r cannot isolate extreme "
+            "rows; its outputs may depend on the batch (dynamic quantization). Rebuild it "
+            "with 'leanscore compress' to record the range",
+            manifest.name,
+            policy.out_of_range,
+        )
 
 
 def _pandas_iterator(scorer: Scorer, with_key: bool):
@@ -257,19 +284,23 @@ def score_dataframe(
     keep_columns: list[str] | None = None,
     engine: Engine = "auto",
     batch_size: int = 4096,
-    bad_rows: BadRowPolicy = "fail",
+    bad_rows: BadRowPolicy | RowPolicy = "fail",
+    out_of_range: OutOfRangePolicy | None = None,
+    range_margin: float | None = None,
     probabilities: bool = False,
     session_config: SessionConfig | None = None,
     path_threshold_bytes: int = DEFAULT_PATH_THRESHOLD_BYTES,
 ) -> DataFrame:
     """``keep_columns`` of ``df`` (default: all) plus the model's outputs as flat columns (see
-    ``output_names``). ``key_columns`` name the row in bad-row errors.
+    ``output_names``). ``key_columns`` name the row in bad-row errors. The row policies are
+    ``model_udf``'s.
 
     ``engine="auto"`` uses the Arrow-native path (``mapInArrow``) where the running Spark has
     it, else the pandas UDF; both give bitwise identical results."""
     artifact = as_artifact(artifact)
     if engine not in ("auto", "arrow", "pandas"):
         raise ValueError(f"engine must be 'auto', 'arrow' or 'pandas', got {engine!r}")
+    policy = row_policy(bad_rows, out_of_range=out_of_range, range_margin=range_margin)
     keys, keep, fields, names = resolve_columns(
         df,
         artifact,
@@ -282,7 +313,7 @@ def score_dataframe(
         artifact,
         spark=df.sparkSession,
         batch_size=batch_size,
-        bad_rows=bad_rows,
+        bad_rows=policy,
         probabilities=probabilities,
         session_config=session_config,
         path_threshold_bytes=path_threshold_bytes,
