@@ -11,16 +11,22 @@ from leanscore.jobs.bench import (
     BenchConfig,
     compare_variants,
     comparison_table,
+    decomposition_table,
     default_keep,
     resolve_path,
     scan_plan,
-    targets,
     wide_console,
 )
 from leanscore.jobs.bench_metrics import environment
 from leanscore.jobs.bench_paths import TorchModel
 from leanscore.jobs.bench_prepare import prepare_inputs
-from leanscore.jobs.bench_report import append_history, markdown, write_charts, write_json
+from leanscore.jobs.bench_report import (
+    append_history,
+    markdown,
+    write_charts,
+    write_html,
+    write_json,
+)
 from leanscore.jobs.pricing import cost_model_text, load_pricing
 from leanscore.jobs.score import read_input
 from pyspark.sql import SparkSession
@@ -79,6 +85,8 @@ def run_bench(
         onnx_predict_batch_udf=config.onnx_predict_batch_udf,
         bound_rows=config.bound_rows,
         console=console,
+        distinct_examples=config.distinct_examples,
+        bench_targets=config.targets,
     )
     report = {
         "run_id": uuid.uuid4().hex[:12],
@@ -88,14 +96,19 @@ def run_bench(
         "environment": environment(spark, cores=report["cores"]),
         "cost_model": cost_model_text(pricing),
     }
-    report["targets"] = targets(report)
     out.mkdir(parents=True, exist_ok=True)
     report["charts"] = write_charts(report, out)
     history = resolve_path(config.history, config_dir) if config.history else str(out / "history")
     report["history"] = {"path": history, "format": "delta"}
     report["history"]["version"] = append_history(spark, report, history)
     write_json(report, out)
-    (out / "report.md").write_text(markdown(report))
+    text = markdown(report)
+    (out / "report.md").write_text(text)
+    write_html(report, out, text)
     console.print(comparison_table(report))
-    console.log(f"report: {out / 'report.json'}, {out / 'report.md'}; history: {history}")
+    console.print(decomposition_table(report))
+    console.log(
+        f"report: {out / 'report.html'}, {out / 'report.json'}, {out / 'report.md'}; history: "
+        f"{history}"
+    )
     return report
