@@ -107,7 +107,11 @@ class BenchConfig(BaseModel):
         "450 distinct held-out images): the 95% interval uses this many; default: rows",
     )
     targets: BenchTargets = Field(default_factory=BenchTargets)
-    history: str | None = Field(default=None, description="Delta history table; OUT/history")
+    history: str | None = Field(
+        default=None,
+        description="Delta history: a path, or a catalog table (catalog.schema.table) the "
+        "dashboard reads; default OUT/history",
+    )
     history_format: Literal["delta"] = "delta"
 
 

@@ -256,14 +256,27 @@ def history_rows(report: dict) -> pd.DataFrame:
 
 
 def append_history(spark: SparkSession, report: dict, path: str) -> int:
-    """Append one row per variant to the Delta table at ``path``; return its new version."""
+    """Append one row per variant to the Delta history at ``path`` (a path, or a catalog
+    table name such as ``main.scoring.bench_history``, which the dashboard reads); return its
+    new version."""
+    from delta.tables import DeltaTable
+
     schema = ", ".join(f"{k} {t}" for k, t in HISTORY_COLUMNS.items())
     records = history_rows(report).to_dict("records")
     df = spark.createDataFrame([tuple(r.values()) for r in records], schema)
-    df.write.format("delta").mode("append").option("mergeSchema", "true").save(path)
-    from delta.tables import DeltaTable
+    writer = df.write.format("delta").mode("append").option("mergeSchema", "true")
+    if is_table_name(path):
+        writer.saveAsTable(path)
+        table = DeltaTable.forName(spark, path)
+    else:
+        writer.save(path)
+        table = DeltaTable.forPath(spark, path)
+    return int(table.history(1).select("version").first()[0])
 
-    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+def is_table_name(history: str) -> bool:
+    """``catalog.schema.table`` (or shorter), not a path or URI."""
+    return "/" not in history and ":" not in history
 
 
 def _fmt_pct(x) -> str:

@@ -22,6 +22,7 @@ from leanscore.jobs.bench_paths import TorchModel
 from leanscore.jobs.bench_prepare import prepare_inputs
 from leanscore.jobs.bench_report import (
     append_history,
+    is_table_name,
     markdown,
     write_charts,
     write_html,
@@ -98,7 +99,9 @@ def run_bench(
     }
     out.mkdir(parents=True, exist_ok=True)
     report["charts"] = write_charts(report, out)
-    history = resolve_path(config.history, config_dir) if config.history else str(out / "history")
+    history = config.history or str(out / "history")
+    if not is_table_name(history):
+        history = resolve_path(history, config_dir)
     report["history"] = {"path": history, "format": "delta"}
     report["history"]["version"] = append_history(spark, report, history)
     write_json(report, out)
