@@ -97,6 +97,11 @@ class BenchConfig(BaseModel):
     onnx_predict_batch_udf: bool = Field(
         default=True, description="also time the fp32 ONNX model inside predict_batch_udf"
     )
+    spark_reader_variant: bool = Field(
+        default=True,
+        description="with the scan engine: also time the fp32 ONNX model through leanscore "
+        "over Spark's reader (the engine's and the reader's effects each become one ratio)",
+    )
     bound_rows: int = Field(
         default=500_000, gt=0, description="rows for each model alone in ONNX Runtime / PyTorch"
     )
@@ -156,10 +161,12 @@ def build_variants(
     scan: ScanPlan | None = None,
     arrow_batch_rows: int = 10_000,
     spark: SparkSession | None = None,
+    spark_reader_variant: bool = False,
 ) -> list[Variant]:
     """The variants in report order: the baseline first. Every variant returns ``keep`` and
     its prediction; leanscore reads the table with the scan engine when ``scan`` is given, and
-    then also runs the fp32 model over Spark's reader, so the reader's effect is one ratio.
+    with ``spark_reader_variant`` it also runs the fp32 model over Spark's reader, so the
+    reader's effect is one ratio.
     With ``spark`` (classic), each variant gets a clock its tasks report their seconds to."""
     base = artifacts[0]
     params = [(a.manifest.metrics.get("final") or {}).get("params") for a in artifacts]
@@ -238,7 +245,7 @@ def build_variants(
             clock=c,
         )
 
-    if scan is not None:  # the same fp32 model on Spark's reader: the reader's effect
+    if scan is not None and spark_reader_variant:  # the same fp32 model on Spark's reader
         variants.append(leanscore_variant(0, base, None, f"{BASELINE_ONNX}/leanscore-spark-reader"))
     for i, artifact in enumerate(artifacts):
         variants.append(leanscore_variant(i, artifact, scan, f"{model_key(artifact, i)}/leanscore"))
@@ -530,6 +537,7 @@ def compare_variants(
     arrow_batch_rows: int = 10_000,
     distinct_examples: int | None = None,
     bench_targets: BenchTargets | None = None,
+    spark_reader_variant: bool = False,
 ) -> dict:
     """Measure every variant on ``df``: interleaved, after a warm-up, median of ``repeats``;
     then quality, the bound (when ``bound_rows``) and the cost of each. ``scan``: the plan of
@@ -546,6 +554,7 @@ def compare_variants(
         scan=scan,
         arrow_batch_rows=arrow_batch_rows,
         spark=spark,
+        spark_reader_variant=spark_reader_variant,
     )
     rows = df.count()
     console.log(f"timing {len(variants)} variants on {rows:,} rows, {cores} cores, {repeats}x")

@@ -88,6 +88,7 @@ def run_bench(
         console=console,
         distinct_examples=config.distinct_examples,
         bench_targets=config.targets,
+        spark_reader_variant=config.spark_reader_variant,
     )
     report = {
         "run_id": uuid.uuid4().hex[:12],
