@@ -16,8 +16,9 @@ product's own pieces (``build_scorer``, ``record_batch_scorer``, ``read_unit``, 
 assembled with a clock around them; without a clock (Spark Connect) the product's entry
 points run as they are.
 
-``PATH_KINDS`` maps each kind of scoring path to the function building its frame: adding a
-kind (another way teams score) is one function and one entry there.
+Adding a kind of path (another way teams score) is one frame function here, taking
+``clock=`` like the others, and one ``Variant(...)`` entry in ``bench.build_variants`` naming
+its ``model``, ``path`` and reader (``engine``), which is what ``bench_decompose`` pairs on.
 """
 
 from __future__ import annotations
