@@ -1,10 +1,14 @@
 """Comparing model variants on the same table, in the same Spark session, in rows/s and money.
 
-A *variant* is a model on a scoring path: ``torch-fp32/predict_batch_udf`` (the PyTorch model
-inside Spark's ``predict_batch_udf``, as teams run it today), ``onnx-fp32/predict_batch_udf``
-(the identical ONNX model there), ``onnx-fp32/leanscore`` and ``<compressed>/leanscore``.
-``compare_variants`` is the measuring core (the demo uses it too): a warm-up, then ``repeats``
-interleaved rounds into Spark's noop sink, one quality pass, the bound and the cost.
+A *variant* is a model on a scoring path over a reader: ``torch-fp32/predict_batch_udf`` (the
+PyTorch model inside Spark's ``predict_batch_udf``, as teams run it today),
+``onnx-fp32/predict_batch_udf`` (the identical ONNX model there),
+``onnx-fp32/leanscore-spark-reader`` (leanscore's Arrow path over Spark's reader),
+``onnx-fp32/leanscore`` and ``<compressed>/leanscore`` (over the scan engine where it applies).
+Neighbours differ in one thing only, so each effect (runtime, engine, reader, compression) is
+one ratio (``bench_decompose``). ``compare_variants`` is the measuring core (the demo uses it
+too): a warm-up, then ``repeats`` interleaved rounds into Spark's noop sink with a clock in
+the tasks (``bench_timing``), one quality pass, the read-only passes and the cost.
 ``run_bench`` is the ``leanscore bench`` job around it (see ``bench_report`` for outputs).
 """
 
@@ -19,6 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from leanscore.compression.artifact import Artifact
+from leanscore.jobs.bench_decompose import BenchTargets, accuracy_interval, decompose
 from leanscore.jobs.bench_metrics import CpuMeter
 from leanscore.jobs.bench_paths import (
     TorchModel,
@@ -33,10 +38,12 @@ from leanscore.jobs.bench_paths import (
     raw_rows_per_s,
     read_only_frame,
     scan_read_only_frame,
+    spark_read_only_frame,
     spark_udf_frame,
     torch_predict_fn,
 )
 from leanscore.jobs.bench_prepare import PrepareConfig
+from leanscore.jobs.bench_timing import TaskClock, breakdown, since
 from leanscore.jobs.pricing import Pricing, cost, savings
 from leanscore.jobs.score import InputConfig
 from leanscore.udfs.distribution import is_connect
@@ -97,22 +104,41 @@ class BenchConfig(BaseModel):
         default=False,
         description="also time every model in mlflow.pyfunc.spark_udf (needs leanscore[mlflow])",
     )
-    bound_rows: int = Field(default=500_000, gt=0, description="rows for raw ONNX Runtime")
-    history: str | None = Field(default=None, description="Delta history table; OUT/history")
+    spark_reader_variant: bool = Field(
+        default=True,
+        description="with the scan engine: also time the fp32 ONNX model through leanscore "
+        "over Spark's reader (the engine's and the reader's effects each become one ratio)",
+    )
+    bound_rows: int = Field(
+        default=500_000, gt=0, description="rows for each model alone in ONNX Runtime / PyTorch"
+    )
+    distinct_examples: int | None = Field(
+        default=None,
+        gt=0,
+        description="independent examples behind the accuracy (the digits table augments "
+        "450 distinct held-out images): the 95% interval uses this many; default: rows",
+    )
+    targets: BenchTargets = Field(default_factory=BenchTargets)
+    history: str | None = Field(
+        default=None,
+        description="Delta history: a path, or a catalog table (catalog.schema.table) the "
+        "dashboard reads; default OUT/history",
+    )
     history_format: Literal["delta"] = "delta"
 
 
 @dataclass
 class Variant:
     name: str
-    model: str  # the key of its model in the quality and bound results
+    model: str  # the key of its model in the quality and model-alone results
     path: Literal["predict_batch_udf", "spark_udf", "leanscore"]
     frame: Callable[[DataFrame], DataFrame]
     model_bytes: int
     params: int | None
     compressed: bool
-    engine: str  # how the rows reach the model: "spark" reader or this project's "scan"
+    engine: str  # the reader: Spark's ("spark") or this project's scan engine ("scan")
     warm_frame: Callable[[DataFrame], DataFrame] | None = None  # on a sample; default frame
+    clock: TaskClock | None = None  # its tasks' seconds (reading, model, converting)
 
 
 def wide_console() -> Console:
@@ -142,42 +168,64 @@ def build_variants(
     scan: ScanPlan | None = None,
     arrow_batch_rows: int = 10_000,
     mlflow_spark_udf: bool = False,
+    spark: SparkSession | None = None,
+    spark_reader_variant: bool = False,
 ) -> list[Variant]:
     """The variants in report order: the baseline first. Every variant returns ``keep`` and
-    its prediction; leanscore reads the table with the scan engine when ``scan`` is given."""
+    its prediction; leanscore reads the table with the scan engine when ``scan`` is given, and
+    with ``spark_reader_variant`` it also runs the fp32 model over Spark's reader, so the
+    reader's effect is one ratio.
+    With ``spark`` (classic), each variant gets a clock its tasks report their seconds to."""
     base = artifacts[0]
     params = [(a.manifest.metrics.get("final") or {}).get("params") for a in artifacts]
+
+    def clock() -> TaskClock | None:
+        return TaskClock.create(spark) if spark is not None else None
+
     variants = []
     if torch_model is not None:
-        n_params = torch_model.params()
+        c = clock()
         variants.append(
             Variant(
                 f"{TORCH}/predict_batch_udf",
                 TORCH,
                 "predict_batch_udf",
-                lambda df: predict_batch_frame(
-                    df, base, torch_predict_fn(torch_model), batch_size=batch_size, keep=keep
+                lambda df, c=c: predict_batch_frame(
+                    df,
+                    base,
+                    torch_predict_fn(torch_model),
+                    batch_size=batch_size,
+                    keep=keep,
+                    clock=c,
                 ),
                 len(torch_model.state_dict_bytes),
-                n_params,
+                torch_model.params(),
                 False,
                 "spark",
+                clock=c,
             )
         )
     if onnx_predict_batch_udf:
         model_bytes = base.read_model_bytes()
+        c = clock()
         variants.append(
             Variant(
                 f"{BASELINE_ONNX}/predict_batch_udf",
                 BASELINE_ONNX,
                 "predict_batch_udf",
-                lambda df: predict_batch_frame(
-                    df, base, onnx_predict_fn(model_bytes), batch_size=batch_size, keep=keep
+                lambda df, c=c: predict_batch_frame(
+                    df,
+                    base,
+                    onnx_predict_fn(model_bytes),
+                    batch_size=batch_size,
+                    keep=keep,
+                    clock=c,
                 ),
                 base.manifest.model_bytes,
                 params[0],
                 False,
                 "spark",
+                clock=c,
             )
         )
     for i, artifact in enumerate(artifacts if mlflow_spark_udf else []):
@@ -195,29 +243,35 @@ def build_variants(
                 "spark",
             )
         )
-    for i, artifact in enumerate(artifacts):
-        key = model_key(artifact, i)
-        variants.append(
-            Variant(
-                f"{key}/leanscore",
-                key,
-                "leanscore",
-                lambda df, a=artifact: leanscore_frame(
-                    df,
-                    a,
-                    batch_size=batch_size,
-                    keep=keep,
-                    scan=scan,
-                    arrow_batch_rows=arrow_batch_rows,
-                ),
-                artifact.manifest.model_bytes,
-                params[i],
-                i > 0,
-                "spark" if scan is None else "scan",
-                # the scan reads the whole table: warm the same workers' sessions on the sample
-                lambda df, a=artifact: leanscore_frame(df, a, batch_size=batch_size, keep=keep),
-            )
+
+    def leanscore_variant(i: int, artifact: Artifact, plan: ScanPlan | None, name: str) -> Variant:
+        c = clock()
+        return Variant(
+            name,
+            model_key(artifact, i),
+            "leanscore",
+            lambda df: leanscore_frame(
+                df,
+                artifact,
+                batch_size=batch_size,
+                keep=keep,
+                scan=plan,
+                arrow_batch_rows=arrow_batch_rows,
+                clock=c,
+            ),
+            artifact.manifest.model_bytes,
+            params[i],
+            i > 0,
+            "spark" if plan is None else "scan",
+            # the scan reads the whole table: warm the same workers' sessions on the sample
+            lambda df: leanscore_frame(df, artifact, batch_size=batch_size, keep=keep),
+            clock=c,
         )
+
+    if scan is not None and spark_reader_variant:  # the same fp32 model on Spark's reader
+        variants.append(leanscore_variant(0, base, None, f"{BASELINE_ONNX}/leanscore-spark-reader"))
+    for i, artifact in enumerate(artifacts):
+        variants.append(leanscore_variant(i, artifact, scan, f"{model_key(artifact, i)}/leanscore"))
     return variants
 
 
@@ -274,10 +328,13 @@ def time_variants(
         order = [(i + r) % len(variants) for i in range(len(variants))]
         for i in order:
             mark = meter.mark()
+            clock = variants[i].clock
+            before = clock.values() if clock is not None else None
             start = time.perf_counter()
             _noop(frames[i])
             wall = time.perf_counter() - start
-            runs[i].append({"wall_s": wall, **meter.since(mark)})
+            tasks = since(clock, before)
+            runs[i].append({"wall_s": wall, **meter.since(mark), "task_s": tasks})
             console.log(f"  round {r + 1}/{repeats} {variants[i].name}: {wall:.2f}s")
     # Untimed: the rows each path really produced (the scan engine's reads are not in Spark's
     # input metrics, and a dropped row must show).
@@ -405,12 +462,16 @@ def measure_bound(
     scan: ScanPlan | None = None,
     arrow_batch_rows: int = 10_000,
 ) -> dict:
-    """The limit a Spark path can approach: a read-only pass over the input (no model): by
-    Spark's reader, and by the scan engine's pyarrow reader when ``scan`` is given, the faster
-    of the two counting; and each model alone on numpy rows already in memory, one thread,
-    times the cores."""
+    """What reading and each model cost alone: read-only passes over the input (no model) by
+    Spark's reader into its noop sink, by Spark's reader into a Python task (its in-task
+    clock gives the reading cost per row of a path on Spark's reader), and by the scan
+    engine's pyarrow reader when ``scan`` is given; and each model alone on numpy rows already
+    in memory, one thread, times the cores."""
     base = artifacts[0]
+    clock = TaskClock.create(df.sparkSession)
     passes = {"spark": read_only_frame(df, base)}
+    if clock is not None:
+        passes["spark-to-python"] = spark_read_only_frame(df, base, clock)
     if scan is not None:
         passes["pyarrow"] = scan_read_only_frame(
             df.sparkSession, scan, base, batch_rows=arrow_batch_rows
@@ -418,13 +479,18 @@ def measure_bound(
     read_only = {}
     for reader, frame in passes.items():
         _noop(frame)
-        reads = []
+        reads, in_task = [], []
         for _ in range(repeats):
+            before = clock.values() if clock is not None else None
             start = time.perf_counter()
             _noop(frame)
             reads.append(time.perf_counter() - start)
+            if reader == "spark-to-python":
+                in_task.append(since(clock, before)["read_s"])
         wall = statistics.median(reads)
         console.log(f"  read-only pass ({reader}): {rows / wall:,.0f} rows/s")
+        if in_task:
+            read_only["spark_read_s_per_row"] = statistics.median(in_task) / rows
         read_only[reader] = {
             "reader": reader,
             "rows": rows,
@@ -432,6 +498,7 @@ def measure_bound(
             "wall_s_all": [round(w, 3) for w in reads],
             "rows_per_s": round(rows / wall, 1),
         }
+    read_s_per_row = read_only.pop("spark_read_s_per_row", None)
     fastest = min(read_only.values(), key=lambda r: r["wall_s"])
     matrix = input_matrix(df, base, bound_rows)
     models = {}
@@ -450,16 +517,17 @@ def measure_bound(
     return {
         "read_only": fastest,
         "read_only_passes": read_only,
+        "spark_read_s_per_row": read_s_per_row,
         "raw_rows": len(matrix),
         "threads_per_core": 1,
         "models": models,
         "how": (
-            "read_only: the faster of two reads of the input's feature column with no model: "
-            "Spark's reader into its noop sink, and (where the scan engine applies) pyarrow "
-            "decoding the same Parquet files inside the tasks. "
-            "models: the model alone over rows already in a numpy matrix on the driver, one "
-            f"thread, batches of {batch_size}, times {cores} cores (ideal scaling). A path's "
-            "bound_ratio is (read-only time + model-alone time over the same rows) / its time."
+            "Read-only passes of the input's feature column with no model: Spark's reader "
+            "into its noop sink; Spark's reader into a Python task that only counts rows (its "
+            "in-task wait is the reading cost per row used for predict_batch_udf's breakdown); "
+            "and (where the scan engine applies) pyarrow decoding the same Parquet files inside "
+            "the tasks. Models alone: rows already in a numpy matrix on the driver, one "
+            f"thread, batches of {batch_size}, times {cores} cores (ideal scaling)."
         ),
     }
 
@@ -491,6 +559,9 @@ def compare_variants(
     scan: ScanPlan | None = None,
     arrow_batch_rows: int = 10_000,
     mlflow_spark_udf: bool = False,
+    distinct_examples: int | None = None,
+    bench_targets: BenchTargets | None = None,
+    spark_reader_variant: bool = False,
 ) -> dict:
     """Measure every variant on ``df``: interleaved, after a warm-up, median of ``repeats``;
     then quality, the bound (when ``bound_rows``) and the cost of each. ``scan``: the plan of
@@ -507,6 +578,8 @@ def compare_variants(
         scan=scan,
         arrow_batch_rows=arrow_batch_rows,
         mlflow_spark_udf=mlflow_spark_udf,
+        spark=spark,
+        spark_reader_variant=spark_reader_variant,
     )
     rows = df.count()
     console.log(f"timing {len(variants)} variants on {rows:,} rows, {cores} cores, {repeats}x")
@@ -515,7 +588,7 @@ def compare_variants(
     qualities = quality(df, artifacts, label_column, torch_model=torch_model, batch_size=batch_size)
     bound = None
     if bound_rows:
-        console.log("the bound: read-only pass and raw ONNX Runtime")
+        console.log("read-only passes and each model alone")
         bound = measure_bound(
             df,
             artifacts,
@@ -530,7 +603,16 @@ def compare_variants(
             arrow_batch_rows=arrow_batch_rows,
         )
     results = [
-        _variant_result(v, r, qualities, bound, pricing, rows=rows, cores=cores)
+        _variant_result(
+            v,
+            r,
+            qualities,
+            bound,
+            pricing,
+            rows=rows,
+            cores=cores,
+            distinct_examples=distinct_examples,
+        )
         for v, r in zip(variants, runs, strict=True)
     ]
     base_cost = results[0]
@@ -546,6 +628,8 @@ def compare_variants(
         "baseline": results[0]["name"],
         "variants": results,
         "leanscore_vs_spark_udf": leanscore_over(results, "spark_udf") or None,
+        "decomposition": decompose(results, bench_targets or BenchTargets()),
+        "distinct_examples": distinct_examples,
         "bound": bound,
         "pricing": pricing.model_dump(),
     }
@@ -560,6 +644,7 @@ def _variant_result(
     *,
     rows: int,
     cores: int,
+    distinct_examples: int | None = None,
 ) -> dict:
     walls = [r["wall_s"] for r in runs]
     wall = statistics.median(walls)
@@ -572,13 +657,16 @@ def _variant_result(
     executor_cpu, process_cpu = median_of("executor_cpu_s"), median_of("process_cpu_s")
     rows_read = [r.get("rows_read") for r in runs]
     rows_out = next((r["rows_out"] for r in runs if "rows_out" in r), None)
-    bound_model = (bound or {}).get("models", {}).get(v.model)
-    # The issue's bound: a read-only pass over the input plus the model alone over the same
-    # rows with the same cores; bound_ratio = bound time / this path's time (1.0 = at the limit).
-    bound_wall = (
-        rows / bound["read_only"]["rows_per_s"] + rows / bound_model["rows_per_s"]
-        if bound_model
-        else None
+    # the round whose wall is the median: its in-task seconds, so the parts add up to it
+    median_run = min(runs, key=lambda r: abs(r["wall_s"] - wall))
+    times = breakdown(
+        median_run.get("task_s"),
+        wall_s=median_run["wall_s"],
+        cores=cores,
+        rows=rows,
+        read_s_per_row=(
+            (bound or {}).get("spark_read_s_per_row") if v.path == "predict_batch_udf" else None
+        ),
     )
     money = cost(pricing, rows=rows, wall_s=wall, cores=cores)
     return {
@@ -604,56 +692,13 @@ def _variant_result(
         "model_bytes": v.model_bytes,
         "params": v.params,
         "accuracy": q["accuracy"],
+        "accuracy_interval": accuracy_interval(q["accuracy"], distinct_examples or rows),
         "fidelity": q["fidelity"],
-        "bound_ratio": None if not bound_wall else round(bound_wall / wall, 4),
+        "time_breakdown": times,
         "read_only_ratio": (
             None if not bound else round(rows / wall / bound["read_only"]["rows_per_s"], 4)
         ),
         **{k: round(x, 6) for k, x in money.items()},
-    }
-
-
-def targets(report: dict) -> dict | None:
-    """The issue's targets for the best compressed variant against the baseline."""
-    base = report["variants"][0]
-    compressed = [v for v in report["variants"] if v["compressed"]]
-    if not compressed:
-        return None
-    best = max(compressed, key=lambda v: v["rows_per_s"])
-    drop = (
-        None
-        if best["accuracy"] is None or base["accuracy"] is None
-        else round(100 * (base["accuracy"] - best["accuracy"]), 3)
-    )
-    cost_ratio = best["usd_per_million_rows"] / base["usd_per_million_rows"]
-    by_name = {v["name"]: v for v in report["variants"]}
-    ours, spark_udf = (
-        by_name.get(f"{BASELINE_ONNX}/leanscore"),
-        by_name.get(f"{BASELINE_ONNX}/predict_batch_udf"),
-    )
-    engine = round(ours["rows_per_s"] / spark_udf["rows_per_s"], 3) if ours and spark_udf else None
-    return {
-        "baseline": base["name"],
-        "best_compressed": best["name"],
-        "speedup": round(best["rows_per_s"] / base["rows_per_s"], 3),
-        "speedup_target": 4.0,
-        "cost_ratio": round(cost_ratio, 4),
-        "cost_ratio_target": 0.25,
-        "accuracy_drop_points": drop,
-        "accuracy_drop_target": 1.0,
-        # the scoring engine's own targets: on the identical fp32 ONNX model against Spark's
-        # predict_batch_udf, and the best compressed variant's share of the bound
-        "engine_vs_predict_batch_udf": engine,
-        "engine_vs_predict_batch_udf_target": 1.5,
-        "bound_ratio": best["bound_ratio"],
-        "bound_ratio_target": 0.85,
-        "met": {
-            "speedup": best["rows_per_s"] >= 4.0 * base["rows_per_s"],
-            "cost": cost_ratio <= 0.25,
-            "accuracy": drop is not None and drop <= 1.0,
-            "engine_vs_predict_batch_udf": engine is not None and engine >= 1.5,
-            "bound_ratio": best["bound_ratio"] is not None and best["bound_ratio"] >= 0.85,
-        },
     }
 
 
@@ -671,16 +716,19 @@ def comparison_table(report: dict, title: str | None = None) -> Table:
         "$ / M rows",
         "$ / month",
         "saved",
-        "accuracy",
+        "accuracy (95%)",
         "agreement",
-        "max |dp|",
         "model bytes",
-        "of bound",
+        "read",
+        "model",
+        "convert",
+        "Spark",
     ):
         table.add_column(col, justify="left" if col == "variant" else "right")
     for v in report["variants"]:
         fid = v["fidelity"] or {}
         spread = v["wall_s_spread"] / v["wall_s"] if v["wall_s"] else 0.0
+        shares = (v.get("time_breakdown") or {}).get("shares") or {}
         table.add_row(
             v["name"],
             f"{v['rows_per_s']:,.0f}",
@@ -689,12 +737,33 @@ def comparison_table(report: dict, title: str | None = None) -> Table:
             f"{v['usd_per_million_rows']:.5f}",
             f"{v['monthly_usd']:,.2f}",
             f"{v.get('savings_pct', 0.0):.0f}%",
-            _pct(v["accuracy"]),
+            accuracy_text(v),
             _pct(fid.get("agreement")) if "agreement" in fid else "n/a",
-            f"{fid['max_abs_diff']:.2g}" if "max_abs_diff" in fid else "n/a",
             f"{v['model_bytes']:,}",
-            _pct(v["bound_ratio"]),
+            *[
+                _pct(shares.get(k)) if shares else "n/a"
+                for k in ("read_s", "model_s", "convert_s", "spark_s")
+            ],
         )
+    return table
+
+
+def accuracy_text(v: dict) -> str:
+    if v.get("accuracy") is None:
+        return "n/a"
+    low, high = v.get("accuracy_interval") or (None, None)
+    interval = "" if low is None else f" [{100 * low:.1f}, {100 * high:.1f}]"
+    return f"{100 * v['accuracy']:.2f}%{interval}"
+
+
+def decomposition_table(report: dict) -> Table:
+    from leanscore.jobs.bench_decompose import decomposition_rows
+
+    table = Table(title="What each part buys (rows/s ratios, side by side in this run)")
+    for col in ("effect", "ratio", "variant", "against", "target", ""):
+        table.add_column(col, justify="right" if col == "ratio" else "left")
+    for row in decomposition_rows(report["decomposition"]):
+        table.add_row(*row)
     return table
 
 

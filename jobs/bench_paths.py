@@ -10,12 +10,22 @@
 - ``read_only``: the input's feature column into the sink, no Python, no model; and the scan
   engine's read of the same column with pyarrow, no model.
 
-Plus ``raw_rows_per_s``: the model alone on numpy rows already in memory, one thread (the
-bound a Spark path can approach per core).
+Plus ``raw_rows_per_s``: the model alone on numpy rows already in memory, one thread.
+
+Every path takes a ``TaskClock`` (``bench_timing``): its tasks then add the seconds they spend
+reading, in the model and converting to accumulators. The timed ``leanscore`` paths are the
+product's own pieces (``build_scorer``, ``record_batch_scorer``, ``read_unit``, the scan plan)
+assembled with a clock around them; without a clock (Spark Connect) the product's entry
+points run as they are.
+
+Adding a kind of path (another way teams score) is one frame function here, taking
+``clock=`` like the others, and one ``Variant(...)`` entry in ``bench.build_variants`` naming
+its ``model``, ``path`` and reader (``engine``), which is what ``bench_decompose`` pairs on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import io
 import time
@@ -26,7 +36,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from leanscore.compression.artifact import Artifact
-from leanscore.udfs.predict import score_dataframe
+from leanscore.jobs.bench_timing import TaskClock, timed_batches, timed_predict_fn
+from leanscore.udfs.arrow_path import output_schema, record_batch_scorer
+from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES
+from leanscore.udfs.kernel import Scorer
+from leanscore.udfs.predict import build_scorer, resolve_columns, score_dataframe
 from leanscore.udfs.scan import ScanPlan, arrow_types, read_unit, score_table, task_ids
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -130,8 +144,12 @@ def predict_batch_frame(
     *,
     batch_size: int,
     keep: list[str],
+    clock: TaskClock | None = None,
 ) -> DataFrame:
     from pyspark.ml.functions import predict_batch_udf
+
+    if clock is not None:
+        make_predict_fn = timed_predict_fn(make_predict_fn, clock)
 
     cols, shapes = feature_matrix_column(artifact)
     if len(cols) > 1:
@@ -158,9 +176,20 @@ def leanscore_frame(
     keep: list[str],
     scan: ScanPlan | None = None,
     arrow_batch_rows: int = 10_000,
+    clock: TaskClock | None = None,
 ) -> DataFrame:
     """This project's scoring of ``df``: by the scan engine when ``scan`` plans the read of
     the same table (``udfs.scan``), else Spark's reader and the Arrow path."""
+    if clock is not None:
+        return _timed_leanscore(
+            df,
+            artifact,
+            batch_size=batch_size,
+            keep=keep,
+            scan=scan,
+            arrow_batch_rows=arrow_batch_rows,
+            clock=clock,
+        )
     if scan is None:
         return score_dataframe(df, artifact, batch_size=batch_size, keep_columns=keep)
     return score_table(
@@ -211,6 +240,88 @@ def leanscore_over(results: list[dict], path: str) -> dict[str, float]:
     return ratios
 
 
+@dataclass(frozen=True)
+class TimedScorer(Scorer):
+    """The product's scorer, adding the seconds of each model call to a clock."""
+
+    clock: TaskClock | None = None
+
+    @classmethod
+    def wrap(cls, scorer: Scorer, clock: TaskClock) -> TimedScorer:
+        fields = {f.name: getattr(scorer, f.name) for f in dataclasses.fields(scorer)}
+        return cls(**fields, clock=clock)
+
+    def run(self, session, input_name: str, matrix: np.ndarray) -> np.ndarray:
+        start = time.perf_counter()
+        try:
+            return super().run(session, input_name, matrix)
+        finally:
+            self.clock.model.add(time.perf_counter() - start)
+
+
+def _timed_leanscore(
+    df: DataFrame,
+    artifact: Artifact,
+    *,
+    batch_size: int,
+    keep: list[str],
+    scan: ScanPlan | None,
+    arrow_batch_rows: int,
+    clock: TaskClock,
+) -> DataFrame:
+    """``leanscore_frame`` with a clock in its tasks (the same scorer, reader and plan)."""
+    spark = df.sparkSession
+    _, keep, fields, names = resolve_columns(
+        df,
+        artifact,
+        key_columns=None,
+        keep_columns=keep,
+        output_column="prediction",
+        probabilities=False,
+    )
+    scorer = TimedScorer.wrap(
+        build_scorer(
+            artifact,
+            spark=spark,
+            batch_size=batch_size,
+            bad_rows="fail",
+            probabilities=False,
+            session_config=None,
+            path_threshold_bytes=DEFAULT_PATH_THRESHOLD_BYTES,
+        ),
+        clock,
+    )
+    features = list(scorer.features.columns or [scorer.features.array_column])
+    schema, out_names = output_schema((scan.schema if scan else df.schema), keep, fields, names)
+
+    if scan is None:
+
+        def score_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            start = time.perf_counter()
+            score = record_batch_scorer(scorer, features, features, keep, [], out_names)
+            yield from timed_batches(batches, score, clock, task_start=start)
+
+        sent = list(dict.fromkeys([*keep, *features]))
+        return df.select(*sent).mapInArrow(score_batches, schema)
+
+    types = arrow_types(scan, [*keep, *features], spark.conf.get("spark.sql.session.timeZone"))
+    tasks = scan.tasks
+
+    def score_units(ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        start = time.perf_counter()
+        score = record_batch_scorer(scorer, features, features, keep, [], out_names)
+
+        def inputs() -> Iterator[pa.RecordBatch]:
+            for id_batch in ids:
+                for task in id_batch.column(0).to_pylist():
+                    for unit in tasks[task]:
+                        yield from read_unit(unit, types, arrow_batch_rows)
+
+        yield from timed_batches(inputs(), score, clock, task_start=start)
+
+    return task_ids(spark, scan).mapInArrow(score_units, schema)
+
+
 def read_only_frame(df: DataFrame, artifact: Artifact) -> DataFrame:
     cols, _ = feature_matrix_column(artifact)
     return df.select(*cols)
@@ -233,6 +344,23 @@ def scan_read_only_frame(
                 yield pa.RecordBatch.from_arrays([pa.array([rows], pa.int64())], names=["rows"])
 
     return task_ids(spark, plan).mapInArrow(read, "rows long")
+
+
+def spark_read_only_frame(df: DataFrame, artifact: Artifact, clock: TaskClock) -> DataFrame:
+    """Spark's reader handing the feature column to a Python task that only counts rows: its
+    clock's ``read_s`` is what reading costs a path on Spark's reader, measured in the task."""
+    cols, _ = feature_matrix_column(artifact)
+
+    def count(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        start = time.perf_counter()
+        yield from timed_batches(
+            batches,
+            lambda rb: pa.RecordBatch.from_arrays([pa.array([rb.num_rows], pa.int64())], ["rows"]),
+            clock,
+            task_start=start,
+        )
+
+    return df.select(*cols).mapInArrow(count, "rows long")
 
 
 def input_matrix(df: DataFrame, artifact: Artifact, rows: int) -> np.ndarray:

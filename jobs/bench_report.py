@@ -1,7 +1,11 @@
-"""What a bench run leaves behind: report.json, report.md, PNG charts and Delta history rows."""
+"""What a bench run leaves behind: report.json, report.md, report.html (self-contained: its
+charts are inline PNGs, so it opens offline and travels as one file), PNG charts and Delta
+history rows."""
 
 from __future__ import annotations
 
+import base64
+import html
 import json
 from pathlib import Path
 
@@ -9,10 +13,14 @@ import pandas as pd
 from pyspark.sql import SparkSession
 
 CHARTS = {
+    "decomposition": "decomposition.png",
+    "time_breakdown": "time_breakdown.png",
     "throughput": "throughput.png",
     "cost": "usd_per_million_rows.png",
     "accuracy_cost": "accuracy_vs_cost.png",
 }
+SHARE_KEYS = ("read_s", "model_s", "convert_s", "spark_s")
+SHARE_COLORS = ("#457b9d", "#e76f51", "#e9c46a", "#8c8c8c")
 
 HISTORY_COLUMNS = {
     "run_id": "string",
@@ -37,10 +45,16 @@ HISTORY_COLUMNS = {
     "model_bytes": "bigint",
     "params": "bigint",
     "accuracy": "double",
+    "accuracy_low": "double",
+    "accuracy_high": "double",
     "agreement": "double",
     "max_abs_diff": "double",
     "mean_cosine": "double",
-    "bound_ratio": "double",
+    "read_share": "double",
+    "model_share": "double",
+    "convert_share": "double",
+    "spark_share": "double",
+    "fixed_usd_per_night": "double",
     "cores": "int",
     "input": "string",
     "instance": "string",
@@ -68,6 +82,45 @@ def write_charts(report: dict, out: Path) -> dict[str, str]:
     names = [v["name"] for v in variants]
     colors = ["#8c8c8c" if not v["compressed"] else "#2a9d8f" for v in variants]
     paths = {}
+
+    effects = [
+        (name, row) for name, row in report["decomposition"]["effects"].items() if row["ratio"]
+    ]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    labels = [name.replace("_", " ") for name, _ in effects]
+    ratios = [row["ratio"] for _, row in effects]
+    bar_colors = [
+        "#8c8c8c" if row["met"] is None else ("#2a9d8f" if row["met"] else "#e76f51")
+        for _, row in effects
+    ]
+    ax.barh(labels, ratios, color=bar_colors)
+    for y, (_, row) in enumerate(effects):
+        note = f" {row['ratio']:.2f}x" + (f" (target {row['target']:g}x)" if row["target"] else "")
+        ax.text(row["ratio"], y, note, va="center", fontsize=9)
+    ax.axvline(1.0, color="black", lw=0.8)
+    ax.set_xlabel("rows/s ratio of two variants differing in one thing (green: target met)")
+    ax.set_title("What each part buys")
+    ax.set_xlim(0, max(ratios, default=1.0) * 1.35)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    paths["decomposition"] = _save(fig, out / CHARTS["decomposition"])
+
+    from leanscore.jobs.bench_timing import PART_LABELS
+
+    timed = [v for v in variants if v.get("time_breakdown")]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    left = [0.0] * len(timed)
+    for key, color in zip(SHARE_KEYS, SHARE_COLORS, strict=True):
+        shares = [100 * v["time_breakdown"]["shares"][key] for v in timed]
+        ax.barh([v["name"] for v in timed], shares, left=left, color=color, label=PART_LABELS[key])
+        left = [a + b for a, b in zip(left, shares, strict=True)]
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("% of the run's core-seconds (cores x wall), measured inside the tasks")
+    ax.set_title("Where the time goes")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, -0.45), ncol=2, fontsize=8)
+    ax.invert_yaxis()
+    fig.tight_layout()
+    paths["time_breakdown"] = _save(fig, out / CHARTS["time_breakdown"])
 
     fig, ax = plt.subplots(figsize=(9, 4.5))
     rps = [v["rows_per_s"] for v in variants]
@@ -133,6 +186,35 @@ def write_charts(report: dict, out: Path) -> dict[str, str]:
     return paths
 
 
+HTML_STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; }
+th { background: #f0f0f0; }
+img { max-width: 100%; display: block; margin: 1em 0; }
+code { background: #f6f6f6; padding: 0 0.2em; }
+"""
+
+
+def write_html(report: dict, out: Path, text: str | None = None) -> Path:
+    """``report.html``: the markdown report rendered, every chart inlined as a base64 PNG."""
+    from markdown_it import MarkdownIt
+
+    text = markdown(report) if text is None else text
+    for name in report["charts"].values():
+        data = base64.b64encode((out / name).read_bytes()).decode("ascii")
+        text = text.replace(f"]({name})", f"](data:image/png;base64,{data})")
+    body = MarkdownIt("commonmark").enable("table").render(text)
+    title = html.escape(f"leanscore bench, {report['run_at']}")
+    path = out / "report.html"
+    path.write_text(
+        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{title}</title><style>{HTML_STYLE}</style></head>\n"
+        f"<body>\n{body}</body></html>\n"
+    )
+    return path
+
+
 def _save(fig, path: Path) -> str:
     import matplotlib.pyplot as plt
 
@@ -146,11 +228,16 @@ def history_rows(report: dict) -> pd.DataFrame:
     rows = []
     for v in report["variants"]:
         fid = v["fidelity"] or {}
+        shares = (v.get("time_breakdown") or {}).get("shares") or {}
+        low, high = v.get("accuracy_interval") or (None, None)
         rows.append(
             {
                 "run_id": report["run_id"],
                 "run_at": report["run_at"],
                 **{k: v.get(k) for k in HISTORY_COLUMNS if k in v},
+                "accuracy_low": low,
+                "accuracy_high": high,
+                **{f"{k[:-2]}_share": shares.get(k) for k in SHARE_KEYS},
                 "agreement": fid.get("agreement"),
                 "max_abs_diff": fid.get("max_abs_diff"),
                 "mean_cosine": fid.get("mean_cosine"),
@@ -169,14 +256,27 @@ def history_rows(report: dict) -> pd.DataFrame:
 
 
 def append_history(spark: SparkSession, report: dict, path: str) -> int:
-    """Append one row per variant to the Delta table at ``path``; return its new version."""
+    """Append one row per variant to the Delta history at ``path`` (a path, or a catalog
+    table name such as ``main.scoring.bench_history``, which the dashboard reads); return its
+    new version."""
+    from delta.tables import DeltaTable
+
     schema = ", ".join(f"{k} {t}" for k, t in HISTORY_COLUMNS.items())
     records = history_rows(report).to_dict("records")
     df = spark.createDataFrame([tuple(r.values()) for r in records], schema)
-    df.write.format("delta").mode("append").option("mergeSchema", "true").save(path)
-    from delta.tables import DeltaTable
+    writer = df.write.format("delta").mode("append").option("mergeSchema", "true")
+    if is_table_name(path):
+        writer.saveAsTable(path)
+        table = DeltaTable.forName(spark, path)
+    else:
+        writer.save(path)
+        table = DeltaTable.forPath(spark, path)
+    return int(table.history(1).select("version").first()[0])
 
-    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+
+def is_table_name(history: str) -> bool:
+    """``catalog.schema.table`` (or shorter), not a path or URI."""
+    return "/" not in history and ":" not in history
 
 
 def _fmt_pct(x) -> str:
@@ -221,19 +321,31 @@ def markdown(report: dict) -> str:
         "",
         "## Fidelity, size and CPU",
         "",
-        "| variant | accuracy | agreement | max abs diff | model bytes | params | "
-        "executor CPU s | process CPU s | process CPU s / M rows | of bound | of read-only |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | accuracy [95% interval] | agreement | max abs diff | model bytes | params "
+        "| executor CPU s | process CPU s | process CPU s / M rows | of read-only |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for v in variants:
         fid = v["fidelity"] or {}
         lines.append(
-            f"| {v['name']} | {_fmt_pct(v['accuracy'])} | {_fmt_pct(fid.get('agreement'))} | "
+            f"| {v['name']} | {_accuracy(v)} | {_fmt_pct(fid.get('agreement'))} | "
             f"{_num(fid.get('max_abs_diff'))} | {v['model_bytes']:,} | {_int(v['params'])} | "
             f"{_num(v['executor_cpu_s'])} | {_num(v['process_cpu_s'])} | "
-            f"{_num(v['process_cpu_s_per_million_rows'])} | {_fmt_pct(v['bound_ratio'])} | "
+            f"{_num(v['process_cpu_s_per_million_rows'])} | "
             f"{_fmt_pct(v['read_only_ratio'])} |"
         )
+    n = report.get("distinct_examples") or report["rows"]
+    lines += [
+        "",
+        f"Accuracy intervals are Wilson 95% intervals over {n:,} independent examples"
+        + (
+            f" (the table's {report['rows']:,} rows are augmented copies of {n:,} distinct "
+            "held-out images, so a drop of about "
+            f"{100 * 1.96 * (0.25 / n) ** 0.5:.1f} points is within the noise)."
+            if report.get("distinct_examples")
+            else "."
+        ),
+    ]
     if fid.get("reference"):
         lines += ["", f"Fidelity is measured against `{fid['reference']}` on every row."]
     lines += [
@@ -242,52 +354,27 @@ def markdown(report: dict) -> str:
         "inside Python UDF workers is not in it. Process CPU is the CPU time of the whole local "
         "process tree (JVM, Python daemon and UDF workers) during the run, from `/proc`.",
     ]
+    lines += decomposition_lines(report) + breakdown_lines(report)
     bound = report.get("bound")
     if bound:
         lines += [
             "",
-            "## The bound",
+            "## Read-only passes and each model alone",
             "",
             bound["how"],
             "",
             "| pass | rows/s | rows/s/core |",
             "| --- | ---: | ---: |",
         ]
-        passes = bound.get("read_only_passes") or {"spark": bound["read_only"]}
-        for reader, p in passes.items():
-            used = " (used)" if p["wall_s"] == bound["read_only"]["wall_s"] else ""
+        for reader, p in bound["read_only_passes"].items():
             lines.append(
-                f"| read-only, {reader} reader{used} | {p['rows_per_s']:,.0f} | "
+                f"| read-only, {reader} | {p['rows_per_s']:,.0f} | "
                 f"{p['rows_per_s'] / report['cores']:,.0f} |"
             )
         for name, m in bound["models"].items():
             lines.append(
-                f"| raw {m['runtime']} {name} | {m['rows_per_s']:,.0f} | "
+                f"| {name} alone in {m['runtime']} | {m['rows_per_s']:,.0f} | "
                 f"{m['rows_per_s_per_core']:,.0f} |"
-            )
-    t = report.get("targets")
-    if t:
-        met = t["met"]
-        lines += [
-            "",
-            "## Targets",
-            "",
-            f"Best compressed variant `{t['best_compressed']}` against `{t['baseline']}`:",
-            "",
-            f"- throughput {t['speedup']:.2f}x (target >= 4x): "
-            f"{'met' if met['speedup'] else 'NOT met'}",
-            f"- cost per million rows {t['cost_ratio']:.3f} of the baseline (target <= 0.25): "
-            f"{'met' if met['cost'] else 'NOT met'}",
-            f"- accuracy lost {_num(t['accuracy_drop_points'])} points (target <= 1): "
-            f"{'met' if met['accuracy'] else 'NOT met'}",
-            f"- its share of the bound {_fmt_pct(t.get('bound_ratio'))} (target >= 85%): "
-            f"{'met' if met.get('bound_ratio') else 'NOT met'}",
-        ]
-        if t.get("engine_vs_predict_batch_udf") is not None:
-            lines.append(
-                f"- leanscore vs predict_batch_udf on the identical fp32 ONNX model "
-                f"{t['engine_vs_predict_batch_udf']:.2f}x (target >= 1.5x): "
-                f"{'met' if met['engine_vs_predict_batch_udf'] else 'NOT met'}"
             )
     lines += ["", "## Cost model", "", report["cost_model"], ""]
     lines += [
@@ -311,6 +398,66 @@ def markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _accuracy(v: dict) -> str:
+    if v.get("accuracy") is None:
+        return "n/a"
+    low, high = v.get("accuracy_interval") or (None, None)
+    interval = "" if low is None else f" [{100 * low:.1f}, {100 * high:.1f}]"
+    return f"{100 * v['accuracy']:.2f}%{interval}"
+
+
+def decomposition_lines(report: dict) -> list[str]:
+    from leanscore.jobs.bench_decompose import decomposition_rows
+
+    d = report["decomposition"]
+    lines = [
+        "",
+        "## What each part buys",
+        "",
+        "Each effect is the rows/s ratio of two variants of this run that differ in that one "
+        "thing; the cost target is the monthly bill (fixed costs per night included) at the "
+        "configured nightly rows.",
+        "",
+        "| effect | ratio | variant | against | target | |",
+        "| --- | ---: | --- | --- | --- | --- |",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in decomposition_rows(d)]
+    if d.get("product_of_parts") is not None:
+        lines += [
+            "",
+            f"runtime x engine x reader x compression = {d['product_of_parts']:.2f}x "
+            "(against the end-to-end ratio measured directly).",
+        ]
+    return lines
+
+
+def breakdown_lines(report: dict) -> list[str]:
+    from leanscore.jobs.bench_timing import PART_LABELS
+
+    timed = [v for v in report["variants"] if v.get("time_breakdown")]
+    if not timed:
+        return []
+    lines = [
+        "",
+        "## Where the time goes",
+        "",
+        "Shares of each variant's core-seconds (cores x wall of its median round), measured "
+        "inside its tasks (`leanscore.jobs.bench_timing`): "
+        + "; ".join(PART_LABELS[k] for k in SHARE_KEYS)
+        + ".",
+        "",
+        "| variant | core-s | " + " | ".join(PART_LABELS[k] for k in SHARE_KEYS) + " | how |",
+        "| --- | ---: | " + " | ".join("---:" for _ in SHARE_KEYS) + " | --- |",
+    ]
+    for v in timed:
+        t = v["time_breakdown"]
+        cells = [f"{t[k]:.2f} s ({100 * t['shares'][k]:.0f}%)" for k in SHARE_KEYS]
+        lines.append(
+            f"| {v['name']} | {t['core_s']:.2f} | " + " | ".join(cells) + f" | {t['how']} |"
+        )
+    return lines
 
 
 def _num(x) -> str:

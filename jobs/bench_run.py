@@ -11,16 +11,23 @@ from leanscore.jobs.bench import (
     BenchConfig,
     compare_variants,
     comparison_table,
+    decomposition_table,
     default_keep,
     resolve_path,
     scan_plan,
-    targets,
     wide_console,
 )
 from leanscore.jobs.bench_metrics import environment
 from leanscore.jobs.bench_paths import TorchModel
 from leanscore.jobs.bench_prepare import prepare_inputs
-from leanscore.jobs.bench_report import append_history, markdown, write_charts, write_json
+from leanscore.jobs.bench_report import (
+    append_history,
+    is_table_name,
+    markdown,
+    write_charts,
+    write_html,
+    write_json,
+)
 from leanscore.jobs.pricing import cost_model_text, load_pricing
 from leanscore.jobs.score import read_input
 from pyspark.sql import SparkSession
@@ -82,6 +89,9 @@ def run_bench(
         mlflow_spark_udf=config.mlflow_spark_udf,
         bound_rows=config.bound_rows,
         console=console,
+        distinct_examples=config.distinct_examples,
+        bench_targets=config.targets,
+        spark_reader_variant=config.spark_reader_variant,
     )
     report = {
         "run_id": uuid.uuid4().hex[:12],
@@ -91,16 +101,23 @@ def run_bench(
         "environment": environment(spark, cores=report["cores"]),
         "cost_model": cost_model_text(pricing),
     }
-    report["targets"] = targets(report)
     out.mkdir(parents=True, exist_ok=True)
     report["charts"] = write_charts(report, out)
-    history = resolve_path(config.history, config_dir) if config.history else str(out / "history")
+    history = config.history or str(out / "history")
+    if not is_table_name(history):
+        history = resolve_path(history, config_dir)
     report["history"] = {"path": history, "format": "delta"}
     report["history"]["version"] = append_history(spark, report, history)
     write_json(report, out)
-    (out / "report.md").write_text(markdown(report))
+    text = markdown(report)
+    (out / "report.md").write_text(text)
+    write_html(report, out, text)
     console.print(comparison_table(report))
     for model, ratio in (report.get("leanscore_vs_spark_udf") or {}).items():
         console.print(f"{model}: leanscore {ratio:.2f}x mlflow.pyfunc.spark_udf (same model)")
-    console.log(f"report: {out / 'report.json'}, {out / 'report.md'}; history: {history}")
+    console.print(decomposition_table(report))
+    console.log(
+        f"report: {out / 'report.html'}, {out / 'report.json'}, {out / 'report.md'}; history: "
+        f"{history}"
+    )
     return report

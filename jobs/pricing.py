@@ -5,9 +5,12 @@ Databricks, its DBUs per hour times the price of a DBU. Divided by the node's co
 price per core-second. A scoring run that keeps ``cores`` busy for ``wall_s`` seconds to score
 ``rows`` rows spends ``cores * wall_s`` core-seconds; per million rows that is
 ``core_seconds_per_million_rows``, and times the core-second price it is ``usd_per_million_rows``.
-The nightly bill is that price times the nightly row count; the monthly bill is the nightly
-bill times the nights per month. Throughput is assumed to scale with cores, as scoring is
-embarrassingly parallel.
+The nightly bill is that per-row cost times the nightly row count, plus what every run pays
+whatever its speed: the cluster's start-up minutes on every node (workers and driver), and the
+driver node for the scoring hours. The monthly bill is the nightly bill times the nights per
+month. A faster variant shrinks only the per-row part (and the driver's scoring hours), so
+the bill falls less than the speed ratio: the reports state the saving on the bill.
+Throughput is assumed to scale with cores, as scoring is embarrassingly parallel.
 """
 
 from __future__ import annotations
@@ -37,6 +40,12 @@ class Pricing(BaseModel):
 
     instance: Instance
     workers: int = Field(gt=0, description="worker nodes in the nightly cluster")
+    driver: Instance | None = Field(
+        default=None, description="the driver node, billed for start-up and scoring; none: free"
+    )
+    startup_minutes: float = Field(
+        default=0.0, ge=0, description="billed minutes per run before scoring starts (all nodes)"
+    )
     nightly_rows: int = Field(gt=0, description="rows scored per nightly run")
     nights_per_month: int = Field(default=30, gt=0, le=31)
 
@@ -51,15 +60,28 @@ def cost(pricing: Pricing, *, rows: int, wall_s: float, cores: int) -> dict[str,
         raise ValueError(f"rows, wall_s and cores must be positive, got {rows}, {wall_s}, {cores}")
     core_s_per_m = cores * wall_s / rows * 1e6
     usd_per_m = core_s_per_m * pricing.instance.usd_per_core_second
-    nightly = usd_per_m * pricing.nightly_rows / 1e6
+    scoring = usd_per_m * pricing.nightly_rows / 1e6
     cluster_cores = pricing.workers * pricing.instance.cores
+    hours = core_s_per_m * pricing.nightly_rows / 1e6 / cluster_cores / 3600.0
+    startup_h = pricing.startup_minutes / 60.0
+    driver_hourly = node_usd_per_hour(pricing.driver) if pricing.driver else 0.0
+    fixed = startup_h * (pricing.workers * node_usd_per_hour(pricing.instance) + driver_hourly)
+    driver_scoring = driver_hourly * hours
+    nightly = scoring + fixed + driver_scoring
     return {
         "core_seconds_per_million_rows": core_s_per_m,
         "usd_per_million_rows": usd_per_m,
+        "scoring_usd_per_night": scoring,
+        "fixed_usd_per_night": fixed,
+        "driver_scoring_usd_per_night": driver_scoring,
         "nightly_usd": nightly,
         "monthly_usd": nightly * pricing.nights_per_month,
-        "nightly_hours": core_s_per_m * pricing.nightly_rows / 1e6 / cluster_cores / 3600.0,
+        "nightly_hours": hours,
     }
+
+
+def node_usd_per_hour(instance: Instance) -> float:
+    return instance.usd_per_hour + instance.dbu_per_hour * instance.usd_per_dbu
 
 
 def savings(baseline: dict[str, float], variant: dict[str, float]) -> dict[str, float]:
@@ -80,15 +102,29 @@ def cost_model_text(pricing: Pricing) -> str:
         if inst.dbu_per_hour and inst.usd_per_dbu
         else ""
     )
+    driver = pricing.driver
+    fixed = (
+        f" Every run also pays {pricing.startup_minutes:g} start-up minutes on all "
+        f"{pricing.workers} workers"
+        + (
+            f" and the driver ({driver.name}, ${node_usd_per_hour(driver):.3f}/hour), and the "
+            "driver for the scoring hours"
+            if driver
+            else ""
+        )
+        + ": the fixed cost per night, the same whatever the variant."
+        if pricing.startup_minutes or driver
+        else " Start-up and driver costs are not priced (pricing.startup_minutes, driver)."
+    )
     return (
         f"A worker node ({inst.name}, {inst.cores} cores) costs ${inst.usd_per_hour:g}/hour{dbu}, "
         f"that is ${inst.usd_per_core_second * 3600:.4f} per core-hour. A variant that keeps the "
         "benchmark's cores busy for its measured wall time spends cores x wall seconds; per "
         "million rows that is its core-seconds per million rows, and at the core-second price "
         f"its $ per million rows. A nightly job scores {pricing.nightly_rows:,} rows on "
-        f"{pricing.workers} such nodes; its cost is $ per million rows x "
-        f"{pricing.nightly_rows / 1e6:,g}, and the month has {pricing.nights_per_month} nights. "
-        "Throughput is assumed to scale linearly with cores (scoring is embarrassingly "
-        "parallel) and one benchmark core is taken to be worth one cloud vCPU; driver, "
-        "start-up and storage costs are left out, as they are the same for every variant."
+        f"{pricing.workers} such nodes; its scoring costs $ per million rows x "
+        f"{pricing.nightly_rows / 1e6:,g}.{fixed} The month has {pricing.nights_per_month} "
+        "nights. Throughput is assumed to scale linearly with cores (scoring is embarrassingly "
+        "parallel) and one benchmark core is taken to be worth one cloud vCPU; storage is left "
+        "out."
     )

@@ -75,15 +75,19 @@ if not report_file.is_file():
 report = json.loads(report_file.read_text())
 variants = pd.DataFrame(report["variants"])
 columns = ["name", "rows", "rows_per_s", "usd_per_million_rows", "monthly_usd", "savings_pct"]
-columns += ["model_bytes", "accuracy", "bound_ratio"]
+columns += ["model_bytes", "accuracy", "accuracy_interval"]
 show(globals(), variants[[c for c in columns if c in variants]])
+# what each part buys: one ratio per effect, between two variants differing in one thing
+effects = (report.get("decomposition") or {}).get("effects") or {}
+show(globals(), pd.DataFrame([{"effect": k, **v} for k, v in effects.items()]))
 print(report.get("cost_model", ""))
 
 # COMMAND ----------
 
 # MAGIC %md
 # MAGIC ## Charts
-# MAGIC The bench's own PNGs: throughput per variant, $ per million rows, accuracy against cost.
+# MAGIC The bench's own PNGs: what each part buys, where the time goes, throughput per variant,
+# MAGIC $ per million rows, accuracy against cost.
 
 # COMMAND ----------
 

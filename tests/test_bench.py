@@ -4,6 +4,7 @@ its money against a hand computation, and the history table growing per run."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,8 @@ REQUIRED = (
     "model_bytes",
     "accuracy",
     "fidelity",
-    "bound_ratio",
+    "time_breakdown",
+    "accuracy_interval",
 )
 
 
@@ -83,6 +85,7 @@ def test_small_bench_writes_every_output(spark, bench_dir, first_run):
     assert names == [
         "torch-fp32/predict_batch_udf",
         "onnx-fp32/predict_batch_udf",
+        "onnx-fp32/leanscore-spark-reader",
         "onnx-fp32/leanscore",
         "digits-mlp-pruned-int8/leanscore",
     ]
@@ -91,25 +94,35 @@ def test_small_bench_writes_every_output(spark, bench_dir, first_run):
         assert v["rows_per_s"] > 0 and len(v["wall_s_all"]) == 1
         assert 0.0 <= v["accuracy"] <= 1.0
         assert v["fidelity"]["reference"] == "torch-fp32"
-        assert v["bound_ratio"] > 0
+        low, high = v["accuracy_interval"]
+        assert low <= v["accuracy"] <= high
         assert v["process_cpu_s"] > 0 and v["executor_cpu_s"] > 0
     torch_fid = report["variants"][0]["fidelity"]
     assert torch_fid["agreement"] == 1.0 and torch_fid["max_abs_diff"] == 0.0
-    onnx_fid = report["variants"][2]["fidelity"]
+    onnx_fid = report["variants"][3]["fidelity"]
     assert onnx_fid["agreement"] > 0.999 and onnx_fid["max_abs_diff"] < 1e-4
     # the compressed model is smaller than the fp32 export it came from
-    assert report["variants"][3]["model_bytes"] < report["variants"][2]["model_bytes"] / 3
+    assert report["variants"][4]["model_bytes"] < report["variants"][3]["model_bytes"] / 3
     assert report["bound"]["read_only"]["rows_per_s"] > 0
-    assert set(report["bound"]["models"]) == {"torch-fp32", "onnx-fp32", names[3].split("/")[0]}
+    assert set(report["bound"]["models"]) == {"torch-fp32", "onnx-fp32", names[4].split("/")[0]}
     env = report["environment"]
     assert env["spark_master"].startswith("local") and env["spark_cores"] == report["cores"]
     assert {"avx512_vnni", "amx", "cpu_model"} <= set(env)
     assert all(env["versions"][p] for p in ("pyspark", "onnxruntime", "torch"))
-    assert report["targets"]["best_compressed"] == names[3]
+    effects = report["decomposition"]["effects"]
+    assert effects["compression"]["variant"] == names[4]
+    assert effects["compression"]["reference"] == "onnx-fp32/leanscore"
+    assert effects["reader"]["reference"] == "onnx-fp32/leanscore-spark-reader"
     for chart in report["charts"].values():
         assert (out / chart).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "report.md").read_text()
-    for needle in (*names, "## Environment", "## Cost model", "## The bound", "AVX-512 VNNI"):
+    for needle in (
+        *names,
+        "## Environment",
+        "## Cost model",
+        "## What each part buys",
+        "## Where the time goes",
+    ):
         assert needle in md
     assert report["history"]["path"] == str(bench_dir / "history")
 
@@ -128,7 +141,7 @@ def test_bench_rows_equal_the_input(spark, bench_dir, first_run):
     assert {e for n, e in engines.items() if n.endswith("/leanscore")} == {"scan"}
     assert {e for n, e in engines.items() if n.endswith("/predict_batch_udf")} == {"spark"}
     passes = first_run["bound"]["read_only_passes"]
-    assert set(passes) == {"spark", "pyarrow"}
+    assert set(passes) == {"spark", "spark-to-python", "pyarrow"}
     assert first_run["bound"]["read_only"]["wall_s"] == min(p["wall_s"] for p in passes.values())
 
 
@@ -163,12 +176,49 @@ def test_history_grows_by_one_row_per_variant_per_run(spark, bench_dir, first_ru
     second = run_bench(
         spark, load_config(BenchConfig, path), bench_dir / "out2", config_dir=path.parent
     )
-    assert len(second["variants"]) == 3
+    assert len(second["variants"]) == 4
     after = spark.read.format("delta").load(history)
-    assert after.count() == len(first_run["variants"]) + 3
+    assert after.count() == len(first_run["variants"]) + 4
     per_run = {
         r["run_id"]: r["n"] for r in after.groupBy("run_id").count().toDF("run_id", "n").collect()
     }
-    assert per_run == {first_run["run_id"]: 4, second["run_id"]: 3}
+    assert per_run == {first_run["run_id"]: 5, second["run_id"]: 4}
     names = {r["name"] for r in after.where(f"run_id = '{second['run_id']}'").collect()}
     assert names == {v["name"] for v in second["variants"]}
+
+
+def test_time_shares_add_up_to_the_wall(first_run):
+    """Every variant's parts, measured inside its tasks, add up to its core-seconds (cores x
+    wall of the round) within 5%, and each share lies between 0 and 100%."""
+    for v in first_run["variants"]:
+        t = v["time_breakdown"]
+        assert t is not None, v["name"]
+        parts = [t[k] for k in ("read_s", "model_s", "convert_s", "spark_s")]
+        assert sum(parts) == pytest.approx(t["core_s"], rel=0.05), (v["name"], t)
+        assert t["core_s"] == pytest.approx(
+            first_run["cores"] * min(v["wall_s_all"], key=lambda w: abs(w - v["wall_s"])), rel=1e-3
+        )
+        assert all(0.0 <= share <= 1.0 for share in t["shares"].values()), (v["name"], t)
+        assert t["model_s"] > 0 and t["read_s"] > 0, (v["name"], t)
+
+
+def test_html_report_is_self_contained_and_its_charts_render(bench_dir, first_run, tmp_path):
+    """report.html holds every chart inline and refers to no file; rendered offline in headless
+    Chromium, the screenshot shows the charts' colours. The same page without its images
+    shows none of them (the check can fail)."""
+    from browser import color_pixels, screenshot
+    from leanscore.jobs.bench_report import SHARE_COLORS
+
+    page = (bench_dir / "out1" / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == len(first_run["charts"])
+    for chart in first_run["charts"].values():
+        assert f"({chart})" not in page and f'"{chart}"' not in page
+    alone = tmp_path / "report.html"  # away from the PNG files: nothing to load but itself
+    alone.write_text(page)
+    shot = screenshot(alone, tmp_path / "shot.png")
+    counts = {c: color_pixels(shot, c) for c in SHARE_COLORS[:3]}
+    assert all(n > 500 for n in counts.values()), counts
+    stripped = tmp_path / "no-charts.html"
+    stripped.write_text(re.sub(r"<img [^>]*>", "", page))
+    blank = screenshot(stripped, tmp_path / "blank.png")
+    assert all(color_pixels(blank, c) < 50 for c in SHARE_COLORS[:3])

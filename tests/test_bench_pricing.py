@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from leanscore.jobs.config import ConfigError
-from leanscore.jobs.pricing import cost, cost_model_text, load_pricing, savings
+from leanscore.jobs.pricing import Pricing, cost, cost_model_text, load_pricing, savings
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GOOD = {
@@ -66,11 +66,43 @@ def test_shipped_pricing_and_bench_configs_load():
 
 
 def test_savings_and_plain_words():
-    pricing = load_pricing(CONF / "pricing.yaml")
-    base = cost(pricing, rows=1_000_000, wall_s=20.0, cores=2)
-    fast = cost(pricing, rows=1_000_000, wall_s=5.0, cores=2)
+    no_fixed = Pricing.model_validate(GOOD)  # without fixed costs the bill follows the speed
+    base = cost(no_fixed, rows=1_000_000, wall_s=20.0, cores=2)
+    fast = cost(no_fixed, rows=1_000_000, wall_s=5.0, cores=2)
     got = savings(base, fast)
     assert got["savings_pct"] == pytest.approx(75.0)
     assert got["monthly_savings_usd"] == pytest.approx(0.75 * base["monthly_usd"])
+    pricing = load_pricing(CONF / "pricing.yaml")
     text = cost_model_text(pricing)
     assert pricing.instance.name in text and f"{pricing.nightly_rows:,}" in text
+
+
+def test_fixed_costs_per_night_make_the_bill_fall_less_than_the_speed_ratio():
+    data = {
+        **GOOD,
+        "driver": {"name": "d", "usd_per_hour": 0.5, "cores": 4},
+        "startup_minutes": 6,
+        "nights_per_month": 30,
+    }
+    pricing = Pricing.model_validate(data)
+    # per core-second: (1 $/h + 1 DBU/h x 1 $/DBU) / 3600 / 4 cores
+    per_core_s = 2.0 / 3600 / 4
+    slow = cost(pricing, rows=1_000_000, wall_s=100.0, cores=2)
+    fast = cost(pricing, rows=1_000_000, wall_s=10.0, cores=2)
+    for got, wall in ((slow, 100.0), (fast, 10.0)):
+        scoring = 2 * wall * per_core_s  # 1 M nightly rows, as measured
+        hours = 2 * wall / (2 * 4) / 3600  # the cluster's 8 cores score them
+        fixed = 0.1 * (2 * 2.0 + 0.5)  # 6 minutes on 2 workers and the driver
+        assert got["scoring_usd_per_night"] == pytest.approx(scoring)
+        assert got["fixed_usd_per_night"] == pytest.approx(fixed)
+        assert got["driver_scoring_usd_per_night"] == pytest.approx(0.5 * hours)
+        assert got["monthly_usd"] == pytest.approx(30 * (scoring + fixed + 0.5 * hours))
+    # 10x faster, but the bill is not a tenth: the fixed part stays
+    assert fast["monthly_usd"] / slow["monthly_usd"] > 0.1 + 1e-3
+    text = cost_model_text(pricing)
+    assert "6 start-up minutes" in text and "driver (d" in text
+
+
+def test_shipped_pricing_prices_start_up_and_driver():
+    pricing = load_pricing(CONF / "pricing.yaml")
+    assert pricing.startup_minutes > 0 and pricing.driver is not None

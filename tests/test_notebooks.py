@@ -254,7 +254,8 @@ def test_cost_report_notebook_benches_charts_and_queries_history(demo_workdir, t
             "1",
             # The demo has no PyTorch state_dict and needs no preparing; keep the bound small.
             "--set",
-            "torch_model=; prepare=; bound_rows=2000; onnx_predict_batch_udf=false",
+            "torch_model=; prepare=; bound_rows=2000; onnx_predict_batch_udf=false; "
+            "spark_reader_variant=false",
         ],  # fmt: skip
         tmp_path,
     )

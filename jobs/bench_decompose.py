@@ -1,0 +1,189 @@
+"""What each part buys: one ratio per effect, between two variants that differ in one thing.
+
+A headline speed-up against PyTorch in ``predict_batch_udf`` multiplies several effects. The
+bench runs enough variants that each is measured on its own, side by side, on the same table:
+
+| effect | faster variant | against |
+| --- | --- | --- |
+| runtime | ONNX fp32 in ``predict_batch_udf`` | PyTorch in ``predict_batch_udf`` |
+| engine | leanscore's Arrow path, Spark's reader | ONNX fp32 in ``predict_batch_udf`` |
+| reader | leanscore on the scan engine | leanscore on Spark's reader |
+| compression | best compressed model | fp32 model, same engine and reader |
+| end to end | best leanscore variant | PyTorch in ``predict_batch_udf`` |
+
+Each effect is checked against its own target (``BenchTargets``); the cost target is stated on
+the monthly bill (fixed costs per nightly run included, ``pricing``), which a speed ratio alone
+does not give once a run has fixed costs.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ONNX = "onnx-fp32"
+TORCH = "torch-fp32"
+Z_95 = 1.959964
+
+
+class BenchTargets(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    compression_x: float = Field(
+        default=4.0, gt=0, description="compressed vs fp32 rows/s, same engine and reader"
+    )
+    accuracy_drop_points: float = Field(
+        default=1.0, ge=0, description="largest accuracy loss of the compressed model, points"
+    )
+    engine_x: float = Field(
+        default=1.5, gt=0, description="leanscore vs predict_batch_udf, Spark's reader, same ONNX"
+    )
+    end_to_end_x: float = Field(
+        default=8.0, gt=0, description="best leanscore vs PyTorch in predict_batch_udf"
+    )
+    monthly_bill_ratio: float = Field(
+        default=0.25, gt=0, description="best leanscore's monthly bill / the baseline's"
+    )
+
+
+EFFECTS = {
+    "runtime": "ONNX Runtime instead of PyTorch, both in predict_batch_udf",
+    "engine": "leanscore's Arrow path instead of predict_batch_udf, Spark's reader, same ONNX",
+    "reader": "the scan engine instead of Spark's reader, leanscore, same model",
+    "compression": "the compressed model instead of fp32, same engine and reader",
+    "end_to_end": "the best leanscore variant instead of PyTorch in predict_batch_udf",
+}
+
+
+def _find(variants: list[dict], **want) -> dict | None:
+    for v in variants:
+        if all(v.get(k) == x for k, x in want.items()):
+            return v
+    return None
+
+
+def pairs(variants: list[dict]) -> dict[str, tuple[dict, dict] | None]:
+    """effect -> (faster candidate, reference): the two variants that differ in that effect
+    only; None where the run lacks one of them. Variants carry ``model``, ``path``
+    (``predict_batch_udf`` or ``leanscore``), ``engine`` (the reader: ``spark`` or ``scan``),
+    ``compressed`` and ``rows_per_s``."""
+    torch_pbu = _find(variants, model=TORCH, path="predict_batch_udf", engine="spark")
+    onnx_pbu = _find(variants, model=ONNX, path="predict_batch_udf", engine="spark")
+    onnx_spark = _find(variants, model=ONNX, path="leanscore", engine="spark")
+    onnx_scan = _find(variants, model=ONNX, path="leanscore", engine="scan")
+    compressed = [v for v in variants if v["compressed"] and v["path"] == "leanscore"]
+    best_compressed = max(compressed, key=lambda v: v["rows_per_s"], default=None)
+    same_reader = (
+        _find(variants, model=ONNX, path="leanscore", engine=best_compressed["engine"])
+        if best_compressed
+        else None
+    )
+    ours = [v for v in variants if v["path"] == "leanscore"]
+    best = max(ours, key=lambda v: v["rows_per_s"], default=None)
+
+    def pair(a: dict | None, b: dict | None) -> tuple[dict, dict] | None:
+        return (a, b) if a is not None and b is not None else None
+
+    return {
+        "runtime": pair(onnx_pbu, torch_pbu),
+        "engine": pair(onnx_spark, onnx_pbu),
+        "reader": pair(onnx_scan, onnx_spark),
+        "compression": pair(best_compressed, same_reader),
+        "end_to_end": pair(best, torch_pbu),
+    }
+
+
+def accuracy_interval(accuracy: float | None, n: int) -> list[float] | None:
+    """Wilson's 95% interval of an accuracy measured on ``n`` independent examples."""
+    if accuracy is None or n <= 0:
+        return None
+    z2 = Z_95 * Z_95
+    centre = (accuracy + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z_95 * math.sqrt(accuracy * (1 - accuracy) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [round(max(0.0, centre - half), 6), round(min(1.0, centre + half), 6)]
+
+
+def decompose(variants: list[dict], targets: BenchTargets) -> dict:
+    """Each effect's ratio (rows/s of the faster candidate over its reference), its target
+    where the bench states one, and whether it is met; plus the monthly-bill target."""
+    goals = {
+        "engine": targets.engine_x,
+        "compression": targets.compression_x,
+        "end_to_end": targets.end_to_end_x,
+    }
+    effects = {}
+    for effect, found in pairs(variants).items():
+        row = {"what": EFFECTS[effect], "variant": None, "reference": None, "ratio": None}
+        goal = goals.get(effect)
+        if found is not None:
+            a, b = found
+            ratio = a["rows_per_s"] / b["rows_per_s"]
+            row.update(variant=a["name"], reference=b["name"], ratio=round(ratio, 3))
+        row["target"] = goal
+        row["met"] = None if goal is None else (row["ratio"] is not None and row["ratio"] >= goal)
+        if effect == "compression" and found is not None:
+            a, b = found
+            drop = (
+                None
+                if a.get("accuracy") is None or b.get("accuracy") is None
+                else round(100 * (b["accuracy"] - a["accuracy"]), 3)
+            )
+            row["accuracy_drop_points"] = drop
+            row["accuracy_drop_target"] = targets.accuracy_drop_points
+            row["met"] = bool(
+                row["met"] and drop is not None and drop <= targets.accuracy_drop_points
+            )
+        effects[effect] = row
+    # the product of the parts against the end-to-end ratio measured directly
+    parts = [effects[e]["ratio"] for e in ("runtime", "engine", "reader", "compression")]
+    product = math.prod(parts) if all(p is not None for p in parts) else None
+    baseline = variants[0]
+    ours = [v for v in variants if v["path"] == "leanscore"]
+    best = max(ours, key=lambda v: v["rows_per_s"], default=None)
+    bill = None
+    if best is not None and baseline.get("monthly_usd"):
+        ratio = best["monthly_usd"] / baseline["monthly_usd"]
+        bill = {
+            "variant": best["name"],
+            "reference": baseline["name"],
+            "monthly_usd": best["monthly_usd"],
+            "reference_monthly_usd": baseline["monthly_usd"],
+            "ratio": round(ratio, 4),
+            "target": targets.monthly_bill_ratio,
+            "met": ratio <= targets.monthly_bill_ratio,
+        }
+    return {
+        "effects": effects,
+        "product_of_parts": None if product is None else round(product, 3),
+        "monthly_bill": bill,
+    }
+
+
+def decomposition_rows(decomposition: dict) -> list[list[str]]:
+    """The decomposition as text rows: effect, ratio, variant, reference, target, met."""
+    rows = []
+    for effect, row in decomposition["effects"].items():
+        ratio = "n/a" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+        target = "" if row["target"] is None else f">= {row['target']:g}x"
+        if row.get("accuracy_drop_points") is not None:
+            target += (
+                f", <= {row['accuracy_drop_target']:g} pt ({row['accuracy_drop_points']:+.2f})"
+            )
+        met = "" if row["met"] is None else ("met" if row["met"] else "NOT met")
+        rows.append(
+            [effect, ratio, row["variant"] or "n/a", row["reference"] or "n/a", target, met]
+        )
+    bill = decomposition.get("monthly_bill")
+    if bill:
+        rows.append(
+            [
+                "monthly bill",
+                f"{bill['ratio']:.3f}",
+                f"{bill['variant']} ${bill['monthly_usd']:,.0f}",
+                f"{bill['reference']} ${bill['reference_monthly_usd']:,.0f}",
+                f"<= {bill['target']:g}",
+                "met" if bill["met"] else "NOT met",
+            ]
+        )
+    return rows

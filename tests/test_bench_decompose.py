@@ -1,0 +1,137 @@
+"""The decomposition picks the pairs that differ in one thing, and a target's "met" flag
+follows its own ratio: true above the target, false below it (no Spark needed)."""
+
+from __future__ import annotations
+
+import pytest
+from leanscore.jobs.bench_decompose import (
+    BenchTargets,
+    accuracy_interval,
+    decompose,
+    decomposition_rows,
+    pairs,
+)
+from leanscore.jobs.bench_timing import breakdown
+
+
+def variant(name, model, path, engine, rows_per_s, *, compressed=False, accuracy=0.95, monthly=0):
+    return {
+        "name": name,
+        "model": model,
+        "path": path,
+        "engine": engine,
+        "rows_per_s": rows_per_s,
+        "compressed": compressed,
+        "accuracy": accuracy,
+        "monthly_usd": monthly or 1e6 / rows_per_s,
+    }
+
+
+def run(*, torch=100.0, onnx_pbu=120.0, spark_reader=200.0, scan=320.0, small=1300.0, acc=0.95):
+    return [
+        variant("torch-fp32/predict_batch_udf", "torch-fp32", "predict_batch_udf", "spark", torch),
+        variant("onnx-fp32/predict_batch_udf", "onnx-fp32", "predict_batch_udf", "spark", onnx_pbu),
+        variant(
+            "onnx-fp32/leanscore-spark-reader", "onnx-fp32", "leanscore", "spark", spark_reader
+        ),
+        variant("onnx-fp32/leanscore", "onnx-fp32", "leanscore", "scan", scan),
+        variant(
+            "slow-int8/leanscore", "slow-int8", "leanscore", "scan", scan * 1.1, compressed=True
+        ),
+        variant(
+            "small/leanscore", "small", "leanscore", "scan", small, compressed=True, accuracy=acc
+        ),
+    ]
+
+
+def test_each_effect_pairs_the_variants_that_differ_in_one_thing():
+    found = {k: (a["name"], b["name"]) for k, (a, b) in pairs(run()).items()}
+    assert found == {
+        "runtime": ("onnx-fp32/predict_batch_udf", "torch-fp32/predict_batch_udf"),
+        "engine": ("onnx-fp32/leanscore-spark-reader", "onnx-fp32/predict_batch_udf"),
+        "reader": ("onnx-fp32/leanscore", "onnx-fp32/leanscore-spark-reader"),
+        "compression": ("small/leanscore", "onnx-fp32/leanscore"),
+        "end_to_end": ("small/leanscore", "torch-fp32/predict_batch_udf"),
+    }
+
+
+def test_ratios_and_their_product():
+    d = decompose(run(), BenchTargets())
+    e = d["effects"]
+    assert e["runtime"]["ratio"] == pytest.approx(1.2)
+    assert e["engine"]["ratio"] == pytest.approx(200 / 120, rel=1e-3)
+    assert e["reader"]["ratio"] == pytest.approx(1.6)
+    assert e["compression"]["ratio"] == pytest.approx(1300 / 320, rel=1e-3)
+    assert e["end_to_end"]["ratio"] == pytest.approx(13.0)
+    assert d["product_of_parts"] == pytest.approx(13.0, rel=1e-2)
+    assert e["runtime"]["met"] is None and e["reader"]["met"] is None  # no target of their own
+
+
+def test_met_flags_pass_and_fail_on_their_own_ratio():
+    good = decompose(run(), BenchTargets())["effects"]
+    assert good["engine"]["met"] and good["compression"]["met"] and good["end_to_end"]["met"]
+    # the engine below 1.5x: only the engine fails
+    slow_engine = decompose(run(spark_reader=170.0), BenchTargets())["effects"]
+    assert slow_engine["engine"]["met"] is False
+    assert slow_engine["compression"]["met"] and slow_engine["end_to_end"]["met"]
+    # compression below 4x, end to end below 8x
+    weak = decompose(run(small=600.0), BenchTargets())["effects"]
+    assert weak["compression"]["met"] is False and weak["end_to_end"]["met"] is False
+    # fast enough but 1.5 points less accurate: compression fails on accuracy
+    lossy = decompose(run(acc=0.935), BenchTargets())["effects"]["compression"]
+    assert lossy["accuracy_drop_points"] == pytest.approx(1.5) and lossy["met"] is False
+    rows = decomposition_rows(decompose(run(small=600.0), BenchTargets()))
+    assert [r[5] for r in rows if r[0] == "compression"] == ["NOT met"]
+
+
+def test_monthly_bill_target_is_the_bill_not_the_speed_ratio():
+    variants = run()
+    variants[0]["monthly_usd"] = 1000.0
+    variants[-1]["monthly_usd"] = 300.0  # 13x faster, but fixed costs keep the bill at 30%
+    bill = decompose(variants, BenchTargets())["monthly_bill"]
+    assert bill["ratio"] == pytest.approx(0.3) and bill["met"] is False
+    variants[-1]["monthly_usd"] = 200.0
+    assert decompose(variants, BenchTargets())["monthly_bill"]["met"] is True
+
+
+def test_a_missing_variant_leaves_its_effect_unmeasured_and_not_met():
+    variants = [v for v in run() if v["name"] != "onnx-fp32/leanscore-spark-reader"]
+    e = decompose(variants, BenchTargets())["effects"]
+    assert e["engine"]["ratio"] is None and e["engine"]["met"] is False
+    assert e["reader"]["ratio"] is None
+
+
+def test_wilson_interval_on_450_distinct_images():
+    low, high = accuracy_interval(0.95, 450)
+    # by hand: centre (p + z²/2n) / (1 + z²/n), half-width z √(p(1-p)/n + z²/4n²) / (1 + z²/n)
+    assert low == pytest.approx(0.92578, abs=2e-5) and high == pytest.approx(0.96660, abs=2e-5)
+    assert accuracy_interval(None, 450) is None
+
+
+def test_breakdown_shares_add_up_and_spark_is_the_rest():
+    t = breakdown(
+        {"read_s": 2.0, "model_s": 5.0, "python_s": 8.0, "between_s": 0.0},
+        wall_s=5.0,
+        cores=2,
+        rows=1000,
+    )
+    assert (t["read_s"], t["model_s"], t["convert_s"], t["spark_s"]) == (2.0, 5.0, 1.0, 2.0)
+    assert sum(t["shares"].values()) == pytest.approx(1.0)
+    # predict_batch_udf: reading from the read-only pass per row, capped at its gaps
+    pbu = breakdown(
+        {"read_s": 0.0, "model_s": 4.0, "python_s": 0.0, "between_s": 3.0},
+        wall_s=5.0,
+        cores=2,
+        rows=1000,
+        read_s_per_row=0.001,
+    )
+    assert (pbu["read_s"], pbu["convert_s"], pbu["spark_s"]) == (1.0, 2.0, 3.0)
+    # reading is capped at what the model left of the core-seconds
+    capped = breakdown(
+        {"read_s": 0.0, "model_s": 9.0, "python_s": 0.0, "between_s": 0.0},
+        wall_s=5.0,
+        cores=2,
+        rows=1000,
+        read_s_per_row=0.01,
+    )
+    assert (capped["read_s"], capped["convert_s"], capped["spark_s"]) == (1.0, 0.0, 0.0)
