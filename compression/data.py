@@ -8,13 +8,24 @@ table built from the held-out images never contains an image the model was train
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 
 DIGITS_FEATURES = 64
 DIGITS_CLASSES = 10
+
+
+@dataclass
+class LabelledData:
+    """Feature rows (float32), their labels when known, and where they came from."""
+
+    features: np.ndarray
+    labels: np.ndarray | None
+    source: dict = field(default_factory=dict)
+
+
 _SPLIT_SEED = 20161  # fixed: the held-out split must be the same in every process
 
 

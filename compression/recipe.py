@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from leanscore.compression.data import LabelledData
 from leanscore.compression.evaluate import evaluate_onnx, fidelity, run_onnx, single_thread_session
 from leanscore.compression.export import check_parity, export_onnx
 from leanscore.compression.models import (
@@ -111,13 +112,6 @@ class AccuracyGateError(RuntimeError):
     def __init__(self, message: str, *, metrics: dict | None = None):
         super().__init__(message)
         self.metrics = metrics or {}
-
-
-@dataclass
-class LabelledData:
-    features: np.ndarray
-    labels: np.ndarray | None
-    source: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
-from leanscore.compression.recipe import LabelledData
+from leanscore.compression.data import LabelledData
 from leanscore.compression.table_data import TableSample, read_table_sample
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn

@@ -1,8 +1,9 @@
 """The one place compression reads a table: a small sample of a Parquet or Delta table pulled
 to the driver as numpy, with its lineage (path, format, Delta version) for the manifest.
 
-Spark is imported lazily, through ``leanscore.jobs.spark.get_spark``, so nothing else in compression
-needs it.
+Spark is imported lazily and the session is the caller's (``leanscore compress`` starts one when
+its data is a table), so nothing else in compression needs Spark and compression never imports
+the jobs layer.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from leanscore.compression.recipe import LabelledData
+from leanscore.compression.data import LabelledData
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
@@ -48,9 +49,14 @@ def delta_version(spark, path: str) -> int:
 def read_table_sample(spec: TableSample, *, spark=None) -> LabelledData:
     """Read at most ``spec.limit`` rows, pinned to one Delta version so the lineage is exact."""
     if spark is None:
-        from leanscore.jobs.spark import get_spark
+        from pyspark.sql import SparkSession
 
-        spark = get_spark("leanscore-compress")
+        spark = SparkSession.getActiveSession()
+    if spark is None:
+        raise RuntimeError(
+            f"reading {spec.path} needs a Spark session: start one first "
+            "(leanscore compress starts one when its data is a table)"
+        )
     reader = spark.read.format(spec.format)
     version = None
     if spec.format == "delta":

@@ -1,7 +1,7 @@
 """Make what the benchmark measures when it is absent, so ``make bench`` runs on a clean clone.
 
 The demo's own functions do the work: the MLP is trained on scikit-learn's real digits
-(``demo.train_digits_model``), its state_dict is saved for the PyTorch baseline, every
+(``digits_model.train_digits_model``), its state_dict is saved for the PyTorch baseline, every
 recipe writes its artifact from that same trained model, and the labelled table of augmented
 held-out digits is written with ``datagen``. What already exists is kept: the model and
 its artifacts are rebuilt together (never one without the others, so the baseline is always
@@ -86,7 +86,7 @@ def _build_models(
     from leanscore.compression.recipe import Recipe
     from leanscore.jobs.config import load_config
     from leanscore.jobs.datagen import FEATURE_COLUMN
-    from leanscore.jobs.demo import train_digits_model
+    from leanscore.jobs.digits_model import train_digits_model
 
     console.log("prepare: training the digits MLP (the uncompressed PyTorch model)")
     model, train, evaluation = train_digits_model(

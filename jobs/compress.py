@@ -96,6 +96,11 @@ def run_compress(
     )
     data = config.data
     say("loading data")
+    specs = [data.train, data.evaluation, data.calibration, *data.also_evaluate.values()]
+    if any(getattr(spec, "kind", None) == "table" for spec in specs):
+        from leanscore.jobs.spark import get_spark
+
+        get_spark("leanscore-compress")  # the session the table samples are read with
     train = load_data(data.train, base_dir=config_dir) if data.train else None
     evaluation = load_data(data.evaluation, base_dir=config_dir)
     calibration = load_data(data.calibration, base_dir=config_dir) if data.calibration else None

@@ -13,12 +13,10 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from leanscore.compression.build import compress_to_artifact
-from leanscore.compression.data import DIGITS_FEATURES, augment, digits_splits
-from leanscore.compression.models import digits_mlp, train_classifier
-from leanscore.compression.recipe import LabelledData, Recipe
+from leanscore.compression.data import DIGITS_FEATURES
+from leanscore.compression.recipe import Recipe
 from leanscore.jobs.bench import (
     compare_variants,
     comparison_table,
@@ -28,6 +26,7 @@ from leanscore.jobs.bench import (
 )
 from leanscore.jobs.config import load_config, packaged_config
 from leanscore.jobs.datagen import FEATURE_COLUMN, write_digits_table
+from leanscore.jobs.digits_model import train_digits_model
 from leanscore.jobs.pricing import load_pricing
 from leanscore.jobs.score import InputConfig, ScoreConfig, run_score
 from pyspark.sql import SparkSession
@@ -35,36 +34,6 @@ from rich.console import Console
 
 CONF = packaged_config(".")
 RECIPES = ("digits-mlp-fp32.yaml", "digits-mlp-demo.yaml")
-
-
-def train_digits_model(
-    *, augmented_rows: int = 40_000, epochs: int = 8, seed: int = 0, console: Console | None = None
-):
-    """Train the demo MLP on the train split plus augmented copies; return (model, data)."""
-    train, held_out = digits_splits()
-    torch.manual_seed(seed)
-    features, labels = augment(train, augmented_rows, np.random.default_rng(seed))
-    x = np.concatenate([train.features, features])
-    y = np.concatenate([train.labels, labels])
-    model = digits_mlp()
-
-    def progress(epoch: int, loss: float) -> None:
-        if console:
-            console.log(f"  epoch {epoch + 1}/{epochs} loss {loss:.4f}")
-
-    train_classifier(model, x, y, epochs=epochs, seed=seed, progress=progress)
-    source = {
-        "dataset": "sklearn.datasets.load_digits",
-        "split": "train",
-        "augmented_rows": augmented_rows,
-    }
-    train_data = LabelledData(x, y, source)
-    evaluation = LabelledData(
-        held_out.features,
-        held_out.labels,
-        {"dataset": "sklearn.datasets.load_digits", "split": "held_out"},
-    )
-    return model, train_data, evaluation
 
 
 def run_demo(

@@ -1,0 +1,107 @@
+"""The package's layering, checked on the source: no import cycles between leanscore's modules
+(function-level imports included), compression never imports the jobs layer, and the executor
+side (udfs) never imports jobs either."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = {
+    "compression": "leanscore.compression",
+    "udfs": "leanscore.udfs",
+    "jobs": "leanscore.jobs",
+}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for folder, namespace in PACKAGES.items():
+        for path in (ROOT / folder).glob("*.py"):
+            found[namespace if path.stem == "__init__" else f"{namespace}.{path.stem}"] = path
+    return found
+
+
+def import_graph(sources: dict[str, str]) -> dict[str, set[str]]:
+    """Module -> the leanscore modules it imports anywhere in its body. ``from pkg import sub``
+    counts as importing the submodule ``pkg.sub`` where that is a module."""
+    graph = {name: set() for name in sources}
+    for name, text in sources.items():
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                subs = [f"{node.module}.{alias.name}" for alias in node.names]
+                targets = [t for t in subs if t in sources] or [node.module]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
+                continue
+            graph[name].update(t for t in targets if t in sources and t != name)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    return import_graph({name: path.read_text() for name, path in modules().items()})
+
+
+def test_no_import_cycles(graph):
+    assert cycles(graph) == []
+
+
+def test_the_cycle_check_finds_a_cycle_through_a_function_level_import():
+    sources = {
+        "leanscore.jobs.a": "from leanscore.jobs.b import thing\n",
+        "leanscore.jobs.b": "def f():\n    from leanscore.jobs import a\n",
+        "leanscore.jobs.c": "import leanscore.jobs.a\n",
+    }
+    assert cycles(import_graph(sources)) == [["leanscore.jobs.a", "leanscore.jobs.b"]]
+
+
+@pytest.mark.parametrize("layer", ["leanscore.compression", "leanscore.udfs"])
+def test_lower_layers_never_import_jobs(graph, layer):
+    upward = {
+        (name, target)
+        for name, targets in graph.items()
+        if name.startswith(layer)
+        for target in targets
+        if target.startswith("leanscore.jobs")
+    }
+    assert upward == set()
