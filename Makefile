@@ -13,9 +13,9 @@ CONSTRAINTS := conf/constraints.txt
 WORKDIR ?= demo-output
 ROWS ?= 1000000
 
-.PHONY: setup jars demo test test-fast bench lint format clean
+.PHONY: setup jars browser demo test test-fast bench lint format clean
 
-setup: $(STAMP) jars
+setup: $(STAMP) jars browser
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +27,13 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 jars: $(STAMP)
 	$(PY) -m leanscore.jobs.jars > /dev/null
 
-demo: setup
+# Headless Chromium (Debian's package) renders the bench's report.html in the tests.
+browser:
+	@command -v chromium > /dev/null || command -v chromium-browser > /dev/null \
+	  || { apt-get update -qq && apt-get install -y -qq chromium > /dev/null; } \
+	  || echo "warning: install Debian's chromium package (the report test needs it)"
+
+demo: $(STAMP) jars
 	$(VENV)/bin/leanscore demo --workdir $(WORKDIR) --rows $(ROWS)
 
 test: setup
@@ -39,7 +45,7 @@ test-fast: $(STAMP)
 	$(PY) -m ruff check .
 	$(VENV)/bin/pytest -m "not spark and not slow"
 
-bench: setup
+bench: $(STAMP) jars
 	$(VENV)/bin/leanscore bench --config conf/bench.yaml --out bench-output
 
 lint:
