@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 from leanscore.compression.artifact import Artifact
 from leanscore.udfs.predict import score_dataframe
-from leanscore.udfs.scan import ScanPlan, arrow_types, read_unit, score_table, task_ids
+from leanscore.udfs.scan import ScanPlan, arrow_types, plan_reader, score_table, slice_frame
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType, LongType, StructField, StructType
@@ -185,16 +185,13 @@ def scan_read_only_frame(
     columns with pyarrow and returns only its row count."""
     cols, _ = feature_matrix_column(artifact)
     types = arrow_types(plan, cols, spark.conf.get("spark.sql.session.timeZone"))
-    tasks = plan.tasks
+    read_slices = plan_reader(plan, types, batch_rows)
 
-    def read(ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for id_batch in ids:
-            for task in id_batch.column(0).to_pylist():
-                batches = (rb for u in tasks[task] for rb in read_unit(u, types, batch_rows))
-                rows = sum(rb.num_rows for rb in batches)
-                yield pa.RecordBatch.from_arrays([pa.array([rows], pa.int64())], names=["rows"])
+    def read(descriptors: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        rows = sum(rb.num_rows for rb in read_slices(descriptors))
+        yield pa.RecordBatch.from_arrays([pa.array([rows], pa.int64())], names=["rows"])
 
-    return task_ids(spark, plan).mapInArrow(read, "rows long")
+    return slice_frame(spark, plan).mapInArrow(read, "rows long")
 
 
 def input_matrix(df: DataFrame, artifact: Artifact, rows: int) -> np.ndarray:
