@@ -2,7 +2,7 @@
 
 Where a session already exists (spark-submit, Databricks, Spark Connect, a notebook) it is used
 as it is. Otherwise a local session with Delta Lake's extension and catalog, the cached Delta
-jars, quiet logs and no UI is started; S3A (``s3a://``) comes with it when its jars are cached
+jars, quiet logs and no UI is started; on a local master S3A (``s3a://``) comes with it when cached
 (``python -m leanscore.jobs.jars --with-s3``).
 """
 
@@ -63,25 +63,16 @@ def get_spark(
         .config("spark.sql.warehouse.dir", os.environ.get("LEANSCORE_WAREHOUSE", "spark-warehouse"))
     )
     s3a = cached_jars(hadoop_aws_coordinates())
-    if s3a:
-        builder = _with_s3a(
-            builder, s3a, local=builder._options["spark.master"].startswith("local")
-        )
+    if s3a and builder._options["spark.master"].startswith("local"):
+        # On the driver's class path, where a local master runs its tasks: spark.jars would
+        # copy the ~700 MB of S3A and AWS SDK into every session's work directory. A cluster
+        # takes them from its own image or --jars/--packages.
+        builder = builder.config("spark.driver.extraClassPath", os.pathsep.join(s3a))
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("LEANSCORE_SPARK_LOG_LEVEL", "ERROR"))
     return spark
-
-
-def _with_s3a(builder, jars: list[str], *, local: bool):
-    """S3A's jars (hadoop-aws and the AWS SDK bundle, ~700 MB): on the driver's class path for a
-    local master, where the tasks run in the driver's JVM (``spark.jars`` would copy them into
-    every session's work directory); by ``spark.jars`` for a cluster's executors."""
-    if local:
-        return builder.config("spark.driver.extraClassPath", os.pathsep.join(jars))
-    listed = builder._options.get("spark.jars", "")
-    return builder.config("spark.jars", ",".join([*listed.split(","), *jars]))
 
 
 def local_connect_session(master: str = "local[2]", *, conf: dict[str, str] | None = None):
