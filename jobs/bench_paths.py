@@ -14,7 +14,7 @@ Plus ``raw_rows_per_s``: the model alone on numpy rows already in memory, one th
 
 Every path takes a ``TaskClock`` (``bench_timing``): its tasks then add the seconds they spend
 reading, in the model and converting to accumulators. The timed ``leanscore`` paths are the
-product's own pieces (``build_scorer``, ``record_batch_scorer``, ``read_unit``, the scan plan)
+product's own pieces (``build_scorer``, ``record_batch_scorer``, ``plan_reader``, the scan plan)
 assembled with a clock around them; without a clock (Spark Connect) the product's entry
 points run as they are.
 
@@ -41,7 +41,7 @@ from leanscore.udfs.arrow_path import output_schema, record_batch_scorer
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES
 from leanscore.udfs.kernel import Scorer
 from leanscore.udfs.predict import build_scorer, resolve_columns, score_dataframe
-from leanscore.udfs.scan import ScanPlan, arrow_types, read_unit, score_table, task_ids
+from leanscore.udfs.scan import ScanPlan, arrow_types, plan_reader, score_table, slice_frame
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType, LongType, StructField, StructType
@@ -305,21 +305,14 @@ def _timed_leanscore(
         return df.select(*sent).mapInArrow(score_batches, schema)
 
     types = arrow_types(scan, [*keep, *features], spark.conf.get("spark.sql.session.timeZone"))
-    tasks = scan.tasks
+    read_slices = plan_reader(scan, types, arrow_batch_rows)
 
-    def score_units(ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    def score_slices(descriptors: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         start = time.perf_counter()
         score = record_batch_scorer(scorer, features, features, keep, [], out_names)
+        yield from timed_batches(read_slices(descriptors), score, clock, task_start=start)
 
-        def inputs() -> Iterator[pa.RecordBatch]:
-            for id_batch in ids:
-                for task in id_batch.column(0).to_pylist():
-                    for unit in tasks[task]:
-                        yield from read_unit(unit, types, arrow_batch_rows)
-
-        yield from timed_batches(inputs(), score, clock, task_start=start)
-
-    return task_ids(spark, scan).mapInArrow(score_units, schema)
+    return slice_frame(spark, scan).mapInArrow(score_slices, schema)
 
 
 def read_only_frame(df: DataFrame, artifact: Artifact) -> DataFrame:
@@ -334,16 +327,13 @@ def scan_read_only_frame(
     columns with pyarrow and returns only its row count."""
     cols, _ = feature_matrix_column(artifact)
     types = arrow_types(plan, cols, spark.conf.get("spark.sql.session.timeZone"))
-    tasks = plan.tasks
+    read_slices = plan_reader(plan, types, batch_rows)
 
-    def read(ids: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for id_batch in ids:
-            for task in id_batch.column(0).to_pylist():
-                batches = (rb for u in tasks[task] for rb in read_unit(u, types, batch_rows))
-                rows = sum(rb.num_rows for rb in batches)
-                yield pa.RecordBatch.from_arrays([pa.array([rows], pa.int64())], names=["rows"])
+    def read(descriptors: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        rows = sum(rb.num_rows for rb in read_slices(descriptors))
+        yield pa.RecordBatch.from_arrays([pa.array([rows], pa.int64())], names=["rows"])
 
-    return task_ids(spark, plan).mapInArrow(read, "rows long")
+    return slice_frame(spark, plan).mapInArrow(read, "rows long")
 
 
 def spark_read_only_frame(df: DataFrame, artifact: Artifact, clock: TaskClock) -> DataFrame:

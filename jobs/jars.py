@@ -1,10 +1,14 @@
-"""Delta Lake's JVM jars, resolved from Maven Central once into a local cache.
+"""Spark's extra JVM jars (Delta Lake, S3A, Delta's Connect plugin), resolved from Maven Central
+once into a local cache.
 
 Spark resolves ``spark.jars.packages`` with Ivy on every start, which needs the network. We let
 it resolve once into a cache directory of our own, record the jar files it fetched, and from
 then on hand Spark those local files through ``spark.jars``, so later runs start offline.
 
-``python -m leanscore.jobs.jars`` does the one-time resolution (``make`` runs it).
+``python -m leanscore.jobs.jars`` does the one-time resolution (``make`` runs it): Delta, then
+``org.apache.hadoop:hadoop-aws`` for the Hadoop version pyspark ships (``s3a://`` paths; the AWS
+SDK bundle it pulls is large, so it is optional: ``--with-s3``), and Delta's Connect server plugin
+where Maven Central serves one for this Spark/Delta pair (``--with-connect``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,31 @@ def delta_coordinates() -> list[str]:
         f"io.delta:delta-spark{suffix}_2.13:{delta_version}",
         f"io.delta:delta-storage:{delta_version}",
     ]
+
+
+def spark_hadoop_version() -> str:
+    """The Hadoop version of the client jars pyspark ships (``hadoop-client-api-<version>.jar``):
+    S3A must match it exactly, whatever the Spark release notes say."""
+    import pyspark
+
+    jars = Path(pyspark.__file__).parent / "jars"
+    for jar in jars.glob("hadoop-client-api-*.jar"):
+        return jar.name.removeprefix("hadoop-client-api-").removesuffix(".jar")
+    raise RuntimeError(f"no hadoop-client-api jar in {jars}: this pyspark ships no Hadoop")
+
+
+def hadoop_aws_coordinates() -> list[str]:
+    """S3A (``s3a://``) for the Hadoop that pyspark ships; it brings the AWS SDK bundle."""
+    return [f"org.apache.hadoop:hadoop-aws:{spark_hadoop_version()}"]
+
+
+def delta_connect_coordinates() -> list[str]:
+    """Delta's Spark Connect server plugin for the installed pyspark and delta-spark, named as
+    Delta publishes its Spark-dependent artifacts (``_<spark major.minor>_2.13``)."""
+    import pyspark
+
+    spark_major_minor = ".".join(pyspark.__version__.split(".")[:2])
+    return [f"io.delta:delta-connect-server_{spark_major_minor}_2.13:{version('delta-spark')}"]
 
 
 def cache_root() -> Path:
@@ -105,5 +134,13 @@ def _not_bundled_with_spark(jars: list[Path]) -> list[str]:
 
 
 if __name__ == "__main__":
-    for jar in resolve_jars():
-        print(jar)
+    import sys
+
+    wanted = [delta_coordinates()]
+    if "--with-s3" in sys.argv[1:]:
+        wanted.append(hadoop_aws_coordinates())
+    if "--with-connect" in sys.argv[1:]:
+        wanted.append(delta_connect_coordinates())
+    for coordinates in wanted:
+        for jar in resolve_jars(coordinates):
+            print(jar)

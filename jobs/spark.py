@@ -2,7 +2,8 @@
 
 Where a session already exists (spark-submit, Databricks, Spark Connect, a notebook) it is used
 as it is. Otherwise a local session with Delta Lake's extension and catalog, the cached Delta
-jars, quiet logs and no UI is started.
+jars, quiet logs and no UI is started; on a local master S3A (``s3a://``) comes with it when cached
+(``python -m leanscore.jobs.jars --with-s3``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,12 @@ from __future__ import annotations
 import os
 import sys
 
-from leanscore.jobs.jars import cached_jars, delta_coordinates, resolve_jars
+from leanscore.jobs.jars import (
+    cached_jars,
+    delta_coordinates,
+    hadoop_aws_coordinates,
+    resolve_jars,
+)
 from pyspark.sql import SparkSession
 
 DEFAULT_MASTER = "local[*]"
@@ -56,6 +62,12 @@ def get_spark(
         .config("spark.driver.memory", os.environ.get("LEANSCORE_DRIVER_MEMORY", "4g"))
         .config("spark.sql.warehouse.dir", os.environ.get("LEANSCORE_WAREHOUSE", "spark-warehouse"))
     )
+    s3a = cached_jars(hadoop_aws_coordinates())
+    if s3a and builder._options["spark.master"].startswith("local"):
+        # On the driver's class path, where a local master runs its tasks: spark.jars would
+        # copy the ~700 MB of S3A and AWS SDK into every session's work directory. A cluster
+        # takes them from its own image or --jars/--packages.
+        builder = builder.config("spark.driver.extraClassPath", os.pathsep.join(s3a))
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

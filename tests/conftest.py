@@ -1,4 +1,5 @@
-"""Shared fixtures: one real local Spark session with Delta, and small real artifacts."""
+"""Shared fixtures: one real local Spark session with Delta (and S3A), a real S3-compatible
+server on loopback, and small real artifacts."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ os.environ.setdefault("LEANSCORE_DRIVER_MEMORY", "2g")
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
+    from leanscore.jobs.jars import hadoop_aws_coordinates, resolve_jars
     from leanscore.jobs.spark import get_spark
 
+    resolve_jars(hadoop_aws_coordinates())  # cached after the first run: s3a:// in the session
     warehouse = tmp_path_factory.mktemp("warehouse")
     session = get_spark(
         "leanscore-tests",
@@ -24,6 +27,49 @@ def spark(tmp_path_factory):
     )
     yield session
     session.stop()
+
+
+S3_KEYS = {"access.key": "leanscore-test", "secret.key": "leanscore-test-secret"}
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server on 127.0.0.1 and a free port, for the whole session."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(spark, s3_endpoint):
+    """Spark's S3A pointed at the loopback server (as ``spark.hadoop.fs.s3a.*`` would), and a
+    boto3 client to make buckets with."""
+    import boto3
+
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    for key, value in {
+        "endpoint": s3_endpoint,
+        "path.style.access": "true",
+        "connection.ssl.enabled": "false",
+        "endpoint.region": "us-east-1",
+        **S3_KEYS,
+    }.items():
+        hadoop.set(f"fs.s3a.{key}", value)
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3_KEYS["access.key"],
+        aws_secret_access_key=S3_KEYS["secret.key"],
+    )
 
 
 @pytest.fixture(scope="session")

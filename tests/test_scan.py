@@ -6,6 +6,7 @@ Real Spark, real Delta, real ONNX Runtime."""
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -83,13 +84,64 @@ def test_scan_reads_parquet_columns_layout(spark, digits, columns_artifact, tmp_
     assertDataFrameEqual(scanned, reference)
 
 
-def test_plan_splits_row_groups_and_covers_every_file(spark, digits, tmp_path):
-    path = _table(spark, digits, tmp_path / "t", files=3, bad=False)
-    plan = plan_scan(spark, path, format="delta", columns=["row_id", "features"])
-    files = {uri for uri, _ in plan.units}
-    assert files == set(spark.read.format("delta").load(path).inputFiles())
-    assert all(group is not None for _, group in plan.units)
-    assert len(plan.tasks) == spark.sparkContext.defaultParallelism  # one wave
+def _many_row_groups(digits, path, *, files=2, rows=1200, group_rows=40):
+    """A Parquet directory written by pyarrow with many small row groups per file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, held_out = digits
+    path.mkdir()
+    for f in range(files):
+        ids = np.arange(f * rows, (f + 1) * rows, dtype=np.int64)
+        features = held_out.features[ids % len(held_out.features)]
+        table = pa.table(
+            {"row_id": ids, "features": pa.array(list(features), pa.list_(pa.float32()))}
+        )
+        pq.write_table(table, path / f"part-{f}.parquet", row_group_size=group_rows)
+    return str(path)
+
+
+def _size(uri):
+    from urllib.parse import urlparse
+
+    return Path(urlparse(uri).path).stat().st_size
+
+
+def test_tasks_are_sized_by_bytes_and_read_every_row_group_once(spark, digits, artifact, tmp_path):
+    from leanscore.udfs.scan import open_parquet, row_groups_in
+
+    path = _many_row_groups(digits, tmp_path / "many")
+    files = sorted(spark.read.parquet(path).inputFiles())
+    cap = sum(_size(f) for f in files) // 5
+    plan = plan_scan(
+        spark, path, format="parquet", columns=["row_id", "features"], max_task_bytes=cap
+    )
+    assert len(plan.tasks) >= 5  # several tasks, none over the cap
+    assert all(0 < size <= cap for size in plan.task_bytes())
+    read: list[tuple[str, int]] = []
+    for uri, start, length in plan.units:
+        read += [(uri, g) for g in row_groups_in(open_parquet(uri).metadata, start, length)]
+    every = [(f, g) for f in files for g in range(open_parquet(f).metadata.num_row_groups)]
+    assert len(every) == 60 and sorted(read) == every  # each row group exactly once
+    scanned = score_table(
+        spark, path, artifact, format="parquet", engine="scan", max_task_bytes=cap
+    )
+    assert scanned.rdd.getNumPartitions() == len(plan.tasks)  # one Spark task per plan task
+    assertDataFrameEqual(scanned, score_dataframe(spark.read.parquet(path), artifact))
+
+
+def test_small_table_fills_whole_waves_big_table_is_sized_by_bytes_alone():
+    from leanscore.udfs.scan import size_tasks
+
+    mb = 1024**2
+    six = [(f"f{i}", 50 * mb) for i in range(6)]
+    small = size_tasks(six, max_task_bytes=128 * mb, min_task_bytes=4 * mb, cores=2)
+    assert [sum(n for *_, n in t) // mb for t in small] == [100, 100, 50, 50]
+    big = [("big", 10_000 * mb)]
+    for cores in (2, 64):  # the plan of a big table does not depend on the cores
+        tasks = size_tasks(big, max_task_bytes=128 * mb, min_task_bytes=4 * mb, cores=cores)
+        assert len(tasks) == 79 and max(sum(n for *_, n in t) for t in tasks) <= 128 * mb
+    assert size_tasks([], max_task_bytes=mb, min_task_bytes=mb, cores=2) == ()
 
 
 def test_deal_balances_rows_over_tasks():
@@ -101,6 +153,26 @@ def test_deal_balances_rows_over_tasks():
     assert sorted(tasks) == [(("a", 0), ("c", 0)), (("a", 1), ("b", 0), ("b", 1))]
     assert deal(weighted[:1], 4) == ((("a", 0),),)  # never more tasks than units
     assert deal([], 2) == ()
+
+
+def test_column_differing_in_case_reads_what_spark_reads(spark, digits, artifact, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, held_out = digits
+    path = tmp_path / "cased"
+    path.mkdir()
+    for f, name in enumerate(["features", "FEATURES"]):  # the second file's writer shouted
+        ids = np.arange(f * 50, (f + 1) * 50, dtype=np.int64)
+        features = pa.array(list(held_out.features[ids]), pa.list_(pa.float32()))
+        pq.write_table(pa.table({"row_id": ids, name: features}), path / f"part-{f}.parquet")
+    spark_read = spark.read.parquet(str(path))
+    assert spark_read.where("features IS NULL").count() == 0  # Spark ignores the case
+    scanned = score_table(
+        spark, str(path), artifact, format="parquet", engine="scan", key_columns=["row_id"]
+    )
+    assertDataFrameEqual(scanned, score_dataframe(spark_read, artifact, key_columns=["row_id"]))
+    assert scanned.where("prediction_error IS NOT NULL").count() == 0
 
 
 def test_scan_of_an_empty_table_gives_no_rows(spark, digits, artifact, tmp_path):
