@@ -47,7 +47,7 @@ class _Strict(BaseModel):
 
 
 class Targets(_Strict):
-    """What the best compressed variant must reach (issue 6); reported as met or not."""
+    """What the best compressed variant must reach; reported as met or not."""
 
     x_vs_fp32_onnx: float = Field(default=2.5, gt=0)
     x_vs_pytorch: float = Field(default=3.0, gt=0)

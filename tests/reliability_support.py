@@ -1,4 +1,4 @@
-"""Helpers shared by the reliability tests (issue 8): run the real CLI, snapshot Delta outputs."""
+"""Helpers shared by the reliability tests: run the real CLI, snapshot Delta outputs."""
 
 from __future__ import annotations
 

@@ -235,7 +235,7 @@ def stop_cluster(cluster: StandaloneCluster) -> None:
     _terminate([cluster.master_pid])
 
 
-# ---- fault injection helpers (issue 8) ---------------------------------------------------------
+# ---- fault injection helpers ---------------------------------------------------------------------
 
 
 def descendants(pid: int) -> list[int]:

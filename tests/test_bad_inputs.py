@@ -1,4 +1,4 @@
-"""Bad-input matrix (issue 8): every case through the real CLI, checked for a non-zero exit, a
+"""Bad-input matrix: every case through the real CLI, checked for a non-zero exit, a
 message that names the problem (and where possible the fix), and no output written: the
 nightly table keeps the good run's Delta version and content for the same run date.
 

@@ -1,4 +1,4 @@
-"""Integrity and safety (issue 8): executors verify the model's sha256 before use, models are
+"""Integrity and safety: executors verify the model's sha256 before use, models are
 never unpickled, configs load with safe YAML, and the job's logs hold no secrets."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Reruns and concurrency of the nightly job against one Delta table (issue 8).
+"""Reruns and concurrency of the nightly job against one Delta table.
 
 - the same date twice gives the same content (a replaceWhere overwrite, other dates untouched);
 - two dates scored at the same time (two threads, one JVM, two Delta transactions) both commit;
