@@ -158,9 +158,15 @@ def resolve(uri: str) -> ModelVersionRef:
 
 
 def download(ref: ModelVersionRef) -> Path:
-    """Download the pinned version once into a folder removed when this process exits."""
+    """Download the pinned version once into a folder removed when this process exits, under
+    ``LEANSCORE_REGISTRY_DIR`` when set: models above ``path_threshold_bytes`` reach executors
+    by path, so on a multi-node cluster that folder must be one every executor reads (a Unity
+    Catalog volume, DBFS, NFS)."""
     mlflow = require_mlflow(ref.uri)
-    target = Path(tempfile.mkdtemp(prefix="leanscore-mlflow-"))
+    base = os.environ.get("LEANSCORE_REGISTRY_DIR") or None
+    if base:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    target = Path(tempfile.mkdtemp(prefix="leanscore-mlflow-", dir=base))
     atexit.register(shutil.rmtree, target, True)
     local = _client_call(
         ref.uri,
