@@ -240,3 +240,26 @@ def test_columns_added_later_read_as_nulls(spark, digits, artifact, tmp_path):
     assertDataFrameEqual(scanned, reference)
     regions = {r.row_id: r.region for r in scanned.select("row_id", "region").collect()}
     assert regions == {i: (None if i < 40 else "eu") for i in range(60)}
+
+
+def test_score_table_takes_the_out_of_range_policy(spark, digits, artifact, tmp_path):
+    """The scan engine applies the same row policies as the other engines: with
+    ``out_of_range="flag"`` an outlier row is flagged with the reason and no other row is."""
+    path = str(tmp_path / "outlier")
+    train, _ = digits  # rows the calibrated range was taken from: all inside it
+    rows = [(i, int(train.labels[i]), train.features[i].tolist()) for i in range(40)]
+    rows.append((999, 0, [1e6] * 64))
+    frame = spark.createDataFrame(rows, "row_id long, label int, features array<float>")
+    frame.coalesce(1).write.format("delta").save(path)
+
+    with pytest.raises(ValueError, match="out_of_range"):
+        score_table(spark, path, artifact.path, out_of_range="drop")
+
+    scored = score_table(
+        spark, path, artifact.path, engine="scan", key_columns=["row_id"], out_of_range="flag"
+    ).collect()
+    flagged = {r["row_id"]: r["prediction_error"] for r in scored if r["prediction_error"]}
+    assert len(scored) == 41
+    assert set(flagged) == {999}
+    assert "range" in flagged[999]
+    assert all(r["prediction"] is not None for r in scored if r["row_id"] != 999)

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from leanscore.compression.artifact import Artifact
 from leanscore.udfs.arrow_path import output_schema, record_batch_scorer
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
-from leanscore.udfs.kernel import BadRowPolicy, Scorer
+from leanscore.udfs.kernel import BadRowPolicy, OutOfRangePolicy, RowPolicy, Scorer, row_policy
 from leanscore.udfs.predict import as_artifact, build_scorer, resolve_columns, score_dataframe
 from leanscore.udfs.schema import feature_names, is_vector, preview
 from leanscore.udfs.session_cache import SessionConfig
@@ -409,7 +409,9 @@ def score_table(
     output_column: str = "prediction",
     batch_size: int = 4096,
     arrow_batch_rows: int = 10_000,
-    bad_rows: BadRowPolicy = "fail",
+    bad_rows: BadRowPolicy | RowPolicy = "fail",
+    out_of_range: OutOfRangePolicy | None = None,
+    range_margin: float | None = None,
     probabilities: bool = False,
     session_config: SessionConfig | None = None,
     path_threshold_bytes: int = DEFAULT_PATH_THRESHOLD_BYTES,
@@ -422,7 +424,9 @@ def score_table(
     ``engine="auto"`` uses the scan engine where it applies (see the module docstring) and
     otherwise Spark's reader with ``score_dataframe``; ``on_fallback(reason)`` hears why.
     ``engine="scan"`` raises ``ScanUnsupported`` instead of falling back. ``max_task_bytes``
-    caps the bytes one scan task reads (default ``spark.sql.files.maxPartitionBytes``)."""
+    caps the bytes one scan task reads (default ``spark.sql.files.maxPartitionBytes``).
+    ``out_of_range``/``range_margin``: the row policy for rows outside the calibrated range, as
+    for ``score_dataframe``."""
     if engine not in ("auto", "scan", "arrow", "pandas"):
         raise ValueError(f"engine must be 'auto', 'scan', 'arrow' or 'pandas', got {engine!r}")
     if arrow_batch_rows < 1:
@@ -433,7 +437,7 @@ def score_table(
         keep_columns=keep_columns,
         output_column=output_column,
         batch_size=batch_size,
-        bad_rows=bad_rows,
+        bad_rows=row_policy(bad_rows, out_of_range=out_of_range, range_margin=range_margin),
         probabilities=probabilities,
         session_config=session_config,
         path_threshold_bytes=path_threshold_bytes,
@@ -468,7 +472,7 @@ def score_table(
         artifact,
         spark=spark,
         batch_size=batch_size,
-        bad_rows=bad_rows,
+        bad_rows=options["bad_rows"],
         probabilities=probabilities,
         session_config=session_config,
         path_threshold_bytes=path_threshold_bytes,
