@@ -23,7 +23,12 @@ from pathlib import Path
 from typing import Literal
 
 from leanscore.compression.artifact import Artifact
-from leanscore.jobs.bench_decompose import BenchTargets, accuracy_interval, decompose
+from leanscore.jobs.bench_decompose import (
+    BenchTargets,
+    accuracy_interval,
+    accuracy_text,
+    decompose,
+)
 from leanscore.jobs.bench_metrics import CpuMeter
 from leanscore.jobs.bench_paths import (
     TorchModel,
@@ -43,7 +48,7 @@ from leanscore.jobs.bench_paths import (
     torch_predict_fn,
 )
 from leanscore.jobs.bench_prepare import PrepareConfig
-from leanscore.jobs.bench_timing import TaskClock, breakdown, since
+from leanscore.jobs.bench_timing import PARTS, TaskClock, breakdown, since
 from leanscore.jobs.pricing import Pricing, cost, savings
 from leanscore.jobs.score import InputConfig
 from leanscore.udfs.distribution import is_connect
@@ -740,20 +745,9 @@ def comparison_table(report: dict, title: str | None = None) -> Table:
             accuracy_text(v),
             _pct(fid.get("agreement")) if "agreement" in fid else "n/a",
             f"{v['model_bytes']:,}",
-            *[
-                _pct(shares.get(k)) if shares else "n/a"
-                for k in ("read_s", "model_s", "convert_s", "spark_s")
-            ],
+            *[_pct(shares.get(k)) if shares else "n/a" for k in PARTS],
         )
     return table
-
-
-def accuracy_text(v: dict) -> str:
-    if v.get("accuracy") is None:
-        return "n/a"
-    low, high = v.get("accuracy_interval") or (None, None)
-    interval = "" if low is None else f" [{100 * low:.1f}, {100 * high:.1f}]"
-    return f"{100 * v['accuracy']:.2f}%{interval}"
 
 
 def decomposition_table(report: dict) -> Table:

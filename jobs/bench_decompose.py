@@ -104,6 +104,15 @@ def accuracy_interval(accuracy: float | None, n: int) -> list[float] | None:
     return [round(max(0.0, centre - half), 6), round(min(1.0, centre + half), 6)]
 
 
+def accuracy_text(v: dict) -> str:
+    """A variant's accuracy with its 95% interval, as the reports print it."""
+    if v.get("accuracy") is None:
+        return "n/a"
+    low, high = v.get("accuracy_interval") or (None, None)
+    interval = "" if low is None else f" [{100 * low:.1f}, {100 * high:.1f}]"
+    return f"{100 * v['accuracy']:.2f}%{interval}"
+
+
 def decompose(variants: list[dict], targets: BenchTargets) -> dict:
     """Each effect's ratio (rows/s of the faster candidate over its reference), its target
     where the bench states one, and whether it is met; plus the monthly-bill target."""

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
+from leanscore.jobs.bench_decompose import accuracy_text
+from leanscore.jobs.bench_timing import PARTS
 from pyspark.sql import SparkSession
 
 CHARTS = {
@@ -19,7 +21,6 @@ CHARTS = {
     "cost": "usd_per_million_rows.png",
     "accuracy_cost": "accuracy_vs_cost.png",
 }
-SHARE_KEYS = ("read_s", "model_s", "convert_s", "spark_s")
 SHARE_COLORS = ("#457b9d", "#e76f51", "#e9c46a", "#8c8c8c")
 
 HISTORY_COLUMNS = {
@@ -110,7 +111,7 @@ def write_charts(report: dict, out: Path) -> dict[str, str]:
     timed = [v for v in variants if v.get("time_breakdown")]
     fig, ax = plt.subplots(figsize=(9, 4.5))
     left = [0.0] * len(timed)
-    for key, color in zip(SHARE_KEYS, SHARE_COLORS, strict=True):
+    for key, color in zip(PARTS, SHARE_COLORS, strict=True):
         shares = [100 * v["time_breakdown"]["shares"][key] for v in timed]
         ax.barh([v["name"] for v in timed], shares, left=left, color=color, label=PART_LABELS[key])
         left = [a + b for a, b in zip(left, shares, strict=True)]
@@ -237,7 +238,7 @@ def history_rows(report: dict) -> pd.DataFrame:
                 **{k: v.get(k) for k in HISTORY_COLUMNS if k in v},
                 "accuracy_low": low,
                 "accuracy_high": high,
-                **{f"{k[:-2]}_share": shares.get(k) for k in SHARE_KEYS},
+                **{f"{k[:-2]}_share": shares.get(k) for k in PARTS},
                 "agreement": fid.get("agreement"),
                 "max_abs_diff": fid.get("max_abs_diff"),
                 "mean_cosine": fid.get("mean_cosine"),
@@ -328,7 +329,7 @@ def markdown(report: dict) -> str:
     for v in variants:
         fid = v["fidelity"] or {}
         lines.append(
-            f"| {v['name']} | {_accuracy(v)} | {_fmt_pct(fid.get('agreement'))} | "
+            f"| {v['name']} | {accuracy_text(v)} | {_fmt_pct(fid.get('agreement'))} | "
             f"{_num(fid.get('max_abs_diff'))} | {v['model_bytes']:,} | {_int(v['params'])} | "
             f"{_num(v['executor_cpu_s'])} | {_num(v['process_cpu_s'])} | "
             f"{_num(v['process_cpu_s_per_million_rows'])} | "
@@ -400,14 +401,6 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _accuracy(v: dict) -> str:
-    if v.get("accuracy") is None:
-        return "n/a"
-    low, high = v.get("accuracy_interval") or (None, None)
-    interval = "" if low is None else f" [{100 * low:.1f}, {100 * high:.1f}]"
-    return f"{100 * v['accuracy']:.2f}%{interval}"
-
-
 def decomposition_lines(report: dict) -> list[str]:
     from leanscore.jobs.bench_decompose import decomposition_rows
 
@@ -445,15 +438,15 @@ def breakdown_lines(report: dict) -> list[str]:
         "",
         "Shares of each variant's core-seconds (cores x wall of its median round), measured "
         "inside its tasks (`leanscore.jobs.bench_timing`): "
-        + "; ".join(PART_LABELS[k] for k in SHARE_KEYS)
+        + "; ".join(PART_LABELS[k] for k in PARTS)
         + ".",
         "",
-        "| variant | core-s | " + " | ".join(PART_LABELS[k] for k in SHARE_KEYS) + " | how |",
-        "| --- | ---: | " + " | ".join("---:" for _ in SHARE_KEYS) + " | --- |",
+        "| variant | core-s | " + " | ".join(PART_LABELS[k] for k in PARTS) + " | how |",
+        "| --- | ---: | " + " | ".join("---:" for _ in PARTS) + " | --- |",
     ]
     for v in timed:
         t = v["time_breakdown"]
-        cells = [f"{t[k]:.2f} s ({100 * t['shares'][k]:.0f}%)" for k in SHARE_KEYS]
+        cells = [f"{t[k]:.2f} s ({100 * t['shares'][k]:.0f}%)" for k in PARTS]
         lines.append(
             f"| {v['name']} | {t['core_s']:.2f} | " + " | ".join(cells) + f" | {t['how']} |"
         )
