@@ -187,50 +187,39 @@ def build_variants(
     def clock() -> TaskClock | None:
         return TaskClock.create(spark) if spark is not None else None
 
+    def predict_batch_variant(model: str, predict_fn, model_bytes: int, n_params) -> Variant:
+        c = clock()
+        return Variant(
+            f"{model}/predict_batch_udf",
+            model,
+            "predict_batch_udf",
+            lambda df: predict_batch_frame(
+                df, base, predict_fn, batch_size=batch_size, keep=keep, clock=c
+            ),
+            model_bytes,
+            n_params,
+            False,
+            "spark",
+            clock=c,
+        )
+
     variants = []
     if torch_model is not None:
-        c = clock()
         variants.append(
-            Variant(
-                f"{TORCH}/predict_batch_udf",
+            predict_batch_variant(
                 TORCH,
-                "predict_batch_udf",
-                lambda df, c=c: predict_batch_frame(
-                    df,
-                    base,
-                    torch_predict_fn(torch_model),
-                    batch_size=batch_size,
-                    keep=keep,
-                    clock=c,
-                ),
+                torch_predict_fn(torch_model),
                 len(torch_model.state_dict_bytes),
                 torch_model.params(),
-                False,
-                "spark",
-                clock=c,
             )
         )
     if onnx_predict_batch_udf:
-        model_bytes = base.read_model_bytes()
-        c = clock()
         variants.append(
-            Variant(
-                f"{BASELINE_ONNX}/predict_batch_udf",
+            predict_batch_variant(
                 BASELINE_ONNX,
-                "predict_batch_udf",
-                lambda df, c=c: predict_batch_frame(
-                    df,
-                    base,
-                    onnx_predict_fn(model_bytes),
-                    batch_size=batch_size,
-                    keep=keep,
-                    clock=c,
-                ),
+                onnx_predict_fn(base.read_model_bytes()),
                 base.manifest.model_bytes,
                 params[0],
-                False,
-                "spark",
-                clock=c,
             )
         )
     for i, artifact in enumerate(artifacts if mlflow_spark_udf else []):
