@@ -160,11 +160,31 @@ class Manifest(_Strict):
         description="each feature's calibrated min/max; None for text models and artifacts "
         "written before ranges were recorded",
     )
+    family: str | None = Field(
+        default=None,
+        description="the scoring family (leanscore.udfs.families) that reads the model's input "
+        "columns and names its outputs; None: tabular, or text for a text_column model",
+        pattern=r"^[a-z][a-z0-9_]*$",
+    )
+    result_output: str | None = Field(
+        default=None,
+        description="the ONNX output that holds the result (a classifier's class probabilities); "
+        "None: the model's first output",
+    )
     batch_dependent: bool | None = Field(
         default=None,
         description="true when a row's output depends on the other rows of its call (dynamic "
         "quantization); None when not recorded (scoring then assumes true)",
     )
+
+    @model_validator(mode="after")
+    def _result_output_exists(self) -> Manifest:
+        names = [o.name for o in self.outputs]
+        if self.result_output is not None and self.result_output not in names:
+            raise ValueError(
+                f"result_output is {self.result_output!r} but the model's outputs are {names}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tokenizer_listed(self) -> Manifest:

@@ -383,7 +383,7 @@ def score_plan(
     arrow_batch_rows: int,
 ) -> DataFrame:
     """A DataFrame of ``keep`` columns plus the outputs, one Spark task per task of ``plan``."""
-    features = list(scorer.features.columns or [scorer.features.array_column])
+    features = scorer.family.input_columns()
     timezone = spark.conf.get("spark.sql.session.timeZone")
     types = arrow_types(plan, [*keep, *key_columns, *features], timezone)
     schema, names = output_schema(plan.schema, keep, fields, out_names)
