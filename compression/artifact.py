@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
+from leanscore.compression.errors import LeanscoreError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MODEL_FILE = "model.onnx"
@@ -24,7 +25,7 @@ FORMAT_VERSION = 1
 Task = Literal["classification", "regression", "embedding"]
 
 
-class ArtifactError(ValueError):
+class ArtifactError(LeanscoreError, ValueError):
     """An artifact directory is missing, incomplete or invalid."""
 
 

@@ -92,7 +92,7 @@ def fidelity(
         cosine = np.sum(a * b, axis=1) / np.maximum(denom, 1e-12)
         return {
             "cosine_mean": float(cosine.mean()),
-            "cosine_p01": float(np.percentile(cosine, 1)),
+            "cosine_p1": float(np.percentile(cosine, 1)),
             "cosine_min": float(cosine.min()),
             "max_abs_diff": float(np.max(np.abs(a - b))),
         }

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from leanscore.compression.data import LabelledData
+from leanscore.compression.errors import LeanscoreError
 from leanscore.compression.evaluate import evaluate_onnx, fidelity, run_onnx, single_thread_session
 from leanscore.compression.export import check_parity, export_onnx
 from leanscore.compression.models import (
@@ -102,11 +103,11 @@ class Recipe(BaseModel):
         return self
 
 
-class RecipeError(ValueError):
+class RecipeError(LeanscoreError, ValueError):
     """A recipe cannot run on this model (a torch step on an ONNX file, missing data, ...)."""
 
 
-class AccuracyGateError(RuntimeError):
+class AccuracyGateError(LeanscoreError, RuntimeError):
     """A compressed model lost more accuracy than its recipe accepts."""
 
     def __init__(self, message: str, *, metrics: dict | None = None):

@@ -27,6 +27,7 @@ from typing import Literal
 
 import numpy as np
 from leanscore.compression.artifact import FeatureSpec, Manifest
+from leanscore.compression.errors import LeanscoreError
 from leanscore.udfs.batch import Batch
 from leanscore.udfs.distribution import ModelSource
 from leanscore.udfs.families import Family, family_for
@@ -39,7 +40,7 @@ ERROR_FIELD = "error"
 DEFAULT_RANGE_MARGIN = 0.5
 
 
-class BadRowError(ValueError):
+class BadRowError(LeanscoreError, ValueError):
     """A row could not be scored under the ``fail`` policy."""
 
 

@@ -27,6 +27,7 @@ import onnxruntime as ort
 import pandas as pd
 import pyarrow as pa
 from leanscore.compression.artifact import Artifact, verify_sha256
+from leanscore.compression.errors import LeanscoreError
 from leanscore.compression.registry import load_artifact
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, ModelSource, distribute
 from leanscore.udfs.session_cache import SessionConfig, get_session
@@ -65,7 +66,7 @@ class TextSessionConfig(SessionConfig):
         return options
 
 
-class BadTextError(ValueError):
+class BadTextError(LeanscoreError, ValueError):
     """A row could not be embedded under the ``fail`` policy."""
 
 
