@@ -117,4 +117,6 @@ def truncate_within_budget(
         low, high = wilson_interval(correct, len(labels))
         detail["accuracy_interval_95"] = {"low": low, "high": high, "method": "wilson"}
         detail["full_model_accuracy"] = base_acc
+        base_low, base_high = wilson_interval(int(round(base_acc * len(labels))), len(labels))
+        detail["full_model_accuracy_interval_95"] = {"low": base_low, "high": base_high}
     return cut, detail

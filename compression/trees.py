@@ -104,8 +104,8 @@ def has_tree_ensemble(onnx_bytes: bytes) -> bool:
 
 
 def tree_values(onnx_bytes: bytes) -> int:
-    """Thresholds plus leaf weights plus base values of every tree ensemble in the graph: the
-    learnt numbers a tree model stores in attributes rather than initializers."""
+    """Branch thresholds plus leaf weights plus base values of every tree ensemble in the
+    graph: the learnt numbers a tree model stores in attributes rather than initializers."""
     model = onnx.load_model_from_string(onnx_bytes)
     total = 0
     for node in model.graph.node:
@@ -113,9 +113,8 @@ def tree_values(onnx_bytes: bytes) -> int:
             continue
         prefix = _LEAF_PREFIX[node.op_type]
         attrs = _attrs(node)
+        total += int((_values(attrs["nodes_modes"]) != b"LEAF").sum())
         for key in (
-            "nodes_values",
-            "nodes_values_as_tensor",
             f"{prefix}weights",
             f"{prefix}weights_as_tensor",
             "base_values",
