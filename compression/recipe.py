@@ -11,6 +11,7 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import get_args
 
 import numpy as np
 import torch
@@ -727,8 +728,9 @@ _APPLY = {
     QuantizeStep: _apply_quantize,
     TruncateTreesStep: _apply_truncate_trees,
 }
+# the steps that work on an ONNX graph, by name, for the errors that list them
 ONNX_STEPS = tuple(
-    sorted(s.model_fields["step"].annotation.__args__[0] for s in _APPLY if s.side == "onnx")
+    sorted(get_args(s.model_fields["step"].annotation)[0] for s in _APPLY if s.side == "onnx")
 )
 
 

@@ -149,6 +149,7 @@ def run_compress(
         class_labels = [str(d) for d in range(10)]
     scoring = {}
     if io is not None:
+        _check_width(io, train=train, evaluation=evaluation, calibration=calibration, also=also)
         class_labels = class_labels or io.class_labels
         train, evaluation, calibration, also = _labels_as_classes(
             class_labels, train=train, evaluation=evaluation, calibration=calibration, also=also
@@ -200,6 +201,21 @@ def _as_given(config: CompressConfig, config_dir: Path):
     if not path.is_file():
         raise FileNotFoundError(f"model.path: ONNX file {path} does not exist")
     return resolve_io(path.read_bytes(), spec, task=config.task, path=str(path))
+
+
+def _check_width(io, **samples) -> None:
+    """Every sample must have as many features as the graph's input takes."""
+    if io.width is None:
+        return
+    named = {f"data.{k}": v for k, v in samples.items() if k != "also" and v is not None}
+    named |= {f"data.also_evaluate.{k}": v for k, v in samples["also"].items()}
+    for where, data in named.items():
+        if data.features.shape[1] != io.width:
+            raise ValueError(
+                f"{where} has {data.features.shape[1]} features per row but input {io.input!r} "
+                f"of model.path takes {io.width}; read the model's feature columns (a table "
+                "sample with model.feature_columns)"
+            )
 
 
 def _labels_as_classes(class_labels, *, train, evaluation, calibration, also):

@@ -298,6 +298,7 @@ def compressed(spark, cancer, tmp_path_factory):
     return {"artifact": Artifact.load(tmp_path / "artifact"), "table": table, "dir": tmp_path}
 
 
+@pytest.mark.slow
 def test_compress_records_the_mapping_and_a_truncation_within_budget(compressed, cancer):
     manifest = compressed["artifact"].manifest
     assert manifest.family == "onnx_model" and manifest.result_output == "probabilities"
@@ -312,6 +313,7 @@ def test_compress_records_the_mapping_and_a_truncation_within_budget(compressed,
     assert manifest.model_bytes < manifest.metrics["baseline"]["onnx_bytes"]
 
 
+@pytest.mark.slow
 def test_score_writes_the_labels_sklearn_predicts_at_the_kept_trees(
     spark, compressed, cancer, tmp_path
 ):
@@ -337,6 +339,7 @@ def test_score_writes_the_labels_sklearn_predicts_at_the_kept_trees(
     np.testing.assert_allclose(scored["probability"], expected_proba.max(axis=1), atol=2e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["flag", "fail"])
 def test_a_null_feature_follows_bad_rows(spark, compressed, cancer, tmp_path, policy):
     src, out = tmp_path / "with_null", tmp_path / "scored"
@@ -362,3 +365,34 @@ def test_a_null_feature_follows_bad_rows(spark, compressed, cancer, tmp_path, po
     assert flagged["id"].tolist() == [7]
     assert null_column in flagged["prediction_error"].iloc[0]
     assert scored["prediction_error"].isna().sum() == 39
+
+
+def test_a_label_output_that_is_not_the_most_probable_class_is_refused(cancer):
+    from leanscore.compression.onnx_io import check_label_output, label_indices, resolve_io
+    from leanscore.compression.sources import OnnxModel
+
+    spec = OnnxModel.model_validate(
+        {
+            "kind": "onnx",
+            "path": "gbm.onnx",
+            "feature_columns": cancer["columns"],
+            "outputs": {"label": "label", "probabilities": "probabilities"},
+        }
+    )
+    io = resolve_io(cancer["onnx"], spec, task="classification", path="gbm.onnx")
+    assert (io.input, io.width, io.result_output, io.class_labels) == (
+        "X",
+        30,
+        "probabilities",
+        ["0", "1"],
+    )
+    check_label_output(cancer["onnx"], io, cancer["x_test"], io.class_labels)  # consistent
+    with pytest.raises(ValueError, match="model.outputs.label: output 'label' is not the most"):
+        check_label_output(cancer["onnx"], io, cancer["x_test"], ["1", "0"])  # classes swapped
+    assert label_indices(np.array([8, 3, 8]), ["3", "8"], where="data.evaluation").tolist() == [
+        1,
+        0,
+        1,
+    ]
+    with pytest.raises(ValueError, match=r"data.evaluation: label value\(s\) \['5'\]"):
+        label_indices(np.array([3, 5]), ["3", "8"], where="data.evaluation")
