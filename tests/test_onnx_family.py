@@ -19,7 +19,13 @@ from leanscore.compression.artifact import Artifact, write_artifact
 from leanscore.compression.build import tensor_specs
 from leanscore.compression.data import LabelledData
 from leanscore.compression.evaluate import single_thread_session
-from leanscore.compression.recipe import AccuracyGateError, Recipe, RecipeError, run_recipe
+from leanscore.compression.recipe import (
+    AccuracyGateError,
+    Recipe,
+    RecipeError,
+    measure_baseline,
+    run_recipe,
+)
 from leanscore.jobs.cli import app
 from typer.testing import CliRunner
 
@@ -110,11 +116,15 @@ def test_truncation_search_keeps_the_fewest_stages_within_budget_and_the_gate_re
     cancer,
 ):
     evaluation = LabelledData(cancer["x_test"], cancer["y_test"], {"rows": "held out"})
+    baseline = measure_baseline(  # measured once, shared by both recipes (as autotune does)
+        cancer["onnx"], example_input=None, evaluation=evaluation, result_output="probabilities"
+    )
     result = run_recipe(
         _recipe(max_accuracy_drop=BUDGET_POINTS, steps=[{"step": "truncate_trees"}]),
         cancer["onnx"],
         evaluation=evaluation,
         result_output="probabilities",
+        baseline=baseline,
     )
     step = result.metrics["steps"][0]
     base = result.metrics["baseline"]["accuracy"]
@@ -129,7 +139,7 @@ def test_truncation_search_keeps_the_fewest_stages_within_budget_and_the_gate_re
     staged = list(cancer["model"].staged_predict_proba(cancer["x_test"]))
     np.testing.assert_allclose(_ort(result.onnx_bytes, cancer["x_test"])[1], staged[k - 1], 2e-6)
     assert result.metrics["gate"]["passed"]
-    assert result.metrics["final"]["params"] < base_params(result)
+    assert result.metrics["final"]["params"] < result.metrics["baseline"]["params"]
 
     # the failing case: one stage, kept as given, loses more than a zero budget
     with pytest.raises(AccuracyGateError, match="over its budget max_accuracy_drop=0.0"):
@@ -138,11 +148,8 @@ def test_truncation_search_keeps_the_fewest_stages_within_budget_and_the_gate_re
             cancer["onnx"],
             evaluation=evaluation,
             result_output="probabilities",
+            baseline=baseline,
         )
-
-
-def base_params(result) -> int:
-    return result.metrics["baseline"]["params"]
 
 
 def test_quantize_is_refused_on_trees_and_truncation_on_other_graphs(cancer, tmp_path):
