@@ -18,20 +18,41 @@ def single_thread_session(onnx_bytes: bytes) -> ort.InferenceSession:
 
 
 def run_onnx(
-    session: ort.InferenceSession, features: np.ndarray, batch_size: int = 4096
+    session: ort.InferenceSession,
+    features: np.ndarray,
+    batch_size: int = 4096,
+    *,
+    output: str | None = None,
 ) -> np.ndarray:
+    """The model's ``output`` (default: its first output) for ``features``."""
     name = session.get_inputs()[0].name
+    wanted = None if output is None else [output]
     outs = [
-        session.run(None, {name: features[i : i + batch_size]})[0]
+        session.run(wanted, {name: features[i : i + batch_size]})[0]
         for i in range(0, len(features), batch_size)
     ]
     return np.concatenate(outs)
 
 
 def onnx_params(onnx_bytes: bytes) -> int:
-    """Number of stored weight values (initializers), whatever their dtype."""
+    """Number of stored weight values (initializers, whatever their dtype), plus a tree
+    ensemble's thresholds, leaf weights and base values (node attributes, not initializers)."""
+    from leanscore.compression.trees import tree_values
+
     model = onnx.load_model_from_string(onnx_bytes)
-    return int(sum(int(np.prod(init.dims)) for init in model.graph.initializer))
+    weights = int(sum(int(np.prod(init.dims)) for init in model.graph.initializer))
+    return weights + tree_values(onnx_bytes)
+
+
+def wilson_interval(correct: int, n: int, *, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95% for z=1.96) of an accuracy of ``correct`` out of ``n``."""
+    if n <= 0:
+        return (0.0, 1.0)
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
 
 
 def rows_per_second(
@@ -57,12 +78,14 @@ def evaluate_onnx(
     params: int | None = None,
     speed_rows: int = 20_000,
     task: str = "classification",
+    output: str | None = None,
 ) -> tuple[dict, np.ndarray]:
-    """Return (metrics, outputs). Metrics hold params, onnx_bytes, zipped_bytes,
-    rows_per_s_1thread, accuracy (None without labels, or for a task without classes) and
-    fidelity against the baseline (agreement for classes, cosine for embeddings)."""
+    """Return (metrics, outputs of ``output``, default the first). Metrics hold params,
+    onnx_bytes, zipped_bytes, rows_per_s_1thread, accuracy (None without labels, or for a task
+    without classes) and fidelity against the baseline (agreement for classes, cosine for
+    embeddings)."""
     session = single_thread_session(onnx_bytes)
-    probs = run_onnx(session, features)
+    probs = run_onnx(session, features, output=output)
     reps = int(np.ceil(speed_rows / len(features)))
     speed_input = np.ascontiguousarray(np.tile(features, (reps, 1))[:speed_rows])
     metrics = {

@@ -59,6 +59,41 @@ class CompressConfig(BaseModel):
     feature_column: str = "features"
     class_labels: list[str] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _onnx_columns_feed_the_data(cls, raw):
+        """An ONNX model as given names its feature columns once, under ``model``: table
+        samples that name none read those; one that names others is refused. Such a model is
+        not trained here, so ``data.train`` defaults to none."""
+        model = raw.get("model") if isinstance(raw, dict) else None
+        if not isinstance(model, dict) or model.get("kind") != "onnx":
+            return raw
+        layout = {k: model[k] for k in ("feature_columns", "feature_column") if model.get(k)}
+        if not layout and model.get("outputs") is None:
+            return raw
+        data = dict(raw.get("data") or {})
+        data.setdefault("train", None)
+
+        def fill(spec, where: str):
+            if not isinstance(spec, dict) or spec.get("kind") != "table" or not layout:
+                return spec
+            named = {k: spec[k] for k in ("feature_columns", "feature_column") if spec.get(k)}
+            if named and named != layout:
+                raise ValueError(
+                    f"{where} reads {named} but model declares {layout}: drop them from {where} "
+                    "(it reads the model's columns)"
+                )
+            return {**spec, **layout}
+
+        for role in ("train", "calibration", "evaluation"):
+            if role in data:
+                data[role] = fill(data[role], f"data.{role}")
+        if isinstance(data.get("also_evaluate"), dict):
+            data["also_evaluate"] = {
+                k: fill(v, f"data.also_evaluate.{k}") for k, v in data["also_evaluate"].items()
+            }
+        return {**raw, "data": data}
+
     @model_validator(mode="after")
     def _recipe_or_candidates(self) -> CompressConfig:
         if (self.recipe is None) == (self.candidates is None):
@@ -95,6 +130,7 @@ def run_compress(
         else [load_recipe(r, config_dir) for r in config.candidates]
     )
     data = config.data
+    io = _as_given(config, config_dir)  # before any data is read: a bad mapping fails now
     say("loading data")
     specs = [data.train, data.evaluation, data.calibration, *data.also_evaluate.values()]
     if any(getattr(spec, "kind", None) == "table" for spec in specs):
@@ -111,6 +147,18 @@ def run_compress(
     class_labels = config.class_labels
     if class_labels is None and config.model.kind.startswith("builtin-digits"):
         class_labels = [str(d) for d in range(10)]
+    scoring = {}
+    if io is not None:
+        _check_width(io, train=train, evaluation=evaluation, calibration=calibration, also=also)
+        class_labels = class_labels or io.class_labels
+        train, evaluation, calibration, also = _labels_as_classes(
+            class_labels, train=train, evaluation=evaluation, calibration=calibration, also=also
+        )
+        if io.label_output is not None:
+            from leanscore.compression.onnx_io import check_label_output
+
+            check_label_output(model, io, evaluation.features, class_labels)
+        scoring = {"result_output": io.result_output, "family": AS_GIVEN_FAMILY}
     common = dict(
         example_input=example,
         train=train,
@@ -129,17 +177,75 @@ def run_compress(
             features=features,
             class_labels=class_labels,
             model_source=source,
+            **scoring,
             **common,
         )
         console.print(steps_table(artifact.manifest.metrics, title=recipes[0].name))
         return artifact
-    return _autotune(recipes, model, out, common, features, class_labels, source, console)
+    return _autotune(recipes, model, out, common, features, class_labels, source, console, scoring)
 
 
-def _autotune(recipes, model, out, common, features, class_labels, source, console) -> Artifact:
+AS_GIVEN_FAMILY = "onnx_model"  # leanscore.udfs.families.onnx_model
+
+
+def _as_given(config: CompressConfig, config_dir: Path):
+    """The checked input/output mapping of an ONNX model as given; None for other models."""
+    from leanscore.compression.sources import OnnxModel
+
+    spec = config.model
+    if not isinstance(spec, OnnxModel) or not spec.as_given:
+        return None
+    from leanscore.compression.onnx_io import resolve_io
+
+    path = Path(spec.path) if Path(spec.path).is_absolute() else config_dir / spec.path
+    if not path.is_file():
+        raise FileNotFoundError(f"model.path: ONNX file {path} does not exist")
+    return resolve_io(path.read_bytes(), spec, task=config.task, path=str(path))
+
+
+def _check_width(io, **samples) -> None:
+    """Every sample must have as many features as the graph's input takes."""
+    if io.width is None:
+        return
+    named = {f"data.{k}": v for k, v in samples.items() if k != "also" and v is not None}
+    named |= {f"data.also_evaluate.{k}": v for k, v in samples["also"].items()}
+    for where, data in named.items():
+        if data.features.shape[1] != io.width:
+            raise ValueError(
+                f"{where} has {data.features.shape[1]} features per row but input {io.input!r} "
+                f"of model.path takes {io.width}; read the model's feature columns (a table "
+                "sample with model.feature_columns)"
+            )
+
+
+def _labels_as_classes(class_labels, *, train, evaluation, calibration, also):
+    """Label values that are the model's classes (2, 5, 7) as the probability columns they
+    name (0, 1, 2); labels already 0..k-1 stay as they are."""
+    from leanscore.compression.onnx_io import label_indices
+
+    if not class_labels or class_labels == [str(i) for i in range(len(class_labels))]:
+        return train, evaluation, calibration, also
+
+    def mapped(data, where):
+        if data is None or data.labels is None:
+            return data
+        labels = label_indices(data.labels, class_labels, where=where)
+        return type(data)(data.features, labels, data.source)
+
+    return (
+        mapped(train, "data.train"),
+        mapped(evaluation, "data.evaluation"),
+        mapped(calibration, "data.calibration"),
+        {k: mapped(v, f"data.also_evaluate.{k}") for k, v in also.items()},
+    )
+
+
+def _autotune(
+    recipes, model, out, common, features, class_labels, source, console, scoring
+) -> Artifact:
     from leanscore.compression.autotune import autotune, write_table
 
-    result = autotune(recipes, model, **common)
+    result = autotune(recipes, model, result_output=scoring.get("result_output"), **common)
     json_path, csv_path = write_table(result.table, Path(out).resolve())
     console.print(candidates_table(result.table))
     console.log(f"candidates table: {json_path} and {csv_path}")
@@ -176,6 +282,7 @@ def _autotune(recipes, model, out, common, features, class_labels, source, conso
                 "candidates": result.table,
             }
         },
+        **scoring,
     )
     console.print(steps_table(artifact.manifest.metrics, title=f"chosen: {chosen.recipe.name}"))
     return artifact

@@ -17,6 +17,7 @@ from leanscore.udfs.families.base import Family, registered
 
 FAMILY_MODULES = {
     "tabular": "leanscore.udfs.families.tabular",
+    "onnx_model": "leanscore.udfs.families.onnx_model",
 }
 
 __all__ = ["FAMILY_MODULES", "Family", "family_for", "family_name"]
