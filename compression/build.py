@@ -69,9 +69,11 @@ def write_result(
     model_version: str = "1",
     extra_metrics: dict | None = None,
     input_range: InputRange | None = None,
+    family: str | None = None,
 ) -> Artifact:
     """The artifact of ``result``; ``input_range`` (see ``calibrated_range``) lets scoring
-    isolate rows outside what the model saw, and ``batch_dependent`` is read from the graph."""
+    isolate rows outside what the model saw, and ``batch_dependent`` is read from the graph.
+    ``family``: the scoring family (None: tabular, or text for a text layout)."""
     inputs, outputs = tensor_specs(result.onnx_bytes)
     return write_artifact(
         out_dir,
@@ -91,6 +93,7 @@ def write_result(
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "input_range": None if input_range is None else input_range.model_dump(),
             "batch_dependent": graph_is_batch_dependent(result.onnx_bytes),
+            "family": family,
         },
     )
 
@@ -129,6 +132,7 @@ def compress_to_artifact(
     calibration: LabelledData | None = None,
     also_evaluate: dict[str, LabelledData] | None = None,
     model_source: dict | None = None,
+    family: str | None = None,
 ) -> Artifact:
     """Run ``recipe`` on ``model`` (a torch module, or ONNX bytes) and write the artifact;
     nothing is written when the accuracy gate refuses the result."""
@@ -151,6 +155,7 @@ def compress_to_artifact(
         task=task,
         class_labels=class_labels,
         input_range=calibrated_range(calibration=calibration, train=train, evaluation=evaluation),
+        family=family,
         data=data_lineage(
             train=train,
             evaluation=evaluation,

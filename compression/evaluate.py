@@ -64,7 +64,8 @@ def evaluate_onnx(
     session = single_thread_session(onnx_bytes)
     probs = run_onnx(session, features)
     reps = int(np.ceil(speed_rows / len(features)))
-    speed_input = np.ascontiguousarray(np.tile(features, (reps, 1))[:speed_rows])
+    tiles = (reps,) + (1,) * (features.ndim - 1)  # rows only, for images (n, C, H, W) too
+    speed_input = np.ascontiguousarray(np.tile(features, tiles)[:speed_rows])
     metrics = {
         "params": params if params is not None else onnx_params(onnx_bytes),
         "onnx_bytes": len(onnx_bytes),

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from leanscore.compression.artifact import Artifact
+import numpy as np
+from leanscore.compression.artifact import Artifact, ImageSpec
 from leanscore.compression.build import (
     calibrated_range,
     compress_to_artifact,
@@ -58,11 +59,31 @@ class CompressConfig(BaseModel):
     task: Literal["classification", "regression", "embedding"] = "classification"
     feature_column: str = "features"
     class_labels: list[str] | None = None
+    image: ImageSpec | None = Field(
+        default=None,
+        description="an image model: how the data's image_column (PNG/JPEG bytes) or pixel "
+        "array becomes its (channels, height, width) input; recorded in the manifest for "
+        "scoring",
+    )
 
     @model_validator(mode="after")
     def _recipe_or_candidates(self) -> CompressConfig:
         if (self.recipe is None) == (self.candidates is None):
             raise ValueError("recipe: give exactly one of 'recipe' or 'candidates' (autotune)")
+        return self
+
+    @model_validator(mode="after")
+    def _images_need_an_image_spec(self) -> CompressConfig:
+        data = self.data
+        specs = {"train": data.train, "calibration": data.calibration}
+        specs |= {"evaluation": data.evaluation}
+        specs |= {f"also_evaluate.{k}": v for k, v in data.also_evaluate.items()}
+        for where, spec in specs.items():
+            if getattr(spec, "image_column", None) is not None and self.image is None:
+                raise ValueError(
+                    f"data.{where}.image_column needs 'image' (channels, height, width, mean, "
+                    "std, resize) to decode the images"
+                )
         return self
 
 
@@ -76,6 +97,14 @@ def load_recipe(recipe: str | Recipe, config_dir: Path) -> Recipe:
 
 def _features(config: CompressConfig, n_features: int) -> dict:
     spec = config.data.evaluation
+    if config.image is not None:
+        image_column = getattr(spec, "image_column", None)
+        layout = (
+            {"image_column": image_column}
+            if image_column
+            else {"array_column": getattr(spec, "feature_column", None) or config.feature_column}
+        )
+        return {**layout, "image": config.image.model_dump(), "size": config.image.size}
     if getattr(spec, "feature_columns", None):
         return {"columns": list(spec.feature_columns), "size": n_features}
     column = getattr(spec, "feature_column", None) or config.feature_column
@@ -101,10 +130,11 @@ def run_compress(
         from leanscore.jobs.spark import get_spark
 
         get_spark("leanscore-compress")  # the session the table samples are read with
-    train = load_data(data.train, base_dir=config_dir) if data.train else None
-    evaluation = load_data(data.evaluation, base_dir=config_dir)
-    calibration = load_data(data.calibration, base_dir=config_dir) if data.calibration else None
-    also = {k: load_data(v, base_dir=config_dir) for k, v in data.also_evaluate.items()}
+    read = dict(base_dir=config_dir, image=config.image)
+    train = load_data(data.train, **read) if data.train else None
+    evaluation = load_data(data.evaluation, **read)
+    calibration = load_data(data.calibration, **read) if data.calibration else None
+    also = {k: load_data(v, **read) for k, v in data.also_evaluate.items()}
     model, example, source = load_model(
         config.model, base_dir=config_dir, train=train, progress=say
     )
@@ -120,7 +150,8 @@ def run_compress(
         also_evaluate=also or None,
         progress=say,
     )
-    features = _features(config, evaluation.features.shape[1])
+    features = _features(config, int(np.prod(evaluation.features.shape[1:])))
+    family = "image" if config.image is not None else None
     if config.candidates is None:
         artifact = compress_to_artifact(
             recipes[0],
@@ -129,14 +160,19 @@ def run_compress(
             features=features,
             class_labels=class_labels,
             model_source=source,
+            family=family,
             **common,
         )
         console.print(steps_table(artifact.manifest.metrics, title=recipes[0].name))
         return artifact
-    return _autotune(recipes, model, out, common, features, class_labels, source, console)
+    return _autotune(
+        recipes, model, out, common, features, class_labels, source, console, family=family
+    )
 
 
-def _autotune(recipes, model, out, common, features, class_labels, source, console) -> Artifact:
+def _autotune(
+    recipes, model, out, common, features, class_labels, source, console, *, family=None
+) -> Artifact:
     from leanscore.compression.autotune import autotune, write_table
 
     result = autotune(recipes, model, **common)
@@ -156,6 +192,7 @@ def _autotune(recipes, model, out, common, features, class_labels, source, conso
         features=features,
         task=common["task"],
         class_labels=class_labels,
+        family=family,
         input_range=calibrated_range(
             calibration=common["calibration"],
             train=common["train"],
