@@ -174,6 +174,24 @@ def test_tabular_scoring_never_imports_pillow(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
+def test_image_range_is_per_channel_and_the_cnn_takes_any_image_shape():
+    import torch
+    from leanscore.compression.artifact import input_range_of
+    from leanscore.compression.models import DigitsCNN, shrink
+
+    images = np.zeros((3, 2, 2, 2), dtype=np.float32)
+    images[0, 0, 0, 0], images[1, 1, 1, 1], images[2, 1, 0, 1] = 1.0, -2.0, 5.0
+    recorded = input_range_of(images, source="train")
+    assert recorded.low == [0.0] * 4 + [-2.0] * 4 and recorded.high == [1.0] * 4 + [5.0] * 4
+
+    cnn = DigitsCNN([4, 8, 8], input_shape=(3, SIDE, 12))
+    student = shrink(cnn, width=0.5)
+    assert student.input_shape == (3, SIDE, 12)
+    with torch.no_grad():
+        assert student(torch.zeros(2, 3, SIDE, 12)).shape == (2, 10)
+        assert cnn(torch.zeros(2, 3 * SIDE * 12)).shape == (2, 10)  # flat rows too
+
+
 # --- end to end: leanscore compress, then leanscore score ------------------------------------
 
 
@@ -410,3 +428,19 @@ def test_compress_refuses_an_undecodable_training_image(image_tables, tmp_path):
     )
     assert result.exit_code == 1
     assert "data.train.image_column needs 'image'" in " ".join(result.output.split())
+
+
+@pytest.mark.slow
+def test_mlflow_pyfunc_scores_image_bytes(image_tables, image_artifact):
+    from leanscore.compression.mlflow_log import signature
+    from leanscore.udfs.mlflow_pyfunc import LeanscorePyfunc
+
+    inputs = signature(image_artifact.manifest).inputs.to_dict()
+    assert inputs == [{"type": "binary", "name": "image", "required": True}]
+    png = image_tables["held_png"][:25]
+    out = LeanscorePyfunc(image_artifact.path).predict(pd.DataFrame({"image": png}))
+    by_scorer = _scorer(image_artifact, "fail")
+    scored = by_scorer.score(
+        *by_scorer.session(), by_scorer.family.from_pandas([pd.Series(png)]), None
+    )
+    np.testing.assert_array_equal(out["prediction"], scored.out.argmax(axis=1))
