@@ -62,11 +62,13 @@ def test_decoding_matches_pillow_and_names_bad_images(digits):
     _, held_out = digits
     good = [png_bytes(x) for x in held_out.images[:5]]
     small = png_bytes(held_out.images[0], size=8)
-    values = [*good, None, b"\x89PNG but not really", small, float("nan")]
+    deep = io.BytesIO()
+    Image.fromarray(np.full((SIDE, SIDE), 4000, np.uint16)).save(deep, format="PNG")
+    values = [*good, None, b"\x89PNG but not really", small, float("nan"), deep.getvalue()]
     batch = decode_images(values, "image", SPEC)
-    assert batch.matrix.shape == (9, 1, SIDE, SIDE) and batch.matrix.dtype == np.float32
+    assert batch.matrix.shape == (10, 1, SIDE, SIDE) and batch.matrix.dtype == np.float32
     np.testing.assert_array_equal(batch.matrix[:5], decoded_by_hand(good))
-    assert batch.bad.tolist() == [False] * 5 + [True] * 4
+    assert batch.bad.tolist() == [False] * 5 + [True] * 5
     assert batch.reasons[5] == "column 'image' is null"
     assert (
         batch.reasons[6] == "column 'image' is not a decodable image (cannot identify image file)"
@@ -74,6 +76,7 @@ def test_decoding_matches_pillow_and_names_bad_images(digits):
     assert batch.reasons[7].startswith("column 'image' holds a 8x8 image, the model expects 16x16")
     assert "image.resize: true" in batch.reasons[7]
     assert batch.reasons[8] == "column 'image' is null"
+    assert batch.reasons[9].startswith("column 'image' holds a I;16 image (16-bit or float")
     assert not batch.matrix[5:].any()  # bad rows are never scored; they hold zeros
 
     resized = decode_images([small], "image", SPEC.model_copy(update={"resize": True}))

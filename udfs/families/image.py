@@ -2,7 +2,9 @@
 PNG/JPEG bytes, decoded and normalised here with Pillow, or from one fixed-shape numeric array
 column; a classifier's label and probability (or a regression value, an embedding) as outputs.
 
-Decoding (``decode_images``): grayscale (1 channel) or RGB (3) conversion, a resize to the
+Decoding (``decode_images``): 8-bit images only (a 16-bit or float image is a bad row, not
+silently clipped); grayscale (1 channel) or RGB (3) conversion (an alpha channel is dropped),
+a resize to the
 declared size when the manifest allows it, 8-bit values scaled to [0, 1], then ``(x - mean) /
 std`` per channel, batched as one float32 (n, C, H, W) array. A null image, bytes Pillow cannot
 decode (its reason is kept), or an image of another size when resizing is off makes the row bad;
@@ -49,6 +51,11 @@ def _decode_one(data, spec: ImageSpec) -> np.ndarray | str:
     """One image's (H, W, C) uint8 pixels, or why it cannot be the model's input."""
     try:
         with Image.open(io.BytesIO(data)) as image:
+            if image.mode in ("I", "F") or image.mode.startswith("I;"):
+                return (
+                    f"holds a {image.mode} image (16-bit or float pixels); the model reads 8-bit "
+                    "images: convert them to 8 bits first"
+                )
             if image.size != (spec.width, spec.height) and not spec.resize:
                 return (
                     f"holds a {image.width}x{image.height} image, the model expects "
