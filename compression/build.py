@@ -74,8 +74,8 @@ def write_result(
 ) -> Artifact:
     """The artifact of ``result``; ``input_range`` (see ``calibrated_range``) lets scoring
     isolate rows outside what the model saw, and ``batch_dependent`` is read from the graph.
-    ``result_output`` and ``family`` (see the manifest) are recorded for an ONNX model as
-    given."""
+    ``result_output`` (the ONNX output holding the result) and ``family`` (the scoring family;
+    None: tabular, or text for a text layout) are recorded in the manifest."""
     inputs, outputs = tensor_specs(result.onnx_bytes)
     return write_artifact(
         out_dir,

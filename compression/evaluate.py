@@ -56,10 +56,23 @@ def wilson_interval(correct: int, n: int, *, z: float = 1.96) -> tuple[float, fl
 
 
 def rows_per_second(
-    session: ort.InferenceSession, features: np.ndarray, *, batch_size: int = 1024, repeats: int = 7
+    session: ort.InferenceSession,
+    features: np.ndarray,
+    *,
+    batch_size: int = 1024,
+    repeats: int = 7,
+    pass_seconds: float = 0.25,
 ) -> float:
     """Rows/s of the fastest of ``repeats`` timed passes over ``features`` after one warm-up
-    pass: the fastest pass is the one least disturbed by other processes on a shared machine."""
+    pass: the fastest pass is the one least disturbed by other processes on a shared machine.
+
+    A slow model (a CNN: thousands of rows/s, not hundreds of thousands) is timed on the first
+    rows only, as many as the warm-up says one pass covers in about ``pass_seconds``, so a
+    measurement takes seconds, not a minute; fast models keep every row of ``features``."""
+    start = time.perf_counter()
+    run_onnx(session, features[:batch_size], batch_size)
+    rate = min(len(features), batch_size) / max(time.perf_counter() - start, 1e-9)
+    features = features[: max(batch_size, int(rate * pass_seconds))]
     run_onnx(session, features, batch_size)
     times = []
     for _ in range(repeats):
@@ -87,7 +100,8 @@ def evaluate_onnx(
     session = single_thread_session(onnx_bytes)
     probs = run_onnx(session, features, output=output)
     reps = int(np.ceil(speed_rows / len(features)))
-    speed_input = np.ascontiguousarray(np.tile(features, (reps, 1))[:speed_rows])
+    tiles = (reps,) + (1,) * (features.ndim - 1)  # rows only, for images (n, C, H, W) too
+    speed_input = np.ascontiguousarray(np.tile(features, tiles)[:speed_rows])
     metrics = {
         "params": params if params is not None else onnx_params(onnx_bytes),
         "onnx_bytes": len(onnx_bytes),

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from leanscore.compression.artifact import ImageSpec
 from leanscore.compression.data import LabelledData
 from leanscore.compression.table_data import TableSample, read_table_sample
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -179,11 +180,20 @@ def load_digits_sample(spec: DigitsSample) -> LabelledData:
     )
 
 
-def load_data(spec: DigitsSample | TableSample, *, base_dir: Path, spark=None) -> LabelledData:
+def load_data(
+    spec: DigitsSample | TableSample, *, base_dir: Path, spark=None, image: ImageSpec | None = None
+) -> LabelledData:
+    """The labelled rows ``spec`` names; ``image`` decodes a table's image (or pixel array)
+    column into (n, C, H, W) inputs, as scoring will."""
     if isinstance(spec, DigitsSample):
+        if image is not None:
+            raise ValueError(
+                "the built-in digits rows are 64 flat pixels, not images; an 'image' model "
+                "needs table data (kind: table with image_column or feature_column)"
+            )
         return load_digits_sample(spec)
     path = spec.path if "://" in spec.path else str(_resolve(spec.path, base_dir))
-    return read_table_sample(spec.model_copy(update={"path": path}), spark=spark)
+    return read_table_sample(spec.model_copy(update={"path": path}), spark=spark, image=image)
 
 
 def load_model(
@@ -343,9 +353,17 @@ def _train_builtin(spec: BuiltinModel, train: LabelledData | None, progress):
     if train is None or train.labels is None:
         raise ValueError(f"model.kind {spec.kind!r} is trained here: give labelled data.train")
     torch.manual_seed(spec.seed)
-    model = (
-        digits_mlp(spec.hidden) if spec.kind == "builtin-digits-mlp" else digits_cnn(spec.channels)
-    )
+    images = train.features.ndim == 4  # (n, C, H, W) from an image table
+    if spec.kind == "builtin-digits-mlp":
+        if images:
+            raise ValueError(
+                "model.kind 'builtin-digits-mlp' reads 64 pixel features, but the data are "
+                f"images {list(train.features.shape[1:])}; use 'builtin-digits-cnn'"
+            )
+        model = digits_mlp(spec.hidden)
+    else:
+        shape = tuple(train.features.shape[1:]) if images else (1, 8, 8)
+        model = digits_cnn(spec.channels, input_shape=shape)
     progress(f"training {spec.kind} for {spec.epochs} epochs on {len(train.features):,} rows")
     train_classifier(
         model,

@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from leanscore.compression.artifact import Artifact
+import numpy as np
+from leanscore.compression.artifact import Artifact, ImageSpec
 from leanscore.compression.build import (
     calibrated_range,
     compress_to_artifact,
@@ -58,6 +59,12 @@ class CompressConfig(BaseModel):
     task: Literal["classification", "regression", "embedding"] = "classification"
     feature_column: str = "features"
     class_labels: list[str] | None = None
+    image: ImageSpec | None = Field(
+        default=None,
+        description="an image model: how the data's image_column (PNG/JPEG bytes) or pixel "
+        "array becomes its (channels, height, width) input; recorded in the manifest for "
+        "scoring",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -100,6 +107,20 @@ class CompressConfig(BaseModel):
             raise ValueError("recipe: give exactly one of 'recipe' or 'candidates' (autotune)")
         return self
 
+    @model_validator(mode="after")
+    def _images_need_an_image_spec(self) -> CompressConfig:
+        data = self.data
+        specs = {"train": data.train, "calibration": data.calibration}
+        specs |= {"evaluation": data.evaluation}
+        specs |= {f"also_evaluate.{k}": v for k, v in data.also_evaluate.items()}
+        for where, spec in specs.items():
+            if getattr(spec, "image_column", None) is not None and self.image is None:
+                raise ValueError(
+                    f"data.{where}.image_column needs 'image' (channels, height, width, mean, "
+                    "std, resize) to decode the images"
+                )
+        return self
+
 
 def load_recipe(recipe: str | Recipe, config_dir: Path) -> Recipe:
     if isinstance(recipe, Recipe):
@@ -111,6 +132,14 @@ def load_recipe(recipe: str | Recipe, config_dir: Path) -> Recipe:
 
 def _features(config: CompressConfig, n_features: int) -> dict:
     spec = config.data.evaluation
+    if config.image is not None:
+        image_column = getattr(spec, "image_column", None)
+        layout = (
+            {"image_column": image_column}
+            if image_column
+            else {"array_column": getattr(spec, "feature_column", None) or config.feature_column}
+        )
+        return {**layout, "image": config.image.model_dump(), "size": config.image.size}
     if getattr(spec, "feature_columns", None):
         return {"columns": list(spec.feature_columns), "size": n_features}
     column = getattr(spec, "feature_column", None) or config.feature_column
@@ -137,10 +166,11 @@ def run_compress(
         from leanscore.jobs.spark import get_spark
 
         get_spark("leanscore-compress")  # the session the table samples are read with
-    train = load_data(data.train, base_dir=config_dir) if data.train else None
-    evaluation = load_data(data.evaluation, base_dir=config_dir)
-    calibration = load_data(data.calibration, base_dir=config_dir) if data.calibration else None
-    also = {k: load_data(v, base_dir=config_dir) for k, v in data.also_evaluate.items()}
+    read = dict(base_dir=config_dir, image=config.image)
+    train = load_data(data.train, **read) if data.train else None
+    evaluation = load_data(data.evaluation, **read)
+    calibration = load_data(data.calibration, **read) if data.calibration else None
+    also = {k: load_data(v, **read) for k, v in data.also_evaluate.items()}
     model, example, source = load_model(
         config.model, base_dir=config_dir, train=train, progress=say
     )
@@ -168,7 +198,9 @@ def run_compress(
         also_evaluate=also or None,
         progress=say,
     )
-    features = _features(config, evaluation.features.shape[1])
+    features = _features(config, int(np.prod(evaluation.features.shape[1:])))
+    if config.image is not None:
+        scoring["family"] = "image"
     if config.candidates is None:
         artifact = compress_to_artifact(
             recipes[0],

@@ -52,6 +52,8 @@ class LeanscorePyfunc:
             data = data.get(spec.array_column, next(iter(data.values()), None))
         if isinstance(data, np.ndarray):
             matrix = np.ascontiguousarray(data, dtype=np.float32).reshape(len(data), -1)
+            if spec.image is not None:  # pixels for the image family to shape and normalise
+                return self.scorer.family.from_pandas([pd.Series(list(matrix))])
             return from_array(pd.Series(list(matrix)), spec.array_column or "input", spec.size)
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"expected a pandas DataFrame or a numpy matrix, got {type(data)}")

@@ -18,15 +18,19 @@ from leanscore.udfs.families.base import Family, registered
 FAMILY_MODULES = {
     "tabular": "leanscore.udfs.families.tabular",
     "onnx_model": "leanscore.udfs.families.onnx_model",
+    "image": "leanscore.udfs.families.image",
 }
 
 __all__ = ["FAMILY_MODULES", "Family", "family_for", "family_name"]
 
 
 def family_name(manifest: Manifest) -> str:
-    """The manifest's ``family``, or the one its feature layout implies (text or tabular)."""
+    """The manifest's ``family``, or the one its feature layout implies (image, text or
+    tabular)."""
     if manifest.family is not None:
         return manifest.family
+    if manifest.features.image is not None:
+        return "image"
     return "text" if manifest.features.text_column is not None else "tabular"
 
 
