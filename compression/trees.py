@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
+from leanscore.compression.errors import LeanscoreError
 from onnx import helper, numpy_helper
 
 TREE_OPS = ("TreeEnsembleClassifier", "TreeEnsembleRegressor")
@@ -45,7 +46,7 @@ _LEAF_PREFIX = {"TreeEnsembleClassifier": "class_", "TreeEnsembleRegressor": "ta
 _LEAF_SUFFIXES = ("ids", "nodeids", "treeids", "weights", "weights_as_tensor")
 
 
-class TreeEnsembleError(ValueError):
+class TreeEnsembleError(LeanscoreError, ValueError):
     """The graph holds no tree ensemble leanscore can cut, or a cut that cannot be made."""
 
 
