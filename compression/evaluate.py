@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+
+Z_95 = 1.959964
+
+
+def wilson_interval(accuracy: float | None, n: int) -> list[float] | None:
+    """Wilson's 95% interval of an accuracy measured on ``n`` independent examples."""
+    if accuracy is None or n <= 0:
+        return None
+    z2 = Z_95 * Z_95
+    centre = (accuracy + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z_95 * math.sqrt(accuracy * (1 - accuracy) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return [round(max(0.0, centre - half), 6), round(min(1.0, centre + half), 6)]
+
+
+def distinct_rows(features: np.ndarray) -> int:
+    """How many different feature rows ``features`` holds (repeated rows count once)."""
+    if len(features) == 0:
+        return 0
+    rows = np.ascontiguousarray(features).reshape(len(features), -1)
+    return len(np.unique(rows, axis=0))
 
 
 def single_thread_session(onnx_bytes: bytes) -> ort.InferenceSession:

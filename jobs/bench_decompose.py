@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import math
 
+from leanscore.compression.evaluate import wilson_interval
 from pydantic import BaseModel, ConfigDict, Field
 
 ONNX = "onnx-fp32"
 TORCH = "torch-fp32"
-Z_95 = 1.959964
 
 
 class BenchTargets(BaseModel):
@@ -96,12 +96,7 @@ def pairs(variants: list[dict]) -> dict[str, tuple[dict, dict] | None]:
 
 def accuracy_interval(accuracy: float | None, n: int) -> list[float] | None:
     """Wilson's 95% interval of an accuracy measured on ``n`` independent examples."""
-    if accuracy is None or n <= 0:
-        return None
-    z2 = Z_95 * Z_95
-    centre = (accuracy + z2 / (2 * n)) / (1 + z2 / n)
-    half = Z_95 * math.sqrt(accuracy * (1 - accuracy) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return [round(max(0.0, centre - half), 6), round(min(1.0, centre + half), 6)]
+    return wilson_interval(accuracy, n)
 
 
 def accuracy_text(v: dict) -> str:
