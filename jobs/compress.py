@@ -133,10 +133,32 @@ def run_compress(
         )
         console.print(steps_table(artifact.manifest.metrics, title=recipes[0].name))
         return artifact
-    return _autotune(recipes, model, out, common, features, class_labels, source, console)
+    return autotune_to_artifact(
+        recipes,
+        model,
+        out,
+        common=common,
+        features=features,
+        class_labels=class_labels,
+        model_source=source,
+        console=console,
+    )
 
 
-def _autotune(recipes, model, out, common, features, class_labels, source, console) -> Artifact:
+def autotune_to_artifact(
+    recipes: list[Recipe],
+    model,
+    out: str | Path,
+    *,
+    common: dict,
+    features: dict,
+    class_labels: list[str] | None,
+    model_source: dict | None,
+    console: Console,
+) -> Artifact:
+    """Run every candidate (``common``: ``compression.autotune.autotune``'s data keywords),
+    print and save the candidates table next to ``out``, and write the artifact of the cheapest
+    one within budget; AccuracyGateError (nothing written) when none is."""
     from leanscore.compression.autotune import autotune, write_table
 
     result = autotune(recipes, model, **common)
@@ -166,7 +188,7 @@ def _autotune(recipes, model, out, common, features, class_labels, source, conso
             evaluation=common["evaluation"],
             calibration=common["calibration"],
             also_evaluate=common["also_evaluate"],
-            model_source=source,
+            model_source=model_source,
         ),
         extra_metrics={
             "autotune": {
