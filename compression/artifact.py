@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
+from leanscore.compression.errors import LeanscoreError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 MODEL_FILE = "model.onnx"
@@ -24,7 +25,7 @@ FORMAT_VERSION = 1
 Task = Literal["classification", "regression", "embedding"]
 
 
-class ArtifactError(ValueError):
+class ArtifactError(LeanscoreError, ValueError):
     """An artifact directory is missing, incomplete or invalid."""
 
 
@@ -42,13 +43,56 @@ class TensorSpec(_Strict):
     shape: list[int | str | None]
 
 
+class ImageSpec(_Strict):
+    """How an image becomes the model's fixed (channels, height, width) input.
+
+    Decoded images (PNG/JPEG bytes in an ``image_column``) are converted to grayscale
+    (``channels`` 1) or RGB (3), resized to ``width`` x ``height`` when ``resize`` is true (else
+    an image of another size is a bad row), scaled to [0, 1] (8-bit values / 255), then
+    normalised per channel: ``(x - mean) / std``. A fixed-shape ``array_column`` holds the
+    pixels already scaled to [0, 1], channel-major (C, H, W); only ``mean``/``std`` apply.
+    """
+
+    channels: Literal[1, 3]
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    mean: list[float] | None = Field(default=None, description="per channel; default 0")
+    std: list[float] | None = Field(default=None, description="per channel; default 1")
+    resize: bool = False
+    resample: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] = "bilinear"
+
+    @model_validator(mode="after")
+    def _one_value_per_channel(self) -> ImageSpec:
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if values is not None and len(values) != self.channels:
+                raise ValueError(
+                    f"image.{name} has {len(values)} values but the image has {self.channels} "
+                    "channel(s); give one per channel"
+                )
+        if self.std is not None and not all(s > 0 for s in self.std):
+            raise ValueError(f"image.std must be positive, got {self.std}")
+        return self
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    @property
+    def size(self) -> int:
+        return self.channels * self.height * self.width
+
+
 class FeatureSpec(_Strict):
     """How table columns map onto the model's single input.
 
     Either ``columns`` (many numeric columns, in input order) or ``array_column`` (one array or
     vector column of ``size`` elements), or, for text models, ``text_column`` (one string
     column) with ``tokenizer`` naming a tokenizer file stored in the artifact (listed in the
-    manifest's ``files``) and ``size`` the largest number of tokens the model reads.
+    manifest's ``files``) and ``size`` the largest number of tokens the model reads. Image
+    models give ``image`` (an ``ImageSpec``) with ``image_column`` (one binary column of
+    PNG/JPEG bytes) or ``array_column`` (channels x height x width numbers); ``size`` is then
+    channels x height x width.
     """
 
     columns: list[str] | None = None
@@ -56,14 +100,18 @@ class FeatureSpec(_Strict):
     size: int = Field(gt=0)
     text_column: str | None = None
     tokenizer: str | None = None
+    image_column: str | None = None
+    image: ImageSpec | None = None
 
     @model_validator(mode="after")
     def _one_layout(self) -> FeatureSpec:
         if self.text_column is not None or self.tokenizer is not None:
-            if self.columns is not None or self.array_column is not None:
+            numeric = (self.columns, self.array_column, self.image_column, self.image)
+            if any(v is not None for v in numeric):
                 raise ValueError(
-                    "give exactly one of 'columns', 'array_column' or 'text_column'; "
-                    f"got text_column={self.text_column!r} together with a numeric layout"
+                    "give exactly one of 'columns', 'array_column', 'image_column' or "
+                    f"'text_column'; got text_column={self.text_column!r} together with a "
+                    "numeric or image layout"
                 )
             if self.text_column is None or self.tokenizer is None:
                 raise ValueError(
@@ -72,10 +120,24 @@ class FeatureSpec(_Strict):
                     f"tokenizer={self.tokenizer!r}"
                 )
             return self
-        if (self.columns is None) == (self.array_column is None):
-            raise ValueError("give exactly one of 'columns' or 'array_column'")
+        given = [n for n in ("columns", "array_column", "image_column") if getattr(self, n)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of 'columns', 'array_column' or 'image_column'")
         if self.columns is not None and len(self.columns) != self.size:
             raise ValueError(f"'columns' has {len(self.columns)} names but size is {self.size}")
+        if self.image_column is not None and self.image is None:
+            raise ValueError(
+                f"image_column {self.image_column!r} needs 'image' (channels, height, width and "
+                "the normalisation) to decode it"
+            )
+        if self.image is not None:
+            if self.columns is not None:
+                raise ValueError("'image' applies to an image_column or an array_column")
+            if self.size != self.image.size:
+                raise ValueError(
+                    f"size is {self.size} but image {list(self.image.shape)} (channels, height, "
+                    f"width) holds {self.image.size} values"
+                )
         return self
 
 
@@ -101,17 +163,25 @@ class InputRange(_Strict):
 
 def input_range_of(features, *, source: str) -> InputRange | None:
     """The per-feature min/max of a (rows, features) matrix, ignoring non-finite values; None
-    when a feature has no finite value at all (no range can be stated)."""
+    when a feature has no finite value at all (no range can be stated). Images (rows, channels,
+    height, width) get each channel's min/max, repeated for every pixel of the channel: a pixel
+    position the training images never lit is no reason to isolate an image that lights it."""
     import numpy as np
 
-    matrix = np.asarray(features, dtype=np.float64).reshape(len(features), -1)
-    if len(matrix) == 0:
+    array = np.asarray(features, dtype=np.float64)
+    if len(array) == 0:
         return None
+    if array.ndim == 4:  # images (n, C, H, W): one range per channel, for each of its pixels
+        channels, pixels = array.shape[1], array.shape[2] * array.shape[3]
+        matrix = array.transpose(1, 0, 2, 3).reshape(channels, -1).T
+    else:
+        matrix, pixels = array.reshape(len(array), -1), 1
     finite = np.where(np.isfinite(matrix), matrix, np.nan)
     if np.isnan(finite).all(axis=0).any():
         return None
     low, high = np.nanmin(finite, axis=0), np.nanmax(finite, axis=0)
-    return InputRange(low=low.tolist(), high=high.tolist(), rows=len(matrix), source=source)
+    low, high = np.repeat(low, pixels), np.repeat(high, pixels)
+    return InputRange(low=low.tolist(), high=high.tolist(), rows=len(array), source=source)
 
 
 # ONNX Runtime ops that quantize activations with a scale computed from the whole input of each
@@ -160,11 +230,44 @@ class Manifest(_Strict):
         description="each feature's calibrated min/max; None for text models and artifacts "
         "written before ranges were recorded",
     )
+    family: str | None = Field(
+        default=None,
+        description="the scoring family (leanscore.udfs.families) that reads the model's input "
+        "columns and names its outputs; None: tabular, or text for a text_column model",
+        pattern=r"^[a-z][a-z0-9_]*$",
+    )
+    result_output: str | None = Field(
+        default=None,
+        description="the ONNX output that holds the result (a classifier's class probabilities); "
+        "None: the model's first output",
+    )
     batch_dependent: bool | None = Field(
         default=None,
         description="true when a row's output depends on the other rows of its call (dynamic "
         "quantization); None when not recorded (scoring then assumes true)",
     )
+
+    @model_validator(mode="after")
+    def _result_output_exists(self) -> Manifest:
+        names = [o.name for o in self.outputs]
+        if self.result_output is not None and self.result_output not in names:
+            raise ValueError(
+                f"result_output is {self.result_output!r} but the model's outputs are {names}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _image_family(self) -> Manifest:
+        has_image = self.features.image is not None
+        if has_image and self.family not in (None, "image"):
+            raise ValueError(
+                f"features.image describes an image model but family is {self.family!r}"
+            )
+        if self.family == "image" and not has_image:
+            raise ValueError(
+                "family 'image' needs features.image (channels, height, width, normalisation)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _tokenizer_listed(self) -> Manifest:
@@ -286,7 +389,9 @@ def check_model_matches_manifest(data: bytes, manifest: Manifest, model_path: Pa
         return
     dims = inputs[0].type.tensor_type.shape.dim
     width = dims[-1].dim_value if dims and dims[-1].HasField("dim_value") else None
-    if width is not None and width != features.size:
+    if features.image is not None:
+        _check_image_input(inputs[0].name, dims, features.image, model_path)
+    elif width is not None and width != features.size:
         raise ArtifactError(
             f"manifest features.size {features.size} does not match model input "
             f"{inputs[0].name!r} with shape [..., {width}]; the manifest belongs to another "
@@ -298,6 +403,20 @@ def check_model_matches_manifest(data: bytes, manifest: Manifest, model_path: Pa
             f"manifest input_range holds {len(recorded.low)} features but features.size is "
             f"{features.size}; the manifest was edited or belongs to another model: rebuild the "
             "artifact with 'leanscore compress'"
+        )
+
+
+def _check_image_input(name: str, dims, image: ImageSpec, model_path: Path) -> None:
+    """An image model's input is (batch, channels, height, width); fixed axes must match."""
+    shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    fits = len(shape) == 4 and all(
+        got is None or got == want for got, want in zip(shape[1:], image.shape, strict=True)
+    )
+    if not fits:
+        raise ArtifactError(
+            f"manifest features.image expects input (batch, {image.channels}, {image.height}, "
+            f"{image.width}) but model input {name!r} of {model_path} has shape {shape}; the "
+            "manifest belongs to another model: rebuild the artifact with 'leanscore compress'"
         )
 
 

@@ -55,6 +55,7 @@ def autotune(
     task: str = "classification",
     also_evaluate: dict[str, LabelledData] | None = None,
     progress: Callable[[str], None] | None = None,
+    result_output: str | None = None,
 ) -> AutotuneResult:
     say = progress or (lambda msg: None)
     names = [r.name for r in recipes]
@@ -67,6 +68,7 @@ def autotune(
         evaluation=evaluation,
         task=task,
         also_evaluate=also_evaluate,
+        result_output=result_output,
     )
     results: dict[str, CompressionResult] = {}
     rows = []
@@ -83,6 +85,7 @@ def autotune(
                 task=task,
                 also_evaluate=also_evaluate,
                 baseline=baseline,
+                result_output=result_output,
                 progress=lambda msg: say(f"  {msg}"),
             )
         except AccuracyGateError as err:

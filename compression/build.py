@@ -69,9 +69,13 @@ def write_result(
     model_version: str = "1",
     extra_metrics: dict | None = None,
     input_range: InputRange | None = None,
+    result_output: str | None = None,
+    family: str | None = None,
 ) -> Artifact:
     """The artifact of ``result``; ``input_range`` (see ``calibrated_range``) lets scoring
-    isolate rows outside what the model saw, and ``batch_dependent`` is read from the graph."""
+    isolate rows outside what the model saw, and ``batch_dependent`` is read from the graph.
+    ``result_output`` (the ONNX output holding the result) and ``family`` (the scoring family;
+    None: tabular, or text for a text layout) are recorded in the manifest."""
     inputs, outputs = tensor_specs(result.onnx_bytes)
     return write_artifact(
         out_dir,
@@ -91,6 +95,8 @@ def write_result(
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "input_range": None if input_range is None else input_range.model_dump(),
             "batch_dependent": graph_is_batch_dependent(result.onnx_bytes),
+            "result_output": result_output,
+            "family": family,
         },
     )
 
@@ -129,6 +135,8 @@ def compress_to_artifact(
     calibration: LabelledData | None = None,
     also_evaluate: dict[str, LabelledData] | None = None,
     model_source: dict | None = None,
+    result_output: str | None = None,
+    family: str | None = None,
 ) -> Artifact:
     """Run ``recipe`` on ``model`` (a torch module, or ONNX bytes) and write the artifact;
     nothing is written when the accuracy gate refuses the result."""
@@ -142,6 +150,7 @@ def compress_to_artifact(
         calibration=calibration,
         task=task,
         also_evaluate=also_evaluate,
+        result_output=result_output,
     )
     return write_result(
         result,
@@ -158,6 +167,8 @@ def compress_to_artifact(
             also_evaluate=also_evaluate,
             model_source=model_source,
         ),
+        result_output=result_output,
+        family=family,
     )
 
 

@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import onnx
 import torch
+from leanscore.compression.errors import LeanscoreError
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -15,7 +16,7 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 20
 
 
-class ExportParityError(RuntimeError):
+class ExportParityError(LeanscoreError, RuntimeError):
     """The exported graph does not reproduce the torch model's outputs."""
 
 

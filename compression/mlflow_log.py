@@ -57,6 +57,8 @@ def signature(manifest: Manifest):
     features = manifest.features
     if features.text_column is not None:
         inputs = [ColSpec(DataType.string, features.text_column)]
+    elif features.image_column is not None:
+        inputs = [ColSpec(DataType.binary, features.image_column)]
     elif features.array_column is not None:
         inputs = [TensorSpec(np.dtype("float32"), (-1, features.size), features.array_column)]
     else:

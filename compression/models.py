@@ -39,14 +39,27 @@ def wide_mlp(hidden: list[int] | None = None) -> MLP:
 
 
 class DigitsCNN(nn.Module):
-    """A small CNN on the 8x8 digit images. It takes the flat 64-pixel rows a table holds and
-    reshapes them inside the graph, so the artifact scores the same feature column as the MLP."""
+    """A small CNN on digit images of ``input_shape`` (channels, height, width; default the 8x8
+    grayscale digits). It takes the flat pixel rows a table holds, or (n, C, H, W) images as
+    the image family decodes them, and reshapes inside the graph, so the artifact scores the
+    same feature column as the MLP."""
 
-    def __init__(self, channels: list[int] | None = None, num_classes: int = 10):
+    def __init__(
+        self,
+        channels: list[int] | None = None,
+        num_classes: int = 10,
+        input_shape: tuple[int, int, int] | list[int] = (1, 8, 8),
+    ):
         super().__init__()
+        if len(input_shape) != 3 or min(input_shape[1:]) < 2:
+            raise ValueError(
+                f"input_shape must be (channels, height, width) of at least 2x2, got "
+                f"{list(input_shape)}"
+            )
+        self.input_shape = tuple(int(d) for d in input_shape)
         c1, c2, c3 = channels or [32, 64, 64]
         self.features = nn.Sequential(
-            nn.Conv2d(1, c1, 3, padding=1),
+            nn.Conv2d(self.input_shape[0], c1, 3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),  # 8x8 -> 4x4
             nn.Conv2d(c1, c2, 3, padding=1),
@@ -59,11 +72,13 @@ class DigitsCNN(nn.Module):
         self.head = nn.Linear(c3 * 4, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x.reshape(-1, 1, 8, 8)))
+        return self.head(self.features(x.reshape(-1, *self.input_shape)))
 
 
-def digits_cnn(channels: list[int] | None = None) -> DigitsCNN:
-    return DigitsCNN(channels)
+def digits_cnn(
+    channels: list[int] | None = None, input_shape: tuple[int, int, int] = (1, 8, 8)
+) -> DigitsCNN:
+    return DigitsCNN(channels, input_shape=input_shape)
 
 
 def conv_params(model: nn.Module) -> int:
@@ -91,7 +106,11 @@ def shrink(model: nn.Module, *, width: float = 1.0, depth: int | None = None) ->
         if depth is not None:
             raise ValueError("student depth applies to MLPs; give 'width' for the digits CNN")
         convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
-        return DigitsCNN([scale(c.out_channels) for c in convs], model.head.out_features)
+        return DigitsCNN(
+            [scale(c.out_channels) for c in convs],
+            model.head.out_features,
+            input_shape=model.input_shape,
+        )
     raise ValueError(
         f"cannot derive a student from {type(model).__name__} by width/depth; give the distill "
         "step a 'student_factory' ('module:function') instead"

@@ -14,17 +14,19 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import get_args
 
 import numpy as np
 import torch
 from leanscore.compression.data import LabelledData
+from leanscore.compression.errors import LeanscoreError
 from leanscore.compression.evaluate import (
+    accuracy_interval,
     distinct_rows,
     evaluate_onnx,
     fidelity,
     run_onnx,
     single_thread_session,
-    wilson_interval,
 )
 from leanscore.compression.export import check_parity, export_onnx
 from leanscore.compression.models import (
@@ -43,6 +45,7 @@ from leanscore.compression.steps import (
     QuantizeStep,
     SparsifyStep,
     Step,
+    TruncateTreesStep,
 )
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
@@ -62,6 +65,7 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "SparsifyStep",
+    "TruncateTreesStep",
     "measure_baseline",
     "run_recipe",
 ]
@@ -112,11 +116,11 @@ class Recipe(BaseModel):
         return self
 
 
-class RecipeError(ValueError):
+class RecipeError(LeanscoreError, ValueError):
     """A recipe cannot run on this model (a torch step on an ONNX file, missing data, ...)."""
 
 
-class AccuracyGateError(RuntimeError):
+class AccuracyGateError(LeanscoreError, RuntimeError):
     """A compressed model lost more accuracy than its recipe accepts."""
 
     def __init__(self, message: str, *, metrics: dict | None = None):
@@ -162,7 +166,10 @@ def measure_baseline(
     evaluation: LabelledData,
     task: str = "classification",
     also_evaluate: dict[str, LabelledData] | None = None,
+    result_output: str | None = None,
 ) -> Baseline:
+    """Export (a torch model) and measure the model as given; ``result_output`` names the ONNX
+    output that holds the result (default: the first)."""
     if isinstance(model, bytes | bytearray):
         onnx_bytes, params = bytes(model), None
     else:
@@ -170,7 +177,13 @@ def measure_baseline(
             raise RecipeError("a PyTorch model needs an example_input to be exported")
         onnx_bytes, params = export_onnx(_served(model, task), example_input), count_params(model)
     metrics, outputs = evaluate_onnx(
-        onnx_bytes, evaluation.features, evaluation.labels, None, params=params, task=task
+        onnx_bytes,
+        evaluation.features,
+        evaluation.labels,
+        None,
+        params=params,
+        task=task,
+        output=result_output,
     )
     metrics["distinct_examples"] = distinct_examples(evaluation)
     _add_interval(metrics, metrics["distinct_examples"])
@@ -182,7 +195,7 @@ def measure_baseline(
         session = single_thread_session(onnx_bytes)
         metrics["also"] = {}
         for name, data in also_evaluate.items():
-            also_outputs[name] = run_onnx(session, data.features)
+            also_outputs[name] = run_onnx(session, data.features, output=result_output)
             metrics["also"][name] = _also_metrics(also_outputs[name], None, data, task)
     return Baseline(onnx_bytes, metrics, outputs, also_outputs)
 
@@ -197,7 +210,7 @@ def distinct_examples(data: LabelledData) -> int:
 
 def _add_interval(metrics: dict, n: int) -> None:
     if metrics.get("accuracy") is not None:
-        metrics["accuracy_interval"] = wilson_interval(metrics["accuracy"], n)
+        metrics["accuracy_interval"] = accuracy_interval(metrics["accuracy"], n)
 
 
 def _also_metrics(outputs, baseline_outputs, data: LabelledData, task: str) -> dict:
@@ -218,7 +231,7 @@ def check_plan(
         if onnx_source and step.side != "onnx":
             raise RecipeError(
                 f"{where} needs a PyTorch model, but the model source is an ONNX file; only "
-                "'quantize' steps apply to ONNX sources"
+                f"ONNX-side steps ({', '.join(ONNX_STEPS)}) apply to ONNX sources"
             )
         if step.side == "torch" and task != "classification" and step.step != "prune":
             raise RecipeError(f"{where} trains on class logits; the task here is {task!r}")
@@ -249,6 +262,37 @@ def check_plan(
         )
 
 
+# learnt weights ONNX Runtime's quantizers work on; a graph without them has nothing to quantize
+_QUANTIZABLE_OPS = frozenset(
+    {"MatMul", "Gemm", "Conv", "ConvTranspose", "Attention", "LSTM", "GRU"}
+)
+
+
+def check_graph(recipe: Recipe, onnx_bytes: bytes) -> None:
+    """Refuse, before any work, ONNX-side steps that cannot act on this graph: truncate_trees
+    without a tree ensemble, quantize on a tree ensemble with no weights it could quantize."""
+    import onnx
+    from leanscore.compression import trees
+
+    graph = onnx.load_model_from_string(onnx_bytes).graph
+    ops = sorted({n.op_type for n in graph.node})
+    tree_ops = [op for op in ops if op in trees.TREE_OPS]
+    for i, step in enumerate(recipe.steps):
+        where = f"recipe {recipe.name!r} steps.{i} ('{step.step}')"
+        if isinstance(step, TruncateTreesStep) and not tree_ops:
+            raise RecipeError(
+                f"{where} cuts a tree ensemble, but the graph holds none (its ops: {ops}); "
+                "remove the step"
+            )
+        if isinstance(step, QuantizeStep) and tree_ops and not _QUANTIZABLE_OPS & set(ops):
+            raise RecipeError(
+                f"{where}: the graph is a tree ensemble ({', '.join(tree_ops)}) whose thresholds "
+                "and leaf weights are node attributes ONNX Runtime's quantizers leave as they "
+                "are (int8 and fp16 would only rewrite the file around them); compress trees "
+                "with 'truncate_trees' and remove the quantize step"
+            )
+
+
 def run_recipe(
     recipe: Recipe,
     model: nn.Module | bytes,
@@ -261,13 +305,17 @@ def run_recipe(
     task: str = "classification",
     also_evaluate: dict[str, LabelledData] | None = None,
     baseline: Baseline | None = None,
+    result_output: str | None = None,
 ) -> CompressionResult:
     """Apply ``recipe`` to a trained logits ``model`` (or to ONNX bytes: then only ONNX-side
-    steps apply); the baseline is ``model`` as given."""
+    steps apply); the baseline is ``model`` as given. ``result_output`` names the ONNX output
+    that holds the result (a converted classifier's probabilities); default: the first."""
     say = progress or (lambda msg: log.info(msg))
     onnx_source = isinstance(model, bytes | bytearray)
     has_labels = evaluation.labels is not None and task == "classification"
     check_plan(recipe, onnx_source=onnx_source, train=train, task=task, labels=has_labels)
+    if onnx_source:
+        check_graph(recipe, bytes(model))
     if baseline is None:
         baseline = measure_baseline(
             model,
@@ -275,6 +323,7 @@ def run_recipe(
             evaluation=evaluation,
             task=task,
             also_evaluate=also_evaluate,
+            result_output=result_output,
         )
         say(f"baseline: {_describe(baseline.metrics)}")
 
@@ -283,7 +332,16 @@ def run_recipe(
     else:
         state = _State(model=copy.deepcopy(model), original=model)
     ctx = _Context(
-        example_input, train, evaluation, calibration or train, task, say, baseline, also_evaluate
+        example_input,
+        train,
+        evaluation,
+        calibration or train,
+        task,
+        say,
+        baseline,
+        also_evaluate,
+        recipe=recipe,
+        result_output=result_output,
     )
     steps: list[dict] = []
     for index, step in enumerate(recipe.steps):
@@ -339,6 +397,8 @@ class _Context:
     say: Callable[[str], None]
     baseline: Baseline
     also_evaluate: dict[str, LabelledData] | None
+    recipe: Recipe | None = None
+    result_output: str | None = None
 
     def epochs(self, label: str, total: int):
         def report(epoch: int, loss: float) -> None:
@@ -359,6 +419,7 @@ def _measure(state: _State, ctx: _Context) -> dict:
         ctx.baseline.outputs,
         params=params,
         task=ctx.task,
+        output=ctx.result_output,
     )
     _add_interval(metrics, ctx.baseline.metrics["distinct_examples"])
     if state.model is not None:
@@ -369,7 +430,7 @@ def _measure(state: _State, ctx: _Context) -> dict:
         "onnx_bytes_smaller": round(base["onnx_bytes"] / metrics["onnx_bytes"], 2),
         "zipped_bytes_smaller": round(base["zipped_bytes"] / metrics["zipped_bytes"], 2),
         "speedup_1thread": round(metrics["rows_per_s_1thread"] / base["rows_per_s_1thread"], 2),
-        "params_fewer": round(base["params"] / metrics["params"], 2),
+        "params_fewer": round(base["params"] / metrics["params"], 2) if metrics["params"] else None,
     }
     if base.get("accuracy") is not None and metrics["accuracy"] is not None:
         metrics["vs_baseline"]["accuracy_drop_points"] = round(
@@ -379,7 +440,10 @@ def _measure(state: _State, ctx: _Context) -> dict:
         session = single_thread_session(onnx_now)
         metrics["also"] = {
             name: _also_metrics(
-                run_onnx(session, data.features), ctx.baseline.also_outputs[name], data, ctx.task
+                run_onnx(session, data.features, output=ctx.result_output),
+                ctx.baseline.also_outputs[name],
+                data,
+                ctx.task,
             )
             for name, data in ctx.also_evaluate.items()
         }
@@ -645,6 +709,7 @@ def _quantize_alternatives(step: QuantizeStep, float_bytes: bytes, options: dict
             ctx.evaluation.labels,
             ctx.baseline.outputs,
             task=ctx.task,
+            output=ctx.result_output,
         )
         rows.append(
             {
@@ -660,6 +725,30 @@ def _quantize_alternatives(step: QuantizeStep, float_bytes: bytes, options: dict
     return rows
 
 
+def _apply_truncate_trees(step: TruncateTreesStep, state: _State, ctx: _Context) -> dict:
+    from leanscore.compression.tree_step import truncate_within_budget
+    from leanscore.compression.trees import TreeEnsembleError
+
+    budget = ctx.recipe
+    try:
+        state.onnx_bytes, detail = truncate_within_budget(
+            state.onnx_bytes,
+            ctx.evaluation,
+            ctx.baseline.outputs,
+            stages=step.stages,
+            min_stages=step.min_stages,
+            stride=step.stride,
+            max_accuracy_drop=None if budget is None else budget.max_accuracy_drop,
+            min_fidelity=None if budget is None else budget.min_fidelity,
+            task=ctx.task,
+            output=ctx.result_output,
+            say=ctx.say,
+        )
+    except TreeEnsembleError as err:
+        raise RecipeError(f"truncate_trees: {err}") from None
+    return detail
+
+
 _APPLY = {
     DistillStep: _apply_distill,
     FactorizeStep: _apply_factorize,
@@ -667,7 +756,12 @@ _APPLY = {
     PruneStep: _apply_prune,
     ExportStep: _apply_export,
     QuantizeStep: _apply_quantize,
+    TruncateTreesStep: _apply_truncate_trees,
 }
+# the steps that work on an ONNX graph, by name, for the errors that list them
+ONNX_STEPS = tuple(
+    sorted(get_args(s.model_fields["step"].annotation)[0] for s in _APPLY if s.side == "onnx")
+)
 
 
 def _fidelity_value(metrics: dict, task: str) -> float | None:
@@ -691,8 +785,8 @@ def _gate(recipe: Recipe, baseline: dict, final: dict, task: str, evaluation) ->
         drop = 100.0 * (baseline["accuracy"] - final["accuracy"])
         gate["accuracy_drop_points"] = round(drop, 3)
         final["accuracy_drop_points"] = round(drop, 3)
-        gate["accuracy_interval"] = wilson_interval(final["accuracy"], n)
-        gate["baseline_accuracy_interval"] = wilson_interval(baseline["accuracy"], n)
+        gate["accuracy_interval"] = accuracy_interval(final["accuracy"], n)
+        gate["baseline_accuracy_interval"] = accuracy_interval(baseline["accuracy"], n)
         gate["uncertainty"] = uncertainty_text(
             baseline["accuracy"], final["accuracy"], n, budget_points=recipe.max_accuracy_drop
         )
@@ -724,8 +818,8 @@ def uncertainty_text(
     baseline_accuracy: float, accuracy: float, n: int, *, budget_points: float | None = None
 ) -> str:
     """How far an accuracy measured on ``n`` distinct examples can be trusted, in words."""
-    low, high = wilson_interval(accuracy, n)
-    b_low, b_high = wilson_interval(baseline_accuracy, n)
+    low, high = accuracy_interval(accuracy, n)
+    b_low, b_high = accuracy_interval(baseline_accuracy, n)
     half = 100 * (b_high - b_low) / 2
     text = (
         f"Accuracy measured on {n:,} distinct held-out examples (one example = "

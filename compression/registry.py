@@ -30,6 +30,7 @@ from leanscore.compression.artifact import (
     ArtifactError,
     ModelIntegrityError,
 )
+from leanscore.compression.errors import LeanscoreError
 
 SCHEMES = ("models:/", "runs:/")
 SHA256_TAG = "leanscore.sha256"
@@ -39,7 +40,7 @@ _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<al
 _RUNS_URI = re.compile(r"^runs:/(?P<run_id>[^/]+)/(?P<path>.+?)/?$")
 
 
-class RegistryError(ValueError):
+class RegistryError(LeanscoreError, ValueError):
     """A model URI cannot be resolved: unknown name, version or alias, not a leanscore model,
     an unreachable store, or MLflow not installed. The message names the URI."""
 

@@ -12,9 +12,10 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
+from leanscore.compression.artifact import ImageSpec
 from leanscore.compression.data import LabelledData
 from leanscore.compression.table_data import TableSample, read_table_sample
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 
@@ -44,11 +45,67 @@ class TorchModel(_Spec):
     input_shape: list[int] = Field(min_length=1, description="one row's shape, batch excluded")
 
 
+class OnnxOutputs(_Spec):
+    """Which of an ONNX file's outputs hold what (checked against the graph by
+    ``leanscore.compression.onnx_io``): a classifier's class ``probabilities`` (scored and
+    measured) and, optionally, its ``label`` (checked to be the most probable class); a
+    regression's ``value``."""
+
+    label: str | None = None
+    probabilities: str | None = None
+    value: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> OnnxOutputs:
+        if self.value is not None and (self.label is not None or self.probabilities is not None):
+            raise ValueError("give 'value' (a regression) or 'label'/'probabilities', not both")
+        if self.value is None and self.probabilities is None:
+            raise ValueError(
+                "name the output that holds the result: 'probabilities' (a classifier) or "
+                "'value' (a regression)"
+            )
+        return self
+
+
 class OnnxModel(_Spec):
-    """An existing ONNX file: only ONNX-side steps (quantize) apply."""
+    """An existing ONNX file: only ONNX-side steps (quantize, truncate_trees) apply.
+
+    "As given": ``feature_columns`` (or one array ``feature_column``) say which table columns
+    feed the graph's ``input``, in which order, and ``outputs`` which outputs hold the result;
+    the mapping is checked against the graph before any data is read and recorded in the
+    artifact's manifest. Without ``outputs`` the first output is the result."""
 
     kind: Literal["onnx"]
     path: str
+    input: str | None = Field(default=None, description="the graph input; default: its only one")
+    feature_columns: list[str] | None = Field(
+        default=None, min_length=1, description="table columns feeding the input, in order"
+    )
+    feature_column: str | None = Field(default=None, description="or one array column")
+    outputs: OnnxOutputs | None = None
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> OnnxModel:
+        if self.feature_columns is not None and self.feature_column is not None:
+            raise ValueError("give one of 'feature_columns' or 'feature_column', not both")
+        keys = ("input", "feature_columns", "feature_column")
+        declared = [k for k in keys if getattr(self, k) is not None]
+        if declared and self.outputs is None:
+            raise ValueError(
+                f"{declared[0]} is declared but 'outputs' is not: an ONNX model as given names "
+                "its result output too ({probabilities: NAME, label: NAME} or {value: NAME})"
+            )
+        if self.feature_columns is not None:
+            names = self.feature_columns
+            repeated = sorted({c for c in names if names.count(c) > 1})
+            if repeated:
+                raise ValueError(f"feature_columns names {repeated} more than once")
+        return self
+
+    @property
+    def as_given(self) -> bool:
+        """Whether the config declares the mapping (the 'ONNX as given' family)."""
+        return self.outputs is not None
 
 
 class MlflowModel(_Spec):
@@ -123,11 +180,20 @@ def load_digits_sample(spec: DigitsSample) -> LabelledData:
     )
 
 
-def load_data(spec: DigitsSample | TableSample, *, base_dir: Path, spark=None) -> LabelledData:
+def load_data(
+    spec: DigitsSample | TableSample, *, base_dir: Path, spark=None, image: ImageSpec | None = None
+) -> LabelledData:
+    """The labelled rows ``spec`` names; ``image`` decodes a table's image (or pixel array)
+    column into (n, C, H, W) inputs, as scoring will."""
     if isinstance(spec, DigitsSample):
+        if image is not None:
+            raise ValueError(
+                "the built-in digits rows are 64 flat pixels, not images; an 'image' model "
+                "needs table data (kind: table with image_column or feature_column)"
+            )
         return load_digits_sample(spec)
     path = spec.path if "://" in spec.path else str(_resolve(spec.path, base_dir))
-    return read_table_sample(spec.model_copy(update={"path": path}), spark=spark)
+    return read_table_sample(spec.model_copy(update={"path": path}), spark=spark, image=image)
 
 
 def load_model(
@@ -287,9 +353,17 @@ def _train_builtin(spec: BuiltinModel, train: LabelledData | None, progress):
     if train is None or train.labels is None:
         raise ValueError(f"model.kind {spec.kind!r} is trained here: give labelled data.train")
     torch.manual_seed(spec.seed)
-    model = (
-        digits_mlp(spec.hidden) if spec.kind == "builtin-digits-mlp" else digits_cnn(spec.channels)
-    )
+    images = train.features.ndim == 4  # (n, C, H, W) from an image table
+    if spec.kind == "builtin-digits-mlp":
+        if images:
+            raise ValueError(
+                "model.kind 'builtin-digits-mlp' reads 64 pixel features, but the data are "
+                f"images {list(train.features.shape[1:])}; use 'builtin-digits-cnn'"
+            )
+        model = digits_mlp(spec.hidden)
+    else:
+        shape = tuple(train.features.shape[1:]) if images else (1, 8, 8)
+        model = digits_cnn(spec.channels, input_shape=shape)
     progress(f"training {spec.kind} for {spec.epochs} epochs on {len(train.features):,} rows")
     train_classifier(
         model,

@@ -110,7 +110,29 @@ class QuantizeStep(_Step):
     )
 
 
+class TruncateTreesStep(_Step):
+    """Keep the first k boosting stages of a tree ensemble (``ai.onnx.ml`` TreeEnsemble-
+    Classifier/Regressor, as skl2onnx or onnxmltools convert scikit-learn, LightGBM and XGBoost
+    models): the fewest whose held-out accuracy and agreement stay within the recipe's budget,
+    or exactly ``stages``. Quantization does not apply to trees (their thresholds and leaf
+    weights are node attributes ONNX Runtime's quantizers leave as they are)."""
+
+    side: ClassVar[str] = "onnx"
+    step: Literal["truncate_trees"]
+    stages: int | None = Field(
+        default=None, ge=1, description="keep exactly this many stages; default: search"
+    )
+    min_stages: int = Field(default=1, ge=1, description="the search starts here")
+    stride: int = Field(default=1, ge=1, description="the search tries every stride-th count")
+
+
 Step = Annotated[
-    DistillStep | FactorizeStep | SparsifyStep | PruneStep | ExportStep | QuantizeStep,
+    DistillStep
+    | FactorizeStep
+    | SparsifyStep
+    | PruneStep
+    | ExportStep
+    | QuantizeStep
+    | TruncateTreesStep,
     Field(discriminator="step"),
 ]

@@ -11,13 +11,15 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
+from leanscore.compression.artifact import ImageSpec
 from leanscore.compression.data import LabelledData
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class TableSample(BaseModel):
-    """A sample of a Parquet/Delta table: features from one array column or many numeric
-    columns, labels from an optional column."""
+    """A sample of a Parquet/Delta table: features from one array column, many numeric
+    columns, or one image column (PNG/JPEG bytes, decoded by the image family as scoring will),
+    labels from an optional column."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -26,6 +28,9 @@ class TableSample(BaseModel):
     format: Literal["delta", "parquet"] = "delta"
     feature_column: str | None = None
     feature_columns: list[str] | None = None
+    image_column: str | None = Field(
+        default=None, description="PNG/JPEG bytes; the compress config's 'image' says how"
+    )
     label_column: str | None = None
     limit: int = Field(default=50_000, ge=1, description="rows pulled to the driver at most")
     filter: str | None = Field(default=None, description="Spark SQL predicate")
@@ -33,8 +38,11 @@ class TableSample(BaseModel):
 
     @model_validator(mode="after")
     def _one_layout(self) -> TableSample:
-        if (self.feature_column is None) == (self.feature_columns is None):
-            raise ValueError("give exactly one of 'feature_column' or 'feature_columns'")
+        layouts = (self.feature_column, self.feature_columns, self.image_column)
+        if sum(v is not None for v in layouts) != 1:
+            raise ValueError(
+                "give exactly one of 'feature_column', 'feature_columns' or 'image_column'"
+            )
         if self.format == "parquet" and self.version is not None:
             raise ValueError("'version' is Delta time travel; a Parquet table has none")
         return self
@@ -46,8 +54,24 @@ def delta_version(spark, path: str) -> int:
     return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
 
 
-def read_table_sample(spec: TableSample, *, spark=None) -> LabelledData:
-    """Read at most ``spec.limit`` rows, pinned to one Delta version so the lineage is exact."""
+def read_table_sample(
+    spec: TableSample, *, spark=None, image: ImageSpec | None = None
+) -> LabelledData:
+    """Read at most ``spec.limit`` rows, pinned to one Delta version so the lineage is exact.
+
+    With ``image``, the image column (or the pixel array column) becomes (n, C, H, W) inputs
+    through the image family's own decoding, so training, calibration and scoring see
+    identical tensors; a row that does not decode stops the sample, naming it."""
+    if spec.image_column is not None and image is None:
+        raise ValueError(
+            f"table {spec.path}: image_column {spec.image_column!r} needs the config's 'image' "
+            "(channels, height, width and the normalisation)"
+        )
+    if spec.feature_columns is not None and image is not None:
+        raise ValueError(
+            f"table {spec.path}: an image model reads one image_column or one feature_column "
+            "(a pixel array), not feature_columns"
+        )
     if spark is None:
         from pyspark.sql import SparkSession
 
@@ -74,7 +98,8 @@ def read_table_sample(spec: TableSample, *, spark=None) -> LabelledData:
         raise FileNotFoundError(
             f"cannot read {spec.format} table {spec.path}: {str(err).splitlines()[0]}"
         ) from err
-    wanted = [spec.feature_column] if spec.feature_column else list(spec.feature_columns)
+    column = spec.image_column or spec.feature_column
+    wanted = [column] if column else list(spec.feature_columns)
     if spec.label_column:
         wanted.append(spec.label_column)
     missing = [c for c in wanted if c not in df.columns]
@@ -87,7 +112,9 @@ def read_table_sample(spec: TableSample, *, spark=None) -> LabelledData:
     pdf = df.select(*wanted).limit(spec.limit).toPandas()
     if len(pdf) == 0:
         raise ValueError(f"table {spec.path} gave no rows (filter {spec.filter!r})")
-    if spec.feature_column:
+    if image is not None:
+        features = _image_features(pdf[column], spec, image)
+    elif spec.feature_column:
         features = np.stack([np.asarray(v, dtype=np.float32) for v in pdf[spec.feature_column]])
     else:
         features = pdf[list(spec.feature_columns)].to_numpy(dtype=np.float32)
@@ -107,6 +134,28 @@ def read_table_sample(spec: TableSample, *, spark=None) -> LabelledData:
         "filter": spec.filter,
         "feature_column": spec.feature_column,
         "feature_columns": spec.feature_columns,
+        "image_column": spec.image_column,
         "label_column": spec.label_column,
     }
     return LabelledData(np.ascontiguousarray(features), labels, source)
+
+
+def _image_features(values, spec: TableSample, image: ImageSpec) -> np.ndarray:
+    """The (n, C, H, W) inputs of an image or pixel-array column, by the scoring code."""
+    from leanscore.compression.artifact import FeatureSpec
+    from leanscore.udfs.families.image import image_batch
+
+    layout = (
+        {"image_column": spec.image_column}
+        if spec.image_column is not None
+        else {"array_column": spec.feature_column}
+    )
+    batch = image_batch(values, FeatureSpec(**layout, image=image, size=image.size))
+    if batch.bad.any():
+        i = int(np.flatnonzero(batch.bad)[0])
+        raise ValueError(
+            f"table {spec.path}: {int(batch.bad.sum())} sampled row(s) cannot be the model's "
+            f"input, the first (row {i} of the sample): {batch.reasons[i]}; fix those rows or "
+            "leave them out with 'filter'"
+        )
+    return batch.matrix

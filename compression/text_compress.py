@@ -20,6 +20,7 @@ from typing import Annotated, Literal
 import numpy as np
 import onnx
 import onnxruntime as ort
+from leanscore.compression.errors import LeanscoreError
 from leanscore.compression.quantize import dynamic_int8, nodes_to_exclude, static_int8
 from leanscore.compression.text_fidelity import embedding_fidelity
 from leanscore.compression.text_model import (
@@ -112,7 +113,7 @@ class TextRecipe(_Strict):
         return self
 
 
-class TextGateError(RuntimeError):
+class TextGateError(LeanscoreError, RuntimeError):
     """The compressed model is further from the fp32 model than the recipe allows."""
 
     def __init__(self, message: str, *, metrics: dict):

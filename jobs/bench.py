@@ -23,12 +23,8 @@ from pathlib import Path
 from typing import Literal
 
 from leanscore.compression.artifact import Artifact
-from leanscore.jobs.bench_decompose import (
-    BenchTargets,
-    accuracy_interval,
-    accuracy_text,
-    decompose,
-)
+from leanscore.compression.evaluate import accuracy_interval
+from leanscore.jobs.bench_decompose import BenchTargets, accuracy_text, decompose
 from leanscore.jobs.bench_metrics import CpuMeter
 from leanscore.jobs.bench_paths import (
     TorchModel,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 
-from leanscore.compression.evaluate import wilson_interval
 from pydantic import BaseModel, ConfigDict, Field
 
 ONNX = "onnx-fp32"
@@ -92,11 +91,6 @@ def pairs(variants: list[dict]) -> dict[str, tuple[dict, dict] | None]:
         "compression": pair(best_compressed, same_reader),
         "end_to_end": pair(best, torch_pbu),
     }
-
-
-def accuracy_interval(accuracy: float | None, n: int) -> list[float] | None:
-    """Wilson's 95% interval of an accuracy measured on ``n`` independent examples."""
-    return wilson_interval(accuracy, n)
 
 
 def accuracy_text(v: dict) -> str:

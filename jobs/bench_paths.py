@@ -291,7 +291,7 @@ def _timed_leanscore(
         ),
         clock,
     )
-    features = list(scorer.features.columns or [scorer.features.array_column])
+    features = scorer.family.input_columns()
     schema, out_names = output_schema((scan.schema if scan else df.schema), keep, fields, names)
 
     if scan is None:

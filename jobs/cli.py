@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import re
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from leanscore.compression.errors import LeanscoreError, is_leanscore_error
 from leanscore.jobs.logs import configure_logging
 
 app = typer.Typer(
@@ -80,14 +82,12 @@ def demo(
     from leanscore.jobs.demo import run_demo
     from leanscore.jobs.spark import get_spark
 
-    try:
+    with _one_line_errors():
         if run_date:
             from leanscore.jobs.score import parse_run_date
 
             parse_run_date(run_date)
         run_demo(get_spark("leanscore-demo"), workdir, rows=rows, run_date=run_date, epochs=epochs)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        _fail(err)
 
 
 @app.command()
@@ -115,7 +115,7 @@ def compress(
     from leanscore.jobs.config import load_config
 
     config = _config_path(config)
-    try:
+    with _one_line_errors():
         cfg = load_config(CompressConfig, config, overrides)
         if alias and not register:
             raise ValueError(f"--alias {alias!r} needs --register NAME (the model to alias)")
@@ -132,8 +132,6 @@ def compress(
                 + (f", alias {version.alias}" if version.alias else "")
                 + ")"
             )
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        _fail(err)
 
 
 def _run_nightly(config_model, job, app_name: str, config: Path, run_date: str, overrides) -> dict:
@@ -145,15 +143,11 @@ def _run_nightly(config_model, job, app_name: str, config: Path, run_date: str, 
     from leanscore.jobs.spark import get_spark
 
     config = _config_path(config)
-    try:
+    with _one_line_errors():
         day = parse_run_date(run_date)
         cfg = load_config(config_model, config, overrides)
         log.info("resolved config: %s", cfg.model_dump_json())
         return job(get_spark(app_name), cfg, day)
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
-        _fail(err)
-    except Exception as err:  # Spark wraps executor errors; surface their first line
-        _fail(_spark_error(err))
 
 
 @app.command()
@@ -211,7 +205,7 @@ def bench(
     from leanscore.jobs.spark import get_spark
 
     config = _config_path(config)
-    try:
+    with _one_line_errors():
         if is_embedding_config(apply_overrides(read_yaml(config), list(overrides or []))):
             _embedding_bench(config, out, overrides)
             return
@@ -219,10 +213,6 @@ def bench(
 
         cfg = load_config(BenchConfig, config, overrides)
         run_bench(get_spark("leanscore-bench"), cfg, out, config_dir=config.resolve().parent)
-    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
-        _fail(err)
-    except Exception as err:  # Spark wraps executor errors; surface their first line
-        _fail(_spark_error(err))
 
 
 def _embedding_bench(config: Path, out: Path, overrides: list[str] | None) -> None:
@@ -244,21 +234,41 @@ def _embedding_bench(config: Path, out: Path, overrides: list[str] | None) -> No
     typer.echo(f"report: {Path(out).resolve() / 'report.json'}, report.md")
 
 
+_RAISED = re.compile(r"^\s*((?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Fail)\w*): (.*)$")
+
+
 def _spark_error(err: Exception) -> str:
-    """The useful line of an error raised inside Spark: the Python exception from the worker
-    (ours first, then any), else Spark's own first line."""
+    """The useful line of an error raised inside Spark: the message of a ``LeanscoreError``
+    the worker raised (Spark passes it on as traceback text naming its class), else the last
+    exception line of that text, else Spark's own first line."""
     text = str(err)
-    for marker in ("BadRowError: ", "ModelIntegrityError: ", "ValueError: ", "TypeError: "):
-        if marker in text:
-            return text.split(marker, 1)[1].splitlines()[0]
-    raised = [
-        line.strip()
-        for line in text.splitlines()
-        if re.match(r"^\s*[A-Za-z_][\w.]*(Error|Exception|Fail)\w*: ", line)
-    ]
+    raised = [m for m in map(_RAISED.match, text.splitlines()) if m]
+    for match in raised:
+        if is_leanscore_error(match.group(1)):
+            return match.group(2)
+    for match in raised:
+        if match.group(1) in ("ValueError", "TypeError"):
+            return match.group(2)
     if raised:
-        return raised[-1]
+        return raised[-1].group(0).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+@contextmanager
+def _one_line_errors():
+    """Every command's failures as one line on stderr and exit code 1: a ``LeanscoreError``
+    (or a built-in ValueError/TypeError/OSError from validating input) by its message, anything
+    Spark raised by the line of it that says what went wrong."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except (LeanscoreError, ValueError, TypeError, OSError, RuntimeError) as err:
+        if type(err).__module__.startswith(("pyspark", "py4j")):
+            _fail(_spark_error(err))
+        _fail(err)
+    except Exception as err:  # Spark wraps executor errors; surface their useful line
+        _fail(_spark_error(err))
 
 
 def main() -> None:  # pragma: no cover - console script entry

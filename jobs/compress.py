@@ -6,7 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from leanscore.compression.artifact import Artifact
+import numpy as np
+from leanscore.compression.artifact import Artifact, ImageSpec
 from leanscore.compression.build import (
     calibrated_range,
     compress_to_artifact,
@@ -58,11 +59,66 @@ class CompressConfig(BaseModel):
     task: Literal["classification", "regression", "embedding"] = "classification"
     feature_column: str = "features"
     class_labels: list[str] | None = None
+    image: ImageSpec | None = Field(
+        default=None,
+        description="an image model: how the data's image_column (PNG/JPEG bytes) or pixel "
+        "array becomes its (channels, height, width) input; recorded in the manifest for "
+        "scoring",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _onnx_columns_feed_the_data(cls, raw):
+        """An ONNX model as given names its feature columns once, under ``model``: table
+        samples that name none read those; one that names others is refused. Such a model is
+        not trained here, so ``data.train`` defaults to none."""
+        model = raw.get("model") if isinstance(raw, dict) else None
+        if not isinstance(model, dict) or model.get("kind") != "onnx":
+            return raw
+        layout = {k: model[k] for k in ("feature_columns", "feature_column") if model.get(k)}
+        if not layout and model.get("outputs") is None:
+            return raw
+        data = dict(raw.get("data") or {})
+        data.setdefault("train", None)
+
+        def fill(spec, where: str):
+            if not isinstance(spec, dict) or spec.get("kind") != "table" or not layout:
+                return spec
+            named = {k: spec[k] for k in ("feature_columns", "feature_column") if spec.get(k)}
+            if named and named != layout:
+                raise ValueError(
+                    f"{where} reads {named} but model declares {layout}: drop them from {where} "
+                    "(it reads the model's columns)"
+                )
+            return {**spec, **layout}
+
+        for role in ("train", "calibration", "evaluation"):
+            if role in data:
+                data[role] = fill(data[role], f"data.{role}")
+        if isinstance(data.get("also_evaluate"), dict):
+            data["also_evaluate"] = {
+                k: fill(v, f"data.also_evaluate.{k}") for k, v in data["also_evaluate"].items()
+            }
+        return {**raw, "data": data}
 
     @model_validator(mode="after")
     def _recipe_or_candidates(self) -> CompressConfig:
         if (self.recipe is None) == (self.candidates is None):
             raise ValueError("recipe: give exactly one of 'recipe' or 'candidates' (autotune)")
+        return self
+
+    @model_validator(mode="after")
+    def _images_need_an_image_spec(self) -> CompressConfig:
+        data = self.data
+        specs = {"train": data.train, "calibration": data.calibration}
+        specs |= {"evaluation": data.evaluation}
+        specs |= {f"also_evaluate.{k}": v for k, v in data.also_evaluate.items()}
+        for where, spec in specs.items():
+            if getattr(spec, "image_column", None) is not None and self.image is None:
+                raise ValueError(
+                    f"data.{where}.image_column needs 'image' (channels, height, width, mean, "
+                    "std, resize) to decode the images"
+                )
         return self
 
 
@@ -76,6 +132,14 @@ def load_recipe(recipe: str | Recipe, config_dir: Path) -> Recipe:
 
 def _features(config: CompressConfig, n_features: int) -> dict:
     spec = config.data.evaluation
+    if config.image is not None:
+        image_column = getattr(spec, "image_column", None)
+        layout = (
+            {"image_column": image_column}
+            if image_column
+            else {"array_column": getattr(spec, "feature_column", None) or config.feature_column}
+        )
+        return {**layout, "image": config.image.model_dump(), "size": config.image.size}
     if getattr(spec, "feature_columns", None):
         return {"columns": list(spec.feature_columns), "size": n_features}
     column = getattr(spec, "feature_column", None) or config.feature_column
@@ -95,22 +159,36 @@ def run_compress(
         else [load_recipe(r, config_dir) for r in config.candidates]
     )
     data = config.data
+    io = _as_given(config, config_dir)  # before any data is read: a bad mapping fails now
     say("loading data")
     specs = [data.train, data.evaluation, data.calibration, *data.also_evaluate.values()]
     if any(getattr(spec, "kind", None) == "table" for spec in specs):
         from leanscore.jobs.spark import get_spark
 
         get_spark("leanscore-compress")  # the session the table samples are read with
-    train = load_data(data.train, base_dir=config_dir) if data.train else None
-    evaluation = load_data(data.evaluation, base_dir=config_dir)
-    calibration = load_data(data.calibration, base_dir=config_dir) if data.calibration else None
-    also = {k: load_data(v, base_dir=config_dir) for k, v in data.also_evaluate.items()}
+    read = dict(base_dir=config_dir, image=config.image)
+    train = load_data(data.train, **read) if data.train else None
+    evaluation = load_data(data.evaluation, **read)
+    calibration = load_data(data.calibration, **read) if data.calibration else None
+    also = {k: load_data(v, **read) for k, v in data.also_evaluate.items()}
     model, example, source = load_model(
         config.model, base_dir=config_dir, train=train, progress=say
     )
     class_labels = config.class_labels
     if class_labels is None and config.model.kind.startswith("builtin-digits"):
         class_labels = [str(d) for d in range(10)]
+    scoring = {}
+    if io is not None:
+        _check_width(io, train=train, evaluation=evaluation, calibration=calibration, also=also)
+        class_labels = class_labels or io.class_labels
+        train, evaluation, calibration, also = _labels_as_classes(
+            class_labels, train=train, evaluation=evaluation, calibration=calibration, also=also
+        )
+        if io.label_output is not None:
+            from leanscore.compression.onnx_io import check_label_output
+
+            check_label_output(model, io, evaluation.features, class_labels)
+        scoring = {"result_output": io.result_output, "family": AS_GIVEN_FAMILY}
     common = dict(
         example_input=example,
         train=train,
@@ -120,7 +198,9 @@ def run_compress(
         also_evaluate=also or None,
         progress=say,
     )
-    features = _features(config, evaluation.features.shape[1])
+    features = _features(config, int(np.prod(evaluation.features.shape[1:])))
+    if config.image is not None:
+        scoring["family"] = "image"
     if config.candidates is None:
         artifact = compress_to_artifact(
             recipes[0],
@@ -129,6 +209,7 @@ def run_compress(
             features=features,
             class_labels=class_labels,
             model_source=source,
+            **scoring,
             **common,
         )
         console.print(steps_table(artifact.manifest.metrics, title=recipes[0].name))
@@ -142,6 +223,62 @@ def run_compress(
         class_labels=class_labels,
         model_source=source,
         console=console,
+        scoring=scoring,
+    )
+
+
+AS_GIVEN_FAMILY = "onnx_model"  # leanscore.udfs.families.onnx_model
+
+
+def _as_given(config: CompressConfig, config_dir: Path):
+    """The checked input/output mapping of an ONNX model as given; None for other models."""
+    from leanscore.compression.sources import OnnxModel
+
+    spec = config.model
+    if not isinstance(spec, OnnxModel) or not spec.as_given:
+        return None
+    from leanscore.compression.onnx_io import resolve_io
+
+    path = Path(spec.path) if Path(spec.path).is_absolute() else config_dir / spec.path
+    if not path.is_file():
+        raise FileNotFoundError(f"model.path: ONNX file {path} does not exist")
+    return resolve_io(path.read_bytes(), spec, task=config.task, path=str(path))
+
+
+def _check_width(io, **samples) -> None:
+    """Every sample must have as many features as the graph's input takes."""
+    if io.width is None:
+        return
+    named = {f"data.{k}": v for k, v in samples.items() if k != "also" and v is not None}
+    named |= {f"data.also_evaluate.{k}": v for k, v in samples["also"].items()}
+    for where, data in named.items():
+        if data.features.shape[1] != io.width:
+            raise ValueError(
+                f"{where} has {data.features.shape[1]} features per row but input {io.input!r} "
+                f"of model.path takes {io.width}; read the model's feature columns (a table "
+                "sample with model.feature_columns)"
+            )
+
+
+def _labels_as_classes(class_labels, *, train, evaluation, calibration, also):
+    """Label values that are the model's classes (2, 5, 7) as the probability columns they
+    name (0, 1, 2); labels already 0..k-1 stay as they are."""
+    from leanscore.compression.onnx_io import label_indices
+
+    if not class_labels or class_labels == [str(i) for i in range(len(class_labels))]:
+        return train, evaluation, calibration, also
+
+    def mapped(data, where):
+        if data is None or data.labels is None:
+            return data
+        labels = label_indices(data.labels, class_labels, where=where)
+        return type(data)(data.features, labels, data.source)
+
+    return (
+        mapped(train, "data.train"),
+        mapped(evaluation, "data.evaluation"),
+        mapped(calibration, "data.calibration"),
+        {k: mapped(v, f"data.also_evaluate.{k}") for k, v in also.items()},
     )
 
 
@@ -155,13 +292,16 @@ def autotune_to_artifact(
     class_labels: list[str] | None,
     model_source: dict | None,
     console: Console,
+    scoring: dict | None = None,
 ) -> Artifact:
     """Run every candidate (``common``: ``compression.autotune.autotune``'s data keywords),
     print and save the candidates table next to ``out``, and write the artifact of the cheapest
-    one within budget; AccuracyGateError (nothing written) when none is."""
+    one within budget; AccuracyGateError (nothing written) when none is. ``scoring``:
+    ``write_result``'s ``result_output`` and ``family`` for an ONNX model as given."""
+    scoring = scoring or {}
     from leanscore.compression.autotune import autotune, write_table
 
-    result = autotune(recipes, model, **common)
+    result = autotune(recipes, model, result_output=scoring.get("result_output"), **common)
     json_path, csv_path = write_table(result.table, Path(out).resolve())
     console.print(candidates_table(result.table))
     console.log(f"candidates table: {json_path} and {csv_path}")
@@ -198,6 +338,7 @@ def autotune_to_artifact(
                 "candidates": result.table,
             }
         },
+        **scoring,
     )
     console.print(steps_table(artifact.manifest.metrics, title=f"chosen: {chosen.recipe.name}"))
     return artifact

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
+from leanscore.compression.errors import LeanscoreError
 from pydantic import BaseModel, ValidationError
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class ConfigError(ValueError):
+class ConfigError(LeanscoreError, ValueError):
     """A config file or override is unreadable or invalid; the message names the key."""
 
 

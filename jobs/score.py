@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from leanscore.compression.artifact import Artifact
+from leanscore.compression.errors import LeanscoreError
 from leanscore.compression.registry import load_artifact, registry_summary
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
 from leanscore.udfs.kernel import DEFAULT_RANGE_MARGIN, RowPolicy
@@ -313,7 +314,7 @@ def write_partition(df: DataFrame, ref: TableRef, run_date: dt.date) -> None:
         writer.save(ref.path)
 
 
-class OutputCheckError(RuntimeError):
+class OutputCheckError(LeanscoreError, RuntimeError):
     """The written partition failed its check; the message says whether it was restored."""
 
 

@@ -105,3 +105,47 @@ def test_lower_layers_never_import_jobs(graph, layer):
         if target.startswith("leanscore.jobs")
     }
     assert upward == set()
+
+
+def test_every_error_class_of_ours_derives_from_the_one_base_class():
+    """The CLI turns a ``LeanscoreError`` into one line and exit 1; an error class outside the
+    hierarchy would surface as a traceback (or, inside Spark, as Spark's text)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from leanscore.compression.errors import LeanscoreError
+
+    ours = []
+    names = []
+    for package in ("leanscore.compression", "leanscore.udfs", "leanscore.jobs"):
+        path = importlib.import_module(package).__path__
+        names += [info.name for info in pkgutil.walk_packages(path, f"{package}.")]
+    for module_name in names:
+        module = importlib.import_module(module_name)
+        for _, obj in inspect.getmembers(module, inspect.isclass):
+            if obj.__module__ == module_name and issubclass(obj, Exception):
+                ours.append(obj)
+    assert len(ours) >= 10
+    outside = [f"{c.__module__}.{c.__name__}" for c in ours if not issubclass(c, LeanscoreError)]
+    assert outside == []
+
+
+def test_cli_finds_our_error_in_spark_text_by_its_class():
+    from leanscore.jobs.cli import _spark_error
+
+    worker = (
+        "An exception was thrown from the Python worker. Please see the stack trace below.\n"
+        "Traceback (most recent call last):\n"
+        '  File "kernel.py", line 9, in score\n'
+        "ValueError: an inner library complaint\n"
+        "\nDuring handling of the above exception, another exception occurred:\n\n"
+        "leanscore.udfs.kernel.BadRowError: row with key 'id=3': column 'x' is null; fix it\n"
+    )
+    assert _spark_error(RuntimeError(worker)) == "row with key 'id=3': column 'x' is null; fix it"
+    not_ours = worker.replace("leanscore.udfs.kernel.BadRowError", "leanscore.udfs.kernel.Scorer")
+    not_ours = not_ours.replace("Scorer: row", "SomethingError: row")
+    assert _spark_error(RuntimeError(not_ours)) == "an inner library complaint"
+    assert _spark_error(RuntimeError("[SPARK_FAILURE] the JVM died\nat x")) == (
+        "[SPARK_FAILURE] the JVM died"
+    )

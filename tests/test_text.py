@@ -477,3 +477,66 @@ def test_dynamic_int8_pre_processes_the_minilm_export(minilm, sentences, tmp_pat
     assert fidelity[1] > 0.98 and abs(fidelity[0] - fidelity[1]) < 0.002, fidelity
     # onnxruntime dumps the model it gave up on (90 MB) into the working directory: not left
     assert list(tmp_path.iterdir()) == []
+
+
+def _length_log_model() -> bytes:
+    """input_ids, attention_mask -> [log(tokens - 3), 1]: -inf for a one-word text (3 tokens
+    with [CLS] and [SEP]), a finite embedding for longer ones."""
+    from onnx import TensorProto, helper
+
+    ids = helper.make_tensor_value_info("input_ids", TensorProto.INT64, [None, None])
+    mask = helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [None, None])
+    out = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [None, 2])
+    three = helper.make_tensor("three", TensorProto.FLOAT, [], [3.0])
+    one = helper.make_tensor("one", TensorProto.FLOAT, [1, 1], [1.0])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    nodes = [
+        helper.make_node("Cast", ["attention_mask"], ["maskf"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["maskf", "axes"], ["length"], keepdims=1),
+        helper.make_node("Sub", ["length", "three"], ["excess"]),
+        helper.make_node("Log", ["excess"], ["log"]),
+        helper.make_node("Shape", ["input_ids"], ["ids_shape"]),
+        helper.make_node("Expand", ["one", "ids_shape"], ["ones_wide"]),
+        helper.make_node("ReduceMax", ["ones_wide", "axes"], ["second"], keepdims=1),
+        helper.make_node("Concat", ["log", "second"], ["embedding"], axis=1),
+    ]
+    graph = helper.make_graph(nodes, "length_log", [ids, mask], [out], [three, one, axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    return model.SerializeToString()
+
+
+@pytest.mark.parametrize("policy", ["flag", "fail"])
+def test_non_finite_embeddings_are_flagged_or_fail_never_written(policy):
+    """An embedding with NaN or infinity is never written as a result: under ``flag`` the row
+    gets a null embedding and the reason, under ``fail`` the job stops naming the row."""
+    from leanscore.compression.artifact import sha256_hex
+    from leanscore.compression.text_model import TOKENIZER_FILE, minilm_dir
+    from leanscore.udfs.distribution import ModelSource
+    from leanscore.udfs.session_cache import SessionConfig, get_session
+    from leanscore.udfs.text import BadTextError, TextKernel, TextOptions
+
+    model = _length_log_model()
+    tokenizer = (minilm_dir() / TOKENIZER_FILE).read_bytes()
+    kernel = TextKernel(
+        source=ModelSource("length-log", sha256_hex(model), "closure", data=model),
+        tokenizer_bytes=tokenizer,
+        tokenizer_sha256=sha256_hex(tokenizer),
+        column="text",
+        config=SessionConfig(),
+        options=TextOptions(bad_rows=policy),
+    )
+    session, tok = get_session(kernel.source, kernel.config), kernel.tokenizer()
+    texts = ["two words here", "hello", "a longer sentence of words"]
+    if policy == "fail":
+        with pytest.raises(BadTextError, match=r"key 'k2'.*-inf \(not finite\).*'text'"):
+            kernel.compute(session, tok, texts, ["k1", "k2", "k3"])
+        return
+    frame = kernel.embed(session, tok, pd.Series(texts), None)
+    assert frame["embedding"][1] is None
+    assert "not finite" in frame["error"][1] and "'text'" in frame["error"][1]
+    for i in (0, 2):
+        assert frame["error"][i] is None and np.isfinite(frame["embedding"][i]).all()
+    arrow = kernel.embed_arrow(session, tok, texts, None).to_pylist()
+    assert arrow[1]["embedding"] is None and "not finite" in arrow[1]["error"]
+    assert [r["embedding"] for r in arrow][::2] == [list(frame["embedding"][i]) for i in (0, 2)]

@@ -12,7 +12,6 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
-from leanscore.udfs.arrow_batch import from_arrow_columns, from_arrow_list
 from leanscore.udfs.kernel import ERROR_FIELD, Scored, Scorer
 from leanscore.udfs.schema import is_vector
 from pyspark.sql import DataFrame
@@ -51,7 +50,7 @@ def score_with_arrow(
     from pyspark.sql import functions as F
 
     by_name = {f.name: f for f in df.schema.fields}
-    features = list(scorer.features.columns or [scorer.features.array_column])
+    features = scorer.family.input_columns()
     sent = list(dict.fromkeys([*keep, *key_columns]))
     feature_refs = []
     extra = []
@@ -102,15 +101,11 @@ def _batches_fn(scorer: Scorer, refs, labels, keep, key_columns, names):
 def record_batch_scorer(scorer: Scorer, refs, labels, keep, key_columns, names):
     """On an executor: a function from an input ``RecordBatch`` (features under ``refs``) to the
     output batch (``keep`` columns as they arrived, then the model's outputs)."""
-    array_layout = scorer.features.array_column is not None
-    size = scorer.features.size
+    family = scorer.family
     session, input_name = scorer.session()
 
     def score(rb: pa.RecordBatch) -> pa.RecordBatch:
-        if array_layout:
-            batch = from_arrow_list(rb.column(refs[0]), labels[0], size)
-        else:
-            batch = from_arrow_columns([rb.column(r) for r in refs], labels)
+        batch = family.from_arrow([rb.column(r) for r in refs])
         key_of = _key_reader(rb, key_columns) if key_columns else None
         scored = scorer.score(session, input_name, batch, key_of)
         arrays = [rb.column(c) for c in keep] + to_arrow(scored, scorer)
@@ -132,7 +127,7 @@ def _key_reader(rb: pa.RecordBatch, key_columns: list[str]):
 
 def to_arrow(scored: Scored, scorer: Scorer) -> list[pa.Array]:
     n, good, any_bad = scored.n, scored.good, scored.any_bad
-    columns = scored.columns(scorer.task, list(scorer.fields))
+    columns = scorer.columns(scored)
     mask = pa.array(~good) if any_bad else None
     arrays = []
     for name in scorer.fields:

@@ -16,7 +16,7 @@ import pandas as pd
 
 @dataclass
 class Batch:
-    matrix: np.ndarray  # (n, size) float32, C-contiguous; bad rows hold zeros
+    matrix: np.ndarray  # (n, size) float32 ((n, C, H, W) for images), C-contiguous; bad rows zeros
     bad: np.ndarray  # (n,) bool
     reasons: list[str | None]  # per row, None where the row is fine
 

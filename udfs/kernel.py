@@ -27,8 +27,10 @@ from typing import Literal
 
 import numpy as np
 from leanscore.compression.artifact import FeatureSpec, Manifest
+from leanscore.compression.errors import LeanscoreError
 from leanscore.udfs.batch import Batch
 from leanscore.udfs.distribution import ModelSource
+from leanscore.udfs.families import Family, family_for
 from leanscore.udfs.session_cache import SessionConfig, get_session
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -38,7 +40,7 @@ ERROR_FIELD = "error"
 DEFAULT_RANGE_MARGIN = 0.5
 
 
-class BadRowError(ValueError):
+class BadRowError(LeanscoreError, ValueError):
     """A row could not be scored under the ``fail`` policy."""
 
 
@@ -109,15 +111,14 @@ def allowed_range(
 
 
 def output_fields(manifest: Manifest, *, probabilities: bool = False) -> list[tuple[str, str]]:
-    """The (name, Spark DDL type) fields of the result, from the manifest's task."""
-    if manifest.task == "classification":
-        fields = [("label", "bigint"), ("probability", "float")]
-        if probabilities:
-            fields.append(("probabilities", "array<float>"))
-    elif manifest.task == "regression":
-        fields = [("value", "float")]
+    """The (name, Spark DDL type) fields of the result, from the manifest's family and task."""
+    from leanscore.udfs.families import family_for, family_name
+    from leanscore.udfs.families.tabular import task_fields
+
+    if family_name(manifest) == "text":
+        fields = task_fields(manifest.task, probabilities=probabilities)
     else:
-        fields = [("embedding", "array<float>")]
+        fields = family_for(manifest).output_fields(probabilities=probabilities)
     return [*fields, (ERROR_FIELD, "string")]
 
 
@@ -140,30 +141,12 @@ class Scored:
     def any_bad(self) -> bool:
         return bool(self.batch.bad.any())
 
-    def columns(self, task: str, fields: list[str]) -> dict[str, np.ndarray]:
-        """Output name -> values for the good rows (rows of ``out``), in field order."""
-        out = self.out
-        columns: dict[str, np.ndarray] = {}
-        if task == "classification":
-            label = out.argmax(axis=1)
-            columns["label"] = label.astype(np.int64, copy=False)
-            top = np.take_along_axis(out, label[:, None], axis=1)[:, 0]  # one pass, not a max
-            columns["probability"] = top.astype(np.float32, copy=False)
-            if "probabilities" in fields:
-                columns["probabilities"] = out.astype(np.float32, copy=False)
-        elif task == "regression":
-            columns["value"] = out.reshape(len(out), -1)[:, 0].astype(np.float32, copy=False)
-        else:
-            columns["embedding"] = out.reshape(len(out), -1).astype(np.float32, copy=False)
-        return columns
-
 
 @dataclass(frozen=True)
 class Scorer:
     """Everything a task needs to score, and nothing that holds a Spark object."""
 
-    task: str
-    features: FeatureSpec
+    family: Family
     source: ModelSource
     config: SessionConfig
     batch_size: int
@@ -176,6 +159,18 @@ class Scorer:
     @property
     def bad_rows(self) -> BadRowPolicy:
         return self.policy.bad_rows
+
+    @property
+    def task(self) -> str:
+        return self.family.manifest.task
+
+    @property
+    def features(self) -> FeatureSpec:
+        return self.family.manifest.features
+
+    def columns(self, scored: Scored) -> dict[str, np.ndarray]:
+        """Output name -> values for the good rows of ``scored``, in field order."""
+        return self.family.output_columns(scored.out, list(self.fields))
 
     @classmethod
     def build(
@@ -193,8 +188,7 @@ class Scorer:
         policy = row_policy(bad_rows)
         fields = tuple(n for n, _ in output_fields(manifest, probabilities=probabilities))
         return cls(
-            manifest.task,
-            manifest.features,
+            family_for(manifest),
             source,
             config,
             batch_size,
@@ -261,6 +255,7 @@ class Scorer:
         if self.policy.out_of_range == "score_alone" and not self.batch_dependent:
             return None
         _, _, low, high = self.range
+        matrix = matrix.reshape(len(matrix), -1)
         # Column extremes first: one cheap pass when every row is in range, the usual case.
         if (matrix.min(axis=0) >= low).all() and (matrix.max(axis=0) <= high).all():
             return None
@@ -268,13 +263,9 @@ class Scorer:
 
     def _range_reason(self, row: np.ndarray) -> str:
         calibrated_low, calibrated_high, low, high = self.range
+        row = row.reshape(-1)
         j = int(np.flatnonzero((row < low) | (row > high))[0])
-        spec = self.features
-        name = (
-            f"column {spec.columns[j]!r}"
-            if spec.columns
-            else (f"column {spec.array_column!r} element {j}")
-        )
+        name = self.family.element_name(j)
         return (
             f"{name} is {float(row[j])!r}, outside the calibrated range "
             f"[{float(calibrated_low[j]):g}, {float(calibrated_high[j]):g}] widened by "
@@ -312,10 +303,13 @@ class Scorer:
     def run(self, session, input_name: str, matrix: np.ndarray) -> np.ndarray:
         if len(matrix) == 0:
             return np.zeros((0, 1), dtype=np.float32)
+        result = self.family.result_output()
+        wanted = None if result is None else [result]
+        feeds = self.family.feeds
         if len(matrix) <= self.batch_size:
-            return session.run(None, {input_name: matrix})[0]
+            return session.run(wanted, feeds(input_name, matrix))[0]
         parts = [
-            session.run(None, {input_name: matrix[i : i + self.batch_size]})[0]
+            session.run(wanted, feeds(input_name, matrix[i : i + self.batch_size]))[0]
             for i in range(0, len(matrix), self.batch_size)
         ]
         return np.concatenate(parts)

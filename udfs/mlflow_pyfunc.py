@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from leanscore.compression.artifact import Artifact
-from leanscore.udfs.batch import Batch, from_array, from_columns
+from leanscore.udfs.batch import Batch, from_array
 from leanscore.udfs.distribution import ModelSource
 from leanscore.udfs.kernel import Scorer
 from leanscore.udfs.session_cache import SessionConfig
@@ -52,25 +52,25 @@ class LeanscorePyfunc:
             data = data.get(spec.array_column, next(iter(data.values()), None))
         if isinstance(data, np.ndarray):
             matrix = np.ascontiguousarray(data, dtype=np.float32).reshape(len(data), -1)
+            if spec.image is not None:  # pixels for the image family to shape and normalise
+                return self.scorer.family.from_pandas([pd.Series(list(matrix))])
             return from_array(pd.Series(list(matrix)), spec.array_column or "input", spec.size)
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"expected a pandas DataFrame or a numpy matrix, got {type(data)}")
-        names = [spec.array_column] if spec.array_column is not None else list(spec.columns)
+        names = self.scorer.family.input_columns()
         missing = [c for c in names if c not in data.columns]
         if missing:
             raise ValueError(
                 f"model {self.manifest.name!r} reads column {missing[0]!r}; the input has "
                 f"{list(data.columns)}"
             )
-        if spec.array_column is not None:
-            return from_array(data[spec.array_column], spec.array_column, spec.size)
-        return from_columns([data[c] for c in names], names)
+        return self.scorer.family.from_pandas([data[c] for c in names])
 
     def predict(self, data, params=None) -> pd.DataFrame:
         scorer = self.scorer
         session, input_name = scorer.session()
         scored = scorer.score(session, input_name, self._batch(data), None)
-        columns = scored.columns(scorer.task, list(scorer.fields))
+        columns = scorer.columns(scored)
         if scorer.task == "classification":
             return pd.DataFrame(
                 {"prediction": columns["label"], "probability": columns["probability"]}

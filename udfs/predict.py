@@ -21,7 +21,6 @@ import pandas as pd
 from leanscore.compression.artifact import Artifact
 from leanscore.compression.registry import load_artifact
 from leanscore.udfs import arrow_path
-from leanscore.udfs.batch import from_array, from_columns
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, distribute
 from leanscore.udfs.kernel import (
     ERROR_FIELD,
@@ -173,7 +172,7 @@ def warn_unguarded(artifact: Artifact, policy: RowPolicy) -> None:
 
 
 def _pandas_iterator(scorer: Scorer, with_key: bool):
-    spec = scorer.features
+    family = scorer.family
 
     def predict(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
         session, input_name = scorer.session()
@@ -182,10 +181,7 @@ def _pandas_iterator(scorer: Scorer, with_key: bool):
                 cols = (cols,)
             keys = cols[-1] if with_key else None
             feats = cols[:-1] if with_key else cols
-            if spec.array_column is not None:
-                batch = from_array(feats[0], spec.array_column, spec.size)
-            else:
-                batch = from_columns(list(feats), spec.columns)
+            batch = family.from_pandas(list(feats))
             key_of = keys.iloc.__getitem__ if keys is not None else None
             yield _to_frame(scorer.score(session, input_name, batch, key_of), scorer)
 
@@ -195,7 +191,7 @@ def _pandas_iterator(scorer: Scorer, with_key: bool):
 def _to_frame(scored: Scored, scorer: Scorer) -> pd.DataFrame:
     n, good, any_bad = scored.n, scored.good, scored.any_bad
     columns: dict[str, object] = {}
-    for name, values in scored.columns(scorer.task, list(scorer.fields)).items():
+    for name, values in scorer.columns(scored).items():
         if values.ndim == 2:
             columns[name] = _rows(values, good, any_bad, n)
         else:

@@ -32,6 +32,7 @@ from typing import Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 from leanscore.compression.artifact import Artifact
+from leanscore.compression.errors import LeanscoreError
 from leanscore.udfs.arrow_path import output_schema, record_batch_scorer
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
 from leanscore.udfs.kernel import BadRowPolicy, OutOfRangePolicy, RowPolicy, Scorer, row_policy
@@ -54,7 +55,7 @@ _SPARK_OPEN_COST_BYTES = 4 * 1024 * 1024
 _WAVES_ROUNDED = 4
 
 
-class ScanUnsupported(ValueError):
+class ScanUnsupported(LeanscoreError, ValueError):
     """The table cannot be read by the scan engine; the message says why."""
 
 
@@ -383,7 +384,7 @@ def score_plan(
     arrow_batch_rows: int,
 ) -> DataFrame:
     """A DataFrame of ``keep`` columns plus the outputs, one Spark task per task of ``plan``."""
-    features = list(scorer.features.columns or [scorer.features.array_column])
+    features = scorer.family.input_columns()
     timezone = spark.conf.get("spark.sql.session.timeZone")
     types = arrow_types(plan, [*keep, *key_columns, *features], timezone)
     schema, names = output_schema(plan.schema, keep, fields, out_names)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from leanscore.compression.artifact import Manifest
 from pyspark.sql import DataFrame
-from pyspark.sql.types import ArrayType, DataType, NumericType
+from pyspark.sql.types import DataType
 
 
 def preview(names: list[str]) -> str:
@@ -30,8 +30,10 @@ def preview(names: list[str]) -> str:
 
 
 def feature_names(manifest: Manifest) -> list[str]:
-    spec = manifest.features
-    return spec.columns or [spec.array_column]
+    """The table columns the model reads (its family says which)."""
+    from leanscore.udfs.families import family_for
+
+    return family_for(manifest).input_columns()
 
 
 def is_vector(dtype: DataType) -> bool:
@@ -40,27 +42,15 @@ def is_vector(dtype: DataType) -> bool:
 
 def check_features(df: DataFrame, manifest: Manifest) -> None:
     """Fail up front, naming the column, when ``df`` does not carry what the model reads."""
-    spec = manifest.features
+    from leanscore.udfs.families import family_for
+
+    family = family_for(manifest)
     by_name = {f.name: f.dataType for f in df.schema.fields}
-    wanted = feature_names(manifest)
+    wanted = family.input_columns()
     missing = [c for c in wanted if c not in by_name]
     if missing:
         raise ValueError(
             f"feature column {missing[0]!r} is missing from the input ({len(missing)} of "
             f"{len(wanted)} missing); the model {manifest.name!r} reads {preview(wanted)}"
         )
-    for name in wanted:
-        dtype = by_name[name]
-        if spec.array_column is not None:
-            ok = (
-                isinstance(dtype, ArrayType) and isinstance(dtype.elementType, NumericType)
-            ) or is_vector(dtype)
-            expect = "array<float>, array<double> or an ML Vector"
-        else:
-            ok = isinstance(dtype, NumericType)
-            expect = "a numeric type"
-        if not ok:
-            raise TypeError(
-                f"feature column {name!r} has type {dtype.simpleString()}, the model needs "
-                f"{expect}; cast it before scoring"
-            )
+    family.check_input_types(by_name)

@@ -21,11 +21,12 @@ from functools import lru_cache
 from urllib.parse import unquote, urlparse
 
 import pyarrow.parquet as pq
+from leanscore.compression.errors import LeanscoreError
 
 S3_SCHEMES = ("s3a", "s3", "s3n")
 
 
-class StoreUnsupported(ValueError):
+class StoreUnsupported(LeanscoreError, ValueError):
     """pyarrow cannot open this store the way Spark does; the message says why."""
 
 

@@ -27,6 +27,7 @@ import onnxruntime as ort
 import pandas as pd
 import pyarrow as pa
 from leanscore.compression.artifact import Artifact, verify_sha256
+from leanscore.compression.errors import LeanscoreError
 from leanscore.compression.registry import load_artifact
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, ModelSource, distribute
 from leanscore.udfs.session_cache import SessionConfig, get_session
@@ -65,7 +66,7 @@ class TextSessionConfig(SessionConfig):
         return options
 
 
-class BadTextError(ValueError):
+class BadTextError(LeanscoreError, ValueError):
     """A row could not be embedded under the ``fail`` policy."""
 
 
@@ -215,14 +216,32 @@ class TextKernel:
                     )
             kept = [(i, e) for i, e in zip(good, encodings, strict=True) if reasons[i] is None]
             good, encodings = [i for i, _ in kept], [e for _, e in kept]
-        if len(good) < n and self.options.bad_rows == "fail":
-            i = next(i for i in range(n) if reasons[i] is not None)
-            where = f"row with key {keys[i]!r}" if keys is not None else f"row {i} of a batch"
-            raise BadTextError(
-                f"{where}: {reasons[i]}; fix the input or embed with bad_rows='flag' to get a "
-                "null embedding and an error column instead"
-            )
-        return self.run(session, [e.ids for e in encodings]), good, reasons
+        self._check_policy(reasons, keys)
+        matrix = self.run(session, [e.ids for e in encodings])
+        if matrix is not None:
+            finite = np.isfinite(matrix).all(axis=1)
+            if not finite.all():
+                for pos in np.flatnonzero(~finite):
+                    first = matrix[pos][~np.isfinite(matrix[pos])][0]
+                    reasons[good[pos]] = (
+                        f"the model's output is {first} (not finite) for column {self.column!r} "
+                        "in this row"
+                    )
+                self._check_policy(reasons, keys)
+                good = [i for i, ok in zip(good, finite, strict=True) if ok]
+                matrix = matrix[finite] if finite.any() else None
+        return matrix, good, reasons
+
+    def _check_policy(self, reasons: list[str | None], keys: list | None) -> None:
+        """Under ``bad_rows='fail'``, raise naming the first row that cannot be embedded."""
+        if self.options.bad_rows != "fail" or all(r is None for r in reasons):
+            return
+        i = next(i for i, r in enumerate(reasons) if r is not None)
+        where = f"row with key {keys[i]!r}" if keys is not None else f"row {i} of a batch"
+        raise BadTextError(
+            f"{where}: {reasons[i]}; fix the input or embed with bad_rows='flag' to get a "
+            "null embedding and an error column instead"
+        )
 
     def embed(self, session, tok, texts: pd.Series, keys: pd.Series | None) -> pd.DataFrame:
         matrix, good, reasons = self.compute(

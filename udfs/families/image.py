@@ -1,0 +1,179 @@
+"""The image family: a CNN's fixed (channels, height, width) input from one image column of
+PNG/JPEG bytes, decoded and normalised here with Pillow, or from one fixed-shape numeric array
+column; a classifier's label and probability (or a regression value, an embedding) as outputs.
+
+Decoding (``decode_images``): 8-bit images only (a 16-bit or float image is a bad row, not
+silently clipped); grayscale (1 channel) or RGB (3) conversion (an alpha channel is dropped),
+a resize to the
+declared size when the manifest allows it, 8-bit values scaled to [0, 1], then ``(x - mean) /
+std`` per channel, batched as one float32 (n, C, H, W) array. A null image, bytes Pillow cannot
+decode (its reason is kept), or an image of another size when resizing is off makes the row bad;
+the kernel's ``bad_rows`` policy decides what follows, as for tabular rows. An array column is
+read by the tabular code (nulls, NaN, wrong lengths) and then normalised the same way.
+
+``leanscore compress`` decodes its training, calibration and evaluation images with these same
+functions (``image_batch``), so the model is trained, calibrated and scored on identical
+tensors. Pillow is imported by this module only: executors scoring other families never load it.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Sequence
+
+import numpy as np
+from leanscore.compression.artifact import FeatureSpec, ImageSpec
+from leanscore.udfs.batch import Batch
+from leanscore.udfs.families.base import Family
+from leanscore.udfs.families.tabular import TabularFamily, task_columns, task_fields
+from PIL import Image
+
+_MODES = {1: "L", 3: "RGB"}
+_RESAMPLE = {
+    "nearest": Image.Resampling.NEAREST,
+    "box": Image.Resampling.BOX,
+    "bilinear": Image.Resampling.BILINEAR,
+    "hamming": Image.Resampling.HAMMING,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+# Pillow names the file object in some messages ("cannot identify image file <_io.BytesIO
+# object at 0x7f...>"): an address differs from call to call, so it is left out.
+_FILE_OBJECT = re.compile(r"\s*<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
+
+
+def _is_null(value) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _decode_one(data, spec: ImageSpec) -> np.ndarray | str:
+    """One image's (H, W, C) uint8 pixels, or why it cannot be the model's input."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.mode in ("I", "F") or image.mode.startswith("I;"):
+                return (
+                    f"holds a {image.mode} image (16-bit or float pixels); the model reads 8-bit "
+                    "images: convert them to 8 bits first"
+                )
+            if image.size != (spec.width, spec.height) and not spec.resize:
+                return (
+                    f"holds a {image.width}x{image.height} image, the model expects "
+                    f"{spec.width}x{spec.height} (width x height); resize the images first or "
+                    "compress with image.resize: true"
+                )
+            converted = image.convert(_MODES[spec.channels])
+            if converted.size != (spec.width, spec.height):
+                converted = converted.resize((spec.width, spec.height), _RESAMPLE[spec.resample])
+            return np.asarray(converted, dtype=np.uint8).reshape(
+                spec.height, spec.width, spec.channels
+            )
+    except Exception as err:  # noqa: BLE001 - Pillow's decoders raise many types
+        text = _FILE_OBJECT.sub("", str(err)).strip().splitlines()
+        reason = text[0] if text else type(err).__name__
+        return f"is not a decodable image ({reason})"
+
+
+def normalise(pixels: np.ndarray, spec: ImageSpec, *, eight_bit: bool) -> np.ndarray:
+    """(n, C, H, W) values (divided by 255 when ``eight_bit``), then ``(x - mean) / std`` per
+    channel, as a new C-contiguous float32 array; the input is never written to (it may be an
+    Arrow buffer). The arithmetic is torchvision's ``ToTensor`` then ``Normalize``, in float32,
+    so a model trained with those sees the same values."""
+    out = np.array(pixels, dtype=np.float32, order="C")
+    if eight_bit:
+        out /= np.float32(255.0)
+    if spec.mean is not None:
+        out -= np.asarray(spec.mean, dtype=np.float32)[None, :, None, None]
+    if spec.std is not None:
+        out /= np.asarray(spec.std, dtype=np.float32)[None, :, None, None]
+    return out
+
+
+def decode_images(values: Sequence, column: str, spec: ImageSpec) -> Batch:
+    """PNG/JPEG bytes (None for a null) -> the model's (n, C, H, W) float32 input; bad rows
+    hold zeros and name ``column`` and the reason."""
+    n = len(values)
+    pixels = np.zeros((n, spec.height, spec.width, spec.channels), dtype=np.uint8)
+    bad = np.zeros(n, dtype=bool)
+    reasons: list[str | None] = [None] * n
+    for i, data in enumerate(values):
+        decoded = "is null" if _is_null(data) else _decode_one(data, spec)
+        if isinstance(decoded, str):
+            bad[i] = True
+            reasons[i] = f"column {column!r} {decoded}"
+        else:
+            pixels[i] = decoded
+    matrix = normalise(pixels.transpose(0, 3, 1, 2), spec, eight_bit=True)
+    matrix[bad] = 0.0
+    return Batch(matrix, bad, reasons)
+
+
+def from_array_batch(batch: Batch, spec: ImageSpec) -> Batch:
+    """A tabular (n, C*H*W) batch of pixels scaled to [0, 1] -> normalised (n, C, H, W)."""
+    shaped = batch.matrix.reshape(len(batch.matrix), *spec.shape)
+    matrix = normalise(shaped, spec, eight_bit=False)
+    matrix[batch.bad] = 0.0
+    return Batch(matrix, batch.bad, batch.reasons)
+
+
+def image_batch(values, features: FeatureSpec) -> Batch:
+    """The model's input from one pandas Series (or a list) of the input column: what the
+    pandas path and ``leanscore compress`` build."""
+    spec = features.image
+    if features.image_column is not None:
+        return decode_images(list(values), features.image_column, spec)
+    from leanscore.udfs.batch import from_array
+
+    return from_array_batch(from_array(values, features.array_column, features.size), spec)
+
+
+class ImageFamily(Family):
+    name = "image"
+
+    @property
+    def spec(self) -> ImageSpec:
+        return self.manifest.features.image
+
+    def input_columns(self) -> list[str]:
+        features = self.manifest.features
+        return [features.image_column or features.array_column]
+
+    def check_input_types(self, types: dict) -> None:
+        from pyspark.sql.types import BinaryType
+
+        features = self.manifest.features
+        if features.image_column is None:
+            TabularFamily(self.manifest).check_input_types(types)
+            return
+        dtype = types[features.image_column]
+        if not isinstance(dtype, BinaryType):
+            raise TypeError(
+                f"image column {features.image_column!r} has type {dtype.simpleString()}, the "
+                "model needs binary (PNG or JPEG bytes); read image files with "
+                "spark.read.format('binaryFile') and use its 'content' column"
+            )
+
+    def from_pandas(self, columns):
+        return image_batch(columns[0], self.manifest.features)
+
+    def from_arrow(self, arrays):
+        features = self.manifest.features
+        array = arrays[0]
+        if features.image_column is not None:
+            return decode_images(array.to_pylist(), features.image_column, self.spec)
+        from leanscore.udfs.arrow_batch import from_arrow_list
+
+        tabular = from_arrow_list(array, features.array_column, features.size)
+        return from_array_batch(tabular, self.spec)
+
+    def element_name(self, j: int) -> str:
+        spec = self.spec
+        channel, rest = divmod(j, spec.height * spec.width)
+        y, x = divmod(rest, spec.width)
+        return f"column {self.input_columns()[0]!r} channel {channel} pixel (y={y}, x={x})"
+
+    def output_fields(self, *, probabilities: bool = False) -> list[tuple[str, str]]:
+        return task_fields(self.manifest.task, probabilities=probabilities)
+
+    def output_columns(self, out, fields):
+        return task_columns(self.manifest.task, out, fields)
