@@ -45,8 +45,13 @@ test-fast: $(STAMP)
 	$(PY) -m ruff check .
 	$(VENV)/bin/pytest -m "not spark and not slow"
 
+# Two tabular workloads into one history (bench-output/history): the digits MLP, where reading
+# the table dominates, and the wide 256-2048-1024-512-10 MLP, where the model does; then the
+# MiniLM text-embedding bench (its own report in bench-output/embed).
 bench: $(STAMP) jars
 	$(VENV)/bin/leanscore bench --config conf/bench.yaml --out bench-output
+	$(VENV)/bin/leanscore bench --config conf/bench-wide.yaml --out bench-output/wide
+	$(VENV)/bin/leanscore bench --config conf/bench-embed.yaml --out bench-output/embed
 
 lint:
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

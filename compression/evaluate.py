@@ -10,6 +10,14 @@ import onnx
 import onnxruntime as ort
 
 
+def distinct_rows(features: np.ndarray) -> int:
+    """How many different feature rows ``features`` holds (repeated rows count once)."""
+    if len(features) == 0:
+        return 0
+    rows = np.ascontiguousarray(features).reshape(len(features), -1)
+    return len(np.unique(rows, axis=0))
+
+
 def single_thread_session(onnx_bytes: bytes) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
@@ -53,6 +61,15 @@ def wilson_interval(correct: int, n: int, *, z: float = 1.96) -> tuple[float, fl
     centre = (p + z * z / (2 * n)) / denom
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (float(max(0.0, centre - half)), float(min(1.0, centre + half)))
+
+
+def accuracy_interval(accuracy: float | None, n: int) -> list[float] | None:
+    """Wilson's 95% interval of an accuracy measured on ``n`` independent examples, rounded
+    for reports; None without an accuracy."""
+    if accuracy is None or n <= 0:
+        return None
+    low, high = wilson_interval(accuracy * n, n)
+    return [round(low, 6), round(high, 6)]
 
 
 def rows_per_second(

@@ -23,12 +23,8 @@ from pathlib import Path
 from typing import Literal
 
 from leanscore.compression.artifact import Artifact
-from leanscore.jobs.bench_decompose import (
-    BenchTargets,
-    accuracy_interval,
-    accuracy_text,
-    decompose,
-)
+from leanscore.compression.evaluate import accuracy_interval
+from leanscore.jobs.bench_decompose import BenchTargets, accuracy_text, decompose
 from leanscore.jobs.bench_metrics import CpuMeter
 from leanscore.jobs.bench_paths import (
     TorchModel,
@@ -54,7 +50,7 @@ from leanscore.jobs.score import InputConfig
 from leanscore.udfs.distribution import is_connect
 from leanscore.udfs.scan import ScanPlan, ScanUnsupported, plan_scan
 from leanscore.udfs.schema import feature_names
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from rich.console import Console
@@ -77,6 +73,12 @@ class TorchModelConfig(BaseModel):
 class BenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    workload: str = Field(
+        default="digits-mlp",
+        min_length=1,
+        description="the workload's name in the report and the history (one history table "
+        "holds several workloads' runs)",
+    )
     input: InputConfig
     artifacts: list[str] = Field(
         min_length=1, description="the fp32 ONNX export of the uncompressed model first"
@@ -102,6 +104,15 @@ class BenchConfig(BaseModel):
     repeats: int = Field(default=3, ge=1)
     batch_size: int = Field(default=4096, gt=0)
     arrow_batch_rows: int = Field(default=10_000, gt=0)
+    torch_batch_sizes: list[int] = Field(
+        default_factory=lambda: [256, 1024, 4096, 10_000],
+        description="PyTorch's batch in predict_batch_udf is the fastest of these, measured "
+        "on the model alone (one thread, rows from the input) before the timed rounds; "
+        "empty: batch_size",
+    )
+    torch_sweep_rows: int = Field(
+        default=10_000, gt=0, description="input rows the batch-size sweep runs at each size"
+    )
     onnx_predict_batch_udf: bool = Field(
         default=True, description="also time the fp32 ONNX model inside predict_batch_udf"
     )
@@ -130,6 +141,17 @@ class BenchConfig(BaseModel):
         "dashboard reads; default OUT/history",
     )
     history_format: Literal["delta"] = "delta"
+
+    @model_validator(mode="after")
+    def _torch_batches_fit_an_arrow_batch(self) -> BenchConfig:
+        too_big = [n for n in self.torch_batch_sizes if n <= 0 or n > self.arrow_batch_rows]
+        if too_big:
+            raise ValueError(
+                f"torch_batch_sizes: {too_big} must be between 1 and arrow_batch_rows "
+                f"({self.arrow_batch_rows}); predict_batch_udf never sees more rows than one "
+                "Arrow batch"
+            )
+        return self
 
 
 @dataclass
@@ -169,6 +191,7 @@ def build_variants(
     torch_model: TorchModel | None = None,
     onnx_predict_batch_udf: bool = False,
     batch_size: int = 4096,
+    torch_batch_size: int | None = None,
     keep: list[str],
     scan: ScanPlan | None = None,
     arrow_batch_rows: int = 10_000,
@@ -180,21 +203,25 @@ def build_variants(
     its prediction; leanscore reads the table with the scan engine when ``scan`` is given, and
     with ``spark_reader_variant`` it also runs the fp32 model over Spark's reader, so the
     reader's effect is one ratio.
-    With ``spark`` (classic), each variant gets a clock its tasks report their seconds to."""
+    With ``spark`` (classic), each variant gets a clock its tasks report their seconds to.
+    ``torch_batch_size``: the batch of both predict_batch_udf variants (PyTorch's best, so the
+    runtime pair differs in the runtime only; default ``batch_size``)."""
     base = artifacts[0]
     params = [(a.manifest.metrics.get("final") or {}).get("params") for a in artifacts]
 
     def clock() -> TaskClock | None:
         return TaskClock.create(spark) if spark is not None else None
 
-    def predict_batch_variant(model: str, predict_fn, model_bytes: int, n_params) -> Variant:
+    def predict_batch_variant(
+        model: str, predict_fn, model_bytes: int, n_params, batch: int
+    ) -> Variant:
         c = clock()
         return Variant(
             f"{model}/predict_batch_udf",
             model,
             "predict_batch_udf",
             lambda df: predict_batch_frame(
-                df, base, predict_fn, batch_size=batch_size, keep=keep, clock=c
+                df, base, predict_fn, batch_size=batch, keep=keep, clock=c
             ),
             model_bytes,
             n_params,
@@ -211,6 +238,7 @@ def build_variants(
                 torch_predict_fn(torch_model),
                 len(torch_model.state_dict_bytes),
                 torch_model.params(),
+                torch_batch_size or batch_size,
             )
         )
     if onnx_predict_batch_udf:
@@ -220,6 +248,7 @@ def build_variants(
                 onnx_predict_fn(base.read_model_bytes()),
                 base.manifest.model_bytes,
                 params[0],
+                torch_batch_size or batch_size,  # the runtime pair differs in runtime only
             )
         )
     for i, artifact in enumerate(artifacts if mlflow_spark_udf else []):
@@ -455,6 +484,7 @@ def measure_bound(
     console: Console,
     scan: ScanPlan | None = None,
     arrow_batch_rows: int = 10_000,
+    torch_batch_size: int | None = None,
 ) -> dict:
     """What reading and each model cost alone: read-only passes over the input (no model) by
     Spark's reader into its noop sink, by Spark's reader into a Python task (its in-task
@@ -497,7 +527,9 @@ def measure_bound(
     matrix = input_matrix(df, base, bound_rows)
     models = {}
     if torch_model is not None:
-        models[TORCH] = {"rows_per_s_per_core": _raw_torch(torch_model, matrix, batch_size)}
+        models[TORCH] = {
+            "rows_per_s_per_core": _raw_torch(torch_model, matrix, torch_batch_size or batch_size)
+        }
     for i, artifact in enumerate(artifacts):
         per_core = raw_rows_per_s(
             raw_onnx_predict(artifact.read_model_bytes(), threads=1), matrix, batch_size=batch_size
@@ -521,8 +553,29 @@ def measure_bound(
             "in-task wait is the reading cost per row used for predict_batch_udf's breakdown); "
             "and (where the scan engine applies) pyarrow decoding the same Parquet files inside "
             "the tasks. Models alone: rows already in a numpy matrix on the driver, one "
-            f"thread, batches of {batch_size}, times {cores} cores (ideal scaling)."
+            f"thread, batches of {batch_size} (PyTorch: {torch_batch_size or batch_size}), times "
+            f"{cores} cores (ideal scaling)."
         ),
+    }
+
+
+def sweep_torch_batch_size(model: TorchModel, matrix, sizes: list[int], *, rounds: int = 2) -> dict:
+    """PyTorch's best batch for predict_batch_udf: rows/s of the model alone on one thread
+    (as in a task) over ``matrix`` at each size, interleaved ``rounds`` times, medians; the
+    fastest wins. The per-row cost of the model is what the batch changes; predict_batch_udf's
+    own overhead per batch only favours larger batches further."""
+    speeds: dict[int, list[float]] = {n: [] for n in sizes}
+    for _ in range(rounds):
+        for n in sizes:
+            speeds[n].append(_raw_torch(model, matrix, n))
+    medians = {n: round(statistics.median(v), 1) for n, v in speeds.items()}
+    chosen = max(medians, key=lambda n: medians[n])
+    return {
+        "chosen": chosen,
+        "rows_per_s_by_size": {str(n): medians[n] for n in sizes},
+        "rows": len(matrix),
+        "how": f"the PyTorch model alone on {len(matrix):,} input rows in this process, one "
+        f"thread, {rounds} interleaved rounds per size, medians; the fastest size is used",
     }
 
 
@@ -556,18 +609,32 @@ def compare_variants(
     distinct_examples: int | None = None,
     bench_targets: BenchTargets | None = None,
     spark_reader_variant: bool = False,
+    torch_batch_sizes: list[int] | None = None,
+    torch_sweep_rows: int = 10_000,
 ) -> dict:
     """Measure every variant on ``df``: interleaved, after a warm-up, median of ``repeats``;
     then quality, the bound (when ``bound_rows``) and the cost of each. ``scan``: the plan of
-    the scan engine over the table ``df`` reads (leanscore variants then use it)."""
+    the scan engine over the table ``df`` reads (leanscore variants then use it).
+    ``torch_batch_sizes``: PyTorch's batch in predict_batch_udf is the fastest of these
+    (``sweep_torch_batch_size``); none: ``batch_size``."""
     console = console or wide_console()
     cores = spark_cores(spark)
     keep = default_keep(df, artifacts[0]) if keep is None else keep
+    torch_batch = None
+    if torch_model is not None and torch_batch_sizes:
+        matrix = input_matrix(df, artifacts[0], torch_sweep_rows)
+        torch_batch = sweep_torch_batch_size(torch_model, matrix, torch_batch_sizes)
+        console.log(
+            f"PyTorch batch for predict_batch_udf: {torch_batch['chosen']} rows (rows/s alone, "
+            f"one thread, by size: {torch_batch['rows_per_s_by_size']})"
+        )
+    torch_batch_size = torch_batch["chosen"] if torch_batch else batch_size
     variants = build_variants(
         artifacts,
         torch_model=torch_model,
         onnx_predict_batch_udf=onnx_predict_batch_udf,
         batch_size=batch_size,
+        torch_batch_size=torch_batch_size,
         keep=keep,
         scan=scan,
         arrow_batch_rows=arrow_batch_rows,
@@ -595,6 +662,7 @@ def compare_variants(
             console=console,
             scan=scan,
             arrow_batch_rows=arrow_batch_rows,
+            torch_batch_size=torch_batch_size,
         )
     results = [
         _variant_result(
@@ -618,6 +686,8 @@ def compare_variants(
         "cores": cores,
         "repeats": repeats,
         "batch_size": batch_size,
+        "torch_batch_size": torch_batch_size if torch_model is not None else None,
+        "torch_batch_sweep": torch_batch,
         "kept_columns": keep,
         "baseline": results[0]["name"],
         "variants": results,
@@ -739,10 +809,10 @@ def comparison_table(report: dict, title: str | None = None) -> Table:
     return table
 
 
-def decomposition_table(report: dict) -> Table:
+def decomposition_table(report: dict, title: str = "What each part buys") -> Table:
     from leanscore.jobs.bench_decompose import decomposition_rows
 
-    table = Table(title="What each part buys (rows/s ratios, side by side in this run)")
+    table = Table(title=f"{title} (rows/s ratios, side by side in this run)")
     for col in ("effect", "ratio", "variant", "against", "target", ""):
         table.add_column(col, justify="right" if col == "ratio" else "left")
     for row in decomposition_rows(report["decomposition"]):

@@ -24,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 ONNX = "onnx-fp32"
 TORCH = "torch-fp32"
-Z_95 = 1.959964
 
 
 class BenchTargets(BaseModel):
@@ -92,16 +91,6 @@ def pairs(variants: list[dict]) -> dict[str, tuple[dict, dict] | None]:
         "compression": pair(best_compressed, same_reader),
         "end_to_end": pair(best, torch_pbu),
     }
-
-
-def accuracy_interval(accuracy: float | None, n: int) -> list[float] | None:
-    """Wilson's 95% interval of an accuracy measured on ``n`` independent examples."""
-    if accuracy is None or n <= 0:
-        return None
-    z2 = Z_95 * Z_95
-    centre = (accuracy + z2 / (2 * n)) / (1 + z2 / n)
-    half = Z_95 * math.sqrt(accuracy * (1 - accuracy) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return [round(max(0.0, centre - half), 6), round(min(1.0, centre + half), 6)]
 
 
 def accuracy_text(v: dict) -> str:

@@ -1,16 +1,22 @@
 """Make what the benchmark measures when it is absent, so ``make bench`` runs on a clean clone.
 
-The demo's own functions do the work: the MLP is trained on scikit-learn's real digits
-(``digits_model.train_digits_model``), its state_dict is saved for the PyTorch baseline, every
-recipe writes its artifact from that same trained model, and the labelled table of augmented
-held-out digits is written with ``datagen``. What already exists is kept: the model and
-its artifacts are rebuilt together (never one without the others, so the baseline is always
-the model the artifacts were made from), the table only when it is missing or too small.
+Two workloads. ``digits`` (the reader-bound case): the demo's MLP trained on scikit-learn's
+real digits (``digits_model.train_digits_model``) and a table of augmented held-out digits.
+``wide`` (the model-bound case): a 256-2048-1024-512-10 MLP trained on generated rows
+(``wide_model.train_wide_model``, ``compression.wide_data``) and a table of rows from a stream
+no recipe sees. Either way the trained model's state_dict is saved for the PyTorch baseline and
+every artifact is written from that same model: an entry of ``recipes`` is one recipe file, or
+``{candidates: [...]}``, which autotune runs, keeping the cheapest within budget
+(``compress.autotune_to_artifact``; the candidates table lands next to the artifact). What
+already exists is kept: the model and its artifacts are rebuilt together (never one without the
+others, so the baseline is always the model the artifacts were made from), the table only when
+it is missing or too small.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from leanscore.jobs.config import packaged_config
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,15 +26,36 @@ from rich.console import Console
 CONF = packaged_config(".")
 
 
+class AutotuneCandidates(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    candidates: list[str] = Field(
+        min_length=1, description="recipe files autotune runs; the cheapest within budget wins"
+    )
+
+
 class PrepareConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    workload: Literal["digits", "wide"] = Field(
+        default="digits",
+        description="digits: the demo MLP on augmented real digits (reader-bound); wide: the "
+        "256-2048-1024-512-10 MLP on generated rows (model-bound)",
+    )
     rows: int = Field(gt=0, description="rows of the labelled input table to generate")
-    recipes: list[str] = Field(
-        min_length=1, description="one recipe per artifact, in the order of 'artifacts'"
+    recipes: list[str | AutotuneCandidates] = Field(
+        min_length=1,
+        description="one entry per artifact, in the order of 'artifacts': a recipe file, or "
+        "{candidates: [recipe files]} for autotune",
     )
     epochs: int = Field(default=8, gt=0)
-    augmented_rows: int = Field(default=40_000, gt=0)
+    augmented_rows: int = Field(
+        default=40_000, gt=0, description="digits: augmented training copies"
+    )
+    train_rows: int = Field(default=32_768, gt=0, description="wide: generated training rows")
+    evaluation_rows: int = Field(
+        default=5_000, gt=0, description="wide: generated rows the recipes' gate decides on"
+    )
     seed: int = 0
 
 
@@ -56,10 +83,13 @@ def prepare_inputs(
         built["model"] = True
     rows = _table_rows(spark, table_path)
     if rows is None or rows < prepare.rows:
-        from leanscore.jobs.datagen import write_digits_table
+        from leanscore.jobs.datagen import write_digits_table, write_wide_table
 
         console.log(f"prepare: writing {prepare.rows:,} labelled rows to Delta {table_path}")
-        write_digits_table(spark, table_path, prepare.rows, split="held_out")
+        if prepare.workload == "wide":
+            write_wide_table(spark, table_path, prepare.rows, seed=prepare.seed)
+        else:
+            write_digits_table(spark, table_path, prepare.rows, split="held_out")
         built["table"] = True
     return built
 
@@ -72,6 +102,49 @@ def _table_rows(spark: SparkSession, path: str) -> int | None:
     return spark.read.format("delta").load(path).count()
 
 
+def _trained_model(prepare: PrepareConfig, console: Console):
+    """(model, train, evaluation, feature spec, class labels) of the configured workload."""
+    from leanscore.jobs.datagen import FEATURE_COLUMN
+
+    if prepare.workload == "wide":
+        from leanscore.compression.wide_data import WIDE_CLASSES, WIDE_FEATURES
+        from leanscore.jobs.wide_model import train_wide_model
+
+        console.log("prepare: training the wide MLP (the uncompressed PyTorch model)")
+        model, train, evaluation = train_wide_model(
+            train_rows=prepare.train_rows,
+            evaluation_rows=prepare.evaluation_rows,
+            epochs=prepare.epochs,
+            seed=prepare.seed,
+            console=console,
+        )
+        size, classes = WIDE_FEATURES, WIDE_CLASSES
+    else:
+        from leanscore.compression.data import DIGITS_CLASSES, DIGITS_FEATURES
+        from leanscore.jobs.digits_model import train_digits_model
+
+        console.log("prepare: training the digits MLP (the uncompressed PyTorch model)")
+        model, train, evaluation = train_digits_model(
+            augmented_rows=prepare.augmented_rows,
+            epochs=prepare.epochs,
+            seed=prepare.seed,
+            console=console,
+        )
+        size, classes = DIGITS_FEATURES, DIGITS_CLASSES
+    features = {"array_column": FEATURE_COLUMN, "size": size}
+    return model, train, evaluation, features, [str(c) for c in range(classes)]
+
+
+def _recipe(recipe_file: str):
+    from leanscore.compression.recipe import Recipe
+    from leanscore.jobs.config import load_config
+
+    recipe_path = Path(recipe_file)
+    if not recipe_path.is_absolute() and not recipe_path.exists():
+        recipe_path = CONF / "recipes" / recipe_path
+    return load_config(Recipe, recipe_path)
+
+
 def _build_models(
     prepare: PrepareConfig,
     artifact_paths: list[str],
@@ -82,39 +155,47 @@ def _build_models(
 
     import torch
     from leanscore.compression.build import compress_to_artifact
-    from leanscore.compression.data import DIGITS_FEATURES
-    from leanscore.compression.recipe import Recipe
-    from leanscore.jobs.config import load_config
-    from leanscore.jobs.datagen import FEATURE_COLUMN
-    from leanscore.jobs.digits_model import train_digits_model
+    from leanscore.jobs.compress import autotune_to_artifact
 
-    console.log("prepare: training the digits MLP (the uncompressed PyTorch model)")
-    model, train, evaluation = train_digits_model(
-        augmented_rows=prepare.augmented_rows,
-        epochs=prepare.epochs,
-        seed=prepare.seed,
-        console=console,
-    )
+    model, train, evaluation, features, class_labels = _trained_model(prepare, console)
     if state_dict_path:
         Path(state_dict_path).parent.mkdir(parents=True, exist_ok=True)
         # Saved before compression: pruning recipes change the model they are given.
         torch.save(model.state_dict(), state_dict_path)
         console.log(f"prepare: saved the PyTorch state_dict to {state_dict_path}")
     example = torch.from_numpy(evaluation.features[:8])
-    for recipe_file, out in zip(prepare.recipes, artifact_paths, strict=True):
-        recipe_path = Path(recipe_file)
-        if not recipe_path.is_absolute() and not recipe_path.exists():
-            recipe_path = CONF / "recipes" / recipe_path
-        recipe = load_config(Recipe, recipe_path)
-        artifact = compress_to_artifact(
-            recipe,
-            copy.deepcopy(model),  # recipes may prune the model they are given in place
-            out,
-            example_input=example,
-            train=train,
-            evaluation=evaluation,
-            features={"array_column": FEATURE_COLUMN, "size": DIGITS_FEATURES},
-            class_labels=[str(d) for d in range(10)],
-            progress=lambda msg: console.log(f"  {msg}"),
-        )
+    progress = lambda msg: console.log(f"  {msg}")  # noqa: E731
+    for entry, out in zip(prepare.recipes, artifact_paths, strict=True):
+        if isinstance(entry, AutotuneCandidates):
+            console.log(f"prepare: autotune over {len(entry.candidates)} candidates for {out}")
+            artifact = autotune_to_artifact(
+                [_recipe(r) for r in entry.candidates],
+                model,  # autotune copies the model for each candidate
+                out,
+                common={
+                    "example_input": example,
+                    "train": train,
+                    "evaluation": evaluation,
+                    "calibration": None,
+                    "task": "classification",
+                    "also_evaluate": None,
+                    "progress": progress,
+                },
+                features=features,
+                class_labels=class_labels,
+                model_source=None,
+                console=console,
+            )
+        else:
+            artifact = compress_to_artifact(
+                _recipe(entry),
+                copy.deepcopy(model),  # recipes may prune the model they are given in place
+                out,
+                example_input=example,
+                train=train,
+                evaluation=evaluation,
+                features=features,
+                class_labels=class_labels,
+                progress=progress,
+            )
         console.log(f"prepare: wrote {artifact}")

@@ -24,6 +24,7 @@ CHARTS = {
 SHARE_COLORS = ("#457b9d", "#e76f51", "#e9c46a", "#8c8c8c")
 
 HISTORY_COLUMNS = {
+    "workload": "string",
     "run_id": "string",
     "run_at": "string",
     "name": "string",
@@ -100,7 +101,7 @@ def write_charts(report: dict, out: Path) -> dict[str, str]:
         ax.text(row["ratio"], y, note, va="center", fontsize=9)
     ax.axvline(1.0, color="black", lw=0.8)
     ax.set_xlabel("rows/s ratio of two variants differing in one thing (green: target met)")
-    ax.set_title("What each part buys")
+    ax.set_title(f"What each part buys{_for(report)}")
     ax.set_xlim(0, max(ratios, default=1.0) * 1.35)
     ax.invert_yaxis()
     fig.tight_layout()
@@ -117,7 +118,7 @@ def write_charts(report: dict, out: Path) -> dict[str, str]:
         left = [a + b for a, b in zip(left, shares, strict=True)]
     ax.set_xlim(0, 100)
     ax.set_xlabel("% of the run's core-seconds (cores x wall), measured inside the tasks")
-    ax.set_title("Where the time goes")
+    ax.set_title(f"Where the time goes{_for(report)}")
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, -0.45), ncol=2, fontsize=8)
     ax.invert_yaxis()
     fig.tight_layout()
@@ -206,7 +207,7 @@ def write_html(report: dict, out: Path, text: str | None = None) -> Path:
         data = base64.b64encode((out / name).read_bytes()).decode("ascii")
         text = text.replace(f"]({name})", f"](data:image/png;base64,{data})")
     body = MarkdownIt("commonmark").enable("table").render(text)
-    title = html.escape(f"leanscore bench, {report['run_at']}")
+    title = html.escape(f"leanscore bench{_for(report)}, {report['run_at']}")
     path = out / "report.html"
     path.write_text(
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
@@ -214,6 +215,10 @@ def write_html(report: dict, out: Path, text: str | None = None) -> Path:
         f"<body>\n{body}</body></html>\n"
     )
     return path
+
+
+def _for(report: dict) -> str:
+    return f", {report['workload']}" if report.get("workload") else ""
 
 
 def _save(fig, path: Path) -> str:
@@ -233,6 +238,7 @@ def history_rows(report: dict) -> pd.DataFrame:
         low, high = v.get("accuracy_interval") or (None, None)
         rows.append(
             {
+                "workload": report.get("workload"),
                 "run_id": report["run_id"],
                 "run_at": report["run_at"],
                 **{k: v.get(k) for k in HISTORY_COLUMNS if k in v},
@@ -288,14 +294,16 @@ def markdown(report: dict) -> str:
     env = report["environment"]
     variants = report["variants"]
     base = variants[0]
+    workload = f"{report['workload']}, " if report.get("workload") else ""
     lines = [
-        f"# leanscore bench, {report['run_at']}",
+        f"# leanscore bench, {workload}{report['run_at']}",
         "",
         f"{report['rows']:,} rows from `{report['input']}`, scored by every variant in one Spark "
         f"session ({env['spark_master']}, {report['cores']} cores), after a warm-up, "
         f"{report['repeats']} interleaved rounds into Spark's noop sink; medians shown. "
         f"Baseline: `{base['name']}`.",
         "",
+        *torch_batch_lines(report),
         "## Throughput and cost",
         "",
         "| variant | rows/s | spread | rows/s/core | speed-up | core-s / M rows | $ / M rows "
@@ -399,6 +407,26 @@ def markdown(report: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def torch_batch_lines(report: dict) -> list[str]:
+    """How PyTorch's batch in predict_batch_udf was chosen (its best, not a fixed guess)."""
+    sweep = report.get("torch_batch_sweep")
+    if not sweep:
+        if report.get("torch_batch_size") is None:
+            return []
+        return [
+            f"PyTorch in `predict_batch_udf` runs at batches of {report['torch_batch_size']:,}.",
+            "",
+        ]
+    speeds = ", ".join(f"{int(n):,}: {v:,.0f}" for n, v in sweep["rows_per_s_by_size"].items())
+    return [
+        f"PyTorch in `predict_batch_udf` runs at its best batch, {sweep['chosen']:,} rows "
+        f"({sweep['how']}; rows/s by batch: {speeds}). The ONNX model in `predict_batch_udf` "
+        f"runs at the same batch (the runtime pair differs in the runtime only); leanscore "
+        f"scores batches of {report['batch_size']:,}.",
+        "",
+    ]
 
 
 def decomposition_lines(report: dict) -> list[str]:

@@ -49,7 +49,7 @@ def run_bench(
     ref = config.input
     if ref.path:
         ref = ref.model_copy(update={"path": resolve_path(ref.path, config_dir)})
-    console.rule("[bold]leanscore bench")
+    console.rule(f"[bold]leanscore bench: {config.workload}")
     if config.prepare is not None:
         if not ref.path or ref.format != "delta":
             raise ValueError("prepare writes a Delta table: give input.path with format: delta")
@@ -92,8 +92,11 @@ def run_bench(
         distinct_examples=config.distinct_examples,
         bench_targets=config.targets,
         spark_reader_variant=config.spark_reader_variant,
+        torch_batch_sizes=config.torch_batch_sizes,
+        torch_sweep_rows=config.torch_sweep_rows,
     )
     report = {
+        "workload": config.workload,
         "run_id": uuid.uuid4().hex[:12],
         "run_at": started.isoformat(timespec="seconds"),
         "input": ref.table or ref.path,
@@ -112,10 +115,10 @@ def run_bench(
     text = markdown(report)
     (out / "report.md").write_text(text)
     write_html(report, out, text)
-    console.print(comparison_table(report))
+    console.print(comparison_table(report, title=f"{config.workload}: {report['rows']:,} rows"))
     for model, ratio in (report.get("leanscore_vs_spark_udf") or {}).items():
         console.print(f"{model}: leanscore {ratio:.2f}x mlflow.pyfunc.spark_udf (same model)")
-    console.print(decomposition_table(report))
+    console.print(decomposition_table(report, title=f"{config.workload}: what each part buys"))
     console.log(
         f"report: {out / 'report.html'}, {out / 'report.json'}, {out / 'report.md'}; history: "
         f"{history}"

@@ -214,7 +214,17 @@ def run_compress(
         )
         console.print(steps_table(artifact.manifest.metrics, title=recipes[0].name))
         return artifact
-    return _autotune(recipes, model, out, common, features, class_labels, source, console, scoring)
+    return autotune_to_artifact(
+        recipes,
+        model,
+        out,
+        common=common,
+        features=features,
+        class_labels=class_labels,
+        model_source=source,
+        console=console,
+        scoring=scoring,
+    )
 
 
 AS_GIVEN_FAMILY = "onnx_model"  # leanscore.udfs.families.onnx_model
@@ -272,9 +282,23 @@ def _labels_as_classes(class_labels, *, train, evaluation, calibration, also):
     )
 
 
-def _autotune(
-    recipes, model, out, common, features, class_labels, source, console, scoring
+def autotune_to_artifact(
+    recipes: list[Recipe],
+    model,
+    out: str | Path,
+    *,
+    common: dict,
+    features: dict,
+    class_labels: list[str] | None,
+    model_source: dict | None,
+    console: Console,
+    scoring: dict | None = None,
 ) -> Artifact:
+    """Run every candidate (``common``: ``compression.autotune.autotune``'s data keywords),
+    print and save the candidates table next to ``out``, and write the artifact of the cheapest
+    one within budget; AccuracyGateError (nothing written) when none is. ``scoring``:
+    ``write_result``'s ``result_output`` and ``family`` for an ONNX model as given."""
+    scoring = scoring or {}
     from leanscore.compression.autotune import autotune, write_table
 
     result = autotune(recipes, model, result_output=scoring.get("result_output"), **common)
@@ -304,7 +328,7 @@ def _autotune(
             evaluation=common["evaluation"],
             calibration=common["calibration"],
             also_evaluate=common["also_evaluate"],
-            model_source=source,
+            model_source=model_source,
         ),
         extra_metrics={
             "autotune": {

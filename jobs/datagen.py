@@ -1,4 +1,5 @@
-"""Labelled feature tables made from real packaged data: augmented copies of sklearn's digits.
+"""Labelled feature tables: augmented copies of scikit-learn's real digits, and the generated
+rows of the wide tabular workload (``compression.wide_data``).
 
 Rows are generated on the executors (``mapInArrow`` over ``spark.range``), so a table of
 millions of rows never passes through the driver. The same seed gives the same table.
@@ -55,10 +56,7 @@ def digits_frame(
             arrays = [pa.array(ids, pa.int64()), pa.array(labels.astype(np.int32))]
             names = ["row_id", "label"]
             if layout == "array":
-                offsets = pa.array(
-                    np.arange(0, features.size + 1, features.shape[1], dtype=np.int32)
-                )
-                arrays.append(pa.ListArray.from_arrays(offsets, pa.array(features.ravel())))
+                arrays.append(_list(features))
                 names.append(FEATURE_COLUMN)
             else:
                 arrays += [pa.array(features[:, j]) for j in range(features.shape[1])]
@@ -78,9 +76,60 @@ def write_digits_table(
     **options,
 ) -> int:
     """Write the table (overwriting) and return its Delta version (0 for Parquet)."""
-    digits_frame(spark, rows, **options).write.format(fmt).mode("overwrite").save(path)
+    return _write(digits_frame(spark, rows, **options), path, fmt)
+
+
+def wide_frame(
+    spark: SparkSession, rows: int, *, seed: int = 0, partitions: int | None = None
+) -> DataFrame:
+    """A DataFrame of ``rows`` rows of the wide workload's ``table`` split (rows no recipe
+    trains, calibrates or is gated on): ``row_id``, ``label`` and a ``features``
+    array<float> of 256 values; row ``i`` is the same whatever the partitioning."""
+    from leanscore.compression.wide_data import wide_rows
+
+    if rows < 1:
+        raise ValueError(f"rows must be positive, got {rows}")
+    schema = f"row_id long, label int, {FEATURE_COLUMN} array<float>"
+
+    def make(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            ids = batch.column("id").to_numpy()
+            if len(ids) == 0:
+                continue
+            start, stop = int(ids[0]), int(ids[-1]) + 1
+            if stop - start != len(ids):  # spark.range hands each task a contiguous run
+                raise RuntimeError(f"row ids {start}..{stop} are not contiguous")
+            features, labels = wide_rows("table", start, stop, seed=seed)
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(ids, pa.int64()), pa.array(labels.astype(np.int32)), _list(features)],
+                names=["row_id", "label", FEATURE_COLUMN],
+            )
+
+    parts = partitions or max(2, rows // 100_000)
+    return spark.range(0, rows, numPartitions=parts).mapInArrow(make, schema)
+
+
+def write_wide_table(
+    spark: SparkSession,
+    path: str,
+    rows: int,
+    *,
+    fmt: Literal["delta", "parquet"] = "delta",
+    seed: int = 0,
+) -> int:
+    """Write the wide workload's table (overwriting); return its Delta version (0: Parquet)."""
+    return _write(wide_frame(spark, rows, seed=seed), path, fmt)
+
+
+def _list(features: np.ndarray) -> pa.ListArray:
+    offsets = pa.array(np.arange(0, features.size + 1, features.shape[1], dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(features.ravel()))
+
+
+def _write(df: DataFrame, path: str, fmt: str) -> int:
+    df.write.format(fmt).mode("overwrite").save(path)
     if fmt != "delta":
         return 0
     from delta.tables import DeltaTable
 
-    return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
+    return int(DeltaTable.forPath(df.sparkSession, path).history(1).select("version").first()[0])

@@ -78,7 +78,16 @@ class BenchEmbedConfig(_Strict):
     max_length: int = Field(default=128, gt=0, le=512)
     sub_batch_rows: int = Field(default=16, gt=0)
     arrow_batch_rows: int = Field(default=1000, gt=0)
-    torch_batch_size: int = Field(default=32, gt=0)
+    torch_batch_sizes: list[int] = Field(
+        default_factory=lambda: [16, 32, 64, 128],
+        min_length=1,
+        description="PyTorch's batch in predict_batch_udf: the fastest of these for the model "
+        "alone (one thread, the table's first sentences in table order, each batch padded to "
+        "its longest); one size: no sweep",
+    )
+    torch_sweep_rows: int = Field(
+        default=256, gt=0, description="sentences the batch-size sweep embeds at each size"
+    )
     include_torch: bool = True
     include_unsorted_fp32: bool = True
     bound_rows: int = Field(
@@ -264,6 +273,37 @@ def _torch_predict_fn(max_length: int):
     return make_predict_fn
 
 
+def sweep_torch_batch_size(config: BenchEmbedConfig, texts: list[str]) -> dict:
+    """PyTorch's best batch for predict_batch_udf: the predict function the UDF runs, here in
+    the driver on one thread, over ``texts`` in table order at each configured size; the
+    fastest wins. Larger batches amortise per-call overhead but pad more to their longest
+    sentence, so the best size is measured, not assumed."""
+    import torch
+
+    sizes = config.torch_batch_sizes
+    if len(sizes) == 1:
+        return {"chosen": sizes[0], "sentences_per_s_by_size": None, "rows": 0}
+    previous = torch.get_num_threads()
+    try:
+        predict = _torch_predict_fn(config.max_length)()  # sets one thread, as in a task
+        predict(np.asarray(texts[: min(8, len(texts))], dtype=object))  # warm-up
+        speeds = {}
+        for n in sizes:
+            start = time.perf_counter()
+            for i in range(0, len(texts), n):
+                predict(np.asarray(texts[i : i + n], dtype=object))
+            speeds[n] = round(len(texts) / (time.perf_counter() - start), 1)
+    finally:
+        torch.set_num_threads(previous)
+    chosen = max(speeds, key=lambda n: speeds[n])
+    log.info("PyTorch batch for predict_batch_udf: %d (sentences/s by size: %s)", chosen, speeds)
+    return {
+        "chosen": chosen,
+        "sentences_per_s_by_size": {str(n): v for n, v in speeds.items()},
+        "rows": len(texts),
+    }
+
+
 def _no_model_kernel():
     from leanscore.udfs.text import TextKernel
 
@@ -280,7 +320,9 @@ def _no_model_kernel():
 NO_MODEL = "no model (Spark path + tokenizer only)"
 
 
-def _variants(spark, config: BenchEmbedConfig, artifacts: dict[str, str]) -> list[Variant]:
+def _variants(
+    spark, config: BenchEmbedConfig, artifacts: dict[str, str], *, torch_batch_size: int
+) -> list[Variant]:
     from leanscore.compression.artifact import Artifact
     from leanscore.compression.text_model import minilm_dir
     from leanscore.udfs.predict import task_cpus
@@ -359,13 +401,13 @@ def _variants(spark, config: BenchEmbedConfig, artifacts: dict[str, str]) -> lis
         embed = predict_batch_udf(
             _torch_predict_fn(config.max_length),
             return_type=ArrayType(FloatType()),
-            batch_size=config.torch_batch_size,
+            batch_size=torch_batch_size,
         )
         variants.append(
             Variant(
                 name=TORCH_VARIANT,
                 model="pytorch",
-                path=f"predict_batch_udf, batches of {config.torch_batch_size} in table order",
+                path=f"predict_batch_udf, batches of {torch_batch_size} in table order",
                 frame=lambda df: df.select("doc_id", embed(F.col("text")).alias("embedding")),
                 model_bytes=(minilm_dir() / "model.safetensors").stat().st_size,
                 info={"padding": "each batch padded to its longest text"},
@@ -382,14 +424,20 @@ def _timed(df) -> float:
 
 
 def measure(
-    spark, config: BenchEmbedConfig, artifacts: dict[str, str], *, cores: int
+    spark,
+    config: BenchEmbedConfig,
+    artifacts: dict[str, str],
+    *,
+    cores: int,
+    torch_batch_size: int | None = None,
 ) -> tuple[list[Variant], dict[str, np.ndarray], int]:
     """Time every variant on the same cached table; collect embeddings for fidelity."""
     key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     previous = spark.conf.get(key, None)
     spark.conf.set(key, str(config.arrow_batch_rows))
     try:
-        return _measure(spark, config, artifacts, cores=cores)
+        batch = torch_batch_size or config.torch_batch_sizes[0]
+        return _measure(spark, config, artifacts, cores=cores, torch_batch_size=batch)
     finally:  # the session may be someone else's (a notebook, the tests): leave it as it was
         if previous is None:
             spark.conf.unset(key)
@@ -398,7 +446,7 @@ def measure(
 
 
 def _measure(
-    spark, config: BenchEmbedConfig, artifacts: dict[str, str], *, cores: int
+    spark, config: BenchEmbedConfig, artifacts: dict[str, str], *, cores: int, torch_batch_size: int
 ) -> tuple[list[Variant], dict[str, np.ndarray], int]:
     from leanscore.jobs.bench_metrics import CpuMeter
     from pyspark.sql import functions as F
@@ -410,7 +458,7 @@ def _measure(
     sample = source.where(F.col("doc_id") < config.warmup_rows * cores).toPandas()
     warm = spark.createDataFrame(sample).repartition(cores).cache()
     warm.count()
-    variants = _variants(spark, config, artifacts)
+    variants = _variants(spark, config, artifacts, torch_batch_size=torch_batch_size)
     meter = CpuMeter(spark)
     for v in variants:  # every worker builds its session / loads the model before timing
         log.info("warm-up %s", v.name)
@@ -532,8 +580,19 @@ def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_
     artifacts, rejected = prepare(spark, config, config_dir=config_dir)
     prepared_s = time.perf_counter() - clock
     cores = spark_cores(spark)
+    torch_batch = None
+    if config.include_torch:
+        torch_batch = sweep_torch_batch_size(
+            config, _first_sentences(spark, config, config.torch_sweep_rows)
+        )
     load_before = _loadavg()
-    variants, embeddings, rows = measure(spark, config, artifacts, cores=cores)
+    variants, embeddings, rows = measure(
+        spark,
+        config,
+        artifacts,
+        cores=cores,
+        torch_batch_size=torch_batch["chosen"] if torch_batch else None,
+    )
     _, domains = fidelity_table(held_out_domains(config))
     baseline = variants[0].name
     reference = embeddings[baseline]
@@ -541,16 +600,7 @@ def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_
     variants = [v for v in variants if v.model != "none"]
     bound = {"no_model": _speeds(bare.seconds, bare.cpu_seconds, rows)}
     if config.bound_rows:
-        from pyspark.sql import functions as F
-
-        texts = (
-            spark.read.format("delta")
-            .load(str(_workdir(config)["table"]))
-            .where(F.col("doc_id") < config.bound_rows)
-            .orderBy("doc_id")
-            .toPandas()["text"]
-            .tolist()
-        )
+        texts = _first_sentences(spark, config, config.bound_rows)
         alone = ort_alone(config, artifacts, texts)
         bound["ort_alone_1thread"] = {
             "rows": len(texts),
@@ -612,6 +662,7 @@ def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_
         "variants": entries,
         "bound": bound,
         "rejected": rejected,
+        "torch_batch": torch_batch,
         "targets": _targets(entries, config.targets, baseline),
         "config": config.model_dump(),
         "environment": env,
@@ -622,6 +673,20 @@ def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "report.md").write_text(markdown(report))
     return report
+
+
+def _first_sentences(spark, config: BenchEmbedConfig, rows: int) -> list[str]:
+    """The table's first ``rows`` sentences in table (doc_id) order."""
+    from pyspark.sql import functions as F
+
+    return (
+        spark.read.format("delta")
+        .load(str(_workdir(config)["table"]))
+        .where(F.col("doc_id") < rows)
+        .orderBy("doc_id")
+        .toPandas()["text"]
+        .tolist()
+    )
 
 
 def _speeds(seconds: list[float], cpu_seconds: list[float], rows: int) -> dict:
@@ -735,6 +800,16 @@ def markdown(report: dict) -> str:
     if report["rejected"]:
         lines.append("")
     cfg = report["config"]
+    sweep = report.get("torch_batch") or {}
+    batch = sweep.get("chosen", cfg["torch_batch_sizes"][0])
+    if sweep.get("sentences_per_s_by_size"):
+        speeds = ", ".join(f"{n}: {v:,.1f}/s" for n, v in sweep["sentences_per_s_by_size"].items())
+        how = (
+            f" (its best batch: the predict function alone, one thread, on the table's first "
+            f"{sweep['rows']} sentences in table order, by batch size {speeds})"
+        )
+    else:
+        how = ""
     lines += [
         "Notes:",
         "",
@@ -743,7 +818,7 @@ def markdown(report: dict) -> str:
         f"batch of {cfg['arrow_batch_rows']} and padded per sub-batch of {cfg['sub_batch_rows']}; "
         f"ONNX Runtime optimisers disabled: {', '.join(cfg['disabled_optimizers']) or 'none'}.",
         f"- `{TORCH_VARIANT}`: the fp32 PyTorch model in `pyspark.ml.functions."
-        f"predict_batch_udf`, batches of {cfg['torch_batch_size']} rows in table order, each "
+        f"predict_batch_udf`, batches of {batch} rows{how} in table order, each "
         "padded to its longest text (the documented pattern). The no-length-sort ONNX row is "
         "its like-for-like ONNX counterpart.",
         f"- CPU: {env['cpu_model']}; AVX-512 VNNI: {env['avx512_vnni']}; AMX: {env['amx']}; "

@@ -4,9 +4,9 @@ follows its own ratio: true above the target, false below it (no Spark needed)."
 from __future__ import annotations
 
 import pytest
+from leanscore.compression.evaluate import accuracy_interval
 from leanscore.jobs.bench_decompose import (
     BenchTargets,
-    accuracy_interval,
     decompose,
     decomposition_rows,
     pairs,

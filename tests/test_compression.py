@@ -340,6 +340,44 @@ def test_gate_on_fidelity_refuses_with_the_numbers(small_model, digits):
     assert err.value.metrics["gate"]["passed"] is False
 
 
+def test_gate_names_its_distinct_examples_and_the_interval(small_model, digits):
+    """Each held-out image three times: the gate counts 450 distinct examples, not 1,350 rows,
+    and says a 1-point drop on them is within the noise of the measurement."""
+    from leanscore.compression.recipe import distinct_examples
+
+    train, held = _data(digits)
+    tripled = LabelledData(np.tile(held.features, (3, 1)), np.tile(held.labels, 3), {})
+    assert distinct_examples(tripled) == 450
+    assert distinct_examples(LabelledData(held.features, None, {"distinct_examples": 90})) == 90
+    recipe = Recipe.model_validate(
+        {
+            "name": "lossy",
+            "max_accuracy_drop": 0.0,
+            "steps": [
+                {"step": "prune", "kind": "unstructured", "ratio": 0.95, "finetune_epochs": 0}
+            ],
+        }
+    )
+    with pytest.raises(AccuracyGateError) as err:
+        run_recipe(
+            recipe,
+            small_model,
+            example_input=torch.from_numpy(held.features[:4]),
+            train=train,
+            evaluation=tripled,
+        )
+    text, gate = str(err.value), err.value.metrics["gate"]
+    assert "on 1350 held-out rows (450 distinct examples)" in text
+    assert "Accuracy measured on 450 distinct held-out examples (one example = 0.22 points)" in text
+    assert gate["distinct_examples"] == 450
+    low, high = gate["accuracy_interval"]
+    final = err.value.metrics["final"]["accuracy"]
+    assert low < final < high and 0.02 < high - low < 0.2  # about +-1.5 points on 450
+    assert f"[{100 * low:.1f}, {100 * high:.1f}]" in text and "95% intervals" in text
+    b_low, b_high = gate["baseline_accuracy_interval"]
+    assert b_low < err.value.metrics["baseline"]["accuracy"] < b_high
+
+
 def test_manifest_round_trips_and_a_tampered_model_fails(small_model, digits, tmp_path):
     train, evaluation = _data(digits)
     recipe = _recipe(

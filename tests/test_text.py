@@ -334,7 +334,15 @@ def test_leanscore_bench_runs_the_embedding_bench(spark, minilm, tmp_path):
     bound = report["bound"]
     assert bound["no_model"]["sentences_per_s"] > 0
     assert bound["ort_alone_1thread"]["x_vs_fp32_onnx"]["minilm-fp32"] == 1.0
-    assert "| minilm-fp32 |" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "| minilm-fp32 |" in md
+    # PyTorch ran at the fastest batch of a measured sweep over the table's sentences
+    sweep = report["torch_batch"]
+    speeds = sweep["sentences_per_s_by_size"]
+    assert set(speeds) == {"16", "32", "64", "128"} and sweep["rows"] == 24
+    assert speeds[str(sweep["chosen"])] == max(speeds.values())
+    assert torch_["path"] == f"predict_batch_udf, batches of {sweep['chosen']} in table order"
+    assert f"batches of {sweep['chosen']} rows (its best batch" in md
 
 
 @pytest.mark.slow
