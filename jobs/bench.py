@@ -434,7 +434,7 @@ def quality(
         elif task == "embedding":
             fidelity = {
                 "reference": ref,
-                "mean_cosine": float(row[f"cos_{j}"]),
+                "cosine_mean": float(row[f"cos_{j}"]),
                 "min_cosine": float(row[f"mincos_{j}"]),
             }
         else:
