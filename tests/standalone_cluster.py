@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyspark
-from conftest import TEST_JVM_OPTIONS
 
 SPARK_HOME = Path(pyspark.__file__).resolve().parent
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
@@ -80,9 +79,6 @@ def _daemon_env(root: Path, python: str) -> dict[str, str]:
             "SPARK_DAEMON_MEMORY": "512m",
             # The executors' Python workers must run the project's interpreter.
             "PYSPARK_PYTHON": python,
-            # Short-lived JVMs on small data: C1 alone (see conftest). Master, workers and the
-            # executors the workers start (they inherit the worker's environment).
-            "JAVA_TOOL_OPTIONS": TEST_JVM_OPTIONS,
         }
     )
     return env
