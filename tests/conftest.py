@@ -11,11 +11,11 @@ import torch
 
 os.environ.setdefault("LEANSCORE_SHUFFLE_PARTITIONS", "2")
 os.environ.setdefault("LEANSCORE_DRIVER_MEMORY", "2g")
-# Every JVM the tests start lives for seconds to minutes on small data. The C1 compiler alone
-# (no C2 tier) runs the same code for about half the JVM CPU on these short runs, and two
-# cores are shared by everything a test starts. Spark drivers (this session, every job,
-# notebook and spark-submit process, the local Connect server) take it from SPARK_SUBMIT_OPTS;
-# the standalone cluster's daemons and executors from tests/standalone_cluster.py.
+# The Spark drivers the tests start live for seconds to minutes on small data. The C1 compiler
+# alone (no C2 tier) runs the same code for about half the JVM CPU on these short runs, and two
+# cores are shared by everything a test starts. Every driver (this session, every job, notebook
+# and spark-submit process, the local Connect server) takes it from SPARK_SUBMIT_OPTS. The
+# standalone cluster's executors keep the default: their tasks run for minutes.
 TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 os.environ.setdefault("SPARK_SUBMIT_OPTS", TEST_JVM_OPTIONS)
 
