@@ -11,6 +11,13 @@ import torch
 
 os.environ.setdefault("LEANSCORE_SHUFFLE_PARTITIONS", "2")
 os.environ.setdefault("LEANSCORE_DRIVER_MEMORY", "2g")
+# The Spark drivers the tests start live for seconds to minutes on small data. The C1 compiler
+# alone (no C2 tier) runs the same code for about half the JVM CPU on these short runs, and two
+# cores are shared by everything a test starts. Every driver (this session, every job, notebook
+# and spark-submit process, the local Connect server) takes it from SPARK_SUBMIT_OPTS. The
+# standalone cluster's executors keep the default: their tasks run for minutes.
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+os.environ.setdefault("SPARK_SUBMIT_OPTS", TEST_JVM_OPTIONS)
 
 
 @pytest.fixture(scope="session")
@@ -125,6 +132,23 @@ def columns_artifact(small_model, tmp_path_factory):
         name="digits-small-columns",
         features={"columns": feature_column_names(), "size": 64},
     )
+
+
+# The session's one small demo run (see the ``demo_run`` fixture).
+DEMO_ROWS = 4000
+DEMO_RUN_DATE = "2026-01-15"
+
+
+@pytest.fixture(scope="session")
+def demo_run(spark, tmp_path_factory):
+    """One small ``run_demo`` (train, compress, write Delta, score, compare) in the session's
+    Spark, made once: test_demo checks the run itself, and its artifacts and Delta table are the
+    inputs of the notebook and spark-submit tests. Returns the workdir and the report."""
+    from leanscore.jobs.demo import run_demo
+
+    workdir = tmp_path_factory.mktemp("demo")
+    report = run_demo(spark, workdir, rows=DEMO_ROWS, run_date=DEMO_RUN_DATE, epochs=3)
+    return workdir, report
 
 
 def held_out_frame(spark, digits, n=200):

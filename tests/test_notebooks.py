@@ -1,8 +1,8 @@
 """Every notebook in ``notebooks/`` runs locally, as ``python notebooks/NAME.py``, on small data.
 
-One small demo workdir (``leanscore demo --rows 2000 --epochs 2``) is made per test session and
-shared: its artifacts and Delta table are the notebooks' inputs. Each notebook runs in its own
-process (its own Spark, as a user would run it) with widgets given on the command line.
+The session's one small demo run (conftest's ``demo_run``) is shared: its artifacts and Delta
+table are the notebooks' inputs. Each notebook runs in its own process (its own Spark, as a
+user would run it) with widgets given on the command line.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import DEMO_ROWS
 
 pytestmark = pytest.mark.spark
 
@@ -24,7 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.py"))
 HEADER = "# Databricks notebook source\n"
 RUN_DATE = "2026-11-28"
-DEMO_ROWS = 2000
 # The function each notebook shares with the CLI command of the same job.
 CLI_FUNCTIONS = {
     "compress_model.py": ("compress", "run_compress"),
@@ -64,37 +64,10 @@ def run_notebook(name: str, args: list[str], cwd: Path, *, timeout: int = 600, *
     return proc
 
 
-def make_demo_workdir(tmp_path_factory) -> Path:
-    """The session's small demo workdir (made once; the spark-submit test reuses it)."""
-    workdir = tmp_path_factory.getbasetemp() / "notebook-demo"
-    done = workdir / "report.json"
-    if not done.is_file():
-        proc = subprocess.run(
-            [
-                str(Path(sys.executable).parent / "leanscore"),
-                "demo",
-                "--rows",
-                str(DEMO_ROWS),
-                "--epochs",
-                "2",
-                "--run-date",
-                RUN_DATE,
-                "--workdir",
-                str(workdir),
-            ],  # fmt: skip
-            cwd=tmp_path_factory.getbasetemp(),
-            env=notebook_env(),
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        assert proc.returncode == 0, f"leanscore demo failed:\n{proc.stderr[-5000:]}"
-    return workdir
-
-
 @pytest.fixture(scope="session")
-def demo_workdir(tmp_path_factory) -> Path:
-    return make_demo_workdir(tmp_path_factory)
+def demo_workdir(demo_run) -> Path:
+    """The session's small demo workdir (conftest's ``demo_run``)."""
+    return demo_run[0]
 
 
 def imported_names(tree: ast.AST) -> set[tuple[str, str]]:

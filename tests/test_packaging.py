@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import zipfile
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import held_out_frame
+from conftest import TEST_JVM_OPTIONS, held_out_frame
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN_DATE = "2026-11-28"
@@ -68,6 +69,7 @@ def _freeze(python: Path) -> dict[str, str]:
 def _clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_", "SPARK_"))}
     env.pop("PYTHONPATH", None)
+    env["SPARK_SUBMIT_OPTS"] = TEST_JVM_OPTIONS  # the drivers' JVM options only (conftest)
     env.update(extra)
     return env
 
@@ -101,16 +103,13 @@ def test_the_wheel_holds_one_namespace_and_its_configs(wheel):
     assert "Requires-Python: <3.14,>=3.11" in metadata
 
 
-@pytest.mark.slow
-@pytest.mark.spark
-@pytest.mark.parametrize("runtime", sorted(RUNTIMES))
-def test_core_wheel_on_a_cluster_runtime_changes_nothing_and_scores_the_same(
-    runtime, wheel, spark, digits, artifact, tmp_path
-):
+@pytest.fixture(scope="module")
+def full_install_scores(spark, digits, artifact, tmp_path_factory):
+    """The rows every runtime scores (as Parquet) and what the full install predicts for them."""
     from leanscore.udfs import score_dataframe
 
     frame = held_out_frame(spark, digits, n=300)
-    src = tmp_path / "features.parquet"
+    src = tmp_path_factory.mktemp("runtime-input") / "features.parquet"
     frame.write.parquet(str(src))
     expected = (
         score_dataframe(frame, str(artifact.path), key_columns=["row_id"])
@@ -118,13 +117,44 @@ def test_core_wheel_on_a_cluster_runtime_changes_nothing_and_scores_the_same(
         .orderBy("row_id")
         .toPandas()
     )
+    return src, expected
 
+
+# Run by the runtime's interpreter: its own Spark writes the input Delta table, waits (JVM up)
+# while `leanscore score` runs in a process of its own, then reads the scored table back. One
+# runtime JVM does both ends instead of one per end.
+RUNTIME_TABLES = """
+import json, sys
+from leanscore.jobs.spark import get_spark
+src, delta_in, delta_out, dump = sys.argv[1:]
+spark = get_spark()
+spark.read.parquet(src).write.format("delta").save(delta_in)
+print("input written", flush=True)
+sys.stdin.readline()
+rows = (
+    spark.read.format("delta").load(delta_out)
+    .select("row_id", "prediction", "probability", "prediction_error", "model_sha256")
+    .orderBy("row_id").collect()
+)
+json.dump([r.asDict() for r in rows], open(dump, "w"))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+@pytest.mark.parametrize("runtime", sorted(RUNTIMES))
+def test_core_wheel_on_a_cluster_runtime_changes_nothing_and_scores_the_same(
+    runtime, wheel, full_install_scores, artifact, tmp_path
+):
+    src, expected = full_install_scores
     venv = tmp_path / "runtime"
     _run([sys.executable, "-m", "venv", str(venv)])
     python = venv / "bin" / "python"
-    _run([str(python), "-m", "pip", "install", "-q", *RUNTIMES[runtime]])
+    # --no-compile: no .pyc for thousands of modules the test never imports (versions and the
+    # freeze comparison are unaffected; Python compiles what it imports).
+    _run([str(python), "-m", "pip", "install", "-q", "--no-compile", *RUNTIMES[runtime]])
     before = _freeze(python)
-    _run([str(python), "-m", "pip", "install", "-q", str(wheel)])
+    _run([str(python), "-m", "pip", "install", "-q", "--no-compile", str(wheel)])
     after = _freeze(python)
     changed = {n: (v, after.get(n)) for n, v in before.items() if after.get(n) != v}
     assert changed == {}, f"installing leanscore changed the runtime's packages: {changed}"
@@ -134,20 +164,45 @@ def test_core_wheel_on_a_cluster_runtime_changes_nothing_and_scores_the_same(
         LEANSCORE_SHUFFLE_PARTITIONS="2",
         LEANSCORE_DRIVER_MEMORY="1g",
     )
-    delta_in, delta_out = tmp_path / "in", tmp_path / "out"
-    _run(
-        [
-            str(python),
-            "-c",
-            "import sys; from leanscore.jobs.spark import get_spark; "
-            "get_spark().read.parquet(sys.argv[1]).write.format('delta').save(sys.argv[2])",
-            str(src),
-            str(delta_in),
-        ],
-        cwd=tmp_path,
-        env=env,
+    delta_in, delta_out, dump = tmp_path / "in", tmp_path / "out", tmp_path / "scored.json"
+    tables_log = tmp_path / "runtime-tables.log"
+    with tables_log.open("w") as log:
+        tables = subprocess.Popen(
+            [str(python), "-c", RUNTIME_TABLES, str(src), str(delta_in), str(delta_out), str(dump)],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+    try:
+        ready, _, _ = select.select([tables.stdout], [], [], 600)
+        line = tables.stdout.readline() if ready else ""
+        assert line.strip() == "input written", (
+            f"the runtime did not write the input table:\n{tables_log.read_text()[-3000:]}"
+        )
+        _score_in_runtime(venv, artifact, delta_in, delta_out, env)
+        _, _ = tables.communicate("\n", timeout=600)
+    finally:
+        if tables.poll() is None:
+            tables.kill()
+            tables.wait()
+    assert tables.returncode == 0, f"reading back failed:\n{tables_log.read_text()[-3000:]}"
+    scored = json.loads(dump.read_text())
+    assert [r["row_id"] for r in scored] == expected["row_id"].tolist()
+    assert [r["prediction"] for r in scored] == expected["prediction"].tolist()
+    np.testing.assert_array_equal(
+        np.array([r["probability"] for r in scored], dtype=np.float32),
+        expected["probability"].to_numpy(dtype=np.float32),
     )
-    config = tmp_path / "nightly.json"
+    assert {r["model_sha256"] for r in scored} == {artifact.sha256}
+    assert all(r["prediction_error"] is None for r in scored)
+
+
+def _score_in_runtime(venv: Path, artifact, delta_in: Path, delta_out: Path, env) -> None:
+    """``leanscore score`` (the runtime's console script) from the input Delta table."""
+    config = delta_in.parent / "nightly.json"
     config.write_text(
         json.dumps(
             {
@@ -160,30 +215,6 @@ def test_core_wheel_on_a_cluster_runtime_changes_nothing_and_scores_the_same(
     )
     leanscore = venv / "bin" / "leanscore"
     _run([str(leanscore), "score", "--config", str(config), "--run-date", RUN_DATE], env=env)
-    dump = tmp_path / "scored.json"
-    _run(
-        [
-            str(python),
-            "-c",
-            "import sys, json; from leanscore.jobs.spark import get_spark; "
-            "rows = get_spark().read.format('delta').load(sys.argv[1])"
-            ".select('row_id', 'prediction', 'probability', 'prediction_error', "
-            "'model_sha256').orderBy('row_id').collect(); "
-            "json.dump([r.asDict() for r in rows], open(sys.argv[2], 'w'))",
-            str(delta_out),
-            str(dump),
-        ],
-        env=env,
-    )
-    scored = json.loads(dump.read_text())
-    assert [r["row_id"] for r in scored] == expected["row_id"].tolist()
-    assert [r["prediction"] for r in scored] == expected["prediction"].tolist()
-    np.testing.assert_array_equal(
-        np.array([r["probability"] for r in scored], dtype=np.float32),
-        expected["probability"].to_numpy(dtype=np.float32),
-    )
-    assert {r["model_sha256"] for r in scored} == {artifact.sha256}
-    assert all(r["prediction_error"] is None for r in scored)
 
 
 def test_a_running_udf_imports_no_compression_text_or_charting_library(spark, digits, artifact):
@@ -261,7 +292,7 @@ def test_demo_from_the_installed_wheel_outside_the_repository_offline(wheel, tmp
             "--workdir",
             "demo",
             "--rows",
-            "20000",
+            "2000",
             "--epochs",
             "2",
         ],

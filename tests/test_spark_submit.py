@@ -15,8 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import yaml
+from conftest import DEMO_ROWS
 from standalone_cluster import start_cluster, stop_cluster
-from test_notebooks import DEMO_ROWS, make_demo_workdir
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "<!-- spark-submit-command -->"
@@ -31,8 +31,8 @@ def readme_command() -> str:
     return block.group(1)
 
 
-def test_readme_spark_submit_scores_on_a_standalone_cluster(tmp_path_factory, tmp_path, spark):
-    demo = make_demo_workdir(tmp_path_factory)
+def test_readme_spark_submit_scores_on_a_standalone_cluster(demo_run, tmp_path, spark):
+    demo, _ = demo_run
     out = tmp_path / "predictions"
     config = tmp_path / "nightly.yaml"
     nightly = yaml.safe_load((ROOT / "conf" / "nightly.yaml").read_text())
