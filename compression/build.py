@@ -69,9 +69,13 @@ def write_result(
     model_version: str = "1",
     extra_metrics: dict | None = None,
     input_range: InputRange | None = None,
+    family: str | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> Artifact:
     """The artifact of ``result``; ``input_range`` (see ``calibrated_range``) lets scoring
-    isolate rows outside what the model saw, and ``batch_dependent`` is read from the graph."""
+    isolate rows outside what the model saw, and ``batch_dependent`` is read from the graph.
+    ``family`` names the scoring family when it is not tabular; ``extra_files`` (a text model's
+    ``tokenizer.json``) are stored next to the model and hashed in the manifest."""
     inputs, outputs = tensor_specs(result.onnx_bytes)
     return write_artifact(
         out_dir,
@@ -91,7 +95,9 @@ def write_result(
             "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "input_range": None if input_range is None else input_range.model_dump(),
             "batch_dependent": graph_is_batch_dependent(result.onnx_bytes),
+            "family": family,
         },
+        extra_files=extra_files,
     )
 
 
@@ -109,6 +115,8 @@ def calibrated_range(
         ("train", train),
         ("evaluation", evaluation),
     ):
+        if data is not None and data.features.dtype.kind not in "biuf":
+            return None  # texts: no numeric range to state
         if data is not None and len(data.features):
             return input_range_of(data.features, source=source)
     return None
@@ -129,6 +137,8 @@ def compress_to_artifact(
     calibration: LabelledData | None = None,
     also_evaluate: dict[str, LabelledData] | None = None,
     model_source: dict | None = None,
+    family: str | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> Artifact:
     """Run ``recipe`` on ``model`` (a torch module, or ONNX bytes) and write the artifact;
     nothing is written when the accuracy gate refuses the result."""
@@ -158,6 +168,8 @@ def compress_to_artifact(
             also_evaluate=also_evaluate,
             model_source=model_source,
         ),
+        family=family,
+        extra_files=extra_files,
     )
 
 

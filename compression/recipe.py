@@ -16,7 +16,13 @@ import numpy as np
 import torch
 from leanscore.compression.data import LabelledData
 from leanscore.compression.errors import LeanscoreError
-from leanscore.compression.evaluate import evaluate_onnx, fidelity, run_onnx, single_thread_session
+from leanscore.compression.evaluate import (
+    accuracy_interval,
+    evaluate_onnx,
+    fidelity,
+    run_onnx,
+    single_thread_session,
+)
 from leanscore.compression.export import check_parity, export_onnx
 from leanscore.compression.models import (
     WithSoftmax,
@@ -58,6 +64,8 @@ __all__ = [
 ]
 
 STRUCTURED_NOTE = "structured: neurons/channels removed, dense kernels do less work (faster)"
+# Rows per calibration call for models fed by ``LabelledData.batches`` (texts).
+CALIBRATION_CALL_ROWS = 32
 UNSTRUCTURED_NOTE = (
     "unstructured: weights zeroed, shapes unchanged; the zipped file shrinks but dense CPU "
     "kernels run at the same speed (onnxruntime #2121, #5578)"
@@ -161,7 +169,13 @@ def measure_baseline(
             raise RecipeError("a PyTorch model needs an example_input to be exported")
         onnx_bytes, params = export_onnx(_served(model, task), example_input), count_params(model)
     metrics, outputs = evaluate_onnx(
-        onnx_bytes, evaluation.features, evaluation.labels, None, params=params, task=task
+        onnx_bytes,
+        evaluation.features,
+        evaluation.labels,
+        None,
+        params=params,
+        task=task,
+        batches=evaluation.batches,
     )
     metrics["fidelity"] = fidelity(outputs, outputs, task=task)
     if not isinstance(model, bytes | bytearray):
@@ -171,7 +185,7 @@ def measure_baseline(
         session = single_thread_session(onnx_bytes)
         metrics["also"] = {}
         for name, data in also_evaluate.items():
-            also_outputs[name] = run_onnx(session, data.features)
+            also_outputs[name] = run_onnx(session, data.features, batches=data.batches)
             metrics["also"][name] = _also_metrics(also_outputs[name], None, data, task)
     return Baseline(onnx_bytes, metrics, outputs, also_outputs)
 
@@ -332,6 +346,7 @@ def _measure(state: _State, ctx: _Context) -> dict:
         ctx.baseline.outputs,
         params=params,
         task=ctx.task,
+        batches=ctx.evaluation.batches,
     )
     if state.model is not None:
         metrics["nonzero_params"] = count_nonzero_params(state.model)
@@ -351,7 +366,10 @@ def _measure(state: _State, ctx: _Context) -> dict:
         session = single_thread_session(onnx_now)
         metrics["also"] = {
             name: _also_metrics(
-                run_onnx(session, data.features), ctx.baseline.also_outputs[name], data, ctx.task
+                run_onnx(session, data.features, batches=data.batches),
+                ctx.baseline.also_outputs[name],
+                data,
+                ctx.task,
             )
             for name, data in ctx.also_evaluate.items()
         }
@@ -576,7 +594,14 @@ def _apply_quantize(step: QuantizeStep, state: _State, ctx: _Context) -> dict:
     if ctx.calibration is not None:
         rows = ctx.calibration.features
         pick = np.random.default_rng(0).permutation(len(rows))[: step.calibration_rows]
-        calibration = np.ascontiguousarray(rows[np.sort(pick)], dtype=np.float32)
+        calibration = rows[np.sort(pick)]
+        if ctx.calibration.batches is None:
+            calibration = np.ascontiguousarray(calibration, dtype=np.float32)
+        else:  # rows the model does not read as they are (texts): the calls scoring makes
+            from leanscore.compression.quantize import FeedsCalibrationReader
+
+            calls = ctx.calibration.batches(calibration, CALIBRATION_CALL_ROWS)
+            calibration = FeedsCalibrationReader([feed for _, feed in calls], rows=len(calibration))
     options = dict(
         calibration=calibration,
         method=step.calibration,
@@ -617,6 +642,7 @@ def _quantize_alternatives(step: QuantizeStep, float_bytes: bytes, options: dict
             ctx.evaluation.labels,
             ctx.baseline.outputs,
             task=ctx.task,
+            batches=ctx.evaluation.batches,
         )
         rows.append(
             {
@@ -651,6 +677,10 @@ def _gate(recipe: Recipe, baseline: dict, final: dict, task: str, evaluation) ->
     gate = {
         "evaluated_on": evaluation.source or {"rows": len(evaluation.features)},
         "rows": len(evaluation.features),
+        "accuracy_interval": accuracy_interval(final.get("accuracy"), len(evaluation.features)),
+        "baseline_accuracy_interval": accuracy_interval(
+            baseline.get("accuracy"), len(evaluation.features)
+        ),
         "max_accuracy_drop": recipe.max_accuracy_drop,
         "min_fidelity": recipe.min_fidelity,
         "accuracy_drop_points": None,

@@ -16,8 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class TableSample(BaseModel):
-    """A sample of a Parquet/Delta table: features from one array column or many numeric
-    columns, labels from an optional column."""
+    """A sample of a Parquet/Delta table: features from one array column, many numeric
+    columns, or one text column (for a text model: the texts as they are, tokenized by the
+    model's own tokenizer), labels from an optional column (class indices; for a text model
+    also the class names)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -26,6 +28,7 @@ class TableSample(BaseModel):
     format: Literal["delta", "parquet"] = "delta"
     feature_column: str | None = None
     feature_columns: list[str] | None = None
+    text_column: str | None = None
     label_column: str | None = None
     limit: int = Field(default=50_000, ge=1, description="rows pulled to the driver at most")
     filter: str | None = Field(default=None, description="Spark SQL predicate")
@@ -33,8 +36,11 @@ class TableSample(BaseModel):
 
     @model_validator(mode="after")
     def _one_layout(self) -> TableSample:
-        if (self.feature_column is None) == (self.feature_columns is None):
-            raise ValueError("give exactly one of 'feature_column' or 'feature_columns'")
+        given = [self.feature_column, self.feature_columns, self.text_column]
+        if sum(g is not None for g in given) != 1:
+            raise ValueError(
+                "give exactly one of 'feature_column', 'feature_columns' or 'text_column'"
+            )
         if self.format == "parquet" and self.version is not None:
             raise ValueError("'version' is Delta time travel; a Parquet table has none")
         return self
@@ -74,7 +80,10 @@ def read_table_sample(spec: TableSample, *, spark=None) -> LabelledData:
         raise FileNotFoundError(
             f"cannot read {spec.format} table {spec.path}: {str(err).splitlines()[0]}"
         ) from err
-    wanted = [spec.feature_column] if spec.feature_column else list(spec.feature_columns)
+    if spec.text_column:
+        wanted = [spec.text_column]
+    else:
+        wanted = [spec.feature_column] if spec.feature_column else list(spec.feature_columns)
     if spec.label_column:
         wanted.append(spec.label_column)
     missing = [c for c in wanted if c not in df.columns]
@@ -87,18 +96,21 @@ def read_table_sample(spec: TableSample, *, spark=None) -> LabelledData:
     pdf = df.select(*wanted).limit(spec.limit).toPandas()
     if len(pdf) == 0:
         raise ValueError(f"table {spec.path} gave no rows (filter {spec.filter!r})")
-    if spec.feature_column:
+    if spec.text_column:
+        features = _texts(pdf[spec.text_column], spec)
+    elif spec.feature_column:
         features = np.stack([np.asarray(v, dtype=np.float32) for v in pdf[spec.feature_column]])
     else:
         features = pdf[list(spec.feature_columns)].to_numpy(dtype=np.float32)
-    if not np.isfinite(features).all():
+    if not spec.text_column and not np.isfinite(features).all():
         raise ValueError(f"table {spec.path} has null/NaN/infinite features in the sample")
     labels = None
     if spec.label_column:
         labels = pdf[spec.label_column].to_numpy()
         if pdf[spec.label_column].isna().any():
             raise ValueError(f"label column {spec.label_column!r} of {spec.path} has nulls")
-        labels = labels.astype(np.int64)
+        if not (spec.text_column and labels.dtype == object):  # text: class names allowed
+            labels = labels.astype(np.int64)
     source = {
         "path": spec.path,
         "format": spec.format,
@@ -107,6 +119,21 @@ def read_table_sample(spec: TableSample, *, spark=None) -> LabelledData:
         "filter": spec.filter,
         "feature_column": spec.feature_column,
         "feature_columns": spec.feature_columns,
+        "text_column": spec.text_column,
         "label_column": spec.label_column,
     }
     return LabelledData(np.ascontiguousarray(features), labels, source)
+
+
+def _texts(column, spec: TableSample) -> np.ndarray:
+    """The sample's texts as an object array; a null, non-string or blank one is an error
+    naming the column (a held-out set must hold what the model can read)."""
+    texts = column.tolist()
+    for value in texts:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(
+                f"text column {spec.text_column!r} of {spec.path} holds {value!r} in the "
+                "sample; filter null and empty texts out (filter: "
+                f"\"{spec.text_column} IS NOT NULL AND trim({spec.text_column}) != ''\")"
+            )
+    return np.array(texts, dtype=object)

@@ -14,7 +14,14 @@ from leanscore.compression.build import (
     write_result,
 )
 from leanscore.compression.recipe import AccuracyGateError, Recipe
-from leanscore.compression.sources import DataSpec, DigitsSample, ModelSource, load_data, load_model
+from leanscore.compression.sources import (
+    DataSpec,
+    DigitsSample,
+    ModelSource,
+    load_data,
+    load_model,
+    text_inputs,
+)
 from leanscore.jobs.config import load_config, read_yaml, validate
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
@@ -108,7 +115,16 @@ def run_compress(
     model, example, source = load_model(
         config.model, base_dir=config_dir, train=train, progress=say
     )
-    class_labels = config.class_labels
+    artifact_extras: dict = {}
+    text = text_inputs(config.model, base_dir=config_dir)  # None unless the model reads text
+    if text is not None:
+        train, evaluation, calibration = (
+            None if d is None else text.attach(d, name=n)
+            for d, n in ((train, "train"), (evaluation, "evaluation"), (calibration, "calibration"))
+        )
+        also = {k: text.attach(v, name=f"also_evaluate.{k}") for k, v in also.items()}
+        artifact_extras = {"family": text.family, "extra_files": text.files()}
+    class_labels = config.class_labels or (text.class_labels if text is not None else None)
     if class_labels is None and config.model.kind.startswith("builtin-digits"):
         class_labels = [str(d) for d in range(10)]
     common = dict(
@@ -120,7 +136,10 @@ def run_compress(
         also_evaluate=also or None,
         progress=say,
     )
-    features = _features(config, evaluation.features.shape[1])
+    if text is not None:
+        features = text.features(getattr(data.evaluation, "text_column", None) or "text")
+    else:
+        features = _features(config, evaluation.features.shape[1])
     if config.candidates is None:
         artifact = compress_to_artifact(
             recipes[0],
@@ -129,14 +148,40 @@ def run_compress(
             features=features,
             class_labels=class_labels,
             model_source=source,
+            **artifact_extras,
             **common,
         )
         console.print(steps_table(artifact.manifest.metrics, title=recipes[0].name))
+        console.print(accuracy_line(artifact.manifest.metrics, evaluation))
         return artifact
-    return _autotune(recipes, model, out, common, features, class_labels, source, console)
+    return _autotune(
+        recipes, model, out, common, features, class_labels, source, console, artifact_extras
+    )
 
 
-def _autotune(recipes, model, out, common, features, class_labels, source, console) -> Artifact:
+def accuracy_line(metrics: dict, evaluation) -> str:
+    """The held-out accuracy with its 95% interval next to chance (the share of the most
+    frequent class, what always guessing it scores)."""
+    gate, final = metrics["gate"], metrics["final"]
+    if final.get("accuracy") is None or gate.get("accuracy_interval") is None:
+        return "held-out accuracy: n/a (no labels)"
+    import numpy as np
+
+    labels = evaluation.labels
+    chance = float(np.bincount(labels).max() / len(labels))
+    low, high = gate["accuracy_interval"]
+    drop = gate.get("accuracy_drop_points")
+    return (
+        f"held-out accuracy {100 * final['accuracy']:.2f}% (95% interval {100 * low:.2f}-"
+        f"{100 * high:.2f}%, {gate['rows']:,} rows; chance {100 * chance:.2f}%), "
+        f"baseline {100 * metrics['baseline']['accuracy']:.2f}%, drop {drop} points "
+        f"(budget {gate['max_accuracy_drop']})"
+    )
+
+
+def _autotune(
+    recipes, model, out, common, features, class_labels, source, console, artifact_extras
+) -> Artifact:
     from leanscore.compression.autotune import autotune, write_table
 
     result = autotune(recipes, model, **common)
@@ -168,6 +213,7 @@ def _autotune(recipes, model, out, common, features, class_labels, source, conso
             also_evaluate=common["also_evaluate"],
             model_source=source,
         ),
+        **artifact_extras,
         extra_metrics={
             "autotune": {
                 "chosen": chosen.recipe.name,

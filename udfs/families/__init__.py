@@ -17,6 +17,7 @@ from leanscore.udfs.families.base import Family, registered
 
 FAMILY_MODULES = {
     "tabular": "leanscore.udfs.families.tabular",
+    "text_classifier": "leanscore.udfs.families.text_classifier",
 }
 
 __all__ = ["FAMILY_MODULES", "Family", "family_for", "family_name"]
