@@ -207,7 +207,8 @@ def check_plan(
         where = f"recipe {recipe.name!r} steps.{i} ('{step.step}')"
         if onnx_source and step.side != "onnx":
             raise RecipeError(
-                f"{where} needs a PyTorch model, but the model source is an ONNX file; only "
+                f"{where} needs a PyTorch model, but the model source is an ONNX file (a "
+                "Hugging Face model is one too: it is exported before the recipe runs); only "
                 "'quantize' steps apply to ONNX sources"
             )
         if step.side == "torch" and task != "classification" and step.step != "prune":

@@ -309,3 +309,26 @@ def test_calls_are_cut_by_length_within_the_token_budget():
     assert feed["input_ids"].shape == (len(groups[0]), width)  # padded to its own longest row
     assert feed["attention_mask"].sum() == sum(lengths[i] for i in groups[0])
     assert not feed["token_type_ids"].any()
+
+
+def test_the_family_carries_verified_tokenizer_bytes_and_stays_small(compressed, tmp_path):
+    import pickle
+    import shutil
+
+    from leanscore.compression.artifact import Artifact, ModelIntegrityError
+    from leanscore.udfs.families import family_for
+
+    _, folder = compressed
+    artifact = Artifact.load(folder)
+    family = family_for(artifact.manifest)
+    family.attach(artifact)
+    shipped = pickle.dumps(family)  # what every task receives with the scorer
+    assert len(shipped) < len(family.tokenizer_bytes) + 50_000  # bytes, no tokenizer object
+    batch = pickle.loads(shipped).from_texts(["Return the formatted message.", None])
+    assert batch.bad.tolist() == [False, True] and batch.matrix[0, 1].sum() > 2
+
+    copy = tmp_path / "tampered"
+    shutil.copytree(folder, copy)
+    (copy / "tokenizer.json").write_bytes((copy / "tokenizer.json").read_bytes() + b" ")
+    with pytest.raises(ModelIntegrityError, match="tokenizer.json: sha256 is"):
+        Artifact.load(copy)
