@@ -332,3 +332,11 @@ def test_the_family_carries_verified_tokenizer_bytes_and_stays_small(compressed,
     (copy / "tokenizer.json").write_bytes((copy / "tokenizer.json").read_bytes() + b" ")
     with pytest.raises(ModelIntegrityError, match="tokenizer.json: sha256 is"):
         Artifact.load(copy)
+
+
+def test_the_embedding_udf_refuses_a_text_classifier(compressed):
+    from leanscore.udfs.text import text_embedding_udf
+
+    _, folder = compressed
+    with pytest.raises(ValueError, match="is a text classification model, not an embedding"):
+        text_embedding_udf(folder)
