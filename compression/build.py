@@ -71,11 +71,13 @@ def write_result(
     input_range: InputRange | None = None,
     result_output: str | None = None,
     family: str | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> Artifact:
     """The artifact of ``result``; ``input_range`` (see ``calibrated_range``) lets scoring
     isolate rows outside what the model saw, and ``batch_dependent`` is read from the graph.
     ``result_output`` (the ONNX output holding the result) and ``family`` (the scoring family;
-    None: tabular, or text for a text layout) are recorded in the manifest."""
+    None: tabular, or text for a text layout) are recorded in the manifest; ``extra_files`` (a
+    text model's ``tokenizer.json``) are stored next to the model and hashed in the manifest."""
     inputs, outputs = tensor_specs(result.onnx_bytes)
     return write_artifact(
         out_dir,
@@ -98,6 +100,7 @@ def write_result(
             "result_output": result_output,
             "family": family,
         },
+        extra_files=extra_files,
     )
 
 
@@ -115,6 +118,8 @@ def calibrated_range(
         ("train", train),
         ("evaluation", evaluation),
     ):
+        if data is not None and data.features.dtype.kind not in "biuf":
+            return None  # texts: no numeric range to state
         if data is not None and len(data.features):
             return input_range_of(data.features, source=source)
     return None
@@ -137,6 +142,7 @@ def compress_to_artifact(
     model_source: dict | None = None,
     result_output: str | None = None,
     family: str | None = None,
+    extra_files: dict[str, bytes] | None = None,
 ) -> Artifact:
     """Run ``recipe`` on ``model`` (a torch module, or ONNX bytes) and write the artifact;
     nothing is written when the accuracy gate refuses the result."""
@@ -169,6 +175,7 @@ def compress_to_artifact(
         ),
         result_output=result_output,
         family=family,
+        extra_files=extra_files,
     )
 
 

@@ -8,6 +8,7 @@ table built from the held-out images never contains an image the model was train
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -19,11 +20,17 @@ DIGITS_CLASSES = 10
 
 @dataclass
 class LabelledData:
-    """Feature rows (float32), their labels when known, and where they came from."""
+    """Feature rows (float32), their labels when known, and where they came from.
+
+    ``batches``, for a model whose input is not one float matrix (texts: a tokenizer and
+    several token inputs), turns rows into ONNX Runtime calls: ``batches(rows, batch_rows)``
+    yields (row positions, feeds) per call; None: the rows are the model's one input, fed in
+    consecutive chunks."""
 
     features: np.ndarray
     labels: np.ndarray | None
     source: dict = field(default_factory=dict)
+    batches: Callable[[np.ndarray, int], Iterator[tuple[np.ndarray, dict]]] | None = None
 
 
 _SPLIT_SEED = 20161  # fixed: the held-out split must be the same in every process

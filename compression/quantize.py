@@ -54,6 +54,31 @@ class ArrayCalibrationReader(CalibrationDataReader):
         self._batches = self._iterate()
 
 
+class FeedsCalibrationReader(CalibrationDataReader):
+    """Feeds ready-made calibration calls (for a model with several inputs: a text model's
+    token ids and attention mask, as scoring makes its calls) to ``quantize_static``. After
+    the last call it starts over, so the same reader serves the next quantization too."""
+
+    def __init__(self, feeds: list[dict], *, rows: int):
+        if not feeds:
+            raise ValueError("calibration needs at least one row; the calibration sample is empty")
+        self.feeds = feeds
+        self.rows = rows
+        self._calls = iter(self.feeds)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def get_next(self) -> dict | None:
+        feed = next(self._calls, None)
+        if feed is None:
+            self.rewind()
+        return feed
+
+    def rewind(self) -> None:
+        self._calls = iter(self.feeds)
+
+
 def input_name(onnx_bytes: bytes) -> str:
     graph = onnx.load_model_from_string(onnx_bytes).graph
     initializers = {i.name for i in graph.initializer}

@@ -71,6 +71,8 @@ __all__ = [
 ]
 
 STRUCTURED_NOTE = "structured: neurons/channels removed, dense kernels do less work (faster)"
+# Rows per calibration call for models fed by ``LabelledData.batches`` (texts).
+CALIBRATION_CALL_ROWS = 32
 UNSTRUCTURED_NOTE = (
     "unstructured: weights zeroed, shapes unchanged; the zipped file shrinks but dense CPU "
     "kernels run at the same speed (onnxruntime #2121, #5578)"
@@ -184,6 +186,7 @@ def measure_baseline(
         params=params,
         task=task,
         output=result_output,
+        batches=evaluation.batches,
     )
     metrics["distinct_examples"] = distinct_examples(evaluation)
     _add_interval(metrics, metrics["distinct_examples"])
@@ -195,7 +198,9 @@ def measure_baseline(
         session = single_thread_session(onnx_bytes)
         metrics["also"] = {}
         for name, data in also_evaluate.items():
-            also_outputs[name] = run_onnx(session, data.features, output=result_output)
+            also_outputs[name] = run_onnx(
+                session, data.features, output=result_output, batches=data.batches
+            )
             metrics["also"][name] = _also_metrics(also_outputs[name], None, data, task)
     return Baseline(onnx_bytes, metrics, outputs, also_outputs)
 
@@ -230,7 +235,8 @@ def check_plan(
         where = f"recipe {recipe.name!r} steps.{i} ('{step.step}')"
         if onnx_source and step.side != "onnx":
             raise RecipeError(
-                f"{where} needs a PyTorch model, but the model source is an ONNX file; only "
+                f"{where} needs a PyTorch model, but the model source is an ONNX file (a "
+                "Hugging Face model is one too: it is exported before the recipe runs); only "
                 f"ONNX-side steps ({', '.join(ONNX_STEPS)}) apply to ONNX sources"
             )
         if step.side == "torch" and task != "classification" and step.step != "prune":
@@ -420,6 +426,7 @@ def _measure(state: _State, ctx: _Context) -> dict:
         params=params,
         task=ctx.task,
         output=ctx.result_output,
+        batches=ctx.evaluation.batches,
     )
     _add_interval(metrics, ctx.baseline.metrics["distinct_examples"])
     if state.model is not None:
@@ -440,7 +447,7 @@ def _measure(state: _State, ctx: _Context) -> dict:
         session = single_thread_session(onnx_now)
         metrics["also"] = {
             name: _also_metrics(
-                run_onnx(session, data.features, output=ctx.result_output),
+                run_onnx(session, data.features, output=ctx.result_output, batches=data.batches),
                 ctx.baseline.also_outputs[name],
                 data,
                 ctx.task,
@@ -668,7 +675,14 @@ def _apply_quantize(step: QuantizeStep, state: _State, ctx: _Context) -> dict:
     if ctx.calibration is not None:
         rows = ctx.calibration.features
         pick = np.random.default_rng(0).permutation(len(rows))[: step.calibration_rows]
-        calibration = np.ascontiguousarray(rows[np.sort(pick)], dtype=np.float32)
+        calibration = rows[np.sort(pick)]
+        if ctx.calibration.batches is None:
+            calibration = np.ascontiguousarray(calibration, dtype=np.float32)
+        else:  # rows the model does not read as they are (texts): the calls scoring makes
+            from leanscore.compression.quantize import FeedsCalibrationReader
+
+            calls = ctx.calibration.batches(calibration, CALIBRATION_CALL_ROWS)
+            calibration = FeedsCalibrationReader([feed for _, feed in calls], rows=len(calibration))
     options = dict(
         calibration=calibration,
         method=step.calibration,
@@ -710,6 +724,7 @@ def _quantize_alternatives(step: QuantizeStep, float_bytes: bytes, options: dict
             ctx.baseline.outputs,
             task=ctx.task,
             output=ctx.result_output,
+            batches=ctx.evaluation.batches,
         )
         rows.append(
             {

@@ -124,8 +124,21 @@ class MlflowModel(_Spec):
     )
 
 
+class HuggingFaceClassifier(_Spec):
+    """A local Hugging Face sequence classifier folder (``save_pretrained``: config.json, the
+    weights, tokenizer.json), exported to ONNX with its softmax; ONNX-side steps apply, and
+    the data are texts (a table's ``text_column``). See ``leanscore.compression.hf_classifier``."""
+
+    kind: Literal["huggingface"]
+    path: str
+    max_length: int = Field(default=128, ge=2, description="tokens per text, longer ones cut")
+    opset: int = Field(default=17, ge=14)
+    parity_atol: float = Field(default=1e-4, gt=0)
+
+
 ModelSource = Annotated[
-    BuiltinModel | TorchModel | OnnxModel | MlflowModel, Field(discriminator="kind")
+    BuiltinModel | TorchModel | OnnxModel | MlflowModel | HuggingFaceClassifier,
+    Field(discriminator="kind"),
 ]
 
 
@@ -197,7 +210,7 @@ def load_data(
 
 
 def load_model(
-    spec: BuiltinModel | TorchModel | OnnxModel | MlflowModel,
+    spec: BuiltinModel | TorchModel | OnnxModel | MlflowModel | HuggingFaceClassifier,
     *,
     base_dir: Path,
     train: LabelledData | None,
@@ -218,6 +231,21 @@ def load_model(
         return data, None, {"kind": "onnx", "path": str(path)}
     if isinstance(spec, TorchModel):
         return _load_torch(spec, base_dir)
+    if isinstance(spec, HuggingFaceClassifier):
+        from leanscore.compression.hf_classifier import export_source
+
+        texts = None
+        if train is not None and train.features.dtype == object:
+            texts = [str(t) for t in train.features[:16]]
+        data, info = export_source(
+            _resolve(spec.path, base_dir),
+            max_length=spec.max_length,
+            opset=spec.opset,
+            parity_atol=spec.parity_atol,
+            sample_texts=texts,
+            progress=progress,
+        )
+        return data, None, info
     if isinstance(spec, MlflowModel):
         return _load_mlflow(spec, progress)
     return _train_builtin(spec, train, progress)
@@ -376,3 +404,13 @@ def _train_builtin(spec: BuiltinModel, train: LabelledData | None, progress):
     )
     example = torch.from_numpy(np.ascontiguousarray(train.features[:8]))
     return model, example, {"kind": spec.kind, **spec.model_dump(exclude={"kind"})}
+
+
+def text_inputs(spec, *, base_dir: Path):
+    """For a model that reads texts: its tokenizer, class names and how texts become calls
+    (``leanscore.compression.hf_classifier.TextClassifierInputs``); None for every other."""
+    if not isinstance(spec, HuggingFaceClassifier):
+        return None
+    from leanscore.compression.hf_classifier import TextClassifierInputs
+
+    return TextClassifierInputs.of(_resolve(spec.path, base_dir), max_length=spec.max_length)

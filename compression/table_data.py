@@ -18,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 class TableSample(BaseModel):
     """A sample of a Parquet/Delta table: features from one array column, many numeric
-    columns, or one image column (PNG/JPEG bytes, decoded by the image family as scoring will),
-    labels from an optional column."""
+    columns, one image column (PNG/JPEG bytes, decoded by the image family as scoring will),
+    or one text column (for a text model: the texts as they are, tokenized by the model's own
+    tokenizer); labels from an optional column (class indices; for a text model also the class
+    names)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -31,6 +33,7 @@ class TableSample(BaseModel):
     image_column: str | None = Field(
         default=None, description="PNG/JPEG bytes; the compress config's 'image' says how"
     )
+    text_column: str | None = None
     label_column: str | None = None
     limit: int = Field(default=50_000, ge=1, description="rows pulled to the driver at most")
     filter: str | None = Field(default=None, description="Spark SQL predicate")
@@ -38,10 +41,11 @@ class TableSample(BaseModel):
 
     @model_validator(mode="after")
     def _one_layout(self) -> TableSample:
-        layouts = (self.feature_column, self.feature_columns, self.image_column)
+        layouts = (self.feature_column, self.feature_columns, self.image_column, self.text_column)
         if sum(v is not None for v in layouts) != 1:
             raise ValueError(
-                "give exactly one of 'feature_column', 'feature_columns' or 'image_column'"
+                "give exactly one of 'feature_column', 'feature_columns', 'image_column' or "
+                "'text_column'"
             )
         if self.format == "parquet" and self.version is not None:
             raise ValueError("'version' is Delta time travel; a Parquet table has none")
@@ -98,7 +102,7 @@ def read_table_sample(
         raise FileNotFoundError(
             f"cannot read {spec.format} table {spec.path}: {str(err).splitlines()[0]}"
         ) from err
-    column = spec.image_column or spec.feature_column
+    column = spec.text_column or spec.image_column or spec.feature_column
     wanted = [column] if column else list(spec.feature_columns)
     if spec.label_column:
         wanted.append(spec.label_column)
@@ -112,20 +116,23 @@ def read_table_sample(
     pdf = df.select(*wanted).limit(spec.limit).toPandas()
     if len(pdf) == 0:
         raise ValueError(f"table {spec.path} gave no rows (filter {spec.filter!r})")
-    if image is not None:
+    if spec.text_column:
+        features = _texts(pdf[spec.text_column], spec)
+    elif image is not None:
         features = _image_features(pdf[column], spec, image)
     elif spec.feature_column:
         features = np.stack([np.asarray(v, dtype=np.float32) for v in pdf[spec.feature_column]])
     else:
         features = pdf[list(spec.feature_columns)].to_numpy(dtype=np.float32)
-    if not np.isfinite(features).all():
+    if not spec.text_column and not np.isfinite(features).all():
         raise ValueError(f"table {spec.path} has null/NaN/infinite features in the sample")
     labels = None
     if spec.label_column:
         labels = pdf[spec.label_column].to_numpy()
         if pdf[spec.label_column].isna().any():
             raise ValueError(f"label column {spec.label_column!r} of {spec.path} has nulls")
-        labels = labels.astype(np.int64)
+        if not (spec.text_column and labels.dtype == object):  # text: class names allowed
+            labels = labels.astype(np.int64)
     source = {
         "path": spec.path,
         "format": spec.format,
@@ -135,6 +142,7 @@ def read_table_sample(
         "feature_column": spec.feature_column,
         "feature_columns": spec.feature_columns,
         "image_column": spec.image_column,
+        "text_column": spec.text_column,
         "label_column": spec.label_column,
     }
     return LabelledData(np.ascontiguousarray(features), labels, source)
@@ -159,3 +167,17 @@ def _image_features(values, spec: TableSample, image: ImageSpec) -> np.ndarray:
             "leave them out with 'filter'"
         )
     return batch.matrix
+
+
+def _texts(column, spec: TableSample) -> np.ndarray:
+    """The sample's texts as an object array; a null, non-string or blank one is an error
+    naming the column (a held-out set must hold what the model can read)."""
+    texts = column.tolist()
+    for value in texts:
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(
+                f"text column {spec.text_column!r} of {spec.path} holds {value!r} in the "
+                "sample; filter null and empty texts out (filter: "
+                f"\"{spec.text_column} IS NOT NULL AND trim({spec.text_column}) != ''\")"
+            )
+    return np.array(texts, dtype=object)

@@ -88,3 +88,18 @@ def text_table(rows: int, *, seed: int = 0) -> pd.DataFrame:
     random.Random(seed).shuffle(sentences)
     texts = [sentences[i % len(sentences)] for i in range(rows)]
     return pd.DataFrame({"doc_id": range(rows), "text": texts}).astype({"doc_id": "int64"})
+
+
+def labelled_sentences(modules: tuple[str, ...]) -> pd.DataFrame:
+    """A real labelled text set made offline: (text, label) rows, each sentence of a module's
+    docstrings labelled with the module's position in ``modules``. A sentence found in more
+    than one of the modules is left out (its label would be ambiguous)."""
+    seen: dict[str, set[int]] = {}
+    for label, name in enumerate(modules):
+        for doc in _docstrings(name):
+            for sentence in _sentences(doc):
+                seen.setdefault(sentence, set()).add(label)
+    rows = [(text, next(iter(labels))) for text, labels in seen.items() if len(labels) == 1]
+    if not rows:
+        raise ValueError(f"no docstring sentences found in modules {list(modules)}")
+    return pd.DataFrame(rows, columns=["text", "label"]).astype({"label": "int64"})

@@ -15,7 +15,14 @@ from leanscore.compression.build import (
     write_result,
 )
 from leanscore.compression.recipe import AccuracyGateError, Recipe
-from leanscore.compression.sources import DataSpec, DigitsSample, ModelSource, load_data, load_model
+from leanscore.compression.sources import (
+    DataSpec,
+    DigitsSample,
+    ModelSource,
+    load_data,
+    load_model,
+    text_inputs,
+)
 from leanscore.jobs.config import load_config, read_yaml, validate
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
@@ -174,10 +181,18 @@ def run_compress(
     model, example, source = load_model(
         config.model, base_dir=config_dir, train=train, progress=say
     )
-    class_labels = config.class_labels
+    scoring: dict = {}  # manifest fields the family needs: family, result_output, extra_files
+    text = text_inputs(config.model, base_dir=config_dir)  # None unless the model reads text
+    if text is not None:
+        train, evaluation, calibration = (
+            None if d is None else text.attach(d, name=n)
+            for d, n in ((train, "train"), (evaluation, "evaluation"), (calibration, "calibration"))
+        )
+        also = {k: text.attach(v, name=f"also_evaluate.{k}") for k, v in also.items()}
+        scoring = {"family": text.family, "extra_files": text.files()}
+    class_labels = config.class_labels or (text.class_labels if text is not None else None)
     if class_labels is None and config.model.kind.startswith("builtin-digits"):
         class_labels = [str(d) for d in range(10)]
-    scoring = {}
     if io is not None:
         _check_width(io, train=train, evaluation=evaluation, calibration=calibration, also=also)
         class_labels = class_labels or io.class_labels
@@ -198,7 +213,10 @@ def run_compress(
         also_evaluate=also or None,
         progress=say,
     )
-    features = _features(config, int(np.prod(evaluation.features.shape[1:])))
+    if text is not None:
+        features = text.features(getattr(data.evaluation, "text_column", None) or "text")
+    else:
+        features = _features(config, int(np.prod(evaluation.features.shape[1:])))
     if config.image is not None:
         scoring["family"] = "image"
     if config.candidates is None:
@@ -213,6 +231,7 @@ def run_compress(
             **common,
         )
         console.print(steps_table(artifact.manifest.metrics, title=recipes[0].name))
+        console.print(accuracy_line(artifact.manifest.metrics, evaluation))
         return artifact
     return autotune_to_artifact(
         recipes,
@@ -224,6 +243,26 @@ def run_compress(
         model_source=source,
         console=console,
         scoring=scoring,
+    )
+
+
+def accuracy_line(metrics: dict, evaluation) -> str:
+    """The held-out accuracy with its 95% interval next to chance (the share of the most
+    frequent class, what always guessing it scores)."""
+    gate, final = metrics["gate"], metrics["final"]
+    if final.get("accuracy") is None or gate.get("accuracy_interval") is None:
+        return "held-out accuracy: n/a (no labels)"
+    import numpy as np
+
+    labels = evaluation.labels
+    chance = float(np.bincount(labels).max() / len(labels))
+    low, high = gate["accuracy_interval"]
+    drop = gate.get("accuracy_drop_points")
+    return (
+        f"held-out accuracy {100 * final['accuracy']:.2f}% (95% interval {100 * low:.2f}-"
+        f"{100 * high:.2f}%, {gate['rows']:,} rows; chance {100 * chance:.2f}%), "
+        f"baseline {100 * metrics['baseline']['accuracy']:.2f}%, drop {drop} points "
+        f"(budget {gate['max_accuracy_drop']})"
     )
 
 
@@ -297,7 +336,7 @@ def autotune_to_artifact(
     """Run every candidate (``common``: ``compression.autotune.autotune``'s data keywords),
     print and save the candidates table next to ``out``, and write the artifact of the cheapest
     one within budget; AccuracyGateError (nothing written) when none is. ``scoring``:
-    ``write_result``'s ``result_output`` and ``family`` for an ONNX model as given."""
+    ``write_result``'s manifest fields a family needs (family, result_output, extra_files)."""
     scoring = scoring or {}
     from leanscore.compression.autotune import autotune, write_table
 

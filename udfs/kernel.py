@@ -306,6 +306,15 @@ class Scorer:
         result = self.family.result_output()
         wanted = None if result is None else [result]
         feeds = self.family.feeds
+        groups = self.family.call_groups(matrix, self.batch_size)
+        if groups is not None:
+            out = None
+            for idx in groups:
+                part = session.run(wanted, feeds(input_name, matrix[idx]))[0]
+                if out is None:
+                    out = np.empty((len(matrix), *part.shape[1:]), dtype=part.dtype)
+                out[idx] = part
+            return out
         if len(matrix) <= self.batch_size:
             return session.run(wanted, feeds(input_name, matrix))[0]
         parts = [

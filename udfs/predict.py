@@ -146,7 +146,7 @@ def build_scorer(
         raise RuntimeError("model_udf needs an active Spark session; start one first")
     source = distribute(spark, artifact, path_threshold_bytes=path_threshold_bytes)
     config = session_config or SessionConfig(intra_op_threads=task_cpus(spark))
-    return Scorer.build(
+    scorer = Scorer.build(
         artifact.manifest,
         source,
         config,
@@ -154,6 +154,8 @@ def build_scorer(
         bad_rows=policy,
         probabilities=probabilities,
     )
+    scorer.family.attach(artifact)
+    return scorer
 
 
 def warn_unguarded(artifact: Artifact, policy: RowPolicy) -> None:

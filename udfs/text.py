@@ -103,24 +103,41 @@ _tokenizers: dict[tuple[str, int], object] = {}
 _lock = threading.Lock()
 
 
-def _tokenizer(data: bytes, sha256: str, max_length: int):
-    """One tokenizer per worker process and max length, built from verified bytes."""
+def worker_tokenizer(data: bytes, sha256: str, max_length: int):
+    """One tokenizer per worker process and max length, built from verified bytes (shared by
+    the embedding UDF and the ``text_classifier`` scoring family)."""
     key = (sha256, max_length)
     tok = _tokenizers.get(key)
     if tok is None:
         with _lock:
             tok = _tokenizers.get(key)
             if tok is None:
-                # Spark runs one task per core: the tokenizer's own thread pool would fight them.
-                os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-                from tokenizers import Tokenizer
+                from leanscore.compression.text_inputs import tokenizer_from_bytes
 
                 verify_sha256(data, sha256, source="tokenizer in the UDF closure")
-                tok = Tokenizer.from_str(data.decode("utf-8"))
-                tok.no_padding()
-                tok.enable_truncation(max_length)
+                tok = tokenizer_from_bytes(data, max_length)
                 _tokenizers[key] = tok
     return tok
+
+
+def text_reasons(texts: list, *, column: str, max_chars: int) -> list[str | None]:
+    """Per row: None when the text can be tokenized, else why not (null, not a string, empty
+    or blank, longer than ``max_chars``), naming the column."""
+    reasons: list[str | None] = []
+    for value in texts:
+        if value is None or (not isinstance(value, str) and pd.isna(value)):
+            reasons.append(f"column {column!r} is null")
+        elif not isinstance(value, str):
+            reasons.append(f"column {column!r} holds {type(value).__name__}, not a string")
+        elif not value.strip():
+            reasons.append(f"column {column!r} is an empty string {value!r}")
+        elif len(value) > max_chars:
+            reasons.append(
+                f"column {column!r} has {len(value)} characters, more than max_chars={max_chars}"
+            )
+        else:
+            reasons.append(None)
+    return reasons
 
 
 class TextKernel:
@@ -176,26 +193,13 @@ class TextKernel:
         return embed
 
     def tokenizer(self):
-        return _tokenizer(self.tokenizer_bytes, self.tokenizer_sha256, self.options.max_length)
+        return worker_tokenizer(
+            self.tokenizer_bytes, self.tokenizer_sha256, self.options.max_length
+        )
 
     def check(self, texts: list) -> list[str | None]:
         """Per row: None when the text can be embedded, else why not (before tokenizing)."""
-        reasons: list[str | None] = []
-        name, limit = self.column, self.options.max_chars
-        for value in texts:
-            if value is None or (not isinstance(value, str) and pd.isna(value)):
-                reasons.append(f"column {name!r} is null")
-            elif not isinstance(value, str):
-                reasons.append(f"column {name!r} holds {type(value).__name__}, not a string")
-            elif not value.strip():
-                reasons.append(f"column {name!r} is an empty string {value!r}")
-            elif len(value) > limit:
-                reasons.append(
-                    f"column {name!r} has {len(value)} characters, more than max_chars={limit}"
-                )
-            else:
-                reasons.append(None)
-        return reasons
+        return text_reasons(texts, column=self.column, max_chars=self.options.max_chars)
 
     def compute(
         self, session, tok, texts: list, keys: list | None
@@ -350,6 +354,12 @@ def _load(artifact: Artifact | str | os.PathLike[str]) -> Artifact:
         raise ValueError(
             f"artifact {artifact.manifest.name!r} is not a text model (its features have no "
             "text_column/tokenizer); score it with leanscore.udfs.predict.model_udf"
+        )
+    if artifact.manifest.task != "embedding":
+        raise ValueError(
+            f"artifact {artifact.manifest.name!r} is a text {artifact.manifest.task} model, not "
+            "an embedding model; score it with 'leanscore score' or "
+            "leanscore.udfs.score_dataframe"
         )
     return artifact
 

@@ -19,6 +19,7 @@ FAMILY_MODULES = {
     "tabular": "leanscore.udfs.families.tabular",
     "onnx_model": "leanscore.udfs.families.onnx_model",
     "image": "leanscore.udfs.families.image",
+    "text_classifier": "leanscore.udfs.families.text_classifier",
 }
 
 __all__ = ["FAMILY_MODULES", "Family", "family_for", "family_name"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-from leanscore.compression.artifact import Manifest
+from leanscore.compression.artifact import Artifact, Manifest
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,9 +65,19 @@ class Family:
         """How feature ``j`` of a row reads in an error ("column 'x'", "column 'v' element 3")."""
         raise NotImplementedError
 
+    def attach(self, artifact: Artifact) -> None:
+        """On the driver, before the family is pickled into the tasks: take what scoring needs
+        from the loaded artifact besides the model (a tokenizer's verified bytes). Most
+        families need nothing."""
+
     def feeds(self, input_name: str, inputs: np.ndarray) -> dict[str, np.ndarray]:
         """The ONNX Runtime feed for ``inputs`` (rows of ``Batch.matrix``)."""
         return {input_name: inputs}
+
+    def call_groups(self, inputs: np.ndarray, batch_size: int) -> list[np.ndarray] | None:
+        """Row positions of ``inputs`` for each ONNX Runtime call, when the family orders its
+        calls (texts by length); None: consecutive chunks of ``batch_size`` rows."""
+        return None
 
     # --- outputs ------------------------------------------------------------------------
     def result_output(self) -> str | None:

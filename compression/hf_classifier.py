@@ -1,0 +1,251 @@
+"""A local Hugging Face sequence classifier as a compression source.
+
+Any ``AutoModelForSequenceClassification`` saved with ``save_pretrained`` (BERT, DistilBERT,
+MiniLM, RoBERTa...: ``config.json``, the weights, and the fast tokenizer's ``tokenizer.json``)
+is loaded from its folder, never from the hub, and exported to ONNX with the softmax inside the
+graph: inputs ``input_ids`` and ``attention_mask`` (int64, batch x sequence, both axes dynamic),
+output ``probabilities`` (batch x classes). From there the recipe engine's ONNX-side steps
+(``quantize``: dynamic or static int8, fp16) apply, and its gate decides on held-out accuracy.
+
+The held-out and calibration texts reach the engine as ``LabelledData`` whose rows are the texts
+themselves; ``TextClassifierInputs.attach`` gives them the ``batches`` that tokenize them with
+the model's own ``tokenizer.json`` and cut the calls exactly as the ``text_classifier`` scoring
+family does (``leanscore.compression.text_inputs``). The artifact carries ``tokenizer.json``,
+hashed in the manifest like the model.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from leanscore.compression.data import LabelledData
+from leanscore.compression.export import ExportParityError
+from leanscore.compression.text_inputs import batches, encode, tokenizer_from_bytes
+from torch import nn
+
+TOKENIZER_FILE = "tokenizer.json"
+OUTPUT_NAME = "probabilities"
+FAMILY = "text_classifier"
+PARITY_TEXTS = (
+    "A short sentence to check the exported graph against the PyTorch model.",
+    "Another, longer sentence: the export must give the same probabilities whatever the "
+    "padding, the batch size and the sequence length of the call.",
+)
+
+
+class WithSoftmax(nn.Module):
+    """A sequence classifier's logits turned into class probabilities, for the served graph."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return torch.softmax(logits, dim=-1)
+
+
+def model_folder(path: Path) -> Path:
+    """``path`` checked to be a saved sequence classifier with a fast tokenizer."""
+    if not path.is_dir():
+        raise FileNotFoundError(
+            f"model.path: {path} is not a folder; give the folder a Hugging Face model was saved "
+            "to with save_pretrained"
+        )
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(
+            f"model.path: {path} has no config.json; save the model with "
+            "model.save_pretrained(path)"
+        )
+    if not (path / TOKENIZER_FILE).is_file():
+        raise FileNotFoundError(
+            f"model.path: {path} has no {TOKENIZER_FILE}; save the model's fast tokenizer there "
+            "too: tokenizer.save_pretrained(path)"
+        )
+    return path
+
+
+def load_classifier(path: Path) -> nn.Module:
+    """The model, from the folder only (no hub), eager attention (exports with dynamic axes)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AutoModelForSequenceClassification.from_pretrained(
+                str(path), local_files_only=True, attn_implementation="eager"
+            )
+    except (OSError, ValueError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"model.path: {path} does not load as a sequence classifier "
+            f"(AutoModelForSequenceClassification): {first}"
+        ) from err
+    return model.eval()
+
+
+def class_labels_of(path: Path) -> list[str]:
+    """The class names in ``config.json``'s ``id2label``, in class-index order."""
+    config = json.loads((path / "config.json").read_text())
+    id2label = config.get("id2label") or {}
+    count = len(id2label) or int(config.get("num_labels", 2))
+    return [str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(count)]
+
+
+def export_classifier_onnx(model: nn.Module, *, opset: int) -> bytes:
+    """The classifier with its softmax, batch and sequence axes dynamic.
+
+    The TorchScript exporter (``dynamo=False`` with ``dynamic_axes``), as for the MiniLM
+    encoder: the dynamo exporter specialises the attention-mask arithmetic of Hugging Face's
+    BERT on the example's sequence length."""
+    served = WithSoftmax(model).eval()
+    ids = torch.tensor([[101, 7592, 2088, 102], [101, 2023, 102, 0]], dtype=torch.int64)
+    mask = (ids != 0).to(torch.int64)
+    buffer = io.BytesIO()
+    axes = {0: "batch", 1: "sequence"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            served,
+            (ids, mask),
+            buffer,
+            dynamo=False,
+            input_names=["input_ids", "attention_mask"],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, OUTPUT_NAME: {0: "batch"}},
+            opset_version=opset,
+            do_constant_folding=True,
+        )
+    proto = onnx.load_model_from_string(buffer.getvalue())
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def check_parity(
+    model: nn.Module, onnx_bytes: bytes, tokenizer, texts: list[str], *, atol: float
+) -> float:
+    """Max abs difference of the probabilities, PyTorch against ONNX Runtime, on ``texts``
+    padded together; raises ``ExportParityError`` over ``atol``."""
+    import onnxruntime as ort
+
+    matrix = encode(tokenizer, texts)
+    ids, mask = matrix[:, 0], matrix[:, 1]
+    with torch.no_grad():
+        expected = WithSoftmax(model)(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    actual = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    diff = float(np.max(np.abs(actual - expected)))
+    if diff > atol:
+        raise ExportParityError(
+            f"the exported classifier differs from PyTorch by {diff:.3g} (tolerance {atol:g}) "
+            f"on {len(texts)} texts; an operator was translated differently"
+        )
+    return diff
+
+
+def export_source(
+    path: Path,
+    *,
+    max_length: int,
+    opset: int,
+    parity_atol: float,
+    sample_texts: list[str] | None,
+    progress=lambda msg: None,
+) -> tuple[bytes, dict]:
+    """(the served ONNX model, the source's description) of the classifier in ``path``."""
+    path = model_folder(path)
+    model = load_classifier(path)
+    positions = getattr(model.config, "max_position_embeddings", None)
+    if positions is not None and max_length > positions:
+        raise ValueError(
+            f"model.max_length {max_length} is more than the {positions} positions the model in "
+            f"{path} has; use at most {positions}"
+        )
+    progress(f"exporting {type(model).__name__} from {path} to ONNX with a softmax")
+    onnx_bytes = export_classifier_onnx(model, opset=opset)
+    tokenizer = tokenizer_from_bytes((path / TOKENIZER_FILE).read_bytes(), max_length)
+    texts = list(sample_texts or PARITY_TEXTS)[:16]
+    diff = check_parity(model, onnx_bytes, tokenizer, texts, atol=parity_atol)
+    info = {
+        "kind": "huggingface",
+        "path": str(path),
+        "architecture": type(model).__name__,
+        "model_type": model.config.model_type,
+        "layers": getattr(model.config, "num_hidden_layers", None),
+        "hidden_size": getattr(model.config, "hidden_size", None),
+        "params": int(sum(p.numel() for p in model.parameters())),
+        "max_length": max_length,
+        "opset": opset,
+        "parity_max_abs_diff": diff,
+        "parity_texts": len(texts),
+    }
+    return onnx_bytes, info
+
+
+@dataclass(frozen=True)
+class TextClassifierInputs:
+    """What the recipe engine and the artifact need beyond the ONNX model: the tokenizer (its
+    bytes go into the artifact), the class names, and how texts become calls."""
+
+    tokenizer_bytes: bytes
+    max_length: int
+    class_labels: list[str]
+    input_names: tuple[str, ...] = ("input_ids", "attention_mask")
+    family: str = FAMILY
+
+    @classmethod
+    def of(cls, path: Path, *, max_length: int) -> TextClassifierInputs:
+        path = model_folder(path)
+        return cls((path / TOKENIZER_FILE).read_bytes(), max_length, class_labels_of(path))
+
+    def features(self, text_column: str) -> dict:
+        return {"text_column": text_column, "tokenizer": TOKENIZER_FILE, "size": self.max_length}
+
+    def files(self) -> dict[str, bytes]:
+        return {TOKENIZER_FILE: self.tokenizer_bytes}
+
+    def attach(self, data: LabelledData, *, name: str) -> LabelledData:
+        """``data`` (rows: texts) with the ``batches`` that tokenize them as scoring does, and
+        class names as labels turned into class indices."""
+        if data.features.ndim != 1 or data.features.dtype != object:
+            raise ValueError(
+                f"data.{name}: a text classifier reads texts; give the table's 'text_column' "
+                "(not feature_column/feature_columns)"
+            )
+        tokenizer = tokenizer_from_bytes(self.tokenizer_bytes, self.max_length)
+        names = list(self.input_names)
+
+        def calls(rows: np.ndarray, batch_rows: int):
+            return batches(tokenizer, rows, batch_rows, names)
+
+        return replace(data, labels=self._label_indices(data.labels, name), batches=calls)
+
+    def _label_indices(self, labels: np.ndarray | None, name: str) -> np.ndarray | None:
+        if labels is None or labels.dtype != object:
+            if (
+                labels is not None
+                and len(labels)
+                and not (labels.min() >= 0 and labels.max() < len(self.class_labels))
+            ):
+                raise ValueError(
+                    f"data.{name}: labels run from {labels.min()} to {labels.max()} but the "
+                    f"model has {len(self.class_labels)} classes {self.class_labels}"
+                )
+            return labels
+        index = {label: i for i, label in enumerate(self.class_labels)}
+        unknown = sorted({str(v) for v in labels if v not in index})
+        if unknown:
+            raise ValueError(
+                f"data.{name}: labels {unknown[:5]} are not classes of the model; its classes "
+                f"(config.json id2label) are {self.class_labels}"
+            )
+        return np.array([index[v] for v in labels], dtype=np.int64)
