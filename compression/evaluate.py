@@ -14,6 +14,8 @@ def distinct_rows(features: np.ndarray) -> int:
     """How many different feature rows ``features`` holds (repeated rows count once)."""
     if len(features) == 0:
         return 0
+    if features.dtype == object:  # texts: one string per row
+        return len(set(features.reshape(len(features)).tolist()))
     rows = np.ascontiguousarray(features).reshape(len(features), -1)
     return len(np.unique(rows, axis=0))
 

@@ -602,3 +602,13 @@ def test_cli_onnx_source_and_clear_errors(fp32_bytes, tmp_path):
     result = CliRunner().invoke(app, ["compress", "-c", str(bad), "-o", str(tmp_path / "u")])
     assert result.exit_code == 1
     assert "weights_only=True" in " ".join(result.output.split())
+
+
+def test_distinct_rows_counts_repeated_rows_once_for_numbers_and_texts():
+    """The gate's interval rests on distinct examples: texts (an object array) count too."""
+    import numpy as np
+    from leanscore.compression.evaluate import distinct_rows
+
+    assert distinct_rows(np.array([[1, 2], [1, 2], [3, 4]], dtype=np.float32)) == 2
+    assert distinct_rows(np.array(["a", "b", "a"], dtype=object)) == 2
+    assert distinct_rows(np.zeros((0, 3), dtype=np.float32)) == 0
