@@ -13,7 +13,7 @@ CONSTRAINTS := conf/constraints.txt
 WORKDIR ?= demo-output
 ROWS ?= 1000000
 
-.PHONY: setup jars browser demo test test-fast bench lint format clean
+.PHONY: setup jars browser demo test test-fast bench bench-nightly lint format clean
 
 setup: $(STAMP) jars browser
 
@@ -47,6 +47,10 @@ test-fast: $(STAMP)
 
 bench: $(STAMP) jars
 	$(VENV)/bin/leanscore bench --config conf/bench.yaml --out bench-output
+
+# The nightly job as a process, leanscore vs PyTorch in predict_batch_udf, at two table sizes.
+bench-nightly: $(STAMP) jars
+	$(VENV)/bin/leanscore bench-nightly --config conf/bench-nightly.yaml --out bench-output/nightly
 
 lint:
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

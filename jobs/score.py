@@ -344,14 +344,18 @@ def write_checked(
     rows_in: int,
     error_column: str,
     max_flagged_fraction: float | None = None,
+    phases: PhaseClock | None = None,
 ) -> dict:
     """Write ``df`` as the ``run_date`` partition, counting rows and flagged rows as they are
     written, and check them: as many rows as were read, and no more flagged than allowed. When
     a check fails on Delta output, restore the version that was current before the write (or,
     for a table this run created, delete the date's rows) and raise ``OutputCheckError``.
-    Returns ``{"rows_out", "flagged_rows", "version"}``."""
+    Returns ``{"rows_out", "flagged_rows", "version"}``; ``phases`` hears the laps
+    ``output_version`` (the version before), ``score_write`` and ``verify``."""
+    phases = phases or PhaseClock()
     spark = df.sparkSession
     before = delta_version(spark, ref)
+    phases.lap("output_version")
     observed = Observation("leanscore_output_check")
     counted = df.observe(
         observed,
@@ -359,6 +363,7 @@ def write_checked(
         F.count(F.col(error_column)).alias("flagged"),
     )
     write_partition(counted, ref, run_date)
+    phases.lap("score_write")
     metrics = observed.get
     rows_out, flagged = int(metrics["rows"]), int(metrics["flagged"])
     problems = []
@@ -373,6 +378,7 @@ def write_checked(
             f"max_flagged_fraction={max_flagged_fraction}"
         )
     version = delta_version(spark, ref)
+    phases.lap("verify")
     if problems:
         raise OutputCheckError("; ".join(problems) + "; " + _undo(spark, ref, run_date, before))
     return {"rows_out": rows_out, "flagged_rows": flagged, "version": version}
@@ -426,14 +432,44 @@ def write_summary(config, summary: dict, *, job: str = "score") -> None:
         Path(config.summary_path).write_text(json.dumps(summary, indent=2) + "\n")
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; None elsewhere): what passed before
+    the job's first step, the interpreter, imports and the Spark session with Delta."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        started_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return round(time.time() - (boot + started_ticks / ticks), 3)
+
+
+class PhaseClock:
+    """Seconds per step of a run, each lap measured from the end of the previous one."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - self._last, 3)
+        self._last = now
+
+
 def run_score(spark: SparkSession, config: ScoreConfig, run_date: str | dt.date) -> dict:
     """Score ``config.input`` into the ``run_date`` partition of ``config.output``; return the
     run summary (also written to ``config.summary_path`` when set). On failure the output is
     left as it was, a summary with ``status: failed`` is written, and the error is raised."""
     day = run_date if isinstance(run_date, dt.date) else parse_run_date(run_date)
+    before_job = process_age_s()
     start = time.perf_counter()
     try:
-        return _run(spark, config, day, start)
+        return _run(spark, config, day, start, before_job)
     except Exception as err:
         write_summary(
             config,
@@ -449,14 +485,20 @@ def run_score(spark: SparkSession, config: ScoreConfig, run_date: str | dt.date)
         raise
 
 
-def _run(spark: SparkSession, config: ScoreConfig, day: dt.date, start: float) -> dict:
+def _run(
+    spark: SparkSession, config: ScoreConfig, day: dt.date, start: float, before_job: float | None
+) -> dict:
+    phases = PhaseClock()
     artifact = load_artifact(config.artifact)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
     check_output_location(config.output)
     source = read_input(spark, config.input)
+    phases.lap("open_input")
     rows_in = count_input(source, config)
+    phases.lap("count")
     scored, engine = score_frame(source, config, artifact, day)
     log.info("scoring with the %s engine", engine)
+    phases.lap("plan")
     written = write_checked(
         scored,
         config.output,
@@ -464,6 +506,7 @@ def _run(spark: SparkSession, config: ScoreConfig, day: dt.date, start: float) -
         rows_in=rows_in,
         error_column="prediction_error",
         max_flagged_fraction=config.max_flagged_fraction,
+        phases=phases,
     )
     seconds = time.perf_counter() - start
     summary = {
@@ -482,6 +525,8 @@ def _run(spark: SparkSession, config: ScoreConfig, day: dt.date, start: float) -
         "flagged_rows": written["flagged_rows"],
         "seconds": round(seconds, 3),
         "rows_per_s": round(written["rows_out"] / seconds, 1) if seconds > 0 else None,
+        "seconds_before_job": before_job,
+        "phase_seconds": phases.seconds,
         **peak_driver_rss_mb(spark),
     }
     write_summary(config, summary)
