@@ -338,26 +338,76 @@ def variant_command(
     ]
 
 
-def run_process(variant: str, rows: int, command: list[str], run_dir: Path) -> dict:
-    """Run one job as a fresh process into an empty output; its wall time and what it wrote."""
+class TreeCpuMeter:
+    """CPU seconds (user + system) of a process and every process below it (the JVM, Spark's
+    Python daemon and workers), sampled from Linux ``/proc`` while it runs: each process's own
+    time as last seen, summed. A process living less than one sampling interval can be missed.
+    On a shared machine CPU time moves far less with the load than wall time does."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.own: dict[tuple[int, int], float] = {}  # (pid, start tick) -> CPU seconds
+
+    def sample(self) -> None:
+        procs = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # after the name: state, ppid, ..., utime (12th), stime (13th), ..., starttime (20th)
+            procs[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]), fields[19])
+        tree, frontier = {self.root}, [self.root]
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in procs.items():
+            children.setdefault(ppid, []).append(pid)
+        while frontier:
+            for child in children.get(frontier.pop(), []):
+                if child not in tree:
+                    tree.add(child)
+                    frontier.append(child)
+        for pid in tree & procs.keys():
+            _, cpu, started = procs[pid]
+            self.own[(pid, started)] = cpu / self.ticks
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.own.values())
+
+
+def run_process(
+    variant: str, rows: int, command: list[str], run_dir: Path, *, sample_s: float = 0.25
+) -> dict:
+    """Run one job as a fresh process into an empty output; its wall time, the CPU time of its
+    process tree (Linux), and what it wrote."""
     output = run_dir / "output"
     shutil.rmtree(output, ignore_errors=True)
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
-    started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    wall = time.perf_counter() - started
-    (run_dir / "stdout.log").write_text(done.stdout)
-    (run_dir / "stderr.log").write_text(done.stderr)
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    stdout, stderr = run_dir / "stdout.log", run_dir / "stderr.log"
+    with stdout.open("w") as out, stderr.open("w") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=out, stderr=err, env=env, text=True)
+        meter = TreeCpuMeter(proc.pid) if Path("/proc/self/stat").exists() else None
+        while proc.poll() is None:
+            if meter is not None:
+                meter.sample()
+            time.sleep(sample_s)
+        wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        last = (stderr.read_text().strip().splitlines() or ["no output"])[-1]
         raise RuntimeError(
-            f"the {variant} job at {rows:,} rows exited {done.returncode}: {last} "
+            f"the {variant} job at {rows:,} rows exited {proc.returncode}: {last} "
             f"(logs in {run_dir})"
         )
     written = committed_rows(output)
     if written != rows:
         raise RuntimeError(f"the {variant} job wrote {written:,} rows of {rows:,} ({run_dir})")
     result = {"variant": variant, "rows": rows, "wall_s": wall, "rows_per_s": rows / wall}
+    if meter is not None:
+        result["cpu_s"] = meter.seconds
     summary = run_dir / "summary.json"
     if variant == "leanscore" and summary.is_file():
         data = json.loads(summary.read_text())
@@ -414,9 +464,18 @@ def analyse(results: list[dict], config: NightlyBenchConfig) -> dict:
             "fixed_s": line.fixed_s,
             "per_million_rows_s": line.per_row_s * 1e6,
         }
+    cpu_lines = {
+        v: line_through(sizes, [by[(v, n)]["cpu_s"] for n in sizes])
+        for v in VARIANTS
+        if all("cpu_s" in by.get((v, n), {}) for n in sizes)
+    }
     return {
         "sizes": sizes,
         "results": results,
+        "cpu_fixed_and_per_row": {
+            v: {"fixed_cpu_s": line.fixed_s, "per_million_rows_cpu_s": line.per_row_s * 1e6}
+            for v, line in cpu_lines.items()
+        },
         "x_pytorch": {str(n): ratios[n] for n in sizes},
         "fixed_and_per_row": {
             v: {"fixed_s": line.fixed_s, "per_million_rows_s": line.per_row_s * 1e6}
@@ -440,14 +499,15 @@ def report_lines(report: dict) -> list[str]:
         f"Nightly job as a process, Delta in and out, {small:,} and {large:,} rows "
         f"(model: {report.get('artifact', '?')})",
         "",
-        "| variant | rows | process wall s | rows/s | leanscore x PyTorch |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        "| variant | rows | process wall s | CPU s (process tree) | rows/s | leanscore x PyTorch |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in sorted(report["results"], key=lambda r: (r["rows"], r["variant"])):
         ratio = report["x_pytorch"][str(r["rows"])] if r["variant"] == "leanscore" else None
+        cpu = f"{r['cpu_s']:.1f}" if "cpu_s" in r else ""
         lines.append(
-            f"| {r['variant']} | {r['rows']:,} | {r['wall_s']:.2f} | {r['rows_per_s']:,.0f} | "
-            + (f"{ratio:.2f}x |" if ratio is not None else "|")
+            f"| {r['variant']} | {r['rows']:,} | {r['wall_s']:.2f} | {cpu} | "
+            f"{r['rows_per_s']:,.0f} | " + (f"{ratio:.2f}x |" if ratio is not None else "|")
         )
     lines += [
         "",
@@ -456,6 +516,16 @@ def report_lines(report: dict) -> list[str]:
     ]
     for variant, line in report["fixed_and_per_row"].items():
         lines.append(f"| {variant} | {line['fixed_s']:.2f} | {line['per_million_rows_s']:.2f} |")
+    if report.get("cpu_fixed_and_per_row"):
+        lines += [
+            "",
+            "| variant | fixed CPU s (process tree) | CPU s per million rows |",
+            "| --- | ---: | ---: |",
+        ]
+        for variant, line in report["cpu_fixed_and_per_row"].items():
+            lines.append(
+                f"| {variant} | {line['fixed_cpu_s']:.2f} | {line['per_million_rows_cpu_s']:.2f} |"
+            )
     if report["leanscore_phases"]:
         lines += [
             "",

@@ -6,6 +6,7 @@ import pytest
 from leanscore.jobs.bench_nightly import (
     NightlyBenchConfig,
     NightlyTargets,
+    TreeCpuMeter,
     Workload,
     analyse,
     check_targets,
@@ -80,8 +81,30 @@ def test_analyse_splits_each_variant_and_phase_and_checks_the_ratios():
     # 2x and 3x fall short of 4x and 6x; the fixed cost 5 s is exactly half of 10 s
     assert [t["met"] for t in report["targets"]] == [False, False, True]
     text = "\n".join(report_lines(report | {"artifact": "a"}))
-    assert "| leanscore | 3,000 | 8.00 | 375 | 3.00x |" in text
+    assert "| leanscore | 3,000 | 8.00 |  | 375 | 3.00x |" in text
     assert "| NO |" in text
+
+
+def test_cpu_meter_counts_a_child_process_of_the_process(tmp_path):
+    """A child that burns CPU for about a second, under a parent that sleeps: the parent's tree
+    is charged the child's CPU time."""
+    import subprocess
+    import sys
+    import time
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])",
+        ]
+    )
+    meter = TreeCpuMeter(parent.pid)
+    while parent.poll() is None:
+        meter.sample()
+        time.sleep(0.05)
+    assert 0.8 <= meter.seconds <= 3.0
 
 
 def test_config_wants_a_larger_second_size():
