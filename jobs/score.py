@@ -14,9 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import operator
 import os
 import resource
 import time
+from functools import reduce
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +29,7 @@ from leanscore.udfs.kernel import DEFAULT_RANGE_MARGIN, RowPolicy
 from leanscore.udfs.predict import score_dataframe
 from leanscore.udfs.scan import score_table
 from leanscore.udfs.session_cache import SessionConfig
+from leanscore.udfs.warmup import start_warming_workers
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
@@ -207,25 +210,39 @@ def check_output_location(ref: TableRef) -> None:
 
 
 def count_input(df: DataFrame, config: ScoreConfig) -> int:
-    """Rows in the input, in one pass that also refuses null keys and an empty input: an empty
-    input would replace the run date's rows with nothing, and a null key names no row."""
-    keys = [k for k in config.key_columns if k in df.columns]
-    row = df.agg(
-        F.count(F.lit(1)).alias("rows"),
-        *[F.count(F.when(F.col(k).isNull(), 1)).alias(f"null_{i}") for i, k in enumerate(keys)],
-    ).first()
-    if row["rows"] == 0:
+    """Rows in the input, refusing an empty input (it would replace the run date's rows with
+    nothing) and null keys (a null key names no row), before anything is written, without
+    reading the data where the table's metadata answers: Delta counts the rows of an
+    unfiltered table from its log's per-file record counts, and the look for null keys skips
+    every Delta file or Parquet row group whose statistics say it holds none."""
+    rows = df.count()
+    if rows == 0:
         raise RuntimeError(
             f"input {config.input.describe()} has no rows (after input.filter/partition); "
             "nothing was written. Check the upstream table or the filter"
         )
-    for i, key in enumerate(keys):
-        if row[f"null_{i}"]:
-            raise ValueError(
-                f"key column {key!r} is null in {row[f'null_{i}']} of {row['rows']} input rows; "
-                "keys must identify rows: fix the input or filter those rows out"
-            )
-    return int(row["rows"])
+    problem = null_key_problem(df, [k for k in config.key_columns if k in df.columns], rows)
+    if problem:
+        raise ValueError(problem)
+    return rows
+
+
+def null_key_problem(df: DataFrame, keys: list[str], rows: int) -> str | None:
+    """What is wrong when a key column of ``df`` holds nulls, else None. Only when some key is
+    null are the nulls counted, for the message."""
+    if not keys:
+        return None
+    null_keys = df.where(reduce(operator.or_, [F.col(k).isNull() for k in keys]))
+    if null_keys.isEmpty():
+        return None
+    row = null_keys.agg(
+        *[F.count(F.when(F.col(k).isNull(), 1)).alias(f"null_{i}") for i, k in enumerate(keys)]
+    ).first()
+    key, nulls = next((k, row[f"null_{i}"]) for i, k in enumerate(keys) if row[f"null_{i}"])
+    return (
+        f"key column {key!r} is null in {nulls} of {rows} input rows; "
+        "keys must identify rows: fix the input or filter those rows out"
+    )
 
 
 def session_config(spark: SparkSession, options: SessionOptions) -> SessionConfig:
@@ -336,6 +353,21 @@ def delta_version(spark: SparkSession, ref: TableRef) -> int | None:
     return int(spark.sql(f"DESCRIBE HISTORY {_sql_name(ref)} LIMIT 1").first()["version"])
 
 
+def committed_version(spark: SparkSession, ref: TableRef) -> int | None:
+    """The Delta version this session's write to ``ref`` just committed. Delta's log object in
+    the driver JVM already holds the snapshot its commit produced, so no log is read (a
+    ``DESCRIBE HISTORY`` query is the fallback: a catalog table, Spark Connect, another Delta)."""
+    if ref.format == "delta" and ref.path and not is_connect(spark):
+        try:
+            delta_log = spark._jvm.org.apache.spark.sql.delta.DeltaLog.forTable(
+                spark._jsparkSession, ref.path
+            )
+            return int(delta_log.unsafeVolatileSnapshot().version())
+        except Exception as err:  # an internal API: any change falls back to the query
+            log.debug("reading the committed version from Delta's log object failed: %s", err)
+    return delta_version(spark, ref)
+
+
 def write_checked(
     df: DataFrame,
     ref: TableRef,
@@ -377,7 +409,7 @@ def write_checked(
             f"{flagged} of {rows_out} rows were flagged ({error_column} not null), more than "
             f"max_flagged_fraction={max_flagged_fraction}"
         )
-    version = delta_version(spark, ref)
+    version = committed_version(spark, ref)
     phases.lap("verify")
     if problems:
         raise OutputCheckError("; ".join(problems) + "; " + _undo(spark, ref, run_date, before))
@@ -489,6 +521,7 @@ def _run(
     spark: SparkSession, config: ScoreConfig, day: dt.date, start: float, before_job: float | None
 ) -> dict:
     phases = PhaseClock()
+    start_warming_workers(spark)  # Python workers start while the driver reads and plans
     artifact = load_artifact(config.artifact)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
     check_output_location(config.output)
