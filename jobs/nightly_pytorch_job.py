@@ -50,7 +50,9 @@ def make_predict_fn(factory: str, state_dict: bytes):
         torch.set_num_threads(1)
         module_name, _, func = factory.rpartition(".")
         net = getattr(importlib.import_module(module_name), func)()
-        net.load_state_dict(torch.load(io.BytesIO(state_dict), map_location="cpu"))
+        net.load_state_dict(
+            torch.load(io.BytesIO(state_dict), map_location="cpu", weights_only=True)
+        )
         net.eval()
 
         def predict(x):
