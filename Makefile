@@ -13,7 +13,7 @@ CONSTRAINTS := conf/constraints.txt
 WORKDIR ?= demo-output
 ROWS ?= 1000000
 
-.PHONY: setup jars browser demo test test-fast bench lint format clean
+.PHONY: setup jars browser demo test test-fast bench bench-nightly lint format clean
 
 setup: $(STAMP) jars browser
 
@@ -52,6 +52,10 @@ bench: $(STAMP) jars
 	$(VENV)/bin/leanscore bench --config conf/bench.yaml --out bench-output
 	$(VENV)/bin/leanscore bench --config conf/bench-wide.yaml --out bench-output/wide
 	$(VENV)/bin/leanscore bench --config conf/bench-embed.yaml --out bench-output/embed
+
+# The nightly job as a process, leanscore vs PyTorch in predict_batch_udf, at two table sizes.
+bench-nightly: $(STAMP) jars
+	$(VENV)/bin/leanscore bench-nightly --config conf/bench-nightly.yaml --out bench-output/nightly
 
 lint:
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

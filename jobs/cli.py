@@ -215,6 +215,30 @@ def bench(
         run_bench(get_spark("leanscore-bench"), cfg, out, config_dir=config.resolve().parent)
 
 
+@app.command("bench-nightly")
+def bench_nightly(
+    config: ConfigOpt = Path("conf/bench-nightly.yaml"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path(
+        "bench-output/nightly"
+    ),
+    overrides: SetOpt = None,
+) -> None:
+    """The nightly job end to end: `leanscore score` as a process against a PySpark job with
+    the PyTorch model in predict_batch_udf, at two table sizes: wall time, rows/s, fixed cost."""
+    configure_logging()
+    from leanscore.jobs.bench_nightly import NightlyBenchConfig, report_lines, run_nightly_bench
+    from leanscore.jobs.config import load_config
+
+    config = _config_path(config)
+    try:
+        cfg = load_config(NightlyBenchConfig, config, overrides)
+        report = run_nightly_bench(cfg, out, config_dir=config.resolve().parent)
+    except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
+        _fail(err)
+    typer.echo("\n".join(report_lines(report)))
+    typer.echo(f"report: {Path(out).resolve() / 'nightly.json'}, nightly.md")
+
+
 def _embedding_bench(config: Path, out: Path, overrides: list[str] | None) -> None:
     from leanscore.jobs.config import load_config
     from leanscore.jobs.embed_bench import BenchEmbedConfig, run_embed_bench, table_lines

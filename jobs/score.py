@@ -14,9 +14,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import operator
 import os
 import resource
 import time
+from functools import reduce
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +30,7 @@ from leanscore.udfs.kernel import DEFAULT_RANGE_MARGIN, RowPolicy
 from leanscore.udfs.predict import score_dataframe
 from leanscore.udfs.scan import score_table
 from leanscore.udfs.session_cache import SessionConfig
+from leanscore.udfs.warmup import start_warming_workers
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
@@ -208,25 +211,39 @@ def check_output_location(ref: TableRef) -> None:
 
 
 def count_input(df: DataFrame, config: ScoreConfig) -> int:
-    """Rows in the input, in one pass that also refuses null keys and an empty input: an empty
-    input would replace the run date's rows with nothing, and a null key names no row."""
-    keys = [k for k in config.key_columns if k in df.columns]
-    row = df.agg(
-        F.count(F.lit(1)).alias("rows"),
-        *[F.count(F.when(F.col(k).isNull(), 1)).alias(f"null_{i}") for i, k in enumerate(keys)],
-    ).first()
-    if row["rows"] == 0:
+    """Rows in the input, refusing an empty input (it would replace the run date's rows with
+    nothing) and null keys (a null key names no row), before anything is written, without
+    reading the data where the table's metadata answers: Delta counts the rows of an
+    unfiltered table from its log's per-file record counts, and the look for null keys skips
+    every Delta file or Parquet row group whose statistics say it holds none."""
+    rows = df.count()
+    if rows == 0:
         raise RuntimeError(
             f"input {config.input.describe()} has no rows (after input.filter/partition); "
             "nothing was written. Check the upstream table or the filter"
         )
-    for i, key in enumerate(keys):
-        if row[f"null_{i}"]:
-            raise ValueError(
-                f"key column {key!r} is null in {row[f'null_{i}']} of {row['rows']} input rows; "
-                "keys must identify rows: fix the input or filter those rows out"
-            )
-    return int(row["rows"])
+    problem = null_key_problem(df, [k for k in config.key_columns if k in df.columns], rows)
+    if problem:
+        raise ValueError(problem)
+    return rows
+
+
+def null_key_problem(df: DataFrame, keys: list[str], rows: int) -> str | None:
+    """What is wrong when a key column of ``df`` holds nulls, else None. Only when some key is
+    null are the nulls counted, for the message."""
+    if not keys:
+        return None
+    null_keys = df.where(reduce(operator.or_, [F.col(k).isNull() for k in keys]))
+    if null_keys.isEmpty():
+        return None
+    row = null_keys.agg(
+        *[F.count(F.when(F.col(k).isNull(), 1)).alias(f"null_{i}") for i, k in enumerate(keys)]
+    ).first()
+    key, nulls = next((k, row[f"null_{i}"]) for i, k in enumerate(keys) if row[f"null_{i}"])
+    return (
+        f"key column {key!r} is null in {nulls} of {rows} input rows; "
+        "keys must identify rows: fix the input or filter those rows out"
+    )
 
 
 def session_config(spark: SparkSession, options: SessionOptions) -> SessionConfig:
@@ -337,6 +354,21 @@ def delta_version(spark: SparkSession, ref: TableRef) -> int | None:
     return int(spark.sql(f"DESCRIBE HISTORY {_sql_name(ref)} LIMIT 1").first()["version"])
 
 
+def committed_version(spark: SparkSession, ref: TableRef) -> int | None:
+    """The Delta version this session's write to ``ref`` just committed. Delta's log object in
+    the driver JVM already holds the snapshot its commit produced, so no log is read (a
+    ``DESCRIBE HISTORY`` query is the fallback: a catalog table, Spark Connect, another Delta)."""
+    if ref.format == "delta" and ref.path and not is_connect(spark):
+        try:
+            delta_log = spark._jvm.org.apache.spark.sql.delta.DeltaLog.forTable(
+                spark._jsparkSession, ref.path
+            )
+            return int(delta_log.unsafeVolatileSnapshot().version())
+        except Exception as err:  # an internal API: any change falls back to the query
+            log.debug("reading the committed version from Delta's log object failed: %s", err)
+    return delta_version(spark, ref)
+
+
 def write_checked(
     df: DataFrame,
     ref: TableRef,
@@ -345,14 +377,18 @@ def write_checked(
     rows_in: int,
     error_column: str,
     max_flagged_fraction: float | None = None,
+    phases: PhaseClock | None = None,
 ) -> dict:
     """Write ``df`` as the ``run_date`` partition, counting rows and flagged rows as they are
     written, and check them: as many rows as were read, and no more flagged than allowed. When
     a check fails on Delta output, restore the version that was current before the write (or,
     for a table this run created, delete the date's rows) and raise ``OutputCheckError``.
-    Returns ``{"rows_out", "flagged_rows", "version"}``."""
+    Returns ``{"rows_out", "flagged_rows", "version"}``; ``phases`` hears the laps
+    ``output_version`` (the version before), ``score_write`` and ``verify``."""
+    phases = phases or PhaseClock()
     spark = df.sparkSession
     before = delta_version(spark, ref)
+    phases.lap("output_version")
     observed = Observation("leanscore_output_check")
     counted = df.observe(
         observed,
@@ -360,6 +396,7 @@ def write_checked(
         F.count(F.col(error_column)).alias("flagged"),
     )
     write_partition(counted, ref, run_date)
+    phases.lap("score_write")
     metrics = observed.get
     rows_out, flagged = int(metrics["rows"]), int(metrics["flagged"])
     problems = []
@@ -373,7 +410,8 @@ def write_checked(
             f"{flagged} of {rows_out} rows were flagged ({error_column} not null), more than "
             f"max_flagged_fraction={max_flagged_fraction}"
         )
-    version = delta_version(spark, ref)
+    version = committed_version(spark, ref)
+    phases.lap("verify")
     if problems:
         raise OutputCheckError("; ".join(problems) + "; " + _undo(spark, ref, run_date, before))
     return {"rows_out": rows_out, "flagged_rows": flagged, "version": version}
@@ -427,14 +465,44 @@ def write_summary(config, summary: dict, *, job: str = "score") -> None:
         Path(config.summary_path).write_text(json.dumps(summary, indent=2) + "\n")
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux ``/proc``; None elsewhere): what passed before
+    the job's first step, the interpreter, imports and the Spark session with Delta."""
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        started_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            int(line.split()[1])
+            for line in Path("/proc/stat").read_text().splitlines()
+            if line.startswith("btime ")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return round(time.time() - (boot + started_ticks / ticks), 3)
+
+
+class PhaseClock:
+    """Seconds per step of a run, each lap measured from the end of the previous one."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - self._last, 3)
+        self._last = now
+
+
 def run_score(spark: SparkSession, config: ScoreConfig, run_date: str | dt.date) -> dict:
     """Score ``config.input`` into the ``run_date`` partition of ``config.output``; return the
     run summary (also written to ``config.summary_path`` when set). On failure the output is
     left as it was, a summary with ``status: failed`` is written, and the error is raised."""
     day = run_date if isinstance(run_date, dt.date) else parse_run_date(run_date)
+    before_job = process_age_s()
     start = time.perf_counter()
     try:
-        return _run(spark, config, day, start)
+        return _run(spark, config, day, start, before_job)
     except Exception as err:
         write_summary(
             config,
@@ -450,14 +518,21 @@ def run_score(spark: SparkSession, config: ScoreConfig, run_date: str | dt.date)
         raise
 
 
-def _run(spark: SparkSession, config: ScoreConfig, day: dt.date, start: float) -> dict:
+def _run(
+    spark: SparkSession, config: ScoreConfig, day: dt.date, start: float, before_job: float | None
+) -> dict:
+    phases = PhaseClock()
+    start_warming_workers(spark)  # Python workers start while the driver reads and plans
     artifact = load_artifact(config.artifact)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
     check_output_location(config.output)
     source = read_input(spark, config.input)
+    phases.lap("open_input")
     rows_in = count_input(source, config)
+    phases.lap("count")
     scored, engine = score_frame(source, config, artifact, day)
     log.info("scoring with the %s engine", engine)
+    phases.lap("plan")
     written = write_checked(
         scored,
         config.output,
@@ -465,6 +540,7 @@ def _run(spark: SparkSession, config: ScoreConfig, day: dt.date, start: float) -
         rows_in=rows_in,
         error_column="prediction_error",
         max_flagged_fraction=config.max_flagged_fraction,
+        phases=phases,
     )
     seconds = time.perf_counter() - start
     summary = {
@@ -483,6 +559,8 @@ def _run(spark: SparkSession, config: ScoreConfig, day: dt.date, start: float) -
         "flagged_rows": written["flagged_rows"],
         "seconds": round(seconds, 3),
         "rows_per_s": round(written["rows_out"] / seconds, 1) if seconds > 0 else None,
+        "seconds_before_job": before_job,
+        "phase_seconds": phases.seconds,
         **peak_driver_rss_mb(spark),
     }
     write_summary(config, summary)

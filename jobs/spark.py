@@ -3,7 +3,8 @@
 Where a session already exists (spark-submit, Databricks, Spark Connect, a notebook) it is used
 as it is. Otherwise a local session with Delta Lake's extension and catalog, the cached Delta
 jars, quiet logs and no UI is started; on a local master S3A (``s3a://``) comes with it when cached
-(``python -m leanscore.jobs.jars --with-s3``).
+(``python -m leanscore.jobs.jars --with-s3``). ``LEANSCORE_DRIVER_JAVA_OPTIONS`` sets the driver
+JVM's options of such a session.
 """
 
 from __future__ import annotations
@@ -62,6 +63,11 @@ def get_spark(
         .config("spark.driver.memory", os.environ.get("LEANSCORE_DRIVER_MEMORY", "4g"))
         .config("spark.sql.warehouse.dir", os.environ.get("LEANSCORE_WAREHOUSE", "spark-warehouse"))
     )
+    java_options = os.environ.get("LEANSCORE_DRIVER_JAVA_OPTIONS")
+    if java_options:
+        # e.g. -XX:TieredStopAtLevel=1: no C2 compiling, about half a short job's fixed CPU
+        # time on 2 cores, at a higher cost per row (README, "The nightly job end to end")
+        builder = builder.config("spark.driver.extraJavaOptions", java_options)
     s3a = cached_jars(hadoop_aws_coordinates())
     if s3a and builder._options["spark.master"].startswith("local"):
         # On the driver's class path, where a local master runs its tasks: spark.jars would

@@ -1,0 +1,561 @@
+"""The nightly job end to end: ``leanscore score`` as a process against the same job written the
+usual way, at two table sizes, with each job's fixed cost apart from its per-row cost.
+
+What a data engineer pays for is a process: start Spark with Delta, read the Delta input,
+score, write the run date's partition, exit. Scoring-only throughput hides the part of that
+bill that does not grow with rows (session start, planning, the count pass, cold Python
+workers, verification). So both variants run as separate processes, as a scheduler runs them:
+
+- ``leanscore``: the real CLI, ``leanscore score --config <real score config>``, with its count
+  and checks, scoring with the compressed artifact of a bench workload;
+- ``pytorch``: ``leanscore.jobs.nightly_pytorch_job``, a plain PySpark script with the
+  uncompressed PyTorch model in ``pyspark.ml.functions.predict_batch_udf``.
+
+Both read the same Delta tables (``small_rows`` and ``large_rows`` rows, cut from the
+workload's table) and write Delta. Per variant and size: wall time of the process and rows/s.
+From the two sizes, time = fixed + rows x per-row: the intercept is the job's fixed cost, the
+slope its per-row cost (``line_through``). The same split is made of every measured phase of
+the leanscore run (its summary's ``phase_seconds``). Targets: leanscore's process >= ``small_x``
+times the PyTorch process at the small size and >= ``large_x`` at the large one, and its fixed
+cost at most ``1 / fixed_cost_cut_x`` of ``fixed_cost_before_s`` (today's, measured the same
+way on the machine the config says).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+VARIANTS = ("leanscore", "pytorch")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NightlyTargets(_Strict):
+    small_x: float = Field(default=4.0, gt=0, description="leanscore vs PyTorch process, small")
+    large_x: float = Field(default=6.0, gt=0, description="leanscore vs PyTorch process, large")
+    fixed_cost_cut_x: float = Field(
+        default=2.0, gt=0, description="today's fixed cost / leanscore's fixed cost now"
+    )
+
+
+class NightlyBenchConfig(_Strict):
+    workload: str = Field(
+        default="bench.yaml",
+        description="the bench config whose table and models are used (input, torch_model, "
+        "artifacts, prepare); its prepare step builds whatever of them is missing",
+    )
+    artifact: str | None = Field(
+        default=None, description="the artifact leanscore scores with; default the workload's last"
+    )
+    small_rows: int = Field(default=200_000, gt=0)
+    large_rows: int = Field(default=1_000_000, gt=0)
+    repeats: int = Field(default=1, ge=1, description="runs of each process; the median counts")
+    workdir: str = Field(default="bench-output/nightly", description="tables, configs, logs")
+    run_date: str = "2026-11-28"
+    key_columns: list[str] = Field(default_factory=lambda: ["row_id"])
+    passthrough_columns: list[str] | None = Field(
+        default=None, description="default: every input column but the features and keys"
+    )
+    batch_size: int = Field(default=4096, gt=0, description="rows per model call, both jobs")
+    arrow_batch_rows: int = Field(default=10_000, gt=0)
+    fixed_cost_before_s: float | None = Field(
+        default=None, gt=0, description="leanscore's fixed cost before it was cut, seconds"
+    )
+    targets: NightlyTargets = Field(default_factory=NightlyTargets)
+
+    @model_validator(mode="after")
+    def _two_sizes(self):
+        if self.large_rows <= self.small_rows:
+            raise ValueError(
+                f"large_rows ({self.large_rows}) must be more than small_rows "
+                f"({self.small_rows}): the fixed cost is the intercept of two sizes"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class Line:
+    """time = fixed_s + rows x per_row_s."""
+
+    fixed_s: float
+    per_row_s: float
+
+    def at(self, rows: int) -> float:
+        return self.fixed_s + rows * self.per_row_s
+
+
+def line_through(rows: list[int], seconds: list[float]) -> Line:
+    """The least-squares line of ``seconds`` against ``rows``: the intercept is the fixed cost,
+    the slope the cost per row (exact through two points)."""
+    if len(rows) != len(seconds):
+        raise ValueError(f"{len(rows)} sizes but {len(seconds)} times")
+    if len(set(rows)) < 2:
+        raise ValueError(f"need at least two different table sizes, got {sorted(set(rows))}")
+    mean_rows = statistics.fmean(rows)
+    mean_s = statistics.fmean(seconds)
+    slope = sum((r - mean_rows) * (s - mean_s) for r, s in zip(rows, seconds, strict=True)) / sum(
+        (r - mean_rows) ** 2 for r in rows
+    )
+    return Line(fixed_s=mean_s - slope * mean_rows, per_row_s=slope)
+
+
+def check_targets(
+    *,
+    small_x: float,
+    large_x: float,
+    fixed_s: float,
+    targets: NightlyTargets,
+    fixed_cost_before_s: float | None,
+) -> list[dict]:
+    """One row per target: its measured value, the target and whether it is met."""
+    rows = [
+        {
+            "target": "leanscore process vs PyTorch process, small table",
+            "value": small_x,
+            "want": f">= {targets.small_x:g}x",
+            "met": small_x >= targets.small_x,
+        },
+        {
+            "target": "leanscore process vs PyTorch process, large table",
+            "value": large_x,
+            "want": f">= {targets.large_x:g}x",
+            "met": large_x >= targets.large_x,
+        },
+    ]
+    if fixed_cost_before_s is not None:
+        cut = fixed_cost_before_s / fixed_s if fixed_s > 0 else float("inf")
+        rows.append(
+            {
+                "target": f"leanscore fixed cost cut from {fixed_cost_before_s:g} s",
+                "value": cut,
+                "want": f">= {targets.fixed_cost_cut_x:g}x",
+                "met": cut >= targets.fixed_cost_cut_x,
+            }
+        )
+    return rows
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the two jobs score: the table, the compressed artifact, the PyTorch model."""
+
+    table: str
+    artifact: str
+    state_dict: str
+    factory: str
+    features: list[str]
+    size: int
+    keep: list[str]
+
+
+def _resolve(path: str, base: Path) -> str:
+    from leanscore.jobs.bench import resolve_path
+
+    return resolve_path(path, base)
+
+
+def prepare_workload(config: NightlyBenchConfig, *, config_dir: Path) -> tuple[Workload, dict]:
+    """Build the workload's models and table where missing (its bench's prepare step), and the
+    two size tables under ``workdir``; return the workload and ``{rows: table path}``."""
+    from leanscore.compression.registry import load_artifact
+    from leanscore.jobs.bench import BenchConfig
+    from leanscore.jobs.bench_paths import feature_matrix_column
+    from leanscore.jobs.bench_prepare import prepare_inputs
+    from leanscore.jobs.config import find_config, load_config
+    from leanscore.jobs.spark import get_spark
+    from rich.console import Console
+
+    workload_path = find_config(
+        config.workload if Path(config.workload).exists() else config_dir / config.workload
+    )
+    bench = load_config(BenchConfig, workload_path)
+    base = workload_path.resolve().parent
+    if bench.torch_model is None:
+        raise ValueError(
+            f"workload {workload_path} has no torch_model: the baseline job needs the "
+            "uncompressed PyTorch model (state_dict and factory)"
+        )
+    if not bench.input.path or bench.input.format != "delta":
+        raise ValueError(f"workload {workload_path}: input must be a Delta path")
+    artifacts = [_resolve(a, base) for a in bench.artifacts]
+    state_dict = _resolve(bench.torch_model.state_dict, base)
+    table = _resolve(bench.input.path, base)
+    spark = get_spark("leanscore-bench-nightly")
+    try:
+        if bench.prepare is not None:
+            prepare_inputs(
+                spark,
+                bench.prepare.model_copy(update={"rows": config.large_rows}),
+                table_path=table,
+                artifact_paths=artifacts,
+                state_dict_path=state_dict,
+                console=Console(stderr=True),
+            )
+        artifact_path = _resolve(config.artifact, config_dir) if config.artifact else artifacts[-1]
+        artifact = load_artifact(artifact_path)
+        features, shapes = feature_matrix_column(artifact)
+        source = spark.read.format("delta").load(table)
+        have = source.count()
+        if have < config.large_rows:
+            raise ValueError(
+                f"workload table {table} has {have:,} rows, fewer than large_rows="
+                f"{config.large_rows:,}; give the workload a prepare step or a larger table"
+            )
+        keep = list(config.key_columns)
+        if config.passthrough_columns is None:
+            keep += [c for c in source.columns if c not in features and c not in keep]
+        else:
+            keep += [c for c in config.passthrough_columns if c not in keep]
+        tables = {}
+        for rows in (config.small_rows, config.large_rows):
+            path = Path(config.workdir, "tables", f"input-{rows}").resolve()
+            if _delta_rows(spark, path) != rows:
+                (
+                    source.limit(rows)
+                    .repartition(max(2, rows // 250_000))
+                    .write.format("delta")
+                    .mode("overwrite")
+                    .save(str(path))
+                )
+            tables[rows] = str(path)
+    finally:
+        spark.stop()
+    workload = Workload(
+        table=table,
+        artifact=str(artifact.path),
+        state_dict=state_dict,
+        factory=bench.torch_model.factory,
+        features=features,
+        size=sum(s[0] for s in shapes) if len(features) == 1 else len(features),
+        keep=keep,
+    )
+    return workload, tables
+
+
+def _delta_rows(spark, path: Path) -> int | None:
+    if not (path / "_delta_log").is_dir():
+        return None
+    return spark.read.format("delta").load(str(path)).count()
+
+
+def committed_rows(table: str | Path) -> int:
+    """Rows the latest commit of a Delta table wrote, read from its log file (no Spark):
+    ``commitInfo.operationMetrics.numOutputRows``."""
+    log_dir = Path(table) / "_delta_log"
+    commits = sorted(log_dir.glob("*.json"))
+    if not commits:
+        raise RuntimeError(f"{table} has no Delta commit: the job wrote nothing")
+    for line in commits[-1].read_text().splitlines():
+        action = json.loads(line)
+        if "commitInfo" in action:
+            return int(action["commitInfo"]["operationMetrics"]["numOutputRows"])
+    raise RuntimeError(f"{commits[-1]} has no commitInfo")
+
+
+def leanscore_command() -> list[str]:
+    """The installed ``leanscore`` console script next to this interpreter, else the module."""
+    script = Path(sys.executable).with_name("leanscore")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "leanscore.jobs.cli"]
+
+
+def score_config(
+    config: NightlyBenchConfig, workload: Workload, table: str, output: Path, summary: Path
+) -> dict:
+    """The real ``leanscore score`` config this run uses (written next to its logs)."""
+    return {
+        "artifact": workload.artifact,
+        "input": {"path": table, "format": "delta"},
+        "output": {"path": str(output), "format": "delta"},
+        "key_columns": list(config.key_columns),
+        "passthrough_columns": [c for c in workload.keep if c not in config.key_columns],
+        "batch_size": config.batch_size,
+        "arrow_batch_rows": config.arrow_batch_rows,
+        "summary_path": str(summary),
+    }
+
+
+def variant_command(
+    variant: str, config: NightlyBenchConfig, workload: Workload, table: str, run_dir: Path
+) -> list[str]:
+    output = run_dir / "output"
+    if variant == "leanscore":
+        path = run_dir / "score.yaml"
+        path.write_text(
+            yaml.safe_dump(score_config(config, workload, table, output, run_dir / "summary.json"))
+        )
+        return [
+            *leanscore_command(),
+            "score",
+            "--config",
+            str(path),
+            "--run-date",
+            config.run_date,
+        ]
+    from leanscore.jobs.jars import cached_jars, delta_coordinates, resolve_jars
+
+    jars = cached_jars() or resolve_jars(delta_coordinates())
+    return [
+        sys.executable,
+        "-m",
+        "leanscore.jobs.nightly_pytorch_job",
+        "--input",
+        table,
+        "--output",
+        str(output),
+        "--run-date",
+        config.run_date,
+        "--state-dict",
+        workload.state_dict,
+        "--factory",
+        workload.factory,
+        "--features",
+        ",".join(workload.features),
+        "--size",
+        str(workload.size),
+        "--keep",
+        ",".join(workload.keep),
+        "--batch-size",
+        str(config.batch_size),
+        "--jars",
+        ",".join(jars),
+        "--master",
+        os.environ.get("LEANSCORE_SPARK_MASTER", "local[*]"),
+        "--driver-memory",
+        os.environ.get("LEANSCORE_DRIVER_MEMORY", "4g"),
+    ]
+
+
+class TreeCpuMeter:
+    """CPU seconds (user + system) of a process and every process below it (the JVM, Spark's
+    Python daemon and workers), sampled from Linux ``/proc`` while it runs: each process's own
+    time as last seen, summed. A process living less than one sampling interval can be missed.
+    On a shared machine CPU time moves far less with the load than wall time does."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self.own: dict[tuple[int, int], float] = {}  # (pid, start tick) -> CPU seconds
+
+    def sample(self) -> None:
+        procs = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # after the name: state, ppid, ..., utime (12th), stime (13th), ..., starttime (20th)
+            procs[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]), fields[19])
+        tree, frontier = {self.root}, [self.root]
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _, _) in procs.items():
+            children.setdefault(ppid, []).append(pid)
+        while frontier:
+            for child in children.get(frontier.pop(), []):
+                if child not in tree:
+                    tree.add(child)
+                    frontier.append(child)
+        for pid in tree & procs.keys():
+            _, cpu, started = procs[pid]
+            self.own[(pid, started)] = cpu / self.ticks
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.own.values())
+
+
+def run_process(
+    variant: str, rows: int, command: list[str], run_dir: Path, *, sample_s: float = 0.25
+) -> dict:
+    """Run one job as a fresh process into an empty output; its wall time, the CPU time of its
+    process tree (Linux), and what it wrote."""
+    output = run_dir / "output"
+    shutil.rmtree(output, ignore_errors=True)
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable}
+    stdout, stderr = run_dir / "stdout.log", run_dir / "stderr.log"
+    with stdout.open("w") as out, stderr.open("w") as err:
+        started = time.perf_counter()
+        proc = subprocess.Popen(command, stdout=out, stderr=err, env=env, text=True)
+        meter = TreeCpuMeter(proc.pid) if Path("/proc/self/stat").exists() else None
+        while proc.poll() is None:
+            if meter is not None:
+                meter.sample()
+            time.sleep(sample_s)
+        wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        last = (stderr.read_text().strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(
+            f"the {variant} job at {rows:,} rows exited {proc.returncode}: {last} "
+            f"(logs in {run_dir})"
+        )
+    written = committed_rows(output)
+    if written != rows:
+        raise RuntimeError(f"the {variant} job wrote {written:,} rows of {rows:,} ({run_dir})")
+    result = {"variant": variant, "rows": rows, "wall_s": wall, "rows_per_s": rows / wall}
+    if meter is not None:
+        result["cpu_s"] = meter.seconds
+    summary = run_dir / "summary.json"
+    if variant == "leanscore" and summary.is_file():
+        data = json.loads(summary.read_text())
+        result["job_s"] = data["seconds"]
+        phases = {"before_job": data.get("seconds_before_job")} | data.get("phase_seconds", {})
+        counted = sum(v for v in phases.values() if v is not None)
+        phases["exit"] = wall - counted  # interpreter and JVM shutdown, untimed gaps
+        result["phases"] = phases
+    return result
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median wall time (the lower middle one for an even count)."""
+    ordered = sorted(runs, key=lambda r: r["wall_s"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def measure(config: NightlyBenchConfig, workload: Workload, tables: dict[int, str]) -> list[dict]:
+    """Every variant at every size, ``repeats`` times interleaved; the median run of each."""
+    runs: dict[tuple[str, int], list[dict]] = {}
+    for repeat in range(config.repeats):
+        for rows, table in tables.items():
+            for variant in VARIANTS:
+                run_dir = Path(config.workdir, "runs", f"{variant}-{rows}-{repeat}").resolve()
+                run_dir.mkdir(parents=True, exist_ok=True)
+                command = variant_command(variant, config, workload, table, run_dir)
+                runs.setdefault((variant, rows), []).append(
+                    run_process(variant, rows, command, run_dir)
+                )
+    return [median_run(r) for r in runs.values()]
+
+
+def analyse(results: list[dict], config: NightlyBenchConfig) -> dict:
+    """Ratios per size, fixed and per-row cost per variant and per leanscore phase, targets."""
+    by = {(r["variant"], r["rows"]): r for r in results}
+    sizes = [config.small_rows, config.large_rows]
+    lines = {
+        v: line_through(sizes, [by[(v, n)]["wall_s"] for n in sizes])
+        for v in VARIANTS
+        if all((v, n) in by for n in sizes)
+    }
+    ratios = {n: by[("pytorch", n)]["wall_s"] / by[("leanscore", n)]["wall_s"] for n in sizes}
+    phase_lines = {}
+    small_phases = by[("leanscore", sizes[0])].get("phases") or {}
+    large_phases = by[("leanscore", sizes[1])].get("phases") or {}
+    for phase, small_s in small_phases.items():
+        large_s = large_phases.get(phase)
+        if small_s is None or large_s is None:
+            continue
+        line = line_through(sizes, [small_s, large_s])
+        phase_lines[phase] = {
+            "small_s": small_s,
+            "large_s": large_s,
+            "fixed_s": line.fixed_s,
+            "per_million_rows_s": line.per_row_s * 1e6,
+        }
+    cpu_lines = {
+        v: line_through(sizes, [by[(v, n)]["cpu_s"] for n in sizes])
+        for v in VARIANTS
+        if all("cpu_s" in by.get((v, n), {}) for n in sizes)
+    }
+    return {
+        "sizes": sizes,
+        "results": results,
+        "cpu_fixed_and_per_row": {
+            v: {"fixed_cpu_s": line.fixed_s, "per_million_rows_cpu_s": line.per_row_s * 1e6}
+            for v, line in cpu_lines.items()
+        },
+        "x_pytorch": {str(n): ratios[n] for n in sizes},
+        "fixed_and_per_row": {
+            v: {"fixed_s": line.fixed_s, "per_million_rows_s": line.per_row_s * 1e6}
+            for v, line in lines.items()
+        },
+        "leanscore_phases": phase_lines,
+        "targets": check_targets(
+            small_x=ratios[sizes[0]],
+            large_x=ratios[sizes[1]],
+            fixed_s=lines["leanscore"].fixed_s,
+            targets=config.targets,
+            fixed_cost_before_s=config.fixed_cost_before_s,
+        ),
+    }
+
+
+def report_lines(report: dict) -> list[str]:
+    """The report as Markdown tables."""
+    small, large = report["sizes"]
+    lines = [
+        f"Nightly job as a process, Delta in and out, {small:,} and {large:,} rows "
+        f"(model: {report.get('artifact', '?')})",
+        "",
+        "| variant | rows | process wall s | CPU s (process tree) | rows/s | leanscore x PyTorch |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in sorted(report["results"], key=lambda r: (r["rows"], r["variant"])):
+        ratio = report["x_pytorch"][str(r["rows"])] if r["variant"] == "leanscore" else None
+        cpu = f"{r['cpu_s']:.1f}" if "cpu_s" in r else ""
+        lines.append(
+            f"| {r['variant']} | {r['rows']:,} | {r['wall_s']:.2f} | {cpu} | "
+            f"{r['rows_per_s']:,.0f} | " + (f"{ratio:.2f}x |" if ratio is not None else "|")
+        )
+    lines += [
+        "",
+        "| variant | fixed cost s (intercept) | s per million rows (slope) |",
+        "| --- | ---: | ---: |",
+    ]
+    for variant, line in report["fixed_and_per_row"].items():
+        lines.append(f"| {variant} | {line['fixed_s']:.2f} | {line['per_million_rows_s']:.2f} |")
+    if report.get("cpu_fixed_and_per_row"):
+        lines += [
+            "",
+            "| variant | fixed CPU s (process tree) | CPU s per million rows |",
+            "| --- | ---: | ---: |",
+        ]
+        for variant, line in report["cpu_fixed_and_per_row"].items():
+            lines.append(
+                f"| {variant} | {line['fixed_cpu_s']:.2f} | {line['per_million_rows_cpu_s']:.2f} |"
+            )
+    if report["leanscore_phases"]:
+        lines += [
+            "",
+            f"| leanscore phase | s at {small:,} | s at {large:,} | fixed s | s per million |",
+            "| --- | ---: | ---: | ---: | ---: |",
+        ]
+        for phase, p in report["leanscore_phases"].items():
+            lines.append(
+                f"| {phase} | {p['small_s']:.2f} | {p['large_s']:.2f} | {p['fixed_s']:.2f} | "
+                f"{p['per_million_rows_s']:.2f} |"
+            )
+    lines += ["", "| target | measured | want | met |", "| --- | ---: | --- | --- |"]
+    for t in report["targets"]:
+        lines.append(
+            f"| {t['target']} | {t['value']:.2f}x | {t['want']} | {'yes' if t['met'] else 'NO'} |"
+        )
+    return lines
+
+
+def run_nightly_bench(config: NightlyBenchConfig, out: str | Path, *, config_dir: Path) -> dict:
+    """Prepare, run both jobs at both sizes, write ``nightly.json`` and ``nightly.md``."""
+    out = Path(out).resolve()
+    workload, tables = prepare_workload(config, config_dir=config_dir)
+    results = measure(config, workload, tables)
+    report = analyse(results, config) | {
+        "artifact": workload.artifact,
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "nightly.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "nightly.md").write_text("\n".join(report_lines(report)) + "\n")
+    return report

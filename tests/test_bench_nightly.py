@@ -1,0 +1,164 @@
+"""The nightly-job bench: the fixed/per-row split, its targets, and both jobs run as processes."""
+
+from __future__ import annotations
+
+import pytest
+from leanscore.jobs.bench_nightly import (
+    NightlyBenchConfig,
+    NightlyTargets,
+    TreeCpuMeter,
+    Workload,
+    analyse,
+    check_targets,
+    committed_rows,
+    line_through,
+    report_lines,
+    run_process,
+    variant_command,
+)
+
+
+def test_line_through_two_sizes_is_the_exact_intercept_and_slope():
+    line = line_through([200_000, 1_000_000], [12.0 + 2e-5 * 200_000, 12.0 + 2e-5 * 1_000_000])
+    assert line.fixed_s == pytest.approx(12.0)
+    assert line.per_row_s == pytest.approx(2e-5)
+    assert line.at(2_000_000) == pytest.approx(52.0)
+
+
+def test_line_through_more_sizes_is_least_squares():
+    rows = [100, 200, 300, 400]
+    noise = [0.5, -0.5, -0.5, 0.5]  # symmetric: the fit is the noiseless line
+    line = line_through(rows, [3.0 + 0.01 * r + e for r, e in zip(rows, noise, strict=True)])
+    assert line.fixed_s == pytest.approx(3.0)
+    assert line.per_row_s == pytest.approx(0.01)
+
+
+def test_line_through_refuses_a_single_size():
+    with pytest.raises(ValueError, match="two different table sizes"):
+        line_through([1000, 1000], [5.0, 6.0])
+    with pytest.raises(ValueError, match="2 sizes but 1 times"):
+        line_through([1000, 2000], [5.0])
+
+
+def test_targets_met_and_not_met():
+    targets = NightlyTargets(small_x=4.0, large_x=6.0, fixed_cost_cut_x=2.0)
+    met = check_targets(
+        small_x=4.0, large_x=6.5, fixed_s=7.0, targets=targets, fixed_cost_before_s=14.0
+    )
+    assert [t["met"] for t in met] == [True, True, True]
+    missed = check_targets(
+        small_x=3.9, large_x=5.9, fixed_s=7.1, targets=targets, fixed_cost_before_s=14.0
+    )
+    assert [t["met"] for t in missed] == [False, False, False]
+    assert missed[2]["value"] == pytest.approx(14.0 / 7.1)
+    no_reference = check_targets(
+        small_x=5.0, large_x=7.0, fixed_s=1.0, targets=targets, fixed_cost_before_s=None
+    )
+    assert len(no_reference) == 2
+
+
+def _result(variant, rows, wall, phases=None):
+    return {"variant": variant, "rows": rows, "wall_s": wall, "rows_per_s": rows / wall} | (
+        {"phases": phases} if phases else {}
+    )
+
+
+def test_analyse_splits_each_variant_and_phase_and_checks_the_ratios():
+    config = NightlyBenchConfig(small_rows=1000, large_rows=3000, fixed_cost_before_s=10.0)
+    results = [
+        _result("leanscore", 1000, 6.0, {"count": 1.0, "score_write": 2.0}),
+        _result("leanscore", 3000, 8.0, {"count": 1.0, "score_write": 4.0}),
+        _result("pytorch", 1000, 12.0),
+        _result("pytorch", 3000, 24.0),
+    ]
+    report = analyse(results, config)
+    assert report["fixed_and_per_row"]["leanscore"]["fixed_s"] == pytest.approx(5.0)
+    assert report["fixed_and_per_row"]["leanscore"]["per_million_rows_s"] == pytest.approx(1000)
+    assert report["fixed_and_per_row"]["pytorch"]["fixed_s"] == pytest.approx(6.0)
+    assert report["x_pytorch"] == {"1000": pytest.approx(2.0), "3000": pytest.approx(3.0)}
+    assert report["leanscore_phases"]["count"]["fixed_s"] == pytest.approx(1.0)
+    assert report["leanscore_phases"]["score_write"]["fixed_s"] == pytest.approx(1.0)
+    # 2x and 3x fall short of 4x and 6x; the fixed cost 5 s is exactly half of 10 s
+    assert [t["met"] for t in report["targets"]] == [False, False, True]
+    text = "\n".join(report_lines(report | {"artifact": "a"}))
+    assert "| leanscore | 3,000 | 8.00 |  | 375 | 3.00x |" in text
+    assert "| NO |" in text
+
+
+def test_cpu_meter_counts_a_child_process_of_the_process(tmp_path):
+    """A child that burns CPU for about a second, under a parent that sleeps: the parent's tree
+    is charged the child's CPU time."""
+    import subprocess
+    import sys
+    import time
+
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 1.0: pass\n"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import subprocess, sys; subprocess.run([sys.executable, '-c', {burn!r}])",
+        ]
+    )
+    meter = TreeCpuMeter(parent.pid)
+    while parent.poll() is None:
+        meter.sample()
+        time.sleep(0.05)
+    assert 0.8 <= meter.seconds <= 3.0
+
+
+def test_config_wants_a_larger_second_size():
+    with pytest.raises(ValueError, match="must be more than small_rows"):
+        NightlyBenchConfig(small_rows=1000, large_rows=1000)
+    with pytest.raises(ValueError, match="extra"):
+        NightlyBenchConfig.model_validate({"sizes": [1, 2]})
+
+
+@pytest.mark.slow
+def test_both_jobs_run_as_processes_and_write_every_row(spark, tmp_path):
+    """One tiny run of each job as its own process: the real CLI with a real config, and the
+    PySpark script with the PyTorch model, Delta in and out."""
+    import torch
+    from conftest import make_artifact
+    from leanscore.compression.models import digits_mlp
+    from leanscore.jobs.datagen import write_digits_table
+
+    torch.manual_seed(0)
+    model = digits_mlp().eval()
+    state_dict = tmp_path / "model.pt"
+    torch.save(model.state_dict(), state_dict)
+    artifact = make_artifact(model, tmp_path / "artifact", name="tiny")
+    table = str(tmp_path / "input")
+    write_digits_table(spark, table, 3000, partitions=2)
+    workload = Workload(
+        table=table,
+        artifact=str(artifact.path),
+        state_dict=str(state_dict),
+        factory="leanscore.compression.models.digits_mlp",
+        features=["features"],
+        size=64,
+        keep=["row_id", "label"],
+    )
+    config = NightlyBenchConfig(small_rows=3000, large_rows=6000, workdir=str(tmp_path))
+    for variant in ("leanscore", "pytorch"):
+        run_dir = tmp_path / variant
+        run_dir.mkdir()
+        command = variant_command(variant, config, workload, table, run_dir)
+        result = run_process(variant, 3000, command, run_dir)
+        assert result["rows"] == 3000 and result["wall_s"] > 0
+        assert committed_rows(run_dir / "output") == 3000
+        if variant == "leanscore":
+            phases = result["phases"]
+            assert {"before_job", "count", "score_write", "verify", "exit"} <= set(phases)
+            assert sum(phases.values()) == pytest.approx(result["wall_s"])
+    labels = {
+        v: spark.read.format("delta")
+        .load(str(tmp_path / v / "output"))
+        .orderBy("row_id")
+        .select("prediction")
+        .toPandas()["prediction"]
+        .tolist()
+        for v in ("leanscore", "pytorch")
+    }
+    agree = sum(a == b for a, b in zip(labels["leanscore"], labels["pytorch"], strict=True))
+    assert agree >= 0.99 * 3000  # the same model, fp32 in ONNX Runtime and in PyTorch
