@@ -52,6 +52,7 @@ bench: $(STAMP) jars
 	$(VENV)/bin/leanscore bench --config conf/bench.yaml --out bench-output
 	$(VENV)/bin/leanscore bench --config conf/bench-wide.yaml --out bench-output/wide
 	$(VENV)/bin/leanscore bench --config conf/bench-embed.yaml --out bench-output/embed
+	$(VENV)/bin/leanscore bench-nightly --config conf/bench-nightly.yaml --out bench-output/nightly
 
 # The nightly job as a process, leanscore vs PyTorch in predict_batch_udf, at two table sizes.
 bench-nightly: $(STAMP) jars
