@@ -344,14 +344,14 @@ def markdown(report: dict) -> str:
             f"{_fmt_pct(v['read_only_ratio'])} |"
         )
     n = report.get("distinct_examples") or report["rows"]
+    half = _half_width_points(variants)
     lines += [
         "",
         f"Accuracy intervals are Wilson 95% intervals over {n:,} independent examples"
         + (
             f" (the table's {report['rows']:,} rows are augmented copies of {n:,} distinct "
-            "held-out images, so a drop of about "
-            f"{100 * 1.96 * (0.25 / n) ** 0.5:.1f} points is within the noise)."
-            if report.get("distinct_examples")
+            f"held-out images, so a drop of about {half:.1f} points is within the noise)."
+            if report.get("distinct_examples") and half is not None
             else "."
         ),
     ]
@@ -489,3 +489,14 @@ def _num(x) -> str:
 
 def _int(x) -> str:
     return "n/a" if x is None else f"{x:,}"
+
+
+def _half_width_points(variants: list[dict]) -> float | None:
+    """Half the widest accuracy interval among the variants, in points: how far apart two
+    accuracies measured on these examples can be by chance alone."""
+    widths = [
+        (v["accuracy_interval"][1] - v["accuracy_interval"][0]) / 2
+        for v in variants
+        if v.get("accuracy_interval")
+    ]
+    return 100 * max(widths) if widths else None

@@ -135,3 +135,18 @@ def test_breakdown_shares_add_up_and_spark_is_the_rest():
         read_s_per_row=0.01,
     )
     assert (capped["read_s"], capped["convert_s"], capped["spark_s"]) == (1.0, 0.0, 0.0)
+
+
+def test_noise_band_is_the_measured_intervals_half_width_not_a_worst_case():
+    """At 97% on 450 distinct images the Wilson interval spans about +-1.5 points; the report
+    says so instead of the worst case at 50% (4.6 points), which overstated the noise."""
+    from leanscore.compression.evaluate import accuracy_interval
+    from leanscore.jobs.bench_report import _half_width_points
+
+    variants = [
+        {"accuracy_interval": accuracy_interval(0.9737, 450)},
+        {"accuracy_interval": accuracy_interval(0.9740, 450)},
+        {"accuracy_interval": None},
+    ]
+    assert 1.3 < _half_width_points(variants) < 1.7
+    assert _half_width_points([{"accuracy_interval": None}]) is None
