@@ -12,25 +12,21 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import time
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 from leanscore.compression.artifact import Artifact
-from leanscore.compression.registry import load_artifact, registry_summary
 from leanscore.jobs.score import (
     RUN_DATE_COLUMN,
     InputConfig,
+    NightlyJob,
     TableRef,
     kept_columns,
-    parse_run_date,
-    read_table,
-    write_checked,
-    write_summary,
+    run_nightly,
 )
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES
-from leanscore.udfs.text import embed_dataframe
+from leanscore.udfs.text import embed_dataframe, resolve_engine
 from pydantic import BaseModel, ConfigDict, Field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -98,41 +94,18 @@ def embed_frame(
 
 def score_text_table(spark: SparkSession, config: EmbedConfig, run_date: str | dt.date) -> dict:
     """Embed ``config.input`` into the ``run_date`` partition of ``config.output``; return the
-    run summary (also written to ``config.summary_path`` when set)."""
-    day = run_date if isinstance(run_date, dt.date) else parse_run_date(run_date)
-    artifact = load_artifact(config.artifact)
-    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
-    start = time.perf_counter()
-    source = read_table(spark, config.input)
-    if config.input.filter:
-        source = source.where(config.input.filter)
-    rows_in = source.count()
-    written = write_checked(
-        embed_frame(source, config, artifact, day),
-        config.output,
-        day,
-        rows_in=rows_in,
-        error_column="embedding_error",
-    )
-    seconds = time.perf_counter() - start
-    summary = {
-        "status": "succeeded",
-        "run_date": day.isoformat(),
-        "model_name": artifact.manifest.name,
-        "model_version": artifact.manifest.version,
-        "model_sha256": artifact.sha256,
-        **registry_summary(artifact),
-        "input": config.input.describe(),
-        "output": config.output.describe(),
-        "output_version": written["version"],
-        "rows_in": rows_in,
-        "rows_out": written["rows_out"],
-        "flagged_rows": written["flagged_rows"],
-        "seconds": round(seconds, 3),
-        "sentences_per_s": round(written["rows_out"] / seconds, 1) if seconds > 0 else None,
-    }
-    write_summary(config, summary, job="embed")
-    return summary
+    run summary. The nightly core is the score job's (``leanscore.jobs.score.run_nightly``):
+    the same checks before anything is written, the same verification and failed summary."""
+    return run_nightly(spark, config, run_date, EMBED_JOB)
+
+
+def _embedded(
+    df: DataFrame, config: EmbedConfig, artifact: Artifact, run_date: dt.date
+) -> tuple[DataFrame, str]:
+    return embed_frame(df, config, artifact, run_date), resolve_engine(config.engine)
+
+
+EMBED_JOB = NightlyJob("embed", _embedded, "embedding_error", "sentences_per_s")
 
 
 app = typer.Typer(add_completion=False)

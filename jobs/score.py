@@ -18,6 +18,8 @@ import operator
 import os
 import resource
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
 from typing import Literal
@@ -494,15 +496,38 @@ class PhaseClock:
         self._last = now
 
 
+@dataclass(frozen=True)
+class NightlyJob:
+    """What differs between the nightly jobs (``score``, ``embed``); everything else, from the
+    output-location check to the failed-run summary, is ``run_nightly``'s.
+
+    ``frame(df, config, artifact, day)`` gives the output rows and the engine that scores them;
+    ``error_column`` is the output's per-row error column, ``rate_key`` the summary's speed key.
+    """
+
+    name: str
+    frame: Callable[[DataFrame, BaseModel, Artifact, dt.date], tuple[DataFrame, str]]
+    error_column: str
+    rate_key: str
+
+
 def run_score(spark: SparkSession, config: ScoreConfig, run_date: str | dt.date) -> dict:
     """Score ``config.input`` into the ``run_date`` partition of ``config.output``; return the
-    run summary (also written to ``config.summary_path`` when set). On failure the output is
-    left as it was, a summary with ``status: failed`` is written, and the error is raised."""
+    run summary (see ``run_nightly``)."""
+    return run_nightly(spark, config, run_date, SCORE_JOB)
+
+
+def run_nightly(spark: SparkSession, config, run_date: str | dt.date, job: NightlyJob) -> dict:
+    """The nightly core every job shares: read, check (output location, empty input, null
+    keys), score, write the run date's partition, verify before it counts (restoring the
+    previous version on a mismatch), and summarise. Returns the run summary (also written to
+    ``config.summary_path`` when set). On failure the output is left as it was, a summary with
+    ``status: failed`` is written, and the error is raised."""
     day = run_date if isinstance(run_date, dt.date) else parse_run_date(run_date)
     before_job = process_age_s()
     start = time.perf_counter()
     try:
-        return _run(spark, config, day, start, before_job)
+        return _run(spark, config, day, start, before_job, job)
     except Exception as err:
         write_summary(
             config,
@@ -514,12 +539,18 @@ def run_score(spark: SparkSession, config: ScoreConfig, run_date: str | dt.date)
                 "error": str(err).strip().splitlines()[0] if str(err).strip() else repr(err),
                 "seconds": round(time.perf_counter() - start, 3),
             },
+            job=job.name,
         )
         raise
 
 
 def _run(
-    spark: SparkSession, config: ScoreConfig, day: dt.date, start: float, before_job: float | None
+    spark: SparkSession,
+    config,
+    day: dt.date,
+    start: float,
+    before_job: float | None,
+    job: NightlyJob,
 ) -> dict:
     phases = PhaseClock()
     start_warming_workers(spark)  # Python workers start while the driver reads and plans
@@ -530,16 +561,16 @@ def _run(
     phases.lap("open_input")
     rows_in = count_input(source, config)
     phases.lap("count")
-    scored, engine = score_frame(source, config, artifact, day)
-    log.info("scoring with the %s engine", engine)
+    scored, engine = job.frame(source, config, artifact, day)
+    log.info("%s: scoring with the %s engine", job.name, engine)
     phases.lap("plan")
     written = write_checked(
         scored,
         config.output,
         day,
         rows_in=rows_in,
-        error_column="prediction_error",
-        max_flagged_fraction=config.max_flagged_fraction,
+        error_column=job.error_column,
+        max_flagged_fraction=getattr(config, "max_flagged_fraction", None),
         phases=phases,
     )
     seconds = time.perf_counter() - start
@@ -558,10 +589,13 @@ def _run(
         "rows_out": written["rows_out"],
         "flagged_rows": written["flagged_rows"],
         "seconds": round(seconds, 3),
-        "rows_per_s": round(written["rows_out"] / seconds, 1) if seconds > 0 else None,
+        job.rate_key: round(written["rows_out"] / seconds, 1) if seconds > 0 else None,
         "seconds_before_job": before_job,
         "phase_seconds": phases.seconds,
         **peak_driver_rss_mb(spark),
     }
-    write_summary(config, summary)
+    write_summary(config, summary, job=job.name)
     return summary
+
+
+SCORE_JOB = NightlyJob("score", score_frame, "prediction_error", "rows_per_s")

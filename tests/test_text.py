@@ -190,6 +190,7 @@ def test_embedding_job_writes_expected_schema_and_replaces_the_date(
     spark, text_artifact, sentences, tmp_path
 ):
     from leanscore.jobs.embed import EmbedConfig, score_text_table
+    from pyspark.sql import functions as F
     from reliability_support import run_cli, write_yaml
 
     src = str(tmp_path / "docs")
@@ -230,6 +231,17 @@ def test_embedding_job_writes_expected_schema_and_replaces_the_date(
     }
     assert out.count() == 13
     assert out.where("embedding_error is null and size(embedding) = 384").count() == 12
+    # the score job's checks, shared through the nightly core: a null key fails before anything
+    # is written, with a failed summary, and the date's rows stay as they were
+    nulled = str(tmp_path / "docs-null-key")
+    _frame(spark, sentences[:3]).withColumn("doc_id", F.lit(None).cast("long")).write.format(
+        "delta"
+    ).save(nulled)
+    bad = config.model_copy(update={"input": config.input.model_copy(update={"path": nulled})})
+    with pytest.raises(ValueError, match="key column 'doc_id' is null in 3 of 3 input rows"):
+        score_text_table(spark, bad, "2026-11-28")
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "failed"
+    assert spark.read.format("delta").load(str(tmp_path / "out")).count() == 13
 
 
 def test_fidelity_metrics_and_the_gate(minilm, sentences):
