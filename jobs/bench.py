@@ -759,9 +759,6 @@ def _variant_result(
         "accuracy_interval": accuracy_interval(q["accuracy"], distinct_examples or rows),
         "fidelity": q["fidelity"],
         "time_breakdown": times,
-        "read_only_ratio": (
-            None if not bound else round(rows / wall / bound["read_only"]["rows_per_s"], 4)
-        ),
         **{k: round(x, 6) for k, x in money.items()},
     }
 

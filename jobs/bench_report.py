@@ -331,8 +331,8 @@ def markdown(report: dict) -> str:
         "## Fidelity, size and CPU",
         "",
         "| variant | accuracy [95% interval] | agreement | max abs diff | model bytes | params "
-        "| executor CPU s | process CPU s | process CPU s / M rows | of read-only |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| executor CPU s | process CPU s | process CPU s / M rows |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for v in variants:
         fid = v["fidelity"] or {}
@@ -340,8 +340,7 @@ def markdown(report: dict) -> str:
             f"| {v['name']} | {accuracy_text(v)} | {_fmt_pct(fid.get('agreement'))} | "
             f"{_num(fid.get('max_abs_diff'))} | {v['model_bytes']:,} | {_int(v['params'])} | "
             f"{_num(v['executor_cpu_s'])} | {_num(v['process_cpu_s'])} | "
-            f"{_num(v['process_cpu_s_per_million_rows'])} | "
-            f"{_fmt_pct(v['read_only_ratio'])} |"
+            f"{_num(v['process_cpu_s_per_million_rows'])} |"
         )
     n = report.get("distinct_examples") or report["rows"]
     half = _half_width_points(variants)
