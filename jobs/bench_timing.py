@@ -87,6 +87,16 @@ def timed_batches(
     clock.python.add(time.perf_counter() - task_start)
 
 
+def _this_task(accumulator):
+    """The current task's copy of ``accumulator``. predict_batch_udf builds its predict
+    function once per Python worker and reuses it in later tasks, so the accumulator in its
+    closure is an earlier task's copy, whose additions are never sent: a worker reports only
+    the copies deserialized in the running task (PySpark's accumulator registry, by id)."""
+    from pyspark.accumulators import _accumulatorRegistry
+
+    return _accumulatorRegistry.get(accumulator.aid, accumulator)
+
+
 def timed_predict_fn(make_predict_fn: Callable, clock: TaskClock) -> Callable:
     """A ``predict_batch_udf`` factory whose predict adds its model time to ``clock``, and the
     time between two calls of the same task (reading, converting, writing) to ``between``."""
@@ -102,10 +112,10 @@ def timed_predict_fn(make_predict_fn: Callable, clock: TaskClock) -> Callable:
             ctx = TaskContext.get()
             task = ctx.taskAttemptId() if ctx is not None else None
             if last["task"] == task and last["end"] is not None:
-                clock.between.add(start - last["end"])
+                _this_task(clock.between).add(start - last["end"])
             out = predict(x)
             end = time.perf_counter()
-            clock.model.add(end - start)
+            _this_task(clock.model).add(end - start)
             last["task"], last["end"] = task, end
             return out
 

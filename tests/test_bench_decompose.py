@@ -150,3 +150,39 @@ def test_noise_band_is_the_measured_intervals_half_width_not_a_worst_case():
     ]
     assert 1.3 < _half_width_points(variants) < 1.7
     assert _half_width_points([{"accuracy_interval": None}]) is None
+
+
+def test_predict_batch_udf_model_clock_counts_every_job_on_reused_workers(spark):
+    """predict_batch_udf reuses its predict function across tasks and jobs on a worker; the
+    model seconds of a later job must still reach the driver (they read 0% before)."""
+    import numpy as np
+    from leanscore.jobs.bench_timing import TaskClock, timed_predict_fn
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType
+
+    def make_predict_fn():
+        def predict(x):
+            total = 0.0
+            for _ in range(200):  # measurable work per call
+                total += float(np.square(x).sum())
+            return x[:, 0] * 0 + total
+
+        return predict
+
+    df = spark.range(4_000, numPartitions=2).select(F.array(F.col("id").cast("float")).alias("x"))
+    clock = TaskClock.create(spark)
+    udf = predict_batch_udf(
+        timed_predict_fn(make_predict_fn, clock),
+        return_type=DoubleType(),
+        batch_size=100,
+        input_tensor_shapes=[[1]],
+    )
+    frame = df.select(udf("x").alias("y"))
+    seconds, before = [], 0.0
+    for _ in range(3):  # the same frame in three jobs, as the bench's rounds run it
+        frame.write.format("noop").mode("overwrite").save()
+        now = clock.values()["model_s"]
+        seconds.append(now - before)
+        before = now
+    assert all(s > 0 for s in seconds), seconds
