@@ -89,6 +89,15 @@ def test_the_wheel_holds_one_namespace_and_its_configs(wheel):
     assert top == {"leanscore"}
     for shipped in ("pricing.yaml", "nightly.yaml", "bench.yaml", "recipes/digits-mlp-demo.yaml"):
         assert f"leanscore/conf/{shipped}" in names
+    # every module of the repository's package folders, subpackages included, is in the wheel
+    root = Path(__file__).resolve().parents[1]
+    modules = [
+        f"leanscore/{path.relative_to(root).as_posix()}"
+        for folder in ("compression", "udfs", "jobs", "conf")
+        for path in (root / folder).rglob("*.py")
+    ]
+    assert len(modules) > 50
+    assert [m for m in modules if m not in names] == []
     metadata = (
         zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
     )
