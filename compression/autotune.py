@@ -56,6 +56,8 @@ def autotune(
     also_evaluate: dict[str, LabelledData] | None = None,
     progress: Callable[[str], None] | None = None,
     result_output: str | None = None,
+    recipe_family: str = "tabular",
+    exporter=None,
 ) -> AutotuneResult:
     say = progress or (lambda msg: None)
     names = [r.name for r in recipes]
@@ -69,6 +71,7 @@ def autotune(
         task=task,
         also_evaluate=also_evaluate,
         result_output=result_output,
+        exporter=exporter,
     )
     results: dict[str, CompressionResult] = {}
     rows = []
@@ -86,6 +89,8 @@ def autotune(
                 also_evaluate=also_evaluate,
                 baseline=baseline,
                 result_output=result_output,
+                family=recipe_family,
+                exporter=exporter,
                 progress=lambda msg: say(f"  {msg}"),
             )
         except AccuracyGateError as err:

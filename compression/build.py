@@ -143,9 +143,13 @@ def compress_to_artifact(
     result_output: str | None = None,
     family: str | None = None,
     extra_files: dict[str, bytes] | None = None,
+    recipe_family: str = "tabular",
+    exporter=None,
 ) -> Artifact:
     """Run ``recipe`` on ``model`` (a torch module, or ONNX bytes) and write the artifact;
-    nothing is written when the accuracy gate refuses the result."""
+    nothing is written when the accuracy gate refuses the result. ``family`` is the scoring
+    family the manifest names; ``recipe_family`` the one the recipe's steps are checked against
+    and ``exporter`` how a torch model is exported (``run_recipe``'s ``family``, ``exporter``)."""
     result = run_recipe(
         recipe,
         model,
@@ -157,6 +161,8 @@ def compress_to_artifact(
         task=task,
         also_evaluate=also_evaluate,
         result_output=result_output,
+        family=recipe_family,
+        exporter=exporter,
     )
     return write_result(
         result,

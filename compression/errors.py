@@ -14,6 +14,10 @@ class LeanscoreError(Exception):
     """A failure leanscore explains: bad input, a bad config, a failed gate or check."""
 
 
+class RecipeError(LeanscoreError, ValueError):
+    """A recipe cannot run on this model (a torch step on an ONNX file, missing data, ...)."""
+
+
 def is_leanscore_error(qualified_name: str) -> bool:
     """Whether ``module.Class`` (as a traceback prints it) names a ``LeanscoreError`` class."""
     import importlib

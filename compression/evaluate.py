@@ -178,3 +178,24 @@ def fidelity(
         "agreement": float(np.mean(probs.argmax(1) == baseline_probs.argmax(1))),
         "max_abs_diff": float(np.max(np.abs(probs - baseline_probs))),
     }
+
+
+def headline_fidelity(fid: dict, task: str) -> float | None:
+    """The one fidelity figure a budget is stated in: the mean cosine to the baseline for
+    embeddings, the agreement of classes for classifiers (None for a regression)."""
+    return fid.get("cosine_mean") if task == "embedding" else fid.get("agreement")
+
+
+def describe_metrics(m: dict) -> str:
+    """One line of a model's measurements, for progress output and gate messages."""
+    acc = "n/a" if m.get("accuracy") is None else f"{100 * m['accuracy']:.2f}%"
+    if m.get("accuracy_interval"):
+        low, high = m["accuracy_interval"]
+        acc += f" [{100 * low:.1f}, {100 * high:.1f}]"
+    fid = m.get("fidelity") or {}
+    agree = fid.get("agreement", fid.get("cosine_mean"))
+    agree_text = "" if agree is None else f" fidelity={agree:.4f}"
+    return (
+        f"params={m['params']:,} bytes={m['onnx_bytes']:,} zipped={m['zipped_bytes']:,} "
+        f"rows/s(1 thread)={m['rows_per_s_1thread']:,.0f} accuracy={acc}{agree_text}"
+    )

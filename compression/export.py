@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 import torch
-from leanscore.compression.errors import LeanscoreError
+from leanscore.compression.errors import LeanscoreError, RecipeError
 from torch import nn
+
+if TYPE_CHECKING:
+    from leanscore.compression.data import LabelledData
 
 log = logging.getLogger(__name__)
 
@@ -60,23 +66,65 @@ def strip_debug_info(proto: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def check_parity(
-    model: nn.Module, onnx_bytes: bytes, sample: np.ndarray, *, atol: float = 1e-4
+    model: nn.Module,
+    onnx_bytes: bytes,
+    feeds: Mapping[str, np.ndarray] | np.ndarray,
+    *,
+    atol: float = 1e-4,
+    what: str = "rows",
 ) -> float:
-    """Max abs difference between torch and ONNX Runtime on ``sample``; raises over ``atol``."""
+    """Max abs difference between ``model`` (called with the feeds' arrays, in order, as
+    tensors) and ONNX Runtime's first output on the same ``feeds`` (input name -> array; one
+    array: the graph's only input); raises ``ExportParityError`` over ``atol``."""
     import onnxruntime as ort
 
-    with torch.no_grad():
-        expected = model.eval()(torch.from_numpy(sample)).numpy()
     session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    actual = session.run(None, {name: sample})[0]
+    if not isinstance(feeds, Mapping):
+        feeds = {session.get_inputs()[0].name: feeds}
+    with torch.no_grad():
+        expected = model.eval()(*(torch.from_numpy(v) for v in feeds.values())).numpy()
+    actual = session.run(None, dict(feeds))[0]
     diff = float(np.max(np.abs(actual - expected)))
     if diff > atol:
+        rows = len(next(iter(feeds.values())))
         raise ExportParityError(
             f"exported ONNX differs from torch by {diff:.3g} (tolerance {atol:g}) on "
-            f"{len(sample)} rows; an operator was translated differently"
+            f"{rows} {what}; an operator was translated differently"
         )
     return diff
+
+
+@dataclass(frozen=True)
+class TorchExport:
+    """How the recipe engine exports one family's torch model and checks the export: the
+    tabular and image families feed one float tensor (``tabular_export``), a text encoder
+    token ids and a mask (``leanscore.compression.text_model.encoder_export``)."""
+
+    export: Callable[[nn.Module, int], bytes]  # (model, opset) -> the served graph's bytes
+    served: Callable[[nn.Module], nn.Module]  # the module whose outputs that graph reproduces
+    parity_feeds: Callable[[LabelledData], dict[str, np.ndarray]]  # feeds the check runs on
+    parity_what: str = "rows"
+    opset: int = DEFAULT_OPSET  # what the baseline and the measurements of torch steps use
+    tokenizer: Any = None  # text families: the tokenizer their steps read texts with
+    max_length: int | None = None
+
+
+def tabular_export(task: str, example_input: torch.Tensor | None) -> TorchExport:
+    """One float tensor in (``features``), the class probabilities (softmax added to a
+    classifier's logits) or the model's output out."""
+    from leanscore.compression.models import WithSoftmax
+
+    def served(model: nn.Module) -> nn.Module:
+        return WithSoftmax(model) if task == "classification" else model
+
+    def export(model: nn.Module, opset: int) -> bytes:
+        if example_input is None:
+            raise RecipeError("a PyTorch model needs an example_input to be exported")
+        return export_onnx(served(model), example_input, opset=opset)
+
+    return TorchExport(
+        export=export, served=served, parity_feeds=lambda data: {"features": data.features[:512]}
+    )
 
 
 class _quiet_exporter:

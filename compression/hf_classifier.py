@@ -27,7 +27,7 @@ import numpy as np
 import onnx
 import torch
 from leanscore.compression.data import LabelledData
-from leanscore.compression.export import ExportParityError
+from leanscore.compression.export import check_parity
 from leanscore.compression.text_inputs import batches, encode, tokenizer_from_bytes
 from torch import nn
 
@@ -130,28 +130,6 @@ def export_classifier_onnx(model: nn.Module, *, opset: int) -> bytes:
     return proto.SerializeToString()
 
 
-def check_parity(
-    model: nn.Module, onnx_bytes: bytes, tokenizer, texts: list[str], *, atol: float
-) -> float:
-    """Max abs difference of the probabilities, PyTorch against ONNX Runtime, on ``texts``
-    padded together; raises ``ExportParityError`` over ``atol``."""
-    import onnxruntime as ort
-
-    matrix = encode(tokenizer, texts)
-    ids, mask = matrix[:, 0], matrix[:, 1]
-    with torch.no_grad():
-        expected = WithSoftmax(model)(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
-    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
-    actual = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
-    diff = float(np.max(np.abs(actual - expected)))
-    if diff > atol:
-        raise ExportParityError(
-            f"the exported classifier differs from PyTorch by {diff:.3g} (tolerance {atol:g}) "
-            f"on {len(texts)} texts; an operator was translated differently"
-        )
-    return diff
-
-
 def export_source(
     path: Path,
     *,
@@ -174,7 +152,9 @@ def export_source(
     onnx_bytes = export_classifier_onnx(model, opset=opset)
     tokenizer = tokenizer_from_bytes((path / TOKENIZER_FILE).read_bytes(), max_length)
     texts = list(sample_texts or PARITY_TEXTS)[:16]
-    diff = check_parity(model, onnx_bytes, tokenizer, texts, atol=parity_atol)
+    matrix = encode(tokenizer, texts)  # padded together, as one call of several lengths
+    feeds = {"input_ids": matrix[:, 0], "attention_mask": matrix[:, 1]}
+    diff = check_parity(WithSoftmax(model), onnx_bytes, feeds, atol=parity_atol, what="texts")
     info = {
         "kind": "huggingface",
         "path": str(path),
@@ -201,6 +181,7 @@ class TextClassifierInputs:
     class_labels: list[str]
     input_names: tuple[str, ...] = ("input_ids", "attention_mask")
     family: str = FAMILY
+    recipe_family: str = FAMILY  # exported before the recipe: ONNX-side steps only
 
     @classmethod
     def of(cls, path: Path, *, max_length: int) -> TextClassifierInputs:
@@ -212,6 +193,10 @@ class TextClassifierInputs:
 
     def files(self) -> dict[str, bytes]:
         return {TOKENIZER_FILE: self.tokenizer_bytes}
+
+    def exporter(self):
+        """None: the classifier reaches the recipe already exported."""
+        return None
 
     def attach(self, data: LabelledData, *, name: str) -> LabelledData:
         """``data`` (rows: texts) with the ``batches`` that tokenize them as scoring does, and

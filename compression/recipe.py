@@ -6,6 +6,10 @@ every step against the uncompressed baseline on held-out data, and refuses
 its Wilson 95% interval over the distinct held-out examples it was measured on, and the gate
 says how many there are: on the digits' 450 held-out images one example is 0.22 points and the
 interval spans about +-1.5 points, so a 1-point drop is within the noise of the measurement.
+
+The steps themselves are registered step classes (``leanscore.compression.steps``: one module
+per step, holding its options and its code); this module is the engine: it checks a recipe
+against the model's family, task and data, runs the steps, measures after each, and gates.
 """
 
 from __future__ import annotations
@@ -13,30 +17,25 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import get_args
+from dataclasses import dataclass
+from typing import Annotated, Union
 
 import numpy as np
 import torch
 from leanscore.compression.data import LabelledData
-from leanscore.compression.errors import LeanscoreError
+from leanscore.compression.errors import LeanscoreError, RecipeError
 from leanscore.compression.evaluate import (
     accuracy_interval,
+    describe_metrics,
     distinct_rows,
     evaluate_onnx,
     fidelity,
+    headline_fidelity,
     run_onnx,
     single_thread_session,
 )
-from leanscore.compression.export import check_parity, export_onnx
-from leanscore.compression.models import (
-    WithSoftmax,
-    conv_params,
-    count_nonzero_params,
-    count_params,
-    predict_proba,
-    train_classifier,
-)
+from leanscore.compression.export import TorchExport, tabular_export
+from leanscore.compression.models import conv_params, count_nonzero_params, count_params
 from leanscore.compression.steps import (
     DistillStep,
     ExportStep,
@@ -44,9 +43,12 @@ from leanscore.compression.steps import (
     PruneStep,
     QuantizeStep,
     SparsifyStep,
-    Step,
     TruncateTreesStep,
+    registered_steps,
 )
+from leanscore.compression.steps.base import StepContext, StepState
+from leanscore.compression.steps.prune import UNSTRUCTURED_NOTE
+from leanscore.compression.steps.quantize import quantize_bytes
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
@@ -67,16 +69,16 @@ __all__ = [
     "SparsifyStep",
     "TruncateTreesStep",
     "measure_baseline",
+    "quantize_bytes",
     "run_recipe",
 ]
 
-STRUCTURED_NOTE = "structured: neurons/channels removed, dense kernels do less work (faster)"
-# Rows per calibration call for models fed by ``LabelledData.batches`` (texts).
-CALIBRATION_CALL_ROWS = 32
-UNSTRUCTURED_NOTE = (
-    "unstructured: weights zeroed, shapes unchanged; the zipped file shrinks but dense CPU "
-    "kernels run at the same speed (onnxruntime #2121, #5578)"
-)
+# Every registered step, told apart by its ``step`` name: a recipe's steps validate against
+# the registry, and an unknown name is refused listing the known ones.
+AnyStep = Annotated[
+    Union[tuple(registered_steps().values())],  # noqa: UP007 - a Union built from the registry
+    Field(discriminator="step"),
+]
 
 
 class Recipe(BaseModel):
@@ -93,7 +95,13 @@ class Recipe(BaseModel):
         description="smallest agreement with the baseline (classification) or mean cosine "
         "(embedding) accepted",
     )
-    steps: list[Step] = Field(min_length=1)
+    min_cosine_p1: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="embedding only: smallest 1st-percentile cosine to the baseline accepted",
+    )
+    steps: list[AnyStep] = Field(min_length=1)
 
     @model_validator(mode="after")
     def _budget_and_order(self) -> Recipe:
@@ -116,10 +124,6 @@ class Recipe(BaseModel):
                     f"'export' (steps.{exported_at})"
                 )
         return self
-
-
-class RecipeError(LeanscoreError, ValueError):
-    """A recipe cannot run on this model (a torch step on an ONNX file, missing data, ...)."""
 
 
 class AccuracyGateError(LeanscoreError, RuntimeError):
@@ -148,19 +152,6 @@ class Baseline:
     also_outputs: dict[str, np.ndarray]
 
 
-@dataclass
-class _State:
-    model: nn.Module | None
-    original: nn.Module | None
-    onnx_bytes: bytes | None = None
-    notes: list[str] = field(default_factory=list)
-    measured: bytes | None = None  # the last export of the torch model, as evaluated
-
-
-def _served(model: nn.Module, task: str) -> nn.Module:
-    return WithSoftmax(model) if task == "classification" else model
-
-
 def measure_baseline(
     model: nn.Module | bytes,
     *,
@@ -169,15 +160,16 @@ def measure_baseline(
     task: str = "classification",
     also_evaluate: dict[str, LabelledData] | None = None,
     result_output: str | None = None,
+    exporter: TorchExport | None = None,
 ) -> Baseline:
-    """Export (a torch model) and measure the model as given; ``result_output`` names the ONNX
-    output that holds the result (default: the first)."""
+    """Export (a torch model, as ``exporter`` says; default: one float tensor in) and measure
+    the model as given; ``result_output`` names the ONNX output that holds the result (default:
+    the first)."""
     if isinstance(model, bytes | bytearray):
         onnx_bytes, params = bytes(model), None
     else:
-        if example_input is None:
-            raise RecipeError("a PyTorch model needs an example_input to be exported")
-        onnx_bytes, params = export_onnx(_served(model, task), example_input), count_params(model)
+        exporter = exporter or tabular_export(task, example_input)
+        onnx_bytes, params = exporter.export(model, exporter.opset), count_params(model)
     metrics, outputs = evaluate_onnx(
         onnx_bytes,
         evaluation.features,
@@ -228,25 +220,39 @@ def _also_metrics(outputs, baseline_outputs, data: LabelledData, task: str) -> d
 
 
 def check_plan(
-    recipe: Recipe, *, onnx_source: bool, train: LabelledData | None, task: str, labels: bool
+    recipe: Recipe,
+    *,
+    onnx_source: bool,
+    train: LabelledData | None,
+    task: str,
+    labels: bool,
+    family: str = "tabular",
 ) -> None:
-    """Refuse, before any work, a recipe this model or this data cannot run."""
+    """Refuse, before any work, a recipe this model or this data cannot run: each step's
+    declared side, families, tasks and data needs against the model's."""
     for i, step in enumerate(recipe.steps):
         where = f"recipe {recipe.name!r} steps.{i} ('{step.step}')"
         if onnx_source and step.side != "onnx":
             raise RecipeError(
                 f"{where} needs a PyTorch model, but the model source is an ONNX file (a "
-                "Hugging Face model is one too: it is exported before the recipe runs); only "
-                f"ONNX-side steps ({', '.join(ONNX_STEPS)}) apply to ONNX sources"
+                "Hugging Face classifier is one too: it is exported before the recipe runs); "
+                f"only ONNX-side steps ({', '.join(onnx_steps())}) apply to ONNX sources"
             )
-        if step.side == "torch" and task != "classification" and step.step != "prune":
-            raise RecipeError(f"{where} trains on class logits; the task here is {task!r}")
-        needs_train = isinstance(step, DistillStep | FactorizeStep | SparsifyStep) or (
-            isinstance(step, PruneStep) and step.finetune_epochs
-        )
-        if needs_train and train is None:
+        if family not in step.families:
+            fitting = [n for n, s in registered_steps().items() if family in s.families]
+            raise RecipeError(
+                f"{where} applies to {', '.join(sorted(step.families))} models; this model is "
+                f"{family} (its steps: {', '.join(fitting)})"
+            )
+        if task not in step.tasks:
+            raise RecipeError(
+                f"{where} applies to task {' or '.join(sorted(step.tasks))}; the task here is "
+                f"{task!r}"
+            )
+        needs = step.needs()
+        if "train" in needs and train is None:
             raise RecipeError(f"{where} needs training data; give the config a data.train")
-        if isinstance(step, SparsifyStep) and (train is None or train.labels is None):
+        if "labels" in needs and (train is None or train.labels is None):
             raise RecipeError(f"{where} fine-tunes on labels; the training data has none")
     exported = onnx_source
     for i, step in enumerate(recipe.steps):
@@ -256,47 +262,33 @@ def check_plan(
                 f"recipe {recipe.name!r} steps.{i} ('{step.step}') needs an ONNX model; put an "
                 "'export' step before it"
             )
+    if recipe.min_cosine_p1 is not None and task != "embedding":
+        raise RecipeError(
+            f"recipe {recipe.name!r}: min_cosine_p1 gates embeddings; the task here is {task!r} "
+            "(use min_fidelity or max_accuracy_drop)"
+        )
     if recipe.max_accuracy_drop is not None and recipe.min_fidelity is None and not labels:
         raise RecipeError(
-            f"recipe {recipe.name!r} gates on max_accuracy_drop but the evaluation data has no "
-            "labels (or the task has no classes); give a label column or set min_fidelity"
-        )
-    if recipe.min_fidelity is not None and task == "regression":
-        raise RecipeError(
-            f"recipe {recipe.name!r}: min_fidelity is defined for classification (agreement) "
-            "and embedding (mean cosine), not regression; use max_accuracy_drop"
+            f"recipe {recipe.name!r} gates on max_accuracy_drop, but the evaluation data has no "
+            "labels; give data.evaluation labels or set min_fidelity instead"
         )
 
 
-# learnt weights ONNX Runtime's quantizers work on; a graph without them has nothing to quantize
-_QUANTIZABLE_OPS = frozenset(
-    {"MatMul", "Gemm", "Conv", "ConvTranspose", "Attention", "LSTM", "GRU"}
-)
+def onnx_steps() -> tuple[str, ...]:
+    """The registered steps that work on an ONNX graph, by name, for the errors that list them."""
+    return tuple(n for n, s in registered_steps().items() if s.side == "onnx")
 
 
 def check_graph(recipe: Recipe, onnx_bytes: bytes) -> None:
-    """Refuse, before any work, ONNX-side steps that cannot act on this graph: truncate_trees
-    without a tree ensemble, quantize on a tree ensemble with no weights it could quantize."""
+    """Refuse, before any work, ONNX-side steps that cannot act on this graph (each step's
+    ``check_graph``: truncate_trees without a tree ensemble, quantize on a tree ensemble with
+    no weights it could quantize)."""
     import onnx
-    from leanscore.compression import trees
 
     graph = onnx.load_model_from_string(onnx_bytes).graph
-    ops = sorted({n.op_type for n in graph.node})
-    tree_ops = [op for op in ops if op in trees.TREE_OPS]
+    ops = {n.op_type for n in graph.node}
     for i, step in enumerate(recipe.steps):
-        where = f"recipe {recipe.name!r} steps.{i} ('{step.step}')"
-        if isinstance(step, TruncateTreesStep) and not tree_ops:
-            raise RecipeError(
-                f"{where} cuts a tree ensemble, but the graph holds none (its ops: {ops}); "
-                "remove the step"
-            )
-        if isinstance(step, QuantizeStep) and tree_ops and not _QUANTIZABLE_OPS & set(ops):
-            raise RecipeError(
-                f"{where}: the graph is a tree ensemble ({', '.join(tree_ops)}) whose thresholds "
-                "and leaf weights are node attributes ONNX Runtime's quantizers leave as they "
-                "are (int8 and fp16 would only rewrite the file around them); compress trees "
-                "with 'truncate_trees' and remove the quantize step"
-            )
+        step.check_graph(ops, f"recipe {recipe.name!r} steps.{i} ('{step.step}')")
 
 
 def run_recipe(
@@ -312,16 +304,23 @@ def run_recipe(
     also_evaluate: dict[str, LabelledData] | None = None,
     baseline: Baseline | None = None,
     result_output: str | None = None,
+    family: str = "tabular",
+    exporter: TorchExport | None = None,
 ) -> CompressionResult:
-    """Apply ``recipe`` to a trained logits ``model`` (or to ONNX bytes: then only ONNX-side
-    steps apply); the baseline is ``model`` as given. ``result_output`` names the ONNX output
-    that holds the result (a converted classifier's probabilities); default: the first."""
+    """Apply ``recipe`` to a trained ``model`` (or to ONNX bytes: then only ONNX-side steps
+    apply); the baseline is ``model`` as given. ``result_output`` names the ONNX output that
+    holds the result (a converted classifier's probabilities); default: the first. ``family``
+    (see ``leanscore.compression.steps.base.FAMILIES``) decides which steps apply;
+    ``exporter`` how a torch model becomes ONNX (default: one float tensor in)."""
     say = progress or (lambda msg: log.info(msg))
     onnx_source = isinstance(model, bytes | bytearray)
     has_labels = evaluation.labels is not None and task == "classification"
-    check_plan(recipe, onnx_source=onnx_source, train=train, task=task, labels=has_labels)
+    check_plan(
+        recipe, onnx_source=onnx_source, train=train, task=task, labels=has_labels, family=family
+    )
     if onnx_source:
         check_graph(recipe, bytes(model))
+    exporter = exporter or tabular_export(task, example_input)
     if baseline is None:
         baseline = measure_baseline(
             model,
@@ -330,32 +329,35 @@ def run_recipe(
             task=task,
             also_evaluate=also_evaluate,
             result_output=result_output,
+            exporter=exporter,
         )
-        say(f"baseline: {_describe(baseline.metrics)}")
+        say(f"baseline: {describe_metrics(baseline.metrics)}")
 
     if onnx_source:
-        state = _State(model=None, original=None, onnx_bytes=bytes(model))
+        state = StepState(model=None, original=None, onnx_bytes=bytes(model))
     else:
-        state = _State(model=copy.deepcopy(model), original=model)
-    ctx = _Context(
-        example_input,
-        train,
-        evaluation,
-        calibration or train,
-        task,
-        say,
-        baseline,
-        also_evaluate,
+        state = StepState(model=copy.deepcopy(model), original=model)
+    ctx = StepContext(
+        example_input=example_input,
+        train=train,
+        evaluation=evaluation,
+        calibration=calibration or train,
+        task=task,
+        say=say,
+        baseline=baseline,
+        also_evaluate=also_evaluate,
+        exporter=exporter,
         recipe=recipe,
         result_output=result_output,
+        family=family,
     )
     steps: list[dict] = []
     for index, step in enumerate(recipe.steps):
         say(f"step {index} {step.step} ...")
-        detail = _APPLY[type(step)](step, state, ctx)
+        detail = step.apply(state, ctx)
         metrics = _measure(state, ctx)
         steps.append({"index": index, "step": step.step, **detail, **metrics})
-        say(f"step {index} {step.step}: {_describe(metrics)}")
+        say(f"step {index} {step.step}: {describe_metrics(metrics)}")
 
     if state.onnx_bytes is None:
         state.onnx_bytes = state.measured
@@ -393,29 +395,9 @@ _METRIC_KEYS = (
 )
 
 
-@dataclass
-class _Context:
-    example_input: torch.Tensor | None
-    train: LabelledData | None
-    evaluation: LabelledData
-    calibration: LabelledData | None
-    task: str
-    say: Callable[[str], None]
-    baseline: Baseline
-    also_evaluate: dict[str, LabelledData] | None
-    recipe: Recipe | None = None
-    result_output: str | None = None
-
-    def epochs(self, label: str, total: int):
-        def report(epoch: int, loss: float) -> None:
-            self.say(f"  {label} epoch {epoch + 1}/{total} loss {loss:.4f}")
-
-        return report
-
-
-def _measure(state: _State, ctx: _Context) -> dict:
+def _measure(state: StepState, ctx: StepContext) -> dict:
     """Export (torch side) and evaluate the model as it stands against the baseline."""
-    onnx_now = state.onnx_bytes or export_onnx(_served(state.model, ctx.task), ctx.example_input)
+    onnx_now = state.onnx_bytes or ctx.exporter.export(state.model, ctx.exporter.opset)
     state.measured = onnx_now
     params = count_params(state.model) if state.model is not None else None
     metrics, outputs = evaluate_onnx(
@@ -457,331 +439,8 @@ def _measure(state: _State, ctx: _Context) -> dict:
     return metrics
 
 
-def _torch_accuracy(model: nn.Module, ctx: _Context) -> dict:
-    """Accuracy of a torch model on the evaluation data and each extra held-out set."""
-    out = {}
-    sets = {"evaluation": ctx.evaluation, **(ctx.also_evaluate or {})}
-    for name, data in sets.items():
-        if data.labels is not None:
-            probs = predict_proba(model, data.features)
-            out[name] = round(float(np.mean(probs.argmax(1) == data.labels)), 5)
-    return out
-
-
-def _apply_distill(step: DistillStep, state: _State, ctx: _Context) -> dict:
-    from leanscore.compression.distill import distill
-    from leanscore.compression.models import shrink
-
-    teacher = state.model
-    torch.manual_seed(step.seed)
-    if step.student_factory:
-        from leanscore.compression.sources import import_factory
-
-        student = import_factory(step.student_factory)(**step.student_kwargs)
-    else:
-        student = shrink(teacher, width=step.width, depth=step.depth)
-    untrained = copy.deepcopy(student)
-    train = ctx.train
-    distill(
-        student,
-        teacher,
-        train.features,
-        train.labels,
-        epochs=step.epochs,
-        temperature=step.temperature,
-        alpha=step.alpha,
-        lr=step.lr,
-        seed=step.seed,
-        progress=ctx.epochs("distill", step.epochs),
-    )
-    detail = {
-        "teacher_params": count_params(teacher),
-        "student_params": count_params(student),
-        "student_fraction_of_teacher": round(count_params(student) / count_params(teacher), 4),
-        "temperature": step.temperature,
-        "alpha": step.alpha,
-        "epochs": step.epochs,
-        "teacher_accuracy": _torch_accuracy(teacher, ctx),
-        "distilled_student_accuracy": _torch_accuracy(student, ctx),
-    }
-    if step.compare_hard_labels and train.labels is not None:
-        ctx.say("  the same student on hard labels alone, for comparison")
-        train_classifier(
-            untrained,
-            train.features,
-            train.labels,
-            epochs=step.epochs,
-            lr=step.lr,
-            seed=step.seed,
-            progress=ctx.epochs("hard-label student", step.epochs),
-        )
-        detail["hard_label_student_accuracy"] = _torch_accuracy(untrained, ctx)
-        detail["distillation_gain_points"] = {
-            name: round(100 * (acc - detail["hard_label_student_accuracy"][name]), 3)
-            for name, acc in detail["distilled_student_accuracy"].items()
-        }
-    state.model = student
-    return detail
-
-
-def _apply_factorize(step: FactorizeStep, state: _State, ctx: _Context) -> dict:
-    from leanscore.compression.distill import distill
-    from leanscore.compression.factorize import factorize_linears, separable_convs
-
-    teacher = copy.deepcopy(state.model)
-    before = {"params": count_params(state.model), "conv_params": conv_params(state.model)}
-    if step.method == "low_rank":
-        layers = factorize_linears(
-            state.model, rank=step.rank, energy=step.energy, skip_last=step.skip_last
-        )
-    else:
-        layers = separable_convs(state.model, min_in_channels=step.min_in_channels)
-    if not any(layer["replaced"] for layer in layers):
-        raise RecipeError(
-            f"factorize ({step.method}) found nothing to replace: no layer gets smaller "
-            f"({layers}); lower 'rank'/'energy' or drop the step"
-        )
-    detail = {
-        "method": step.method,
-        "layers": layers,
-        "params_before": before["params"],
-        "conv_params_before": before["conv_params"],
-        "accuracy_before_distillation": _torch_accuracy(state.model, ctx),
-    }
-    if step.distill_epochs:
-        distill(
-            state.model,
-            teacher,
-            ctx.train.features,
-            ctx.train.labels,
-            epochs=step.distill_epochs,
-            temperature=step.temperature,
-            alpha=step.alpha,
-            lr=step.lr,
-            progress=ctx.epochs("factorize distill", step.distill_epochs),
-        )
-        detail["accuracy_after_distillation"] = _torch_accuracy(state.model, ctx)
-    return detail
-
-
-def _apply_sparsify(step: SparsifyStep, state: _State, ctx: _Context) -> dict:
-    from leanscore.compression.sparsify import l1_finetune, near_zero_fraction
-
-    before = near_zero_fraction(state.model, step.near_zero)
-    l1_finetune(
-        state.model,
-        ctx.train.features,
-        ctx.train.labels,
-        strength=step.strength,
-        epochs=step.epochs,
-        lr=step.lr,
-        zero_below=step.zero_below,
-        progress=ctx.epochs("sparsify", step.epochs),
-    )
-    from leanscore.compression.prune import weight_sparsity
-
-    return {
-        "strength": step.strength,
-        "near_zero_threshold": step.near_zero,
-        "near_zero_fraction_before": round(before, 4),
-        "near_zero_fraction_after": round(near_zero_fraction(state.model, step.near_zero), 4),
-        "weight_sparsity": round(weight_sparsity(state.model), 4),
-    }
-
-
-def _apply_prune(step: PruneStep, state: _State, ctx: _Context) -> dict:
-    from leanscore.compression.prune import MagnitudeMask, structured_prune, weight_sparsity
-
-    before = count_params(state.model)
-    mask = None
-    if step.kind == "structured":
-        structured_prune(state.model, ctx.example_input, ratio=step.ratio)
-        note = STRUCTURED_NOTE
-    else:
-        mask = MagnitudeMask(state.model, sparsity=step.ratio, scope=step.scope)
-        note = UNSTRUCTURED_NOTE
-    if note not in state.notes:
-        state.notes.append(note)
-    if step.finetune_epochs and ctx.train is not None and ctx.train.labels is not None:
-        train_classifier(
-            state.model,
-            ctx.train.features,
-            ctx.train.labels,
-            epochs=step.finetune_epochs,
-            lr=step.lr,
-            after_step=mask.apply if mask else None,
-            progress=ctx.epochs("prune fine-tune", step.finetune_epochs),
-        )
-    return {
-        "kind": step.kind,
-        "ratio": step.ratio,
-        "scope": step.scope if step.kind == "unstructured" else "layer",
-        "params_before": before,
-        "weight_sparsity": round(weight_sparsity(state.model), 4),
-        "effect": note,
-    }
-
-
-def _apply_export(step: ExportStep, state: _State, ctx: _Context) -> dict:
-    served = _served(state.model, ctx.task)
-    state.onnx_bytes = export_onnx(served, ctx.example_input, opset=step.opset)
-    diff = check_parity(
-        served, state.onnx_bytes, ctx.evaluation.features[:512], atol=step.parity_atol
-    )
-    state.model = None
-    return {"opset": step.opset, "parity_max_abs_diff": diff, "parity_atol": step.parity_atol}
-
-
-def quantize_bytes(
-    onnx_bytes: bytes,
-    *,
-    mode: str,
-    per_channel: bool,
-    calibration: np.ndarray | None,
-    method: str = "minmax",
-    percentile: float = 99.999,
-    exclude: list[str] | None = None,
-    exclude_op_types: list[str] | None = None,
-    pre_process: bool = True,
-) -> bytes:
-    from leanscore.compression import quantize as q
-
-    if mode == "dynamic_int8":
-        return q.dynamic_int8(
-            onnx_bytes, per_channel=per_channel, nodes_to_exclude=exclude, pre_process=pre_process
-        )
-    if mode == "static_int8":
-        if calibration is None:
-            raise RecipeError("static_int8 needs calibration rows; give data.calibration or train")
-        return q.static_int8(
-            onnx_bytes,
-            calibration,
-            per_channel=per_channel,
-            method=method,
-            percentile=percentile,
-            nodes_to_exclude=exclude,
-            pre_process=pre_process,
-        )
-    return q.float16(onnx_bytes, nodes_to_exclude=exclude, op_types=exclude_op_types)
-
-
-def _apply_quantize(step: QuantizeStep, state: _State, ctx: _Context) -> dict:
-    from leanscore.compression.quantize import nodes_to_exclude
-
-    excluded = nodes_to_exclude(
-        state.onnx_bytes, names=step.exclude_nodes, op_types=step.exclude_op_types
-    )
-    calibration = None
-    if ctx.calibration is not None:
-        rows = ctx.calibration.features
-        pick = np.random.default_rng(0).permutation(len(rows))[: step.calibration_rows]
-        calibration = rows[np.sort(pick)]
-        if ctx.calibration.batches is None:
-            calibration = np.ascontiguousarray(calibration, dtype=np.float32)
-        else:  # rows the model does not read as they are (texts): the calls scoring makes
-            from leanscore.compression.quantize import FeedsCalibrationReader
-
-            calls = ctx.calibration.batches(calibration, CALIBRATION_CALL_ROWS)
-            calibration = FeedsCalibrationReader([feed for _, feed in calls], rows=len(calibration))
-    options = dict(
-        calibration=calibration,
-        method=step.calibration,
-        percentile=step.percentile,
-        exclude=excluded,
-        exclude_op_types=step.exclude_op_types,
-        pre_process=step.pre_process,
-    )
-    float_bytes = state.onnx_bytes
-    state.onnx_bytes = quantize_bytes(
-        float_bytes, mode=step.mode, per_channel=step.per_channel, **options
-    )
-    detail = {
-        "mode": step.mode,
-        "per_channel": step.per_channel if step.mode != "fp16" else None,
-        "calibration": step.calibration if step.mode == "static_int8" else None,
-        "calibration_rows": None if calibration is None else len(calibration),
-        "excluded_nodes": excluded,
-    }
-    if step.compare:
-        detail["alternatives"] = _quantize_alternatives(step, float_bytes, options, ctx)
-    return detail
-
-
-def _quantize_alternatives(step: QuantizeStep, float_bytes: bytes, options: dict, ctx) -> list:
-    """Every int8 variant (dynamic/static x per-channel/per-tensor) and fp16, measured side by
-    side on the same data, so the report shows why the chosen one was chosen."""
-    variants = [("dynamic_int8", True), ("dynamic_int8", False), ("static_int8", True)]
-    variants += [("static_int8", False), ("fp16", None)]
-    rows = []
-    for mode, per_channel in variants:
-        if mode == "static_int8" and options["calibration"] is None:
-            continue
-        data = quantize_bytes(float_bytes, mode=mode, per_channel=bool(per_channel), **options)
-        m, _ = evaluate_onnx(
-            data,
-            ctx.evaluation.features,
-            ctx.evaluation.labels,
-            ctx.baseline.outputs,
-            task=ctx.task,
-            output=ctx.result_output,
-            batches=ctx.evaluation.batches,
-        )
-        rows.append(
-            {
-                "mode": mode,
-                "per_channel": per_channel,
-                "chosen": mode == step.mode and (per_channel in (None, step.per_channel)),
-                **{k: m[k] for k in ("onnx_bytes", "zipped_bytes", "rows_per_s_1thread")},
-                "accuracy": m["accuracy"],
-                "fidelity": m["fidelity"],
-            }
-        )
-        ctx.say(f"  quantize alternative {mode} per_channel={per_channel}: {_describe(m)}")
-    return rows
-
-
-def _apply_truncate_trees(step: TruncateTreesStep, state: _State, ctx: _Context) -> dict:
-    from leanscore.compression.tree_step import truncate_within_budget
-    from leanscore.compression.trees import TreeEnsembleError
-
-    budget = ctx.recipe
-    try:
-        state.onnx_bytes, detail = truncate_within_budget(
-            state.onnx_bytes,
-            ctx.evaluation,
-            ctx.baseline.outputs,
-            stages=step.stages,
-            min_stages=step.min_stages,
-            stride=step.stride,
-            max_accuracy_drop=None if budget is None else budget.max_accuracy_drop,
-            min_fidelity=None if budget is None else budget.min_fidelity,
-            task=ctx.task,
-            output=ctx.result_output,
-            say=ctx.say,
-        )
-    except TreeEnsembleError as err:
-        raise RecipeError(f"truncate_trees: {err}") from None
-    return detail
-
-
-_APPLY = {
-    DistillStep: _apply_distill,
-    FactorizeStep: _apply_factorize,
-    SparsifyStep: _apply_sparsify,
-    PruneStep: _apply_prune,
-    ExportStep: _apply_export,
-    QuantizeStep: _apply_quantize,
-    TruncateTreesStep: _apply_truncate_trees,
-}
-# the steps that work on an ONNX graph, by name, for the errors that list them
-ONNX_STEPS = tuple(
-    sorted(get_args(s.model_fields["step"].annotation)[0] for s in _APPLY if s.side == "onnx")
-)
-
-
 def _fidelity_value(metrics: dict, task: str) -> float | None:
-    fid = metrics.get("fidelity") or {}
-    return fid.get("cosine_mean") if task == "embedding" else fid.get("agreement")
+    return headline_fidelity(metrics.get("fidelity") or {}, task)
 
 
 def _gate(recipe: Recipe, baseline: dict, final: dict, task: str, evaluation) -> dict:
@@ -795,6 +454,9 @@ def _gate(recipe: Recipe, baseline: dict, final: dict, task: str, evaluation) ->
         "accuracy_drop_points": None,
         "fidelity": _fidelity_value(final, task),
     }
+    if task == "embedding":
+        gate["min_cosine_p1"] = recipe.min_cosine_p1
+        gate["cosine_p1"] = (final.get("fidelity") or {}).get("cosine_p1")
     problems = []
     if baseline.get("accuracy") is not None and final.get("accuracy") is not None:
         drop = 100.0 * (baseline["accuracy"] - final["accuracy"])
@@ -817,14 +479,19 @@ def _gate(recipe: Recipe, baseline: dict, final: dict, task: str, evaluation) ->
             f"keeps {what} {gate['fidelity']:.4f}, under its budget "
             f"min_fidelity={recipe.min_fidelity}"
         )
+    if recipe.min_cosine_p1 is not None and gate["cosine_p1"] < recipe.min_cosine_p1:
+        problems.append(
+            f"keeps 1st-percentile cosine {gate['cosine_p1']:.4f}, under its budget "
+            f"min_cosine_p1={recipe.min_cosine_p1}"
+        )
     gate["passed"] = not problems
     if problems:
         gate["message"] = (
             f"recipe {recipe.name!r} " + " and ".join(problems) + f" on {gate['rows']} held-out "
             f"rows ({n} distinct examples); no artifact was written. "
             + (f"{gate['uncertainty']} " if gate.get("uncertainty") else "")
-            + f"Final model: {_describe(final)}; baseline: {_describe(baseline)}. Compress "
-            "less, fine-tune longer, or raise the budget."
+            + f"Final model: {describe_metrics(final)}; baseline: "
+            f"{describe_metrics(baseline)}. Compress less, fine-tune longer, or raise the budget."
         )
     return gate
 
@@ -846,17 +513,3 @@ def uncertainty_text(
         where = "within" if budget_points <= half else "beyond"
         text += f"; a {budget_points:g}-point drop is {where} that noise"
     return text + "."
-
-
-def _describe(m: dict) -> str:
-    acc = "n/a" if m.get("accuracy") is None else f"{100 * m['accuracy']:.2f}%"
-    if m.get("accuracy_interval"):
-        low, high = m["accuracy_interval"]
-        acc += f" [{100 * low:.1f}, {100 * high:.1f}]"
-    fid = m.get("fidelity") or {}
-    agree = fid.get("agreement", fid.get("cosine_mean"))
-    agree_text = "" if agree is None else f" fidelity={agree:.4f}"
-    return (
-        f"params={m['params']:,} bytes={m['onnx_bytes']:,} zipped={m['zipped_bytes']:,} "
-        f"rows/s(1 thread)={m['rows_per_s_1thread']:,.0f} accuracy={acc}{agree_text}"
-    )

@@ -124,10 +124,14 @@ class MlflowModel(_Spec):
     )
 
 
-class HuggingFaceClassifier(_Spec):
-    """A local Hugging Face sequence classifier folder (``save_pretrained``: config.json, the
-    weights, tokenizer.json), exported to ONNX with its softmax; ONNX-side steps apply, and
-    the data are texts (a table's ``text_column``). See ``leanscore.compression.hf_classifier``."""
+class HuggingFaceModel(_Spec):
+    """A local Hugging Face BERT-family model folder (``save_pretrained``: config.json, the
+    weights, tokenizer.json); the data are texts (a table's ``text_column``). The compress
+    config's ``task`` says what it is: ``classification``, a sequence classifier exported to
+    ONNX with its softmax before the recipe (ONNX-side steps apply;
+    ``leanscore.compression.hf_classifier``), or ``embedding``, an encoder with mean pooling
+    that the recipe gets as a torch module (text steps, export, quantize;
+    ``leanscore.compression.hf_encoder``)."""
 
     kind: Literal["huggingface"]
     path: str
@@ -137,7 +141,7 @@ class HuggingFaceClassifier(_Spec):
 
 
 ModelSource = Annotated[
-    BuiltinModel | TorchModel | OnnxModel | MlflowModel | HuggingFaceClassifier,
+    BuiltinModel | TorchModel | OnnxModel | MlflowModel | HuggingFaceModel,
     Field(discriminator="kind"),
 ]
 
@@ -210,13 +214,15 @@ def load_data(
 
 
 def load_model(
-    spec: BuiltinModel | TorchModel | OnnxModel | MlflowModel | HuggingFaceClassifier,
+    spec: BuiltinModel | TorchModel | OnnxModel | MlflowModel | HuggingFaceModel,
     *,
     base_dir: Path,
     train: LabelledData | None,
     progress: Callable[[str], None] = lambda msg: None,
+    task: str = "classification",
 ) -> tuple[nn.Module | bytes, torch.Tensor | None, dict]:
-    """Return (model or ONNX bytes, an example input batch, the source's description)."""
+    """Return (model or ONNX bytes, an example input batch, the source's description);
+    ``task`` tells a Hugging Face classifier from an encoder."""
     if isinstance(spec, OnnxModel):
         path = _resolve(spec.path, base_dir)
         if not path.is_file():
@@ -231,7 +237,14 @@ def load_model(
         return data, None, {"kind": "onnx", "path": str(path)}
     if isinstance(spec, TorchModel):
         return _load_torch(spec, base_dir)
-    if isinstance(spec, HuggingFaceClassifier):
+    if isinstance(spec, HuggingFaceModel) and task == "embedding":
+        from leanscore.compression.hf_encoder import load_source
+
+        encoder, info = load_source(
+            _resolve(spec.path, base_dir), max_length=spec.max_length, progress=progress
+        )
+        return encoder, None, info
+    if isinstance(spec, HuggingFaceModel):
         from leanscore.compression.hf_classifier import export_source
 
         texts = None
@@ -406,11 +419,17 @@ def _train_builtin(spec: BuiltinModel, train: LabelledData | None, progress):
     return model, example, {"kind": spec.kind, **spec.model_dump(exclude={"kind"})}
 
 
-def text_inputs(spec, *, base_dir: Path):
-    """For a model that reads texts: its tokenizer, class names and how texts become calls
-    (``leanscore.compression.hf_classifier.TextClassifierInputs``); None for every other."""
-    if not isinstance(spec, HuggingFaceClassifier):
+def text_inputs(spec, *, base_dir: Path, task: str = "classification"):
+    """For a model that reads texts: its tokenizer, class names, how texts become calls and
+    how it exports (``hf_classifier.TextClassifierInputs``, ``hf_encoder.TextEmbeddingInputs``);
+    None for every other."""
+    if not isinstance(spec, HuggingFaceModel):
         return None
+    path = _resolve(spec.path, base_dir)
+    if task == "embedding":
+        from leanscore.compression.hf_encoder import TextEmbeddingInputs
+
+        return TextEmbeddingInputs.of(path, max_length=spec.max_length)
     from leanscore.compression.hf_classifier import TextClassifierInputs
 
-    return TextClassifierInputs.of(_resolve(spec.path, base_dir), max_length=spec.max_length)
+    return TextClassifierInputs.of(path, max_length=spec.max_length)

@@ -1,4 +1,5 @@
-"""all-MiniLM-L6-v2 from its offline package: load, wrap with pooling, export to ONNX.
+"""A BERT-family sentence encoder (all-MiniLM-L6-v2 from its offline package, or any local
+Hugging Face encoder folder): load, wrap with pooling, export to ONNX, embed.
 
 The served graph takes ``input_ids`` and ``attention_mask`` (int64, batch x sequence, both axes
 dynamic) and returns ``embedding`` (batch x 384): mean pooling over real tokens and L2
@@ -9,12 +10,14 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import torch
+from leanscore.compression.export import TorchExport
 from torch import nn
 
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -146,3 +149,71 @@ def torch_embed(
             ids, mask = tokenize(tokenizer, [texts[j] for j in idx], max_length=max_length)
             out[idx] = encoder(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
     return out
+
+
+def encoder_export(tokenizer_bytes: bytes, max_length: int) -> TorchExport:
+    """How the recipe engine exports a sentence encoder (token ids and mask in, the pooled,
+    normalised embedding out; opset 17, as measured) and checks the export: on the first 16
+    evaluation texts, padded together. It also carries the tokenizer the text steps read
+    their calibration and training texts with."""
+    from leanscore.compression.text_inputs import tokenizer_from_bytes
+
+    tokenizer = tokenizer_from_bytes(tokenizer_bytes, max_length)
+
+    def parity_feeds(data) -> dict[str, np.ndarray]:
+        texts = [str(t) for t in data.features[:16]]
+        ids, mask = tokenize(tokenizer, texts, max_length=max_length)
+        return {"input_ids": ids, "attention_mask": mask}
+
+    return TorchExport(
+        export=lambda model, opset: export_text_onnx(model, opset=opset),
+        served=lambda model: model,
+        parity_feeds=parity_feeds,
+        parity_what="texts",
+        opset=DEFAULT_OPSET,
+        tokenizer=tokenizer,
+        max_length=max_length,
+    )
+
+
+# The session options the text UDF uses (udfs/text.py DEFAULT_DISABLED_OPTIMIZERS: ONNX Runtime's
+# SkipLayerNormalization kernel is slower on one thread than the Add + LayerNormalization it
+# fuses), so speeds measured here are the ones the executors see.
+DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
+
+def onnx_embed(
+    onnx_bytes: bytes,
+    tokenizer,
+    texts: list[str],
+    *,
+    max_length: int,
+    batch_size: int = 32,
+    disabled_optimizers: tuple[str, ...] = DISABLED_OPTIMIZERS,
+) -> tuple[np.ndarray, float]:
+    """(embeddings in text order, sentences/s on one thread with length-sorted batches): a
+    reference to check scoring against."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    if disabled_optimizers:
+        options.add_session_config_entry(
+            "optimization.disable_specified_optimizers", ",".join(disabled_optimizers)
+        )
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    tokenizer.enable_truncation(max_length)
+    lengths = [len(e.ids) for e in tokenizer.encode_batch(texts)]
+    order = np.argsort(lengths, kind="stable")
+    out: np.ndarray | None = None
+    start = time.perf_counter()
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        ids, mask = tokenize(tokenizer, [texts[j] for j in idx], max_length=max_length)
+        result = session.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+        if out is None:
+            out = np.empty((len(texts), result.shape[1]), dtype=np.float32)
+        out[idx] = result
+    return out, len(texts) / (time.perf_counter() - start)

@@ -25,6 +25,11 @@ def _layers(encoder: SentenceEncoder) -> nn.ModuleList:
     return encoder.bert.encoder.layer
 
 
+def layer_count(encoder: SentenceEncoder) -> int:
+    """How many transformer layers ``encoder`` runs."""
+    return len(_layers(encoder))
+
+
 def drop_layers(encoder: SentenceEncoder, *, keep: list[int]) -> SentenceEncoder:
     """A copy of ``encoder`` that runs only the layers in ``keep`` (in that order)."""
     count = len(_layers(encoder))

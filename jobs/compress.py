@@ -115,6 +115,15 @@ class CompressConfig(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _text_models_classify_or_embed(self) -> CompressConfig:
+        if self.model.kind == "huggingface" and self.task == "regression":
+            raise ValueError(
+                "task: a Hugging Face model (model.kind: huggingface) is a sequence classifier "
+                "(task: classification) or a sentence encoder (task: embedding), not 'regression'"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _images_need_an_image_spec(self) -> CompressConfig:
         data = self.data
         specs = {"train": data.train, "calibration": data.calibration}
@@ -179,10 +188,11 @@ def run_compress(
     calibration = load_data(data.calibration, **read) if data.calibration else None
     also = {k: load_data(v, **read) for k, v in data.also_evaluate.items()}
     model, example, source = load_model(
-        config.model, base_dir=config_dir, train=train, progress=say
+        config.model, base_dir=config_dir, train=train, progress=say, task=config.task
     )
     scoring: dict = {}  # manifest fields the family needs: family, result_output, extra_files
-    text = text_inputs(config.model, base_dir=config_dir)  # None unless the model reads text
+    # None unless the model reads text
+    text = text_inputs(config.model, base_dir=config_dir, task=config.task)
     if text is not None:
         train, evaluation, calibration = (
             None if d is None else text.attach(d, name=n)
@@ -212,6 +222,8 @@ def run_compress(
         task=config.task,
         also_evaluate=also or None,
         progress=say,
+        recipe_family=_recipe_family(config, text, io),
+        exporter=text.exporter() if text is not None else None,
     )
     if text is not None:
         features = text.features(getattr(data.evaluation, "text_column", None) or "text")
@@ -246,10 +258,27 @@ def run_compress(
     )
 
 
+def _recipe_family(config: CompressConfig, text, io) -> str:
+    """The family the recipe's steps are checked against (``compression.steps.base``)."""
+    if text is not None:
+        return text.recipe_family
+    if io is not None:
+        return AS_GIVEN_FAMILY
+    return "image" if config.image is not None else "tabular"
+
+
 def accuracy_line(metrics: dict, evaluation) -> str:
     """The held-out accuracy with its 95% interval next to chance (the share of the most
-    frequent class, what always guessing it scores)."""
+    frequent class, what always guessing it scores); for embeddings, the cosine to the model
+    as given."""
     gate, final = metrics["gate"], metrics["final"]
+    if "cosine_p1" in gate:
+        fid = final.get("fidelity") or {}
+        return (
+            f"held-out fidelity on {gate['rows']:,} texts: mean cosine to the model as given "
+            f"{fid['cosine_mean']:.5f} (budget {gate['min_fidelity']}), 1st percentile "
+            f"{fid['cosine_p1']:.5f} (budget {gate['min_cosine_p1']}), min {fid['cosine_min']:.5f}"
+        )
     if final.get("accuracy") is None or gate.get("accuracy_interval") is None:
         return "held-out accuracy: n/a (no labels)"
     import numpy as np

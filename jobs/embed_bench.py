@@ -3,13 +3,14 @@
     leanscore bench --config conf/bench-embed.yaml --out bench-output/embed
 
 The bench config says ``kind: embedding``; ``leanscore bench`` sends it here. ``prepare``
-writes the docstring table (Delta) and builds each recipe's artifact with the text pipeline
-(``text_compress``), gated on fidelity: a recipe over its budget is reported with
-its numbers and not measured. Artifacts and rejections are kept in ``workdir`` and reused while
-their recipe and data are unchanged. ``measure`` then embeds the same table (cached,
-``partitions`` slices) with every variant into Spark's noop sink: a warm-up on every worker
-first, then ``repeats`` interleaved rounds (``slow_repeats`` for the PyTorch and no-sort
-variants), each variant's median reported; one more untimed pass per variant collects
+writes the docstring table (Delta) and builds each recipe's artifact with the recipe engine
+(``leanscore.compression.recipe``, the one ``leanscore compress`` runs: MiniLM is a Hugging
+Face encoder, task embedding), gated on the mean cosine to the model as given: a recipe over its
+budget is reported with its numbers and not measured. Artifacts and rejections are kept in
+``workdir`` and reused while their recipe and data are unchanged. ``measure`` then embeds the
+same table (cached, ``partitions`` slices) with every variant into Spark's noop sink: a warm-up
+on every worker first, then ``repeats`` interleaved rounds (``slow_repeats`` for the PyTorch
+and no-sort variants), each variant's median reported; one more untimed pass per variant collects
 embeddings for fidelity against the fp32 ONNX model, on sentences no recipe used, from two text
 domains (``embed_fidelity``). The PyTorch model runs in
 ``pyspark.ml.functions.predict_batch_udf`` the way its documentation shows (tokenize each
@@ -154,8 +155,14 @@ def held_out_domains(config: BenchEmbedConfig) -> dict[str, list[str]]:
 
 
 def _build_key(recipe: dict, config: BenchEmbedConfig) -> str:
-    """What an artifact was built from: recipe and data sizes. A change rebuilds it."""
-    basis = {"recipe": recipe, "eval_rows": config.eval_rows, "train_rows": config.train_rows}
+    """What an artifact was built from: recipe, data sizes and token length. A change
+    rebuilds it."""
+    basis = {
+        "recipe": recipe,
+        "eval_rows": config.eval_rows,
+        "train_rows": config.train_rows,
+        "max_length": config.max_length,
+    }
     return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -178,23 +185,17 @@ def _ensure_table(spark, config: BenchEmbedConfig, table: Path) -> int:
 def prepare(spark, config: BenchEmbedConfig, *, config_dir: Path) -> tuple[dict, list[dict]]:
     """Write the table and every recipe's artifact: ({name: path}, [rejected recipes])."""
     from leanscore.compression.artifact import Artifact
-    from leanscore.compression.text_build import write_text_artifact
-    from leanscore.compression.text_compress import TextGateError, TextRecipe, compress_text
+    from leanscore.compression.recipe import Recipe
     from leanscore.jobs.bench import resolve_path
     from leanscore.jobs.config import load_config
 
     paths = _workdir(config)
     version = _ensure_table(spark, config, paths["table"])
-    eval_texts, train_texts = _split_sentences(config)
     built: dict[str, str] = {}
     rejected: list[dict] = []
+    engine = None  # the encoder, its data and its baseline, made when a recipe needs building
     for index, recipe_file in enumerate(config.recipes):
-        recipe = load_config(TextRecipe, resolve_path(recipe_file, config_dir))
-        if recipe.max_length < config.max_length:
-            raise ValueError(
-                f"recipe {recipe.name!r} builds for max_length={recipe.max_length} but the "
-                f"bench embeds with max_length={config.max_length}; make them agree"
-            )
+        recipe = load_config(Recipe, resolve_path(recipe_file, config_dir))
         key = _build_key(recipe.model_dump(), config)
         target = paths["artifacts"] / recipe.name
         rejection = paths["rejected"] / f"{recipe.name}.json"
@@ -209,21 +210,29 @@ def prepare(spark, config: BenchEmbedConfig, *, config_dir: Path) -> tuple[dict,
                 rejected.append(record)
                 log.info("%s", record["message"])
                 continue
+        engine = engine or _MiniLMEngine.start(config)
         log.info("compress %s (%s)", recipe.name, recipe_file)
+        data = {
+            "build_key": key,
+            "scored_table": {
+                "path": str(paths["table"]),
+                "format": "delta",
+                "delta_version": version,
+            },
+        }
         try:
-            onnx_bytes, metrics = compress_text(
-                recipe, train_texts=train_texts, eval_texts=eval_texts, progress=log.info
-            )
-        except TextGateError as err:  # over budget: reported with its numbers, not measured
+            engine.build(recipe, target, data=data)
+        except engine.gate_error as err:  # over budget: reported with its numbers, not measured
             if index == 0:
                 raise ValueError(f"the baseline recipe must pass its gate: {err}") from err
+            final = err.metrics.get("final") or {}
             record = {
                 "name": recipe.name,
                 "recipe": recipe_file,
                 "build_key": key,
                 "message": str(err),
-                "fidelity": err.metrics.get("fidelity"),
-                "final": err.metrics.get("final"),
+                "fidelity": final.get("fidelity"),
+                "final": final,
             }
             rejection.parent.mkdir(parents=True, exist_ok=True)
             rejection.write_text(json.dumps(record, indent=2) + "\n")
@@ -231,26 +240,89 @@ def prepare(spark, config: BenchEmbedConfig, *, config_dir: Path) -> tuple[dict,
             log.warning("REJECTED %s", err)
             continue
         rejection.unlink(missing_ok=True)
-        write_text_artifact(
-            onnx_bytes,
-            target,
-            name=recipe.name,
-            max_length=recipe.max_length,
-            recipe=recipe.model_dump(),
-            metrics=metrics,
-            data={
-                "build_key": key,
-                "evaluation": {"sentences": len(eval_texts), "source": "stdlib docstrings"},
-                "train": {"sentences": len(train_texts), "source": "stdlib docstrings"},
-                "scored_table": {
-                    "path": str(paths["table"]),
-                    "format": "delta",
-                    "delta_version": version,
-                },
-            },
-        )
         built[recipe.name] = str(target)
     return built, rejected
+
+
+@dataclass
+class _MiniLMEngine:
+    """MiniLM through the recipe engine, as ``leanscore compress`` runs a Hugging Face encoder
+    with task embedding: the held-out and training sentences tokenized as scoring does, the
+    baseline measured once for every recipe."""
+
+    config: BenchEmbedConfig
+    encoder: object
+    inputs: object
+    evaluation: object
+    train: object
+    baseline: object
+    gate_error: type
+
+    @classmethod
+    def start(cls, config: BenchEmbedConfig) -> _MiniLMEngine:
+        from leanscore.compression.data import LabelledData
+        from leanscore.compression.hf_encoder import TextEmbeddingInputs, load_source
+        from leanscore.compression.recipe import AccuracyGateError, measure_baseline
+        from leanscore.compression.text_model import minilm_dir
+
+        encoder, _ = load_source(minilm_dir(), max_length=config.max_length)
+        inputs = TextEmbeddingInputs.of(minilm_dir(), max_length=config.max_length)
+        eval_texts, train_texts = _split_sentences(config)
+
+        def sentences(texts: list[str], name: str):
+            rows = LabelledData(
+                np.array(texts, dtype=object),
+                None,
+                {"sentences": len(texts), "source": "stdlib docstrings"},
+            )
+            return inputs.attach(rows, name=name)
+
+        evaluation = sentences(eval_texts, "evaluation")
+        log.info("baseline: MiniLM as given, on %d held-out sentences", len(eval_texts))
+        baseline = measure_baseline(
+            encoder,
+            example_input=None,
+            evaluation=evaluation,
+            task="embedding",
+            exporter=inputs.exporter(),
+        )
+        return cls(
+            config,
+            encoder,
+            inputs,
+            evaluation,
+            sentences(train_texts, "train"),
+            baseline,
+            AccuracyGateError,
+        )
+
+    def build(self, recipe, target: Path, *, data: dict) -> None:
+        """Run ``recipe`` and write its artifact to ``target``; the gate error over budget."""
+        from leanscore.compression.build import data_lineage, write_result
+        from leanscore.compression.recipe import run_recipe
+
+        result = run_recipe(
+            recipe,
+            self.encoder,
+            train=self.train,
+            evaluation=self.evaluation,
+            task="embedding",
+            family=self.inputs.recipe_family,
+            exporter=self.inputs.exporter(),
+            baseline=self.baseline,
+            progress=log.info,
+        )
+        lineage = data_lineage(train=self.train, evaluation=self.evaluation)
+        write_result(
+            result,
+            target,
+            name=recipe.name,
+            features=self.inputs.features("text"),
+            task="embedding",
+            data={**lineage, **data},
+            extra_files=self.inputs.files(),
+            family=self.inputs.family,
+        )
 
 
 def _torch_predict_fn(max_length: int):
@@ -363,7 +435,7 @@ def _variants(
                 "sha256": artifact.sha256,
                 "sort_by_length": sort,
                 "gate": metrics.get("gate"),
-                "held_out_fidelity": metrics.get("fidelity"),
+                "held_out_fidelity": (metrics.get("final") or {}).get("fidelity"),
                 "ort_1thread": metrics.get("final"),
             },
         )

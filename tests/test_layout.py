@@ -20,8 +20,10 @@ PACKAGES = {
 def modules() -> dict[str, Path]:
     found = {}
     for folder, namespace in PACKAGES.items():
-        for path in (ROOT / folder).glob("*.py"):
-            found[namespace if path.stem == "__init__" else f"{namespace}.{path.stem}"] = path
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            parts = parts[:-1] if parts[-1] == "__init__" else parts
+            found[".".join((namespace, *parts))] = path
     return found
 
 

@@ -95,8 +95,7 @@ def test_artifact_records_and_verifies_the_tokenizer(text_artifact):
 
 def test_length_ordering_gives_same_embeddings_in_row_order(spark, text_artifact, sentences):
     """Sorted and unsorted sub-batches, Arrow and pandas UDFs: the same rows, in order."""
-    from leanscore.compression.text_compress import onnx_embed
-    from leanscore.compression.text_model import load_tokenizer
+    from leanscore.compression.text_model import load_tokenizer, onnx_embed
     from leanscore.udfs.text import embed_dataframe
 
     df = _frame(spark, sentences)
@@ -245,35 +244,63 @@ def test_embedding_job_writes_expected_schema_and_replaces_the_date(
 
 
 def test_fidelity_metrics_and_the_gate(minilm, sentences):
-    from leanscore.compression.text_compress import TextGateError, TextRecipe, _gate
+    """The embedding gate is the recipe engine's: mean cosine against min_fidelity and, when
+    the recipe states it, the 1st-percentile cosine against min_cosine_p1."""
+    from leanscore.compression.data import LabelledData
+    from leanscore.compression.evaluate import fidelity
+    from leanscore.compression.recipe import AccuracyGateError, Recipe, _gate
     from leanscore.compression.text_fidelity import embedding_fidelity
 
     rng = np.random.default_rng(0)
     ref = rng.normal(size=(30, 16)).astype(np.float32)
     same = embedding_fidelity(ref, ref)
     assert same["cosine_mean"] == pytest.approx(1.0) and same["top10_overlap"] == 1.0
-    noisy = embedding_fidelity(ref, ref + rng.normal(scale=0.5, size=ref.shape))
+    noisy_rows = ref + rng.normal(scale=0.5, size=ref.shape)
+    noisy = embedding_fidelity(ref, noisy_rows)
     assert noisy["cosine_min"] < noisy["cosine_mean"] < 1.0 and noisy["top10_overlap"] < 1.0
-    recipe = TextRecipe(name="strict", min_fidelity=0.999, min_cosine_p1=0.99)
-    gate = _gate(recipe, noisy)
-    assert not gate["passed"] and "mean cosine" in gate["message"]
-    assert issubclass(TextGateError, RuntimeError)
+
+    sizes = {"params": 1, "onnx_bytes": 1, "zipped_bytes": 1, "rows_per_s_1thread": 1.0}
+    final = {**sizes, "accuracy": None, "fidelity": fidelity(noisy_rows, ref, task="embedding")}
+    baseline = {**sizes, "accuracy": None, "distinct_examples": 30}
+    held_out = LabelledData(np.array([f"text {i}" for i in range(30)], dtype=object), None)
+    mean, p1 = final["fidelity"]["cosine_mean"], final["fidelity"]["cosine_p1"]
+    assert p1 < mean < 0.999
+
+    def gate(**budget):
+        recipe = Recipe(name="strict", steps=[{"step": "export"}], **budget)
+        return _gate(recipe, baseline, dict(final), "embedding", held_out)
+
+    strict = gate(min_fidelity=0.999, min_cosine_p1=0.99)
+    assert not strict["passed"]
+    assert "keeps mean cosine" in strict["message"] and "min_fidelity=0.999" in strict["message"]
+    assert "1st-percentile cosine" in strict["message"]
+    assert "min_cosine_p1=0.99" in strict["message"]
+    only_p1 = gate(min_fidelity=round(mean - 0.01, 4), min_cosine_p1=round(p1 + 0.01, 4))
+    assert not only_p1["passed"] and "keeps mean cosine" not in only_p1["message"]
+    assert "1st-percentile cosine" in only_p1["message"]
+    within = gate(min_fidelity=round(mean - 0.01, 4), min_cosine_p1=round(p1 - 0.01, 4))
+    assert within["passed"] and within["cosine_p1"] == p1
+    assert issubclass(AccuracyGateError, RuntimeError)
 
 
 def test_text_sessions_leave_out_the_slow_fusion_and_recipes_keep_step_order():
-    from leanscore.compression.text_compress import TextRecipe
+    from leanscore.compression.recipe import Recipe
     from leanscore.udfs.text import TextSessionConfig
 
     options = TextSessionConfig().session_options()
     key = "optimization.disable_specified_optimizers"
     assert options.get_session_config_entry(key) == "SkipLayerNormFusion"
     assert options.intra_op_num_threads == 1
-    with pytest.raises(ValueError, match="torch-side steps"):
-        TextRecipe.model_validate(
+    with pytest.raises(ValueError, match="'prune_ffn' works on the PyTorch model and must come"):
+        Recipe.model_validate(
             {
                 "name": "late",
                 "min_fidelity": 0.9,
-                "steps": [{"step": "dynamic_int8"}, {"step": "prune_ffn", "keep_ratio": 0.5}],
+                "steps": [
+                    {"step": "export"},
+                    {"step": "quantize", "mode": "dynamic_int8"},
+                    {"step": "prune_ffn", "keep_ratio": 0.5},
+                ],
             }
         )
 
@@ -290,9 +317,9 @@ def test_shipped_embedding_bench_config_is_valid_and_dispatched(tmp_path):
     assert is_embedding_config(read_yaml(path))
     assert not is_embedding_config(read_yaml(conf / "bench.yaml"))
     config = load_config(BenchEmbedConfig, path)
-    from leanscore.compression.text_compress import TextRecipe
+    from leanscore.compression.recipe import Recipe
 
-    names = [load_config(TextRecipe, resolve_path(r, conf)).name for r in config.recipes]
+    names = [load_config(Recipe, resolve_path(r, conf)).name for r in config.recipes]
     assert names[0] == "minilm-fp32" and len(names) >= 2
     bad = tmp_path / "bench.yaml"
     bad.write_text("kind: embedding\nrecipes: [x.yaml]\nrepeat: 3\n")
@@ -342,7 +369,7 @@ def test_leanscore_bench_runs_the_embedding_bench(spark, minilm, tmp_path):
     assert int8["gate"]["passed"] and report["targets"]["variant"] == "minilm-dynamic-int8"
     # the pruned recipe is over its budget on this data: reported with its numbers, not timed
     (pruned,) = report["rejected"]
-    assert pruned["name"] == "minilm-ffn75-int8" and "rejected: mean cosine" in pruned["message"]
+    assert pruned["name"] == "minilm-ffn75-int8" and "keeps mean cosine" in pruned["message"]
     bound = report["bound"]
     assert bound["no_model"]["sentences_per_s"] > 0
     assert bound["ort_alone_1thread"]["x_vs_fp32_onnx"]["minilm-fp32"] == 1.0
@@ -400,73 +427,98 @@ def test_structural_steps_pin_their_bad_arguments(minilm):
         ffn_grams(teacher, tokenizer, [])
 
 
+def _run_minilm_recipe(recipe: dict, sentences: list[str], *, train_rows: int):
+    """``recipe`` on MiniLM through the recipe engine, as ``leanscore compress`` runs a Hugging
+    Face encoder with task embedding: the first ``train_rows`` sentences train and calibrate,
+    the rest gate."""
+    from leanscore.compression.data import LabelledData
+    from leanscore.compression.hf_encoder import TextEmbeddingInputs, load_source
+    from leanscore.compression.recipe import Recipe, run_recipe
+    from leanscore.compression.text_model import minilm_dir
+
+    encoder, _ = load_source(minilm_dir(), max_length=MAX_LENGTH)
+    inputs = TextEmbeddingInputs.of(minilm_dir(), max_length=MAX_LENGTH)
+
+    def rows(texts: list[str], name: str) -> LabelledData:
+        return inputs.attach(LabelledData(np.array(texts, dtype=object), None), name=name)
+
+    return run_recipe(
+        Recipe.model_validate(recipe),
+        encoder,
+        train=rows(sentences[:train_rows], "train"),
+        evaluation=rows(sentences[train_rows:], "evaluation"),
+        task="embedding",
+        family="text_embedding",
+        exporter=inputs.exporter(),
+    )
+
+
+EXPORT_TEXT = {"step": "export", "opset": 17}
+
+
 @pytest.mark.slow
 def test_a_pruning_recipe_over_its_budget_is_rejected_with_its_numbers(sentences):
-    from leanscore.compression.text_compress import TextGateError, TextRecipe, compress_text
+    from leanscore.compression.recipe import AccuracyGateError
 
-    recipe = TextRecipe.model_validate(
-        {
-            "name": "ffn-half",
-            "min_fidelity": 0.99,
-            "max_length": MAX_LENGTH,
-            "steps": [
-                {"step": "prune_ffn", "keep_ratio": 0.5, "calibration_rows": 20},
-                {"step": "dynamic_int8"},
-            ],
-        }
-    )
-    rejected = r"recipe 'ffn-half' rejected: mean cosine 0\.\d+ < min_fidelity=0.99"
-    with pytest.raises(TextGateError, match=rejected) as err:
-        compress_text(recipe, train_texts=sentences[:20], eval_texts=sentences[20:])
+    recipe = {
+        "name": "ffn-half",
+        "min_fidelity": 0.99,
+        "steps": [
+            {"step": "prune_ffn", "keep_ratio": 0.5, "calibration_rows": 20},
+            EXPORT_TEXT,
+            {"step": "quantize", "mode": "dynamic_int8", "pre_process": False},
+        ],
+    }
+    rejected = r"recipe 'ffn-half' keeps mean cosine 0\.\d+, under its budget min_fidelity=0.99"
+    with pytest.raises(AccuracyGateError, match=rejected) as err:
+        _run_minilm_recipe(recipe, sentences, train_rows=20)
     metrics = err.value.metrics
-    prune, quant = metrics["steps"]
-    assert prune["calibration_rows"] == 20 and quant["step"] == "dynamic_int8"
+    prune, export, quant = metrics["steps"]
+    assert prune["calibration_rows"] == 20 and quant["step"] == "quantize"
+    assert prune["intermediate_size"] == 768
     assert quant["onnx_bytes"] < prune["onnx_bytes"] < metrics["baseline"]["onnx_bytes"]
-    assert metrics["fidelity"]["cosine_mean"] < 0.99 and not metrics["gate"]["passed"]
+    assert metrics["final"]["fidelity"]["cosine_mean"] < 0.99 and not metrics["gate"]["passed"]
 
 
 @pytest.mark.slow
 def test_drop_distill_and_static_int8_with_the_sensitivity_sweep(sentences):
-    """The rest of the recipe machinery on real text: drop layers, distil the student from the
-    fp32 model, static QDQ int8 calibrated on training sentences, leaving in float the MatMul
+    """The rest of the text steps on real text: drop layers, distil the student from the fp32
+    model, static QDQ int8 calibrated on training sentences, leaving in float the MatMul
     whose quantization costs most cosine."""
     import onnx
-    from leanscore.compression.text_compress import TextRecipe, compress_text
 
-    recipe = TextRecipe.model_validate(
-        {
-            "name": "two-layers",
-            "min_fidelity": 0.05,
-            "max_length": MAX_LENGTH,
-            "steps": [
-                {"step": "drop_layers", "keep": [0, 5]},
-                {"step": "distill", "epochs": 1, "lr": 1e-4, "batch_size": 8},
-                {
-                    "step": "static_int8",
-                    "calibration_rows": 8,
-                    "exclude_most_sensitive": 1,
-                },
-            ],
-        }
-    )
-    onnx_bytes, metrics = compress_text(
-        recipe, train_texts=sentences[:24], eval_texts=sentences[24:]
-    )
-    drop, distill, quant = metrics["steps"]
-    assert drop["step"] == "drop_layers" and distill["step"] == "distill"
-    assert metrics["final"]["layers"] == 2 and metrics["baseline"]["layers"] == 6
+    recipe = {
+        "name": "two-layers",
+        "min_fidelity": 0.05,
+        "steps": [
+            {"step": "drop_layers", "keep": [0, 5]},
+            {"step": "distill_embeddings", "epochs": 1, "lr": 1e-4, "batch_size": 8},
+            EXPORT_TEXT,
+            {
+                "step": "quantize",
+                "mode": "static_int8",
+                "calibration_rows": 8,
+                "exclude_most_sensitive": 1,
+                "pre_process": False,
+            },
+        ],
+    }
+    result = _run_minilm_recipe(recipe, sentences, train_rows=24)
+    metrics = result.metrics
+    drop, distill, _, quant = metrics["steps"]
+    assert drop["layers_before"] == 6 and drop["layers"] == 2
     assert len(distill["losses"]) == 1 and distill["train_rows"] == 24
     sweep = quant["sensitivity"]
-    assert len(sweep) == 5 and sweep[0]["cosine_mean"] >= sweep[-1]["cosine_mean"]
+    assert len(sweep) == 5 and sweep[0]["fidelity"] >= sweep[-1]["fidelity"]
     assert quant["excluded_nodes"] == [sweep[0]["node"]]
-    graph = onnx.load_model_from_string(onnx_bytes).graph
+    graph = onnx.load_model_from_string(result.onnx_bytes).graph
     producer = {out: n.op_type for n in graph.node for out in n.output}
     weight_source = {
         n.name: producer.get(n.input[1], "initializer") for n in graph.node if n.op_type == "MatMul"
     }
     assert weight_source[sweep[0]["node"]] == "initializer"  # left in float
     assert weight_source[sweep[1]["node"]] == "DequantizeLinear"  # quantized (QDQ)
-    assert metrics["gate"]["passed"] and 0.05 < metrics["fidelity"]["cosine_mean"] < 1.0
+    assert metrics["gate"]["passed"] and 0.05 < metrics["final"]["fidelity"]["cosine_mean"] < 1.0
 
 
 @pytest.mark.slow
@@ -474,8 +526,8 @@ def test_dynamic_int8_pre_processes_the_minilm_export(minilm, sentences, tmp_pat
     """quant_pre_process's symbolic shape inference fails on BERT's position-id slice; the
     pre-processing falls back to ONNX shape inference and the quantized model still embeds."""
     from leanscore.compression.quantize import dynamic_int8
-    from leanscore.compression.text_compress import onnx_embed
     from leanscore.compression.text_fidelity import embedding_fidelity
+    from leanscore.compression.text_model import onnx_embed
 
     _, tokenizer, onnx_bytes = minilm
     monkeypatch.chdir(tmp_path)

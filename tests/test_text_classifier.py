@@ -169,9 +169,9 @@ def test_static_int8_of_the_attention_mask_is_refused_by_the_gate(split, classif
     refused, with the numbers."""
     from leanscore.compression.data import LabelledData
     from leanscore.compression.recipe import AccuracyGateError, Recipe, run_recipe
-    from leanscore.compression.sources import HuggingFaceClassifier, load_model, text_inputs
+    from leanscore.compression.sources import HuggingFaceModel, load_model, text_inputs
 
-    spec = HuggingFaceClassifier(kind="huggingface", path=str(classifier_dir), max_length=64)
+    spec = HuggingFaceModel(kind="huggingface", path=str(classifier_dir), max_length=64)
     model, _, _ = load_model(spec, base_dir=classifier_dir, train=None)
     inputs = text_inputs(spec, base_dir=classifier_dir)
     train, held_out = (
