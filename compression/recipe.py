@@ -36,19 +36,9 @@ from leanscore.compression.evaluate import (
 )
 from leanscore.compression.export import TorchExport, tabular_export
 from leanscore.compression.models import conv_params, count_nonzero_params, count_params
-from leanscore.compression.steps import (
-    DistillStep,
-    ExportStep,
-    FactorizeStep,
-    PruneStep,
-    QuantizeStep,
-    SparsifyStep,
-    TruncateTreesStep,
-    registered_steps,
-)
+from leanscore.compression.steps import registered_steps
 from leanscore.compression.steps.base import StepContext, StepState
 from leanscore.compression.steps.prune import UNSTRUCTURED_NOTE
-from leanscore.compression.steps.quantize import quantize_bytes
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
@@ -58,18 +48,10 @@ __all__ = [
     "AccuracyGateError",
     "Baseline",
     "CompressionResult",
-    "DistillStep",
-    "ExportStep",
-    "FactorizeStep",
     "LabelledData",
-    "PruneStep",
-    "QuantizeStep",
     "Recipe",
     "RecipeError",
-    "SparsifyStep",
-    "TruncateTreesStep",
     "measure_baseline",
-    "quantize_bytes",
     "run_recipe",
 ]
 
@@ -355,6 +337,7 @@ def run_recipe(
     for index, step in enumerate(recipe.steps):
         say(f"step {index} {step.step} ...")
         detail = step.apply(state, ctx)
+        state.changed = state.changed or step.side == "torch"
         metrics = _measure(state, ctx)
         steps.append({"index": index, "step": step.step, **detail, **metrics})
         say(f"step {index} {step.step}: {describe_metrics(metrics)}")

@@ -105,6 +105,7 @@ class StepState:
     onnx_bytes: bytes | None = None
     notes: list[str] = field(default_factory=list)
     measured: bytes | None = None  # the last export of the torch model, as evaluated
+    changed: bool = False  # whether a torch-side step has changed the model as given
 
 
 @dataclass

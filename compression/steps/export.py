@@ -23,7 +23,10 @@ class ExportStep(Step):
         from leanscore.compression.export import check_parity
 
         exporter = ctx.exporter
-        state.onnx_bytes = exporter.export(state.model, self.opset)
+        if not state.changed and self.opset == exporter.opset and ctx.baseline is not None:
+            state.onnx_bytes = ctx.baseline.onnx_bytes  # the model as given, exported just so
+        else:
+            state.onnx_bytes = exporter.export(state.model, self.opset)
         diff = check_parity(
             exporter.served(state.model),
             state.onnx_bytes,
