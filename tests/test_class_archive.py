@@ -26,6 +26,12 @@ public class Sleeper {
 """
 
 
+@pytest.fixture(autouse=True)
+def archives_on(monkeypatch):
+    """On, as outside the tests (the suite turns it off for its other JVMs)."""
+    monkeypatch.setenv(ca.SWITCH_ENV, "1")
+
+
 @pytest.fixture(scope="module")
 def sleeper_jar(tmp_path_factory):
     """A jar whose main class runs until its input closes (compiled once)."""
@@ -150,7 +156,7 @@ def test_turned_off_unsafe_directories_and_stale_claims(spark_home, tmp_path, mo
     store = tmp_path / "archives"
     monkeypatch.setenv(ca.SWITCH_ENV, "0")
     assert plan(spark_home, store) is None
-    monkeypatch.delenv(ca.SWITCH_ENV)
+    monkeypatch.setenv(ca.SWITCH_ENV, "1")
     assert plan(spark_home, tmp_path / "with space") is None  # Spark splits options on spaces
     first = plan(spark_home, store)
     (store / f"{first.path.stem}.999.part").write_bytes(b"left by a run that died")
