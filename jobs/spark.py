@@ -91,14 +91,19 @@ def get_spark(
     return spark
 
 
+def _spark_home() -> str:
+    """The Spark home PySpark's launcher runs: ``SPARK_HOME``, else the pyspark package."""
+    import pyspark
+
+    return os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
+
+
 def _user_driver_java_options(options: dict[str, str]) -> bool:
     """Whether the user set the driver JVM's options: in this session's conf, through
     ``PYSPARK_SUBMIT_ARGS``, or in ``spark-defaults.conf`` (which our setting would replace)."""
     if "spark.driver.extraJavaOptions" in options or os.environ.get("PYSPARK_SUBMIT_ARGS"):
         return True
-    from pyspark.find_spark_home import _find_spark_home
-
-    conf_dir = os.environ.get("SPARK_CONF_DIR") or os.path.join(_find_spark_home(), "conf")
+    conf_dir = os.environ.get("SPARK_CONF_DIR") or os.path.join(_spark_home(), "conf")
     defaults = os.path.join(conf_dir, "spark-defaults.conf")
     if not os.path.isfile(defaults):
         return False
@@ -111,14 +116,15 @@ def _class_archive(options: dict[str, str], java_options: str) -> class_archive.
     running in this process, the user set the driver's JVM options, or none applies."""
     from pyspark import SparkContext
 
-    if SparkContext._gateway is not None or _user_driver_java_options(options):
+    try:
+        if SparkContext._gateway is not None or _user_driver_java_options(options):
+            return None
+    except OSError:  # an unreadable spark-defaults.conf: leave the JVM's options alone
         return None
     if any(
         flag in java_options for flag in ("SharedArchiveFile", "ArchiveClassesAtExit", "Xshare")
     ):
         return None
-    from pyspark.find_spark_home import _find_spark_home
-
     settings = {
         key: options.get(key, "")
         for key in ("spark.driver.extraClassPath", "spark.jars", "spark.driver.memory")
@@ -126,7 +132,7 @@ def _class_archive(options: dict[str, str], java_options: str) -> class_archive.
     for name in ("SPARK_DIST_CLASSPATH", "SPARK_CLASSPATH", "SPARK_SUBMIT_OPTS", "SPARK_CONF_DIR"):
         settings[name] = os.environ.get(name, "")
     settings["driver java options"] = java_options
-    return class_archive.plan(spark_home=Path(_find_spark_home()), settings=settings)
+    return class_archive.plan(spark_home=Path(_spark_home()), settings=settings)
 
 
 def local_connect_session(master: str = "local[2]", *, conf: dict[str, str] | None = None):
