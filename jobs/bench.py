@@ -166,6 +166,7 @@ class Variant:
     engine: str  # the reader: Spark's ("spark") or this project's scan engine ("scan")
     warm_frame: Callable[[DataFrame], DataFrame] | None = None  # on a sample; default frame
     clock: TaskClock | None = None  # its tasks' seconds (reading, model, converting)
+    batch_size: int | None = None  # rows per model call; None where the path decides (MLflow)
 
 
 def wide_console() -> Console:
@@ -205,7 +206,10 @@ def build_variants(
     reader's effect is one ratio.
     With ``spark`` (classic), each variant gets a clock its tasks report their seconds to.
     ``torch_batch_size``: the batch of both predict_batch_udf variants (PyTorch's best, so the
-    runtime pair differs in the runtime only; default ``batch_size``)."""
+    runtime pair differs in the runtime only; default ``batch_size``). Where it is not
+    ``batch_size``, the ONNX model also runs in predict_batch_udf at ``batch_size``
+    (``<model>/predict_batch_udf@<batch>``), so the engine pair against leanscore's Arrow path
+    differs in the engine only, not in the batch too."""
     base = artifacts[0]
     params = [(a.manifest.metrics.get("final") or {}).get("params") for a in artifacts]
 
@@ -213,11 +217,11 @@ def build_variants(
         return TaskClock.create(spark) if spark is not None else None
 
     def predict_batch_variant(
-        model: str, predict_fn, model_bytes: int, n_params, batch: int
+        model: str, predict_fn, model_bytes: int, n_params, batch: int, *, suffix: str = ""
     ) -> Variant:
         c = clock()
         return Variant(
-            f"{model}/predict_batch_udf",
+            f"{model}/predict_batch_udf{suffix}",
             model,
             "predict_batch_udf",
             lambda df: predict_batch_frame(
@@ -228,6 +232,7 @@ def build_variants(
             False,
             "spark",
             clock=c,
+            batch_size=batch,
         )
 
     variants = []
@@ -242,15 +247,20 @@ def build_variants(
             )
         )
     if onnx_predict_batch_udf:
-        variants.append(
-            predict_batch_variant(
-                BASELINE_ONNX,
-                onnx_predict_fn(base.read_model_bytes()),
-                base.manifest.model_bytes,
-                params[0],
-                torch_batch_size or batch_size,  # the runtime pair differs in runtime only
+        pbu_batches = [torch_batch_size or batch_size]  # the runtime pair: runtime only differs
+        if pbu_batches[0] != batch_size:
+            pbu_batches.append(batch_size)  # the engine pair: engine only differs
+        for n, batch in enumerate(pbu_batches):
+            variants.append(
+                predict_batch_variant(
+                    BASELINE_ONNX,
+                    onnx_predict_fn(base.read_model_bytes()),
+                    base.manifest.model_bytes,
+                    params[0],
+                    batch,
+                    suffix=f"@{batch}" if n else "",
+                )
             )
-        )
     for i, artifact in enumerate(artifacts if mlflow_spark_udf else []):
         key, uri = model_key(artifact, i), mlflow_model_uri(artifact)
         frame = lambda df, u=uri, a=artifact: spark_udf_frame(df, u, a, keep=keep)  # noqa: E731
@@ -289,6 +299,7 @@ def build_variants(
             # the scan reads the whole table: warm the same workers' sessions on the sample
             lambda df: leanscore_frame(df, artifact, batch_size=batch_size, keep=keep),
             clock=c,
+            batch_size=batch_size,
         )
 
     if scan is not None and spark_reader_variant:  # the same fp32 model on Spark's reader
@@ -739,6 +750,7 @@ def _variant_result(
         "path": v.path,
         "engine": v.engine,
         "compressed": v.compressed,
+        "batch_size": v.batch_size,
         "rows": rows,
         "rows_read": rows_read,
         "rows_out": rows_out,

@@ -11,6 +11,11 @@ bench runs enough variants that each is measured on its own, side by side, on th
 | compression | best compressed model | fp32 model, same engine and reader |
 | end to end | best leanscore variant | PyTorch in ``predict_batch_udf`` |
 
+The two ``predict_batch_udf`` pairs must also share a batch size: the runtime pair runs both
+models at PyTorch's best batch, the engine pair runs the ONNX model at leanscore's batch. Where
+those batches differ the bench runs the ONNX model in ``predict_batch_udf`` at both, and each
+pair takes the one matching its partner's batch.
+
 Each effect is checked against its own target (``BenchTargets``); the cost target is stated on
 the monthly bill (fixed costs per nightly run included, ``pricing``), which a speed ratio alone
 does not give once a run has fixed costs.
@@ -62,14 +67,37 @@ def _find(variants: list[dict], **want) -> dict | None:
     return None
 
 
+def _onnx_pbu_at_batch_of(variants: list[dict], partner: dict | None) -> dict | None:
+    """The ONNX model in predict_batch_udf at ``partner``'s batch size; None where the run has
+    it only at another batch (that pair would differ in two things). Variants without a
+    ``batch_size`` (older runs) pair as found."""
+    if partner is None:
+        return None
+    batch = partner.get("batch_size")
+    onnx_pbus = [
+        v
+        for v in variants
+        if v["model"] == ONNX and v["path"] == "predict_batch_udf" and v["engine"] == "spark"
+    ]
+    if batch is None:
+        return onnx_pbus[0] if onnx_pbus else None
+    return next(
+        (v for v in onnx_pbus if v.get("batch_size") in (batch, None)),
+        None,
+    )
+
+
 def pairs(variants: list[dict]) -> dict[str, tuple[dict, dict] | None]:
     """effect -> (faster candidate, reference): the two variants that differ in that effect
     only; None where the run lacks one of them. Variants carry ``model``, ``path``
     (``predict_batch_udf`` or ``leanscore``), ``engine`` (the reader: ``spark`` or ``scan``),
-    ``compressed`` and ``rows_per_s``."""
+    ``compressed``, ``rows_per_s`` and ``batch_size`` (rows per model call): the runtime pair
+    takes the ONNX ``predict_batch_udf`` variant at PyTorch's batch, the engine pair the one at
+    leanscore's."""
     torch_pbu = _find(variants, model=TORCH, path="predict_batch_udf", engine="spark")
-    onnx_pbu = _find(variants, model=ONNX, path="predict_batch_udf", engine="spark")
     onnx_spark = _find(variants, model=ONNX, path="leanscore", engine="spark")
+    onnx_pbu_runtime = _onnx_pbu_at_batch_of(variants, torch_pbu)
+    onnx_pbu_engine = _onnx_pbu_at_batch_of(variants, onnx_spark)
     onnx_scan = _find(variants, model=ONNX, path="leanscore", engine="scan")
     compressed = [v for v in variants if v["compressed"] and v["path"] == "leanscore"]
     best_compressed = max(compressed, key=lambda v: v["rows_per_s"], default=None)
@@ -85,8 +113,8 @@ def pairs(variants: list[dict]) -> dict[str, tuple[dict, dict] | None]:
         return (a, b) if a is not None and b is not None else None
 
     return {
-        "runtime": pair(onnx_pbu, torch_pbu),
-        "engine": pair(onnx_spark, onnx_pbu),
+        "runtime": pair(onnx_pbu_runtime, torch_pbu),
+        "engine": pair(onnx_spark, onnx_pbu_engine),
         "reader": pair(onnx_scan, onnx_spark),
         "compression": pair(best_compressed, same_reader),
         "end_to_end": pair(best, torch_pbu),
@@ -117,7 +145,13 @@ def decompose(variants: list[dict], targets: BenchTargets) -> dict:
         if found is not None:
             a, b = found
             ratio = a["rows_per_s"] / b["rows_per_s"]
-            row.update(variant=a["name"], reference=b["name"], ratio=round(ratio, 3))
+            row.update(
+                variant=a["name"],
+                reference=b["name"],
+                ratio=round(ratio, 3),
+                variant_batch=a.get("batch_size"),
+                reference_batch=b.get("batch_size"),
+            )
         row["target"] = goal
         row["met"] = None if goal is None else (row["ratio"] is not None and row["ratio"] >= goal)
         if effect == "compression" and found is not None:
@@ -158,6 +192,12 @@ def decompose(variants: list[dict], targets: BenchTargets) -> dict:
     }
 
 
+def _with_batch(name: str | None, batch: int | None) -> str:
+    if name is None:
+        return "n/a"
+    return name if batch is None else f"{name} (batch {batch:,})"
+
+
 def decomposition_rows(decomposition: dict) -> list[list[str]]:
     """The decomposition as text rows: effect, ratio, variant, reference, target, met."""
     rows = []
@@ -170,7 +210,14 @@ def decomposition_rows(decomposition: dict) -> list[list[str]]:
             )
         met = "" if row["met"] is None else ("met" if row["met"] else "NOT met")
         rows.append(
-            [effect, ratio, row["variant"] or "n/a", row["reference"] or "n/a", target, met]
+            [
+                effect,
+                ratio,
+                _with_batch(row["variant"], row.get("variant_batch")),
+                _with_batch(row["reference"], row.get("reference_batch")),
+                target,
+                met,
+            ]
         )
     bill = decomposition.get("monthly_bill")
     if bill:

@@ -306,14 +306,15 @@ def markdown(report: dict) -> str:
         *torch_batch_lines(report),
         "## Throughput and cost",
         "",
-        "| variant | rows/s | spread | rows/s/core | speed-up | core-s / M rows | $ / M rows "
-        "| $ / night | $ / month | saved / month |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | batch | rows/s | spread | rows/s/core | speed-up | core-s / M rows "
+        "| $ / M rows | $ / night | $ / month | saved / month |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for v in variants:
         spread = 100 * v["wall_s_spread"] / v["wall_s"]
+        batch = "" if v.get("batch_size") is None else f"{v['batch_size']:,}"
         lines.append(
-            f"| {v['name']} | {v['rows_per_s']:,.0f} | ±{spread / 2:.0f}% | "
+            f"| {v['name']} | {batch} | {v['rows_per_s']:,.0f} | ±{spread / 2:.0f}% | "
             f"{v['rows_per_s_per_core']:,.0f} | {v['speedup']:.2f}x | "
             f"{v['core_seconds_per_million_rows']:.2f} | ${v['usd_per_million_rows']:.5f} | "
             f"${v['nightly_usd']:,.2f} | ${v['monthly_usd']:,.2f} | "
@@ -423,7 +424,13 @@ def torch_batch_lines(report: dict) -> list[str]:
         f"PyTorch in `predict_batch_udf` runs at its best batch, {sweep['chosen']:,} rows "
         f"({sweep['how']}; rows/s by batch: {speeds}). The ONNX model in `predict_batch_udf` "
         f"runs at the same batch (the runtime pair differs in the runtime only); leanscore "
-        f"scores batches of {report['batch_size']:,}.",
+        f"scores batches of {report['batch_size']:,}"
+        + (
+            f", and the ONNX model runs in `predict_batch_udf` at {report['batch_size']:,} "
+            "too, for the engine pair (which then differs in the engine only)."
+            if sweep["chosen"] != report["batch_size"]
+            else "."
+        ),
         "",
     ]
 

@@ -4,14 +4,18 @@ Where a session already exists (spark-submit, Databricks, Spark Connect, a noteb
 as it is. Otherwise a local session with Delta Lake's extension and catalog, the cached Delta
 jars, quiet logs and no UI is started; on a local master S3A (``s3a://``) comes with it when cached
 (``python -m leanscore.jobs.jars --with-s3``). ``LEANSCORE_DRIVER_JAVA_OPTIONS`` sets the driver
-JVM's options of such a session.
+JVM's options of such a session. On a local master its driver JVM starts from a class-data
+archive of Spark's and Delta's classes, which the first run writes (``jobs/class_archive.py``),
+unless the user set driver JVM options of their own.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
+from leanscore.jobs import class_archive
 from leanscore.jobs.jars import (
     cached_jars,
     delta_coordinates,
@@ -63,22 +67,72 @@ def get_spark(
         .config("spark.driver.memory", os.environ.get("LEANSCORE_DRIVER_MEMORY", "4g"))
         .config("spark.sql.warehouse.dir", os.environ.get("LEANSCORE_WAREHOUSE", "spark-warehouse"))
     )
-    java_options = os.environ.get("LEANSCORE_DRIVER_JAVA_OPTIONS")
-    if java_options:
-        # e.g. -XX:TieredStopAtLevel=1: no C2 compiling, about half a short job's fixed CPU
-        # time on 2 cores, at a higher cost per row (README, "The nightly job end to end")
-        builder = builder.config("spark.driver.extraJavaOptions", java_options)
+    # e.g. -XX:TieredStopAtLevel=1: no C2 compiling, about half a short job's fixed CPU time
+    # on 2 cores, at a higher cost per row (README, "The nightly job end to end")
+    java_options = os.environ.get("LEANSCORE_DRIVER_JAVA_OPTIONS", "").strip()
+    local = builder._options["spark.master"].startswith("local")
     s3a = cached_jars(hadoop_aws_coordinates())
-    if s3a and builder._options["spark.master"].startswith("local"):
+    if s3a and local:
         # On the driver's class path, where a local master runs its tasks: spark.jars would
         # copy the ~700 MB of S3A and AWS SDK into every session's work directory. A cluster
         # takes them from its own image or --jars/--packages.
         builder = builder.config("spark.driver.extraClassPath", os.pathsep.join(s3a))
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
+    archive = _class_archive(builder._options, java_options) if local else None
+    if archive is not None:
+        java_options = f"{java_options} {archive.java_options()}".strip()
+    if java_options:
+        builder = builder.config("spark.driver.extraJavaOptions", java_options)
     spark = builder.getOrCreate()
+    if archive is not None:
+        class_archive.attach(archive, spark)
     spark.sparkContext.setLogLevel(os.environ.get("LEANSCORE_SPARK_LOG_LEVEL", "ERROR"))
     return spark
+
+
+def _spark_home() -> str:
+    """The Spark home PySpark's launcher runs: ``SPARK_HOME``, else the pyspark package."""
+    import pyspark
+
+    return os.environ.get("SPARK_HOME") or os.path.dirname(pyspark.__file__)
+
+
+def _user_driver_java_options(options: dict[str, str]) -> bool:
+    """Whether the user set the driver JVM's options: in this session's conf, through
+    ``PYSPARK_SUBMIT_ARGS``, or in ``spark-defaults.conf`` (which our setting would replace)."""
+    if "spark.driver.extraJavaOptions" in options or os.environ.get("PYSPARK_SUBMIT_ARGS"):
+        return True
+    conf_dir = os.environ.get("SPARK_CONF_DIR") or os.path.join(_spark_home(), "conf")
+    defaults = os.path.join(conf_dir, "spark-defaults.conf")
+    if not os.path.isfile(defaults):
+        return False
+    with open(defaults) as lines:
+        return any(line.split()[:1] == ["spark.driver.extraJavaOptions"] for line in lines)
+
+
+def _class_archive(options: dict[str, str], java_options: str) -> class_archive.ClassArchive | None:
+    """The class archive this session's driver JVM uses or creates; None where a JVM is already
+    running in this process, the user set the driver's JVM options, or none applies."""
+    from pyspark import SparkContext
+
+    try:
+        if SparkContext._gateway is not None or _user_driver_java_options(options):
+            return None
+    except OSError:  # an unreadable spark-defaults.conf: leave the JVM's options alone
+        return None
+    if any(
+        flag in java_options for flag in ("SharedArchiveFile", "ArchiveClassesAtExit", "Xshare")
+    ):
+        return None
+    settings = {
+        key: options.get(key, "")
+        for key in ("spark.driver.extraClassPath", "spark.jars", "spark.driver.memory")
+    }
+    for name in ("SPARK_DIST_CLASSPATH", "SPARK_CLASSPATH", "SPARK_SUBMIT_OPTS", "SPARK_CONF_DIR"):
+        settings[name] = os.environ.get(name, "")
+    settings["driver java options"] = java_options
+    return class_archive.plan(spark_home=Path(_spark_home()), settings=settings)
 
 
 def local_connect_session(master: str = "local[2]", *, conf: dict[str, str] | None = None):

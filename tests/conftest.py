@@ -18,6 +18,10 @@ os.environ.setdefault("LEANSCORE_DRIVER_MEMORY", "2g")
 # standalone cluster's executors keep the default: their tasks run for minutes.
 TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
 os.environ.setdefault("SPARK_SUBMIT_OPTS", TEST_JVM_OPTIONS)
+# No driver class-data archive by default: this process's session would claim writing one and
+# dump every class the whole suite loaded at exit. The archive has tests of its own
+# (test_class_archive.py, and a real job process in test_bench_nightly.py).
+os.environ.setdefault("LEANSCORE_CLASS_ARCHIVE", "0")
 
 
 @pytest.fixture(scope="session")

@@ -56,6 +56,9 @@ def bench_config(tmp: Path, **changes) -> Path:
         "repeats": 1,
         "bound_rows": 2_000,
         "history": str(tmp / "history"),
+        # PyTorch's batch differs from leanscore's 4096: the ONNX model runs in
+        # predict_batch_udf at both, one for each pair
+        "torch_batch_sizes": [256],
         **changes,
     }
     (tmp / "pricing.yaml").write_text(yaml.safe_dump(PRICING))
@@ -85,10 +88,21 @@ def test_small_bench_writes_every_output(spark, bench_dir, first_run):
     assert names == [
         "torch-fp32/predict_batch_udf",
         "onnx-fp32/predict_batch_udf",
+        "onnx-fp32/predict_batch_udf@4096",
         "onnx-fp32/leanscore-spark-reader",
         "onnx-fp32/leanscore",
         "digits-mlp-pruned-int8/leanscore",
     ]
+    assert [v["batch_size"] for v in report["variants"]] == [256, 256, 4096, 4096, 4096, 4096]
+    effects = report["decomposition"]["effects"]
+    assert (effects["runtime"]["variant"], effects["runtime"]["reference"]) == (
+        "onnx-fp32/predict_batch_udf",
+        "torch-fp32/predict_batch_udf",
+    )
+    assert (effects["engine"]["variant"], effects["engine"]["reference"]) == (
+        "onnx-fp32/leanscore-spark-reader",
+        "onnx-fp32/predict_batch_udf@4096",
+    )
     for v in report["variants"]:
         assert all(k in v for k in REQUIRED), v.keys()
         assert v["rows_per_s"] > 0 and len(v["wall_s_all"]) == 1
@@ -99,18 +113,18 @@ def test_small_bench_writes_every_output(spark, bench_dir, first_run):
         assert v["process_cpu_s"] > 0 and v["executor_cpu_s"] > 0
     torch_fid = report["variants"][0]["fidelity"]
     assert torch_fid["agreement"] == 1.0 and torch_fid["max_abs_diff"] == 0.0
-    onnx_fid = report["variants"][3]["fidelity"]
+    onnx_fid = report["variants"][4]["fidelity"]
     assert onnx_fid["agreement"] > 0.999 and onnx_fid["max_abs_diff"] < 1e-4
     # the compressed model is smaller than the fp32 export it came from
-    assert report["variants"][4]["model_bytes"] < report["variants"][3]["model_bytes"] / 3
+    assert report["variants"][5]["model_bytes"] < report["variants"][4]["model_bytes"] / 3
     assert report["bound"]["read_only"]["rows_per_s"] > 0
-    assert set(report["bound"]["models"]) == {"torch-fp32", "onnx-fp32", names[4].split("/")[0]}
+    assert set(report["bound"]["models"]) == {"torch-fp32", "onnx-fp32", names[5].split("/")[0]}
     env = report["environment"]
     assert env["spark_master"].startswith("local") and env["spark_cores"] == report["cores"]
     assert {"avx512_vnni", "amx", "cpu_model"} <= set(env)
     assert all(env["versions"][p] for p in ("pyspark", "onnxruntime", "torch"))
     effects = report["decomposition"]["effects"]
-    assert effects["compression"]["variant"] == names[4]
+    assert effects["compression"]["variant"] == names[5]
     assert effects["compression"]["reference"] == "onnx-fp32/leanscore"
     assert effects["reader"]["reference"] == "onnx-fp32/leanscore-spark-reader"
     for chart in report["charts"].values():
@@ -182,7 +196,7 @@ def test_history_grows_by_one_row_per_variant_per_run(spark, bench_dir, first_ru
     per_run = {
         r["run_id"]: r["n"] for r in after.groupBy("run_id").count().toDF("run_id", "n").collect()
     }
-    assert per_run == {first_run["run_id"]: 5, second["run_id"]: 4}
+    assert per_run == {first_run["run_id"]: 6, second["run_id"]: 4}
     names = {r["name"] for r in after.where(f"run_id = '{second['run_id']}'").collect()}
     assert names == {v["name"] for v in second["variants"]}
 

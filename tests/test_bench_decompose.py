@@ -55,6 +55,72 @@ def test_each_effect_pairs_the_variants_that_differ_in_one_thing():
     }
 
 
+def pbu_run(*, torch_batch: int, leanscore_batch: int, onnx_batches: list[int]) -> list[dict]:
+    """A run whose predict_batch_udf variants ran at the given batches (ONNX at each of
+    ``onnx_batches``), and leanscore at ``leanscore_batch``."""
+    variants = run()
+    for v in variants:
+        v["batch_size"] = torch_batch if v["path"] == "predict_batch_udf" else leanscore_batch
+    onnx = next(v for v in variants if v["name"] == "onnx-fp32/predict_batch_udf")
+    onnx["batch_size"] = onnx_batches[0]
+    for batch in onnx_batches[1:]:
+        variants.insert(
+            2,
+            onnx
+            | {
+                "name": f"onnx-fp32/predict_batch_udf@{batch}",
+                "batch_size": batch,
+                "rows_per_s": 150,
+            },
+        )
+    return variants
+
+
+def test_engine_pair_takes_the_onnx_predict_batch_udf_at_leanscores_batch():
+    """PyTorch's best batch is 256, leanscore's 4096: the runtime pair compares both models at
+    256, the engine pair the ONNX model at 4096 with leanscore at 4096."""
+    found = pairs(pbu_run(torch_batch=256, leanscore_batch=4096, onnx_batches=[256, 4096]))
+    runtime, engine = found["runtime"], found["engine"]
+    assert [v["name"] for v in runtime] == [
+        "onnx-fp32/predict_batch_udf",
+        "torch-fp32/predict_batch_udf",
+    ]
+    assert [v["batch_size"] for v in runtime] == [256, 256]
+    assert [v["name"] for v in engine] == [
+        "onnx-fp32/leanscore-spark-reader",
+        "onnx-fp32/predict_batch_udf@4096",
+    ]
+    assert [v["batch_size"] for v in engine] == [4096, 4096]
+    d = decompose(
+        pbu_run(torch_batch=256, leanscore_batch=4096, onnx_batches=[256, 4096]), BenchTargets()
+    )
+    assert d["effects"]["engine"]["ratio"] == pytest.approx(200 / 150, rel=1e-3)
+    assert d["effects"]["runtime"]["ratio"] == pytest.approx(1.2)
+    rows = {r[0]: r for r in decomposition_rows(d)}
+    assert rows["engine"][2:4] == [
+        "onnx-fp32/leanscore-spark-reader (batch 4,096)",
+        "onnx-fp32/predict_batch_udf@4096 (batch 4,096)",
+    ]
+    assert rows["runtime"][3] == "torch-fp32/predict_batch_udf (batch 256)"
+
+
+def test_equal_batches_need_one_onnx_predict_batch_udf_for_both_pairs():
+    found = pairs(pbu_run(torch_batch=4096, leanscore_batch=4096, onnx_batches=[4096]))
+    assert (
+        found["runtime"][0]["name"] == found["engine"][1]["name"] == ("onnx-fp32/predict_batch_udf")
+    )
+
+
+def test_engine_pair_refuses_an_onnx_predict_batch_udf_at_another_batch():
+    """Without the ONNX model in predict_batch_udf at leanscore's batch the engine pair would
+    differ in the batch too: it stays unmeasured (and not met), the runtime pair does not."""
+    variants = pbu_run(torch_batch=256, leanscore_batch=4096, onnx_batches=[256])
+    found = pairs(variants)
+    assert found["engine"] is None and found["runtime"] is not None
+    engine = decompose(variants, BenchTargets())["effects"]["engine"]
+    assert engine["ratio"] is None and engine["met"] is False
+
+
 def test_ratios_and_their_product():
     d = decompose(run(), BenchTargets())
     e = d["effects"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from leanscore.jobs.bench_nightly import (
+    VARIANTS,
     NightlyBenchConfig,
     NightlyTargets,
     TreeCpuMeter,
@@ -115,21 +116,29 @@ def test_config_wants_a_larger_second_size():
 
 
 @pytest.mark.slow
-def test_both_jobs_run_as_processes_and_write_every_row(spark, tmp_path):
-    """One tiny run of each job as its own process: the real CLI with a real config, and the
-    PySpark script with the PyTorch model, Delta in and out."""
+def test_both_jobs_run_as_processes_and_write_every_row(spark, tmp_path, monkeypatch):
+    """One tiny run of each job as its own process, side by side: the real CLI with a real
+    config, and the PySpark script with the PyTorch model, Delta in and out. One task slot each
+    (the rows do not matter here, the processes do). leanscore's first run of a class path
+    writes its driver JVM's class archive at exit, which must pass its check."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
     from conftest import make_artifact
     from leanscore.compression.models import digits_mlp
     from leanscore.jobs.datagen import write_digits_table
 
+    rows = 1000
+    monkeypatch.setenv("LEANSCORE_SPARK_MASTER", "local[1]")
+    monkeypatch.setenv("LEANSCORE_CLASS_ARCHIVE", "1")
+    monkeypatch.setenv("LEANSCORE_CLASS_ARCHIVE_DIR", str(tmp_path / "class-archives"))
     torch.manual_seed(0)
     model = digits_mlp().eval()
     state_dict = tmp_path / "model.pt"
     torch.save(model.state_dict(), state_dict)
     artifact = make_artifact(model, tmp_path / "artifact", name="tiny")
     table = str(tmp_path / "input")
-    write_digits_table(spark, table, 3000, partitions=2)
+    write_digits_table(spark, table, rows, partitions=1)
     workload = Workload(
         table=table,
         artifact=str(artifact.path),
@@ -139,18 +148,24 @@ def test_both_jobs_run_as_processes_and_write_every_row(spark, tmp_path):
         size=64,
         keep=["row_id", "label"],
     )
-    config = NightlyBenchConfig(small_rows=3000, large_rows=6000, workdir=str(tmp_path))
-    for variant in ("leanscore", "pytorch"):
+    config = NightlyBenchConfig(small_rows=rows, large_rows=2 * rows, workdir=str(tmp_path))
+
+    def run(variant: str) -> dict:
         run_dir = tmp_path / variant
         run_dir.mkdir()
         command = variant_command(variant, config, workload, table, run_dir)
-        result = run_process(variant, 3000, command, run_dir)
-        assert result["rows"] == 3000 and result["wall_s"] > 0
-        assert committed_rows(run_dir / "output") == 3000
-        if variant == "leanscore":
-            phases = result["phases"]
-            assert {"before_job", "count", "score_write", "verify", "exit"} <= set(phases)
-            assert sum(phases.values()) == pytest.approx(result["wall_s"])
+        return run_process(variant, rows, command, run_dir)
+
+    with ThreadPoolExecutor(2) as pool:
+        results = dict(zip(VARIANTS, pool.map(run, VARIANTS), strict=True))
+    for variant, result in results.items():
+        assert result["rows"] == rows and result["wall_s"] > 0
+        assert committed_rows(tmp_path / variant / "output") == rows
+    phases = results["leanscore"]["phases"]
+    assert {"before_job", "count", "score_write", "verify", "exit"} <= set(phases)
+    assert sum(phases.values()) == pytest.approx(results["leanscore"]["wall_s"])
+    archives = list((tmp_path / "class-archives").glob("*.jsa"))
+    assert len(archives) == 1 and not list((tmp_path / "class-archives").glob("*.unusable"))
     labels = {
         v: spark.read.format("delta")
         .load(str(tmp_path / v / "output"))
@@ -158,7 +173,7 @@ def test_both_jobs_run_as_processes_and_write_every_row(spark, tmp_path):
         .select("prediction")
         .toPandas()["prediction"]
         .tolist()
-        for v in ("leanscore", "pytorch")
+        for v in VARIANTS
     }
     agree = sum(a == b for a, b in zip(labels["leanscore"], labels["pytorch"], strict=True))
-    assert agree >= 0.99 * 3000  # the same model, fp32 in ONNX Runtime and in PyTorch
+    assert agree >= 0.99 * rows  # the same model, fp32 in ONNX Runtime and in PyTorch
