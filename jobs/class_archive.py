@@ -198,8 +198,9 @@ def loads_cleanly(java: Path, archive: Path, class_path: str) -> bool:
     (a truncated archive crashes Java 17; a mismatched class path only warns)."""
     try:
         trial = subprocess.run(
+            # a crash is the answer here: no hs_err_pid*.log left in the job's directory
             [str(java), f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
-            + ["-cp", class_path, "-version"],
+            + [f"-XX:ErrorFile={os.devnull}", "-cp", class_path, "-version"],
             capture_output=True,
             text=True,
             timeout=120,

@@ -105,9 +105,10 @@ def test_created_once_checked_then_used_and_mapped(spark_home, tmp_path):
     assert jvm.returncode == 0 and b"warning" not in jvm.stdout.read().lower()
 
 
-def test_a_truncated_archive_never_gets_its_name(spark_home, tmp_path):
+def test_a_truncated_archive_never_gets_its_name(spark_home, tmp_path, monkeypatch):
     """Java 17 crashes on a truncated archive: the check finds it, the key is marked unusable
-    and later runs start without an archive."""
+    and later runs start without an archive; the crash leaves no error file behind."""
+    monkeypatch.chdir(tmp_path)
     store = tmp_path / "archives"
     first = plan(spark_home, store)
     jvm = start_jvm(first, spark_home)
@@ -119,6 +120,7 @@ def test_a_truncated_archive_never_gets_its_name(spark_home, tmp_path):
     assert not ca.finish_creating(first, jvm, class_path(spark_home))
     assert not first.path.exists() and not first.writing.exists() and first.unusable.exists()
     assert plan(spark_home, store) is None
+    assert list(tmp_path.glob("hs_err_pid*.log")) == []
 
 
 def test_a_changed_class_path_gets_another_archive(spark_home, tmp_path):
