@@ -46,6 +46,12 @@ RUNTIMES = {
     ],
 }
 HEAVY_MODULES = ("torch", "transformers", "sklearn", "matplotlib", "torch_pruning", "mlflow")
+# A runtime costs a minute of the suite on 2 cores (its own JVMs): by default the oldest Spark
+# line leanscore supports (the main environment covers the newest); LEANSCORE_TEST_RUNTIMES=all
+# (or a comma-separated list) runs the others too.
+_chosen = os.environ.get("LEANSCORE_TEST_RUNTIMES", "spark-4.0")
+TESTED_RUNTIMES = sorted(RUNTIMES) if _chosen == "all" else _chosen.split(",")
+assert set(TESTED_RUNTIMES) <= set(RUNTIMES), f"LEANSCORE_TEST_RUNTIMES: known {sorted(RUNTIMES)}"
 # The JVM may not reach any repository: Ivy would fail at once instead of hanging.
 NO_NETWORK_JVM = (
     "-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort=9 -Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=9"
@@ -151,7 +157,7 @@ json.dump([r.asDict() for r in rows], open(dump, "w"))
 
 @pytest.mark.slow
 @pytest.mark.spark
-@pytest.mark.parametrize("runtime", sorted(RUNTIMES))
+@pytest.mark.parametrize("runtime", TESTED_RUNTIMES)
 def test_core_wheel_on_a_cluster_runtime_changes_nothing_and_scores_the_same(
     runtime, wheel, full_install_scores, artifact, tmp_path
 ):
