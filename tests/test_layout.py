@@ -18,10 +18,15 @@ PACKAGES = {
 
 
 def modules() -> dict[str, Path]:
+    """Every module of the package folders, subpackages (``udfs/engines``, ``udfs/families``)
+    included."""
     found = {}
     for folder, namespace in PACKAGES.items():
-        for path in (ROOT / folder).glob("*.py"):
-            found[namespace if path.stem == "__init__" else f"{namespace}.{path.stem}"] = path
+        for path in (ROOT / folder).rglob("*.py"):
+            parts = path.relative_to(ROOT / folder).with_suffix("").parts
+            if parts[-1] == "__init__":
+                parts = parts[:-1]
+            found[".".join([namespace, *parts])] = path
     return found
 
 
