@@ -26,8 +26,9 @@ from leanscore.jobs.score import (
     run_nightly,
 )
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES
+from leanscore.udfs.engines import check_name, reads_whole_tables_only
 from leanscore.udfs.text import embed_dataframe, resolve_engine
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -49,8 +50,10 @@ class EmbedConfig(BaseModel):
     max_chars: int = Field(default=100_000, gt=0)
     sort_by_length: bool = True
     sub_batch_rows: int = Field(default=16, gt=0)
-    engine: Literal["auto", "arrow", "pandas"] = Field(
-        default="auto", description="Arrow UDF (Spark 4.1+), pandas UDF, or auto: Arrow if any"
+    engine: str = Field(
+        default="auto",
+        description="arrow (Arrow UDF, Spark 4.1+), pandas (pandas UDF), or auto: Arrow where "
+        "Spark has it (engines are registered in leanscore.udfs.engines)",
     )
     arrow_batch_rows: int = Field(default=2_000, gt=0)
     path_threshold_bytes: int = Field(
@@ -59,6 +62,16 @@ class EmbedConfig(BaseModel):
         description="models above this size reach executors by path, not broadcast",
     )
     summary_path: str | None = None
+
+    @field_validator("engine")
+    @classmethod
+    def _column_engine(cls, name: str) -> str:
+        if reads_whole_tables_only(check_name(name)):
+            raise ValueError(
+                f"engine {name!r} reads whole Parquet/Delta tables; the embedding job scores a "
+                "text column with a UDF: use arrow, pandas or auto"
+            )
+        return name
 
 
 def embed_frame(

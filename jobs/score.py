@@ -28,12 +28,20 @@ from leanscore.compression.artifact import Artifact
 from leanscore.compression.errors import LeanscoreError
 from leanscore.compression.registry import load_artifact, registry_summary
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
-from leanscore.udfs.kernel import DEFAULT_RANGE_MARGIN, RowPolicy
-from leanscore.udfs.predict import score_dataframe
-from leanscore.udfs.scan import score_table
-from leanscore.udfs.session_cache import SessionConfig
+from leanscore.udfs.engines import (
+    TableInput,
+    check_name,
+    reads_whole_tables_only,
+    score_with,
+)
+from leanscore.udfs.options import (
+    DEFAULT_ARROW_BATCH_ROWS,
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_RANGE_MARGIN,
+    ScoringOptions,
+)
 from leanscore.udfs.warmup import start_warming_workers
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 
@@ -111,13 +119,18 @@ class ScoreConfig(_Strict):
         description="fail (and restore the output) when more than this fraction of rows is "
         "flagged; default: no limit",
     )
-    batch_size: int = Field(default=4096, gt=0, description="rows per ONNX Runtime call")
-    arrow_batch_rows: int = Field(default=10_000, gt=0, description="rows per Arrow batch")
+    batch_size: int = Field(
+        default=DEFAULT_BATCH_SIZE, gt=0, description="rows per ONNX Runtime call"
+    )
+    arrow_batch_rows: int = Field(
+        default=DEFAULT_ARROW_BATCH_ROWS, gt=0, description="rows per Arrow batch"
+    )
     probabilities: bool = False
-    engine: Literal["auto", "scan", "arrow", "pandas"] = Field(
+    engine: str = Field(
         default="auto",
-        description="auto: the scan engine for a whole Parquet/Delta path where it applies, "
-        "else mapInArrow over Spark's reader; scan: the scan engine or an error saying why not",
+        description="a registered engine (leanscore.udfs.engines: scan, arrow, pandas) or auto: "
+        "the scan engine for a whole Parquet/Delta path where it applies, else mapInArrow over "
+        "Spark's reader; scan: the scan engine or an error saying why not",
     )
     session: SessionOptions = Field(default_factory=SessionOptions)
     path_threshold_bytes: int = Field(
@@ -127,14 +140,36 @@ class ScoreConfig(_Strict):
     )
     summary_path: str | None = None
 
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, name: str) -> str:
+        return check_name(name)
+
     @model_validator(mode="after")
-    def _scan_reads_whole_paths(self):
-        if self.engine == "scan" and not scans_whole_table(self.input):
+    def _whole_table_engines_read_whole_paths(self):
+        if reads_whole_tables_only(self.engine) and not scans_whole_table(self.input):
             raise ValueError(
-                "engine 'scan' reads a whole Parquet/Delta path: remove input.filter and "
-                "input.partition (or name a path, not a table), or use engine 'auto'"
+                f"engine {self.engine!r} reads a whole Parquet/Delta path: remove input.filter "
+                "and input.partition (or name a path, not a table), or use engine 'auto'"
             )
         return self
+
+    def scoring_options(self, keep_columns: list[str]) -> ScoringOptions:
+        """The run's one ``ScoringOptions``, from this config and the columns it keeps."""
+        return ScoringOptions(
+            key_columns=tuple(self.key_columns),
+            keep_columns=tuple(keep_columns),
+            probabilities=self.probabilities,
+            batch_size=self.batch_size,
+            arrow_batch_rows=self.arrow_batch_rows,
+            bad_rows=self.bad_rows,
+            out_of_range=self.out_of_range,
+            range_margin=self.range_margin,
+            intra_op_threads=self.session.intra_op_threads,
+            graph_optimization=self.session.graph_optimization,
+            memory_arena=self.session.memory_arena,
+            path_threshold_bytes=self.path_threshold_bytes,
+        )
 
 
 def scans_whole_table(ref: InputConfig) -> bool:
@@ -248,16 +283,6 @@ def null_key_problem(df: DataFrame, keys: list[str], rows: int) -> str | None:
     )
 
 
-def session_config(spark: SparkSession, options: SessionOptions) -> SessionConfig:
-    from leanscore.udfs.predict import task_cpus
-
-    return SessionConfig(
-        intra_op_threads=options.intra_op_threads or task_cpus(spark),
-        graph_optimization=options.graph_optimization,
-        memory_arena=options.memory_arena,
-    )
-
-
 def kept_columns(df: DataFrame, config) -> list[str]:
     """Key then passthrough columns, once each; every one must be in the input."""
     keep = list(dict.fromkeys([*config.key_columns, *config.passthrough_columns]))
@@ -276,38 +301,16 @@ def score_frame(
     """The output rows (keys, passthrough columns, model outputs and lineage columns) and the
     engine that scores them."""
     keep = kept_columns(df, config)
-    options = dict(
-        key_columns=config.key_columns or None,
-        keep_columns=keep,
-        bad_rows=RowPolicy(
-            bad_rows=config.bad_rows,
-            out_of_range=config.out_of_range,
-            range_margin=config.range_margin,
-        ),
-        batch_size=config.batch_size,
-        probabilities=config.probabilities,
-        session_config=session_config(df.sparkSession, config.session),
-        path_threshold_bytes=config.path_threshold_bytes,
+    options = config.scoring_options(keep)
+    whole = scans_whole_table(config.input)
+    table = TableInput(df, path=config.input.path if whole else None, format=config.input.format)
+    scored, engine = score_with(
+        config.engine,
+        table,
+        artifact,
+        options,
+        on_fallback=lambda why: log.info("engine auto: the next engine scores, since %s", why),
     )
-    engine = "pandas" if config.engine == "pandas" else "arrow"
-    if config.engine in ("auto", "scan") and scans_whole_table(config.input):
-        fallback: list[str] = []
-        scored = score_table(
-            df.sparkSession,
-            config.input.path,
-            artifact,
-            format=config.input.format,
-            engine=config.engine,
-            arrow_batch_rows=config.arrow_batch_rows,
-            on_fallback=fallback.append,
-            **options,
-        )
-        if fallback:
-            log.info("engine auto: reading with Spark, not the scan engine: %s", fallback[0])
-        else:
-            engine = "scan"
-    else:
-        scored = score_dataframe(df, artifact, engine=config.engine, **options)
     manifest = artifact.manifest
     outputs = [c for c in scored.columns if c not in keep]
     return scored.select(

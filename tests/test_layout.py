@@ -18,6 +18,8 @@ PACKAGES = {
 
 
 def modules() -> dict[str, Path]:
+    """Every module of the package folders, subpackages (``udfs/engines``, ``udfs/families``)
+    included."""
     found = {}
     for folder, namespace in PACKAGES.items():
         for path in (ROOT / folder).rglob("*.py"):

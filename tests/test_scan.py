@@ -218,11 +218,12 @@ def test_deletion_vectors_are_left_to_spark(spark, digits, artifact, tmp_path):
 
 def test_score_table_validates_before_any_work(spark, digits, artifact, tmp_path):
     path = _table(spark, digits, tmp_path / "t", n=10, bad=False)
-    with pytest.raises(ValueError, match="engine must be 'auto', 'scan', 'arrow' or 'pandas'"):
+    known = "the known engines are auto, arrow, pandas, scan"
+    with pytest.raises(ValueError, match=f"unknown engine 'fast'; {known}"):
         score_table(spark, path, artifact, engine="fast")
     with pytest.raises(ValueError, match="column 'id' is not in the input"):
         score_table(spark, path, artifact, key_columns=["id"])
-    with pytest.raises(ValueError, match="arrow_batch_rows must be a positive number, got 0"):
+    with pytest.raises(ValueError, match="arrow_batch_rows is 0: Input should be greater than 0"):
         score_table(spark, path, artifact, arrow_batch_rows=0)
 
 

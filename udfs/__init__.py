@@ -1,6 +1,7 @@
 """Executor-side scoring: model distribution, per-worker ONNX Runtime sessions, pandas UDFs."""
 
 from leanscore.udfs.distribution import ModelSource, distribute, is_connect
+from leanscore.udfs.options import ScoringOptions
 from leanscore.udfs.predict import (
     BadRowError,
     ModelUDF,
@@ -19,6 +20,7 @@ __all__ = [
     "ModelUDF",
     "RowPolicy",
     "ScanUnsupported",
+    "ScoringOptions",
     "SessionConfig",
     "check_features",
     "distribute",

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 from leanscore.compression.artifact import FeatureSpec, Manifest
@@ -31,63 +30,36 @@ from leanscore.compression.errors import LeanscoreError
 from leanscore.udfs.batch import Batch
 from leanscore.udfs.distribution import ModelSource
 from leanscore.udfs.families import Family, family_for
+from leanscore.udfs.options import (
+    DEFAULT_RANGE_MARGIN,
+    BadRowPolicy,
+    OutOfRangePolicy,
+    RowPolicy,
+    ScoringOptions,
+    row_policy,
+)
 from leanscore.udfs.session_cache import SessionConfig, get_session
-from pydantic import BaseModel, ConfigDict, Field
 
-BadRowPolicy = Literal["fail", "flag"]
-OutOfRangePolicy = Literal["flag", "fail", "score_alone"]
+__all__ = [
+    "DEFAULT_RANGE_MARGIN",
+    "ERROR_FIELD",
+    "BadRowError",
+    "BadRowPolicy",
+    "OutOfRangePolicy",
+    "RowPolicy",
+    "Scored",
+    "Scorer",
+    "ScoringOptions",
+    "allowed_range",
+    "output_fields",
+    "row_policy",
+]
+
 ERROR_FIELD = "error"
-DEFAULT_RANGE_MARGIN = 0.5
 
 
 class BadRowError(LeanscoreError, ValueError):
     """A row could not be scored under the ``fail`` policy."""
-
-
-class RowPolicy(BaseModel):
-    """What happens to rows the model cannot score as they are, validated once on the driver.
-
-    - ``bad_rows``: a null, NaN or infinite feature, a wrong-length array, or a non-finite model
-      output: ``fail`` stops naming the row, ``flag`` gives a null prediction and the reason.
-    - ``out_of_range``: a feature outside the calibrated range widened by ``range_margin``
-      times the feature's calibrated width (a feature that was constant gets a width of
-      ``max(1, |value|)``) on each side: ``score_alone``, ``flag`` or ``fail``.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    bad_rows: BadRowPolicy = "fail"
-    out_of_range: OutOfRangePolicy = "score_alone"
-    range_margin: float = Field(default=DEFAULT_RANGE_MARGIN, ge=0.0, allow_inf_nan=False)
-
-
-def row_policy(
-    bad_rows: BadRowPolicy | RowPolicy,
-    *,
-    out_of_range: OutOfRangePolicy | None = None,
-    range_margin: float | None = None,
-) -> RowPolicy:
-    """One ``RowPolicy`` from the public keyword options: ``bad_rows`` is a policy name or a
-    whole ``RowPolicy``; ``out_of_range``/``range_margin``, when given, replace its fields."""
-    from pydantic import ValidationError
-
-    base = bad_rows if isinstance(bad_rows, RowPolicy) else None
-    fields = {} if base is not None else {"bad_rows": bad_rows}
-    if out_of_range is not None:
-        fields["out_of_range"] = out_of_range
-    if range_margin is not None:
-        fields["range_margin"] = range_margin
-    try:
-        if base is not None:
-            return RowPolicy.model_validate({**base.model_dump(), **fields})
-        return RowPolicy.model_validate(fields)
-    except ValidationError as err:
-        problem = err.errors()[0]
-        name = ".".join(str(p) for p in problem["loc"])
-        raise ValueError(
-            f"{name} is {problem.get('input')!r}: {problem['msg']} (bad_rows: fail|flag; "
-            "out_of_range: flag|fail|score_alone; range_margin: a number >= 0)"
-        ) from None
 
 
 def allowed_range(
@@ -144,21 +116,29 @@ class Scored:
 
 @dataclass(frozen=True)
 class Scorer:
-    """Everything a task needs to score, and nothing that holds a Spark object."""
+    """Everything a task needs to score, and nothing that holds a Spark object: the family,
+    where the model comes from, ONNX Runtime's settings and the run's ``ScoringOptions``."""
 
     family: Family
     source: ModelSource
     config: SessionConfig
-    batch_size: int
-    policy: RowPolicy
+    options: ScoringOptions
     fields: tuple[str, ...]
     batch_dependent: bool = True
     # (calibrated low, high, allowed low, allowed high) per feature; None: no range recorded
     range: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
     @property
+    def batch_size(self) -> int:
+        return self.options.batch_size
+
+    @property
+    def policy(self) -> RowPolicy:
+        return self.options.policy
+
+    @property
     def bad_rows(self) -> BadRowPolicy:
-        return self.policy.bad_rows
+        return self.options.bad_rows
 
     @property
     def task(self) -> str:
@@ -179,23 +159,22 @@ class Scorer:
         source: ModelSource,
         config: SessionConfig,
         *,
-        batch_size: int,
-        bad_rows: BadRowPolicy | RowPolicy,
-        probabilities: bool,
+        options: ScoringOptions | None = None,
+        **settings,
     ) -> Scorer:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be a positive number of rows, got {batch_size}")
-        policy = row_policy(bad_rows)
-        fields = tuple(n for n, _ in output_fields(manifest, probabilities=probabilities))
+        """The scorer of ``manifest``'s model under ``options``, with any ``ScoringOptions``
+        fields given as keywords (``batch_size=``, ``bad_rows=``, ``probabilities=``...) in
+        their place."""
+        options = ScoringOptions.of(options, **settings)
+        fields = tuple(n for n, _ in output_fields(manifest, probabilities=options.probabilities))
         return cls(
             family_for(manifest),
             source,
             config,
-            batch_size,
-            policy,
+            options,
             fields,
             batch_dependent=manifest.batch_dependent is not False,
-            range=allowed_range(manifest, policy.range_margin),
+            range=allowed_range(manifest, options.range_margin),
         )
 
     def session(self):
@@ -212,14 +191,14 @@ class Scorer:
         matrix = batch.matrix[rows] if len(rows) < len(bad) else batch.matrix
         outside = self._outside(matrix)
         alone = None
-        if outside is not None and self.policy.out_of_range == "score_alone":
+        if outside is not None and self.options.out_of_range == "score_alone":
             alone = outside  # each in a call of its own, not flagged
         elif outside is not None:
             flagged = rows[outside]
             reasons = list(reasons)
             for pos, i in zip(np.flatnonzero(outside), flagged, strict=True):
                 reasons[i] = self._range_reason(matrix[pos])
-            if self.policy.out_of_range == "fail":
+            if self.options.out_of_range == "fail":
                 self._fail(int(flagged[0]), reasons, key_of, "out_of_range")
             bad = bad.copy()
             bad[flagged] = True
@@ -252,7 +231,7 @@ class Scorer:
         whose rows do not depend on each other: the row gets the same prediction alone)."""
         if self.range is None or len(matrix) == 0:
             return None
-        if self.policy.out_of_range == "score_alone" and not self.batch_dependent:
+        if self.options.out_of_range == "score_alone" and not self.batch_dependent:
             return None
         _, _, low, high = self.range
         matrix = matrix.reshape(len(matrix), -1)
@@ -269,7 +248,7 @@ class Scorer:
         return (
             f"{name} is {float(row[j])!r}, outside the calibrated range "
             f"[{float(calibrated_low[j]):g}, {float(calibrated_high[j]):g}] widened by "
-            f"range_margin {self.policy.range_margin:g} to [{float(low[j]):g}, {float(high[j]):g}]"
+            f"range_margin {self.options.range_margin:g} to [{float(low[j]):g}, {float(high[j]):g}]"
         )
 
     def _fail(self, i: int, reasons, key_of, option: str):

@@ -18,9 +18,10 @@ from leanscore.compression.artifact import Artifact
 from leanscore.udfs.batch import Batch, from_array
 from leanscore.udfs.distribution import ModelSource
 from leanscore.udfs.kernel import Scorer
-from leanscore.udfs.session_cache import SessionConfig
+from leanscore.udfs.options import ScoringOptions
 
-BATCH_SIZE = 4096  # rows per ONNX Runtime call, as leanscore score's default
+# leanscore score's defaults (rows per ONNX Runtime call, bad rows fail), one intra-op thread
+OPTIONS = ScoringOptions(intra_op_threads=1)
 
 
 class LeanscorePyfunc:
@@ -37,14 +38,7 @@ class LeanscorePyfunc:
         source = ModelSource(
             manifest.name, manifest.sha256, "closure", data=artifact.read_model_bytes()
         )
-        self.scorer = Scorer.build(
-            manifest,
-            source,
-            SessionConfig(intra_op_threads=1),
-            batch_size=BATCH_SIZE,
-            bad_rows="fail",
-            probabilities=False,
-        )
+        self.scorer = Scorer.build(manifest, source, OPTIONS.session_config(), options=OPTIONS)
 
     def _batch(self, data) -> Batch:
         spec = self.manifest.features

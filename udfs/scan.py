@@ -1,401 +1,59 @@
-"""The scan engine: Parquet and Delta files read by pyarrow inside the Python workers.
-
-For a small model the model is not what a Spark scoring job spends its time on: Spark's reader
-decodes the Parquet column into rows, and the JVM then converts each row back into Arrow for
-the Python worker. Here Spark still plans the work and schedules the tasks, ships the model and
-receives the outputs, but each task reads its own byte slices of the files with pyarrow, which
-decodes the column straight into the Arrow buffers the model reads as a float32 matrix. Only
-the kept columns and the outputs cross back into the JVM. The scoring itself is the Arrow
-path's (``leanscore.udfs.arrow_path.record_batch_scorer``), so the results are the same, bad rows
-included.
-
-Tasks are sized by bytes as Spark sizes its file splits (``spark.sql.files.maxPartitionBytes``)
-and each task receives only its own slices, as one row of a small DataFrame, not the whole
-plan in its closure: a retried task rereads only its slices. Column names resolve as Spark
-resolves them (``spark.sql.caseSensitive``).
-
-It applies to a whole Parquet directory or Delta table (no filter), unpartitioned, without
-Delta deletion vectors or column mapping, on a store pyarrow opens with the settings Spark
-reads it with (local disks, ``/dbfs`` and ``/Volumes`` through FUSE, ``s3a://`` with the
-``fs.s3a.*`` settings: ``leanscore.udfs.storage``). ``plan_scan`` opens the first file as the
-tasks will and raises ``ScanUnsupported`` saying why it cannot; ``score_table`` then falls back
-to Spark's reader (``engine="auto"``) or raises (``engine="scan"``).
-"""
+"""``score_table``: score a whole Parquet directory or Delta table, by default with the scan
+engine (pyarrow reads the files inside the tasks; ``leanscore.udfs.engines.scan``, whose
+planning and reading functions are re-exported here), falling back to Spark's reader where the
+scan engine does not apply."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import Callable
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 from leanscore.compression.artifact import Artifact
-from leanscore.compression.errors import LeanscoreError
-from leanscore.udfs.arrow_path import output_schema, record_batch_scorer
-from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
-from leanscore.udfs.kernel import BadRowPolicy, OutOfRangePolicy, RowPolicy, Scorer, row_policy
-from leanscore.udfs.predict import as_artifact, build_scorer, resolve_columns, score_dataframe
-from leanscore.udfs.schema import feature_names, is_vector, preview
+from leanscore.udfs.engines import TableInput, check_name, score_with
+from leanscore.udfs.engines.scan import (
+    SLICE_SCHEMA,
+    ScanPlan,
+    ScanUnsupported,
+    Slice,
+    TableFormat,
+    arrow_types,
+    deal,
+    feature_list,
+    open_parquet,
+    plan_reader,
+    plan_scan,
+    read_slice,
+    row_groups_in,
+    score_plan,
+    size_tasks,
+    slice_frame,
+    stored_names,
+)
+from leanscore.udfs.options import BadRowPolicy, OutOfRangePolicy, RowPolicy, ScoringOptions
+from leanscore.udfs.prepare import as_artifact
 from leanscore.udfs.session_cache import SessionConfig
-from leanscore.udfs.storage import StoreAccess, StoreUnsupported, store_access
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StructType
 
-TableFormat = Literal["delta", "parquet"]
-TableEngine = Literal["auto", "scan", "arrow", "pandas"]
-
-_UNSUPPORTED_DELTA_FEATURES = ("deletionVectors", "columnMapping")
-# Spark's own defaults for spark.sql.files.maxPartitionBytes and openCostInBytes.
-_SPARK_MAX_PARTITION_BYTES = 128 * 1024 * 1024
-_SPARK_OPEN_COST_BYTES = 4 * 1024 * 1024
-# Below this many tasks per core the task count is rounded up to whole waves, so a small table
-# does not leave cores idle in its last wave; bigger tables are sized by bytes alone.
-_WAVES_ROUNDED = 4
-
-
-class ScanUnsupported(LeanscoreError, ValueError):
-    """The table cannot be read by the scan engine; the message says why."""
-
-
-Slice = tuple[
-    str, int, int
-]  # (file URI, first byte, byte count): row groups whose midpoint is in it
-
-
-@dataclass(frozen=True)
-class ScanPlan:
-    """What each task reads: ``tasks[i]`` is the byte slices task ``i`` reads in turn, each
-    covering the row groups whose midpoint falls in it (Spark's own rule for Parquet splits,
-    so every row group is read by exactly one slice)."""
-
-    path: str
-    format: TableFormat
-    schema: StructType
-    tasks: tuple[tuple[Slice, ...], ...]
-    access: StoreAccess = StoreAccess("local")
-    case_sensitive: bool = False
-
-    @property
-    def units(self) -> list[Slice]:
-        return [unit for task in self.tasks for unit in task]
-
-    def task_bytes(self) -> list[int]:
-        return [sum(length for _, _, length in task) for task in self.tasks]
-
-
-def open_parquet(uri: str, access: StoreAccess | None = None) -> pq.ParquetFile:
-    return (access or StoreAccess("local")).open_parquet(uri)
-
-
-def _check_delta(spark: SparkSession, path: str) -> None:
-    from delta.tables import DeltaTable
-
-    detail = DeltaTable.forPath(spark, path).detail().first().asDict()
-    if detail.get("partitionColumns"):
-        raise ScanUnsupported(f"Delta table {path} is partitioned by {detail['partitionColumns']}")
-    features = set(detail.get("tableFeatures") or [])
-    for feature in _UNSUPPORTED_DELTA_FEATURES:
-        if feature in features:
-            raise ScanUnsupported(f"Delta table {path} uses {feature}")
-    mode = (detail.get("properties") or {}).get("delta.columnMapping.mode", "none")
-    if mode != "none":
-        raise ScanUnsupported(f"Delta table {path} uses column mapping ({mode})")
-
-
-def _bytes_setting(spark: SparkSession, key: str, default: int) -> int:
-    """A Spark size setting (``134217728``, ``128m``, ``128MB``) in bytes."""
-    value = spark.conf.get(key, None)
-    if not value:
-        return default
-    text = str(value).strip().lower()
-    units = {
-        "b": 1,
-        "k": 1024,
-        "kb": 1024,
-        "m": 1024**2,
-        "mb": 1024**2,
-        "g": 1024**3,
-        "gb": 1024**3,
-    }
-    for suffix in sorted(units, key=len, reverse=True):
-        if text.endswith(suffix) and text[: -len(suffix)].strip().isdigit():
-            return int(text[: -len(suffix)]) * units[suffix]
-    return int(text)
-
-
-def plan_scan(
-    spark: SparkSession,
-    path: str,
-    *,
-    format: TableFormat,
-    columns: list[str],
-    max_task_bytes: int | None = None,
-) -> ScanPlan:
-    """The slices of ``path`` the tasks will read, after checking the scan engine applies and
-    that pyarrow opens the table's files with the settings Spark reads them with.
-
-    The file list comes from Spark (for Delta: the current snapshot's files), so the scan reads
-    exactly what ``spark.read`` would. Tasks are sized by bytes as Spark sizes its file splits:
-    at most ``max_task_bytes`` each (default ``spark.sql.files.maxPartitionBytes``, 128 MiB),
-    smaller for a table too small to fill every core (never under
-    ``spark.sql.files.openCostInBytes``). Files larger than a task are cut into byte ranges.
-    The plan depends on the cores present only where a table fills fewer than a few waves."""
-    if max_task_bytes is not None and max_task_bytes < 1:
-        raise ValueError(f"max_task_bytes must be a positive number, got {max_task_bytes}")
-    if format not in ("delta", "parquet"):
-        raise ScanUnsupported(f"format {format!r} is read by Spark")
-    if format == "delta":
-        if is_connect(spark):
-            raise ScanUnsupported("Delta tables on Spark Connect are read by Spark")
-        _check_delta(spark, path)
-    df = spark.read.format(format).load(path)
-    files = sorted(df.inputFiles())
-    case_sensitive = str(spark.conf.get("spark.sql.caseSensitive", "false")).lower() == "true"
-    try:
-        access = store_access(spark, files[0] if files else path)
-    except StoreUnsupported as err:
-        raise ScanUnsupported(str(err)) from err
-    sizes: list[int] = []
-    if files:
-        try:  # what the tasks will do, once on the driver: a store pyarrow cannot open falls back
-            file_schema = access.open_parquet(files[0]).schema_arrow
-            sizes = access.file_sizes(files)
-        except Exception as err:
-            raise ScanUnsupported(f"pyarrow cannot open {files[0]}: {err}") from err
-        if format == "parquet":
-            # In Delta a column a file lacks is null (the schema grew); in a Parquet directory
-            # it is a partition column whose values live in the directory names.
-            stored = stored_names(file_schema.names, columns, case_sensitive=case_sensitive)
-            missing = [c for c in columns if stored[c] is None]
-            if missing:
-                raise ScanUnsupported(f"columns {preview(missing)} are not stored in {files[0]}")
-    cores = (os.cpu_count() or 2) if is_connect(spark) else spark.sparkContext.defaultParallelism
-    largest = max_task_bytes or _bytes_setting(
-        spark, "spark.sql.files.maxPartitionBytes", _SPARK_MAX_PARTITION_BYTES
-    )
-    smallest = _bytes_setting(spark, "spark.sql.files.openCostInBytes", _SPARK_OPEN_COST_BYTES)
-    sized = list(zip(files, sizes, strict=True))
-    tasks = size_tasks(sized, max_task_bytes=largest, min_task_bytes=smallest, cores=cores)
-    return ScanPlan(path, format, df.schema, tasks, access, case_sensitive)
-
-
-def size_tasks(
-    files: list[tuple[str, int]], *, max_task_bytes: int, min_task_bytes: int, cores: int
-) -> tuple[tuple[Slice, ...], ...]:
-    """Byte slices of ``files`` dealt into tasks of at most ``max_task_bytes`` (as Spark's
-    ``maxSplitBytes``: smaller when the table is too small to give every core one, never under
-    ``min_task_bytes`` unless ``max_task_bytes`` is). A table of fewer than a few waves gets a
-    whole number of waves of tasks."""
-    total = sum(size for _, size in files)
-    if total == 0:
-        return ()
-    target = min(max_task_bytes, max(min_task_bytes, -(-total // max(cores, 1))))
-    slices: list[tuple[Slice, int]] = []
-    for uri, size in files:
-        pieces = max(1, -(-size // target))
-        step = -(-size // pieces)
-        slices.extend(
-            ((uri, start, min(step, size - start)), min(step, size - start))
-            for start in range(0, max(size, 1), max(step, 1))
-        )
-    count = -(-total // target)
-    if 1 < count < _WAVES_ROUNDED * cores:
-        count = -(-count // cores) * cores
-    while True:  # balanced by weight; more tasks until none holds more than the target
-        tasks = deal(slices, count)
-        loads = [sum(length for _, _, length in task) for task in tasks]
-        if max(loads) <= target or count >= len(slices):
-            return tasks
-        count += cores if count < _WAVES_ROUNDED * cores else 1
-
-
-def deal(weighted: list[tuple[Slice, int]], tasks: int) -> tuple[tuple[Slice, ...], ...]:
-    """Units into at most ``tasks`` groups of near-equal weight (largest first, each to the
-    lightest group), each group in file order."""
-    groups: list[list[tuple[Slice, int]]] = [[] for _ in range(min(tasks, len(weighted)))]
-    loads = [0] * len(groups)
-    for unit, weight in sorted(weighted, key=lambda uw: -uw[1]):
-        lightest = loads.index(min(loads))
-        groups[lightest].append((unit, weight))
-        loads[lightest] += weight
-    order = {unit: i for i, (unit, _) in enumerate(weighted)}
-    return tuple(tuple(sorted((u for u, _ in g), key=order.__getitem__)) for g in groups)
-
-
-def row_groups_in(metadata: pq.FileMetaData, start: int, length: int) -> list[int]:
-    """The row groups whose midpoint lies in ``[start, start + length)``: Spark's rule, so
-    byte slices that cover a file read each of its row groups exactly once."""
-    chosen = []
-    for g in range(metadata.num_row_groups):
-        group = metadata.row_group(g)
-        chunks = [group.column(c) for c in range(group.num_columns)]
-        first = min(
-            c.dictionary_page_offset if c.has_dictionary_page else c.data_page_offset
-            for c in chunks
-        )
-        middle = first + sum(c.total_compressed_size for c in chunks) // 2
-        if start <= middle < start + length:
-            chosen.append(g)
-    return chosen
-
-
-def stored_names(
-    stored: list[str], wanted: list[str], *, case_sensitive: bool
-) -> dict[str, str | None]:
-    """Each wanted column's name in a file, resolved as Spark resolves it: exactly, or (the
-    default, ``spark.sql.caseSensitive=false``) ignoring case; None when the file lacks it."""
-    exact = set(stored)
-    folded: dict[str, list[str]] = {}
-    for name in stored:
-        folded.setdefault(name.lower(), []).append(name)
-    found: dict[str, str | None] = {}
-    for name in wanted:
-        if case_sensitive or name in exact:
-            found[name] = name if name in exact else None
-            continue
-        matches = folded.get(name.lower(), [])
-        if len(matches) > 1:
-            raise ValueError(
-                f"column {name!r} matches {matches} when case is ignored; Spark refuses the "
-                "file too: rename one, or set spark.sql.caseSensitive=true"
-            )
-        found[name] = matches[0] if matches else None
-    return found
-
-
-def read_slice(
-    unit: Slice,
-    types: dict[str, pa.DataType],
-    batch_rows: int,
-    *,
-    access: StoreAccess | None = None,
-    case_sensitive: bool = False,
-) -> Iterator[pa.RecordBatch]:
-    """The columns of one slice of a plan, ``batch_rows`` rows at a time, as the Arrow
-    ``types`` Spark expects. A column the file lacks (a Delta table's schema grew after it was
-    written) is read as nulls, as Spark reads it."""
-    uri, start, length = unit
-    parquet = open_parquet(uri, access)
-    groups = row_groups_in(parquet.metadata, start, length)
-    if not groups:
-        return
-    stored = stored_names(parquet.schema_arrow.names, list(types), case_sensitive=case_sensitive)
-    for rb in parquet.iter_batches(
-        batch_size=batch_rows,
-        row_groups=groups,
-        columns=list(dict.fromkeys(s for s in stored.values() if s is not None)),
-        use_threads=False,  # one core per task, as Spark scheduled it
-    ):
-        arrays = []
-        for name, want in types.items():
-            if stored[name] is None:
-                arrays.append(pa.nulls(rb.num_rows, want))
-                continue
-            column = rb.column(stored[name])
-            arrays.append(column if _same_values(column.type, want) else column.cast(want))
-        yield pa.RecordBatch.from_arrays(arrays, names=list(types))
-
-
-def plan_reader(
-    plan: ScanPlan, types: dict[str, pa.DataType], batch_rows: int
-) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
-    """For ``mapInArrow`` over ``slice_frame(plan)``: the record batches of the slices each
-    row describes. Only the store settings travel in the closure; the slices are the data."""
-    access, case_sensitive = plan.access, plan.case_sensitive
-
-    def read(descriptors: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in descriptors:
-            for slices in batch.column("slices").to_pylist():
-                for s in slices:
-                    unit = (s["uri"], s["start"], s["length"])
-                    yield from read_slice(
-                        unit, types, batch_rows, access=access, case_sensitive=case_sensitive
-                    )
-
-    return read
-
-
-def _same_values(have: pa.DataType, want: pa.DataType) -> bool:
-    """Equal types, or lists of the same values whose item fields are named differently
-    (Parquet's ``element``, Spark's ``element`` or ``item``): no cast, no copy."""
-    if have == want:
-        return True
-    lists = pa.types.is_list(have) and pa.types.is_list(want)
-    return lists and have.value_type == want.value_type
-
-
-def arrow_types(plan: ScanPlan, columns: list[str], timezone: str) -> dict[str, pa.DataType]:
-    """Each column's Arrow type as Spark hands it to Python (timestamps in the session zone)."""
-    by_name = {f.name: f.dataType for f in plan.schema.fields}
-    folded = {f.name.lower(): f.dataType for f in plan.schema.fields}
-
-    def spark_type(name: str):
-        if name in by_name or plan.case_sensitive:
-            return by_name[name]
-        return folded[name.lower()]
-
-    return {c: _arrow_type(spark_type(c), timezone) for c in dict.fromkeys(columns)}
-
-
-def _arrow_type(data_type, timezone: str) -> pa.DataType:
-    import inspect
-
-    from pyspark.sql.pandas.types import to_arrow_type
-
-    if "timezone" in inspect.signature(to_arrow_type).parameters:  # Spark 4.1+
-        return to_arrow_type(data_type, timezone=timezone)
-    # Spark 4.0 names no zone here, but hands Python its timestamps in the session zone.
-    arrow = to_arrow_type(data_type)
-    if pa.types.is_timestamp(arrow) and arrow.tz is not None:
-        return pa.timestamp(arrow.unit, tz=timezone)
-    return arrow
-
-
-SLICE_SCHEMA = "task int, slices array<struct<uri: string, start: long, length: long>>"
-
-
-def slice_frame(spark: SparkSession, plan: ScanPlan) -> DataFrame:
-    """One row per task of ``plan`` (its id and its slices), each in a partition of its own:
-    a task receives its own slices as data, and a retried task rereads only those."""
-    rows = [
-        (i, [{"uri": u, "start": s, "length": n} for u, s, n in task])
-        for i, task in enumerate(plan.tasks)
-    ]
-    if not rows:
-        return spark.createDataFrame([], SLICE_SCHEMA)
-    if is_connect(spark):
-        frame = spark.createDataFrame(rows, SLICE_SCHEMA)
-        # every key sampled, so the range bounds put exactly one task in each partition
-        return frame.repartitionByRange(len(rows), "task") if len(rows) > 1 else frame
-    return spark.createDataFrame(spark.sparkContext.parallelize(rows, len(rows)), SLICE_SCHEMA)
-
-
-def score_plan(
-    spark: SparkSession,
-    plan: ScanPlan,
-    scorer: Scorer,
-    *,
-    fields: list[tuple[str, str]],
-    out_names: dict[str, str],
-    keep: list[str],
-    key_columns: list[str],
-    arrow_batch_rows: int,
-) -> DataFrame:
-    """A DataFrame of ``keep`` columns plus the outputs, one Spark task per task of ``plan``."""
-    features = scorer.family.input_columns()
-    timezone = spark.conf.get("spark.sql.session.timeZone")
-    types = arrow_types(plan, [*keep, *key_columns, *features], timezone)
-    schema, names = output_schema(plan.schema, keep, fields, out_names)
-    read = plan_reader(plan, types, arrow_batch_rows)
-
-    def score_slices(descriptors: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        score = record_batch_scorer(scorer, features, features, keep, key_columns, names)
-        for rb in read(descriptors):
-            yield score(rb)
-
-    return slice_frame(spark, plan).mapInArrow(score_slices, schema)
+__all__ = [
+    "SLICE_SCHEMA",
+    "ScanPlan",
+    "ScanUnsupported",
+    "Slice",
+    "TableFormat",
+    "arrow_types",
+    "deal",
+    "feature_list",
+    "open_parquet",
+    "plan_reader",
+    "plan_scan",
+    "read_slice",
+    "row_groups_in",
+    "score_plan",
+    "score_table",
+    "size_tasks",
+    "slice_frame",
+    "stored_names",
+]
 
 
 def score_table(
@@ -404,97 +62,49 @@ def score_table(
     artifact: Artifact | str | os.PathLike[str],
     *,
     format: TableFormat = "delta",
-    engine: TableEngine = "auto",
+    engine: str = "auto",
+    options: ScoringOptions | None = None,
     key_columns: list[str] | None = None,
     keep_columns: list[str] | None = None,
-    output_column: str = "prediction",
-    batch_size: int = 4096,
-    arrow_batch_rows: int = 10_000,
-    bad_rows: BadRowPolicy | RowPolicy = "fail",
+    output_column: str | None = None,
+    batch_size: int | None = None,
+    arrow_batch_rows: int | None = None,
+    bad_rows: BadRowPolicy | RowPolicy | None = None,
     out_of_range: OutOfRangePolicy | None = None,
     range_margin: float | None = None,
-    probabilities: bool = False,
+    probabilities: bool | None = None,
     session_config: SessionConfig | None = None,
-    path_threshold_bytes: int = DEFAULT_PATH_THRESHOLD_BYTES,
+    path_threshold_bytes: int | None = None,
     on_fallback: Callable[[str], None] | None = None,
     max_task_bytes: int | None = None,
 ) -> DataFrame:
     """Score a whole Parquet directory or Delta table: ``keep_columns`` (default: all) plus
     the model's outputs, as ``leanscore.udfs.score_dataframe`` names them.
 
-    ``engine="auto"`` uses the scan engine where it applies (see the module docstring) and
-    otherwise Spark's reader with ``score_dataframe``; ``on_fallback(reason)`` hears why.
-    ``engine="scan"`` raises ``ScanUnsupported`` instead of falling back. ``max_task_bytes``
-    caps the bytes one scan task reads (default ``spark.sql.files.maxPartitionBytes``).
-    ``out_of_range``/``range_margin``: the row policy for rows outside the calibrated range, as
-    for ``score_dataframe``."""
-    if engine not in ("auto", "scan", "arrow", "pandas"):
-        raise ValueError(f"engine must be 'auto', 'scan', 'arrow' or 'pandas', got {engine!r}")
-    if arrow_batch_rows < 1:
-        raise ValueError(f"arrow_batch_rows must be a positive number, got {arrow_batch_rows}")
-    artifact = as_artifact(artifact)
-    options = dict(
+    ``engine="auto"`` uses the scan engine where it applies (see
+    ``leanscore.udfs.engines.scan``) and otherwise Spark's reader (the Arrow engine, else
+    pandas); ``on_fallback(reason)`` hears why. ``engine="scan"`` raises ``ScanUnsupported``
+    instead of falling back. The scoring options are ``ScoringOptions``' (defaults and legal
+    values there): pass one as ``options=``, or any of its fields as keywords (a keyword given
+    replaces the field of ``options``). ``max_task_bytes`` caps the bytes one scan task reads
+    (default ``spark.sql.files.maxPartitionBytes``)."""
+    check_name(engine)
+    options = ScoringOptions.of(
+        options,
         key_columns=key_columns,
         keep_columns=keep_columns,
         output_column=output_column,
         batch_size=batch_size,
-        bad_rows=row_policy(bad_rows, out_of_range=out_of_range, range_margin=range_margin),
-        probabilities=probabilities,
-        session_config=session_config,
-        path_threshold_bytes=path_threshold_bytes,
-    )
-    df = spark.read.format(format).load(path)
-    if engine in ("arrow", "pandas"):
-        return score_dataframe(df, artifact, engine=engine, **options)
-    keys, keep, fields, names = resolve_columns(
-        df,
-        artifact,
-        key_columns=key_columns,
-        keep_columns=keep_columns,
-        output_column=output_column,
-        probabilities=probabilities,
-    )
-    try:
-        features = feature_list(artifact, df)
-        plan = plan_scan(
-            spark,
-            path,
-            format=format,
-            columns=[*keep, *keys, *features],
-            max_task_bytes=max_task_bytes,
-        )
-    except ScanUnsupported as why:
-        if engine == "scan":
-            raise
-        if on_fallback is not None:
-            on_fallback(str(why))
-        return score_dataframe(df, artifact, engine="auto", **options)
-    scorer = build_scorer(
-        artifact,
-        spark=spark,
-        batch_size=batch_size,
-        bad_rows=options["bad_rows"],
-        probabilities=probabilities,
-        session_config=session_config,
-        path_threshold_bytes=path_threshold_bytes,
-    )
-    return score_plan(
-        spark,
-        plan,
-        scorer,
-        fields=fields,
-        out_names=names,
-        keep=keep,
-        key_columns=keys,
         arrow_batch_rows=arrow_batch_rows,
+        bad_rows=bad_rows,
+        out_of_range=out_of_range,
+        range_margin=range_margin,
+        probabilities=probabilities,
+        session_config=session_config,
+        path_threshold_bytes=path_threshold_bytes,
+        max_task_bytes=max_task_bytes,
     )
-
-
-def feature_list(artifact: Artifact, df: DataFrame) -> list[str]:
-    """The stored columns the model reads; ML Vector features are read by Spark."""
-    names = feature_names(artifact.manifest)
-    types = {f.name: f.dataType for f in df.schema.fields}
-    vectors = [n for n in names if is_vector(types[n])]
-    if vectors:
-        raise ScanUnsupported(f"ML Vector column {vectors[0]!r} is read by Spark")
-    return names
+    artifact = as_artifact(artifact)
+    table = TableInput(spark.read.format(format).load(path), path=path, format=format)
+    scored, _ = score_with(engine, table, artifact, options, on_fallback=on_fallback)
+    return scored

@@ -33,10 +33,8 @@ from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, ModelSourc
 from leanscore.udfs.session_cache import SessionConfig, get_session
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.functions import pandas_udf
 
 BadRowPolicy = Literal["fail", "flag"]
-Engine = Literal["auto", "arrow", "pandas"]
 LongTextPolicy = Literal["truncate", "bad"]
 ERROR_FIELD = "error"
 RETURN_TYPE = "struct<embedding:array<float>,error:string>"
@@ -160,7 +158,7 @@ class TextKernel:
         self.config = config
         self.options = options
 
-    def iterator(self, with_key: bool):
+    def pandas_iterator(self, with_key: bool):
         """The pandas UDF body: Series in, DataFrame(embedding, error) out."""
         kernel = self
 
@@ -306,45 +304,32 @@ class TextEmbeddingUDF:
 
     fields = (("embedding", "array<float>"), (ERROR_FIELD, "string"))
 
-    def __init__(self, artifact: Artifact, kernel: TextKernel, *, engine: Engine = "auto"):
+    def __init__(self, artifact: Artifact, kernel: TextKernel, *, engine: str = "auto"):
         self.artifact = artifact
         self.kernel = kernel
         self.engine = resolve_engine(engine)
         self._udfs: dict[bool, object] = {}
 
     def __call__(self, text: Column | str, *, key: Column | str | None = None) -> Column:
+        from leanscore.udfs.engines import engine_for
+
         with_key = key is not None
         if with_key not in self._udfs:
-            if self.engine == "arrow":
-                from pyspark.sql.functions import arrow_udf
-
-                body = self.kernel.arrow_iterator(with_key)
-                self._udfs[with_key] = arrow_udf(body, RETURN_TYPE)
-            else:
-                self._udfs[with_key] = pandas_udf(self.kernel.iterator(with_key), RETURN_TYPE)
+            engine = engine_for(self.engine)
+            self._udfs[with_key] = engine.column_udf(self.kernel, with_key, RETURN_TYPE)
         args = [F.col(text) if isinstance(text, str) else text]
         if with_key:
             args.append((F.col(key) if isinstance(key, str) else key).cast("string"))
         return self._udfs[with_key](*args)
 
 
-def arrow_udfs_available() -> bool:
-    """Spark 4.1+ has Arrow-native UDFs (``arrow_udf``)."""
-    import pyspark.sql.functions as functions
+def resolve_engine(engine: str) -> str:
+    """The engine name ``engine`` resolves to for the embedding UDF (``leanscore.udfs.engines``
+    decides): ``auto`` is the Arrow UDF where Spark has it (no pandas conversion of the
+    384-float embeddings: ~75 us a row less), else the pandas UDF. Both give the same rows."""
+    from leanscore.udfs.engines import COLUMN, resolve
 
-    return hasattr(functions, "arrow_udf")
-
-
-def resolve_engine(engine: Engine) -> Literal["arrow", "pandas"]:
-    """``auto``: the Arrow UDF where Spark has it (no pandas conversion of the 384-float
-    embeddings: ~75 us a row less), else the pandas UDF. Both give the same rows."""
-    if engine not in ("auto", "arrow", "pandas"):
-        raise ValueError(f"engine must be 'auto', 'arrow' or 'pandas', got {engine!r}")
-    if engine == "arrow" and not arrow_udfs_available():
-        raise ValueError("engine='arrow' needs Spark 4.1+ (pyspark.sql.functions.arrow_udf)")
-    if engine == "auto":
-        return "arrow" if arrow_udfs_available() else "pandas"
-    return engine
+    return resolve(engine, COLUMN).name
 
 
 def _load(artifact: Artifact | str | os.PathLike[str]) -> Artifact:
@@ -376,12 +361,12 @@ def text_embedding_udf(
     bad_rows: BadRowPolicy = "fail",
     session_config: SessionConfig | None = None,
     path_threshold_bytes: int = DEFAULT_PATH_THRESHOLD_BYTES,
-    engine: Engine = "auto",
+    engine: str = "auto",
 ) -> TextEmbeddingUDF:
     """Build the embedding UDF for a text artifact; ``max_length`` defaults to its ``size``.
     ``engine``: ``arrow`` (Spark 4.1+ ``arrow_udf``), ``pandas`` (``pandas_udf``) or ``auto``
     (Arrow where Spark has it); both give the same rows."""
-    from leanscore.udfs.predict import task_cpus
+    from leanscore.udfs.options import task_cpus
 
     engine = resolve_engine(engine)
     artifact = _load(artifact)
@@ -425,7 +410,7 @@ def embed_dataframe(
 ) -> DataFrame:
     """``df`` plus ``<output_column>`` (array<float>) and ``<output_column>_error`` (null unless
     the row was flagged). ``text_column`` defaults to the one the artifact names."""
-    from leanscore.udfs.predict import key_expression
+    from leanscore.udfs.prepare import key_expression
     from pyspark.sql.types import StringType
 
     artifact = _load(artifact)
