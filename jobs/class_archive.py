@@ -198,7 +198,9 @@ def loads_cleanly(java: Path, archive: Path, class_path: str) -> bool:
     (a truncated archive crashes Java 17; a mismatched class path only warns)."""
     try:
         trial = subprocess.run(
+            # a crash (a truncated archive) writes no hs_err file into the working directory
             [str(java), f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
+            + ["-XX:ErrorFile=/dev/null", "-XX:-CreateCoredumpOnCrash"]
             + ["-cp", class_path, "-version"],
             capture_output=True,
             text=True,

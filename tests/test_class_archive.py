@@ -119,6 +119,7 @@ def test_a_truncated_archive_never_gets_its_name(spark_home, tmp_path):
     assert not ca.finish_creating(first, jvm, class_path(spark_home))
     assert not first.path.exists() and not first.writing.exists() and first.unusable.exists()
     assert plan(spark_home, store) is None
+    assert not list(Path.cwd().glob("hs_err_pid*.log"))  # the trial JVM's crash left no file
 
 
 def test_a_changed_class_path_gets_another_archive(spark_home, tmp_path):
