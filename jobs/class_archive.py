@@ -198,9 +198,10 @@ def loads_cleanly(java: Path, archive: Path, class_path: str) -> bool:
     (a truncated archive crashes Java 17; a mismatched class path only warns)."""
     try:
         trial = subprocess.run(
-            # a crash is the answer here: no hs_err_pid*.log left in the job's directory
+            # a crash (a truncated archive) writes no hs_err file into the working directory
             [str(java), f"-XX:SharedArchiveFile={archive}", "-Xshare:auto"]
-            + [f"-XX:ErrorFile={os.devnull}", "-cp", class_path, "-version"],
+            + ["-XX:ErrorFile=/dev/null", "-XX:-CreateCoredumpOnCrash"]
+            + ["-cp", class_path, "-version"],
             capture_output=True,
             text=True,
             timeout=120,
