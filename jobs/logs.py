@@ -1,4 +1,6 @@
-"""Driver logging: our packages at INFO, the chatty libraries (exporters, quantizer) quiet."""
+"""Driver logging: the CLI speaks through its own console, so leanscore's loggers stay at
+WARNING unless ``LEANSCORE_LOG_LEVEL`` (e.g. INFO, DEBUG) asks for more; the chatty libraries
+(exporters, quantizer, py4j) are quiet either way. A failing command then still prints one line."""
 
 from __future__ import annotations
 
@@ -7,11 +9,10 @@ import os
 
 
 def configure_logging(level: str | None = None) -> None:
-    level = level or os.environ.get("LEANSCORE_LOG_LEVEL", "INFO")
+    level = level or os.environ.get("LEANSCORE_LOG_LEVEL", "WARNING")
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING
     )
-    for name in ("compression", "udfs", "jobs"):
-        logging.getLogger(name).setLevel(level)
+    logging.getLogger("leanscore").setLevel(level.upper())
     for noisy in ("onnx_ir", "onnxscript", "torch.onnx", "torch.export", "py4j"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

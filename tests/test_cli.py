@@ -47,3 +47,25 @@ def test_nightly_job_with_unknown_config_key_exits_1(tmp_path, command, key):
     result = runner.invoke(app, [command, "--config", str(config), "--run-date", "2026-01-01"])
     assert result.exit_code == 1
     assert f"{key}: Extra inputs are not permitted" in result.output
+
+
+def test_log_level_reaches_leanscore_modules(monkeypatch):
+    """Modules log as ``leanscore.<package>.<module>``: the level set from LEANSCORE_LOG_LEVEL
+    reaches them; by default they stay at WARNING (a failing command prints one line)."""
+    import logging
+
+    from leanscore.jobs.logs import configure_logging
+
+    root = logging.getLogger("leanscore")
+    before = root.level
+    module = logging.getLogger("leanscore.jobs.score")
+    try:
+        monkeypatch.delenv("LEANSCORE_LOG_LEVEL", raising=False)
+        configure_logging()
+        assert not module.isEnabledFor(logging.INFO)
+        assert module.isEnabledFor(logging.WARNING)
+        monkeypatch.setenv("LEANSCORE_LOG_LEVEL", "info")
+        configure_logging()
+        assert module.isEnabledFor(logging.INFO)
+    finally:
+        root.setLevel(before)
