@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 
 # A no-op without the JVM when the cache already holds the jars (Delta, and S3A for s3a://).
 jars: $(STAMP)
-	$(PY) -m leanscore.jobs.jars --with-s3 > /dev/null
+	$(PY) -m leanscore.jobs.runtime.jars --with-s3 > /dev/null
 
 # Headless Chromium (Debian's package) renders the bench's report.html in the tests.
 browser:

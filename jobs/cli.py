@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 from leanscore.compression.errors import LeanscoreError, is_leanscore_error
-from leanscore.jobs.logs import configure_logging
+from leanscore.jobs.runtime.logs import configure_logging
 
 app = typer.Typer(
     name="leanscore",
@@ -79,8 +79,8 @@ def demo(
 ) -> None:
     """Train, compress, score and compare once on embedded real data (local Spark with Delta)."""
     configure_logging("WARNING")
-    from leanscore.jobs.demo import run_demo
-    from leanscore.jobs.spark import get_spark
+    from leanscore.jobs.demo.job import run_demo
+    from leanscore.jobs.runtime.spark import get_spark
 
     with _one_line_errors():
         if run_date:
@@ -139,8 +139,8 @@ def _run_nightly(config_model, job, app_name: str, config: Path, run_date: str, 
     one line on stderr and exit code 1."""
     configure_logging()
     from leanscore.jobs.config import load_config
+    from leanscore.jobs.runtime.spark import get_spark
     from leanscore.jobs.score import parse_run_date
-    from leanscore.jobs.spark import get_spark
 
     config = _config_path(config)
     with _one_line_errors():
@@ -199,17 +199,17 @@ def bench(
     MiniLM variants and the PyTorch model in predict_batch_udf, in sentences/s and cosine.
     """
     configure_logging()
-    from leanscore.jobs.bench import BenchConfig
+    from leanscore.jobs.bench.compare import BenchConfig
+    from leanscore.jobs.bench.embed import is_embedding_config
     from leanscore.jobs.config import apply_overrides, load_config, read_yaml
-    from leanscore.jobs.embed_bench import is_embedding_config
-    from leanscore.jobs.spark import get_spark
+    from leanscore.jobs.runtime.spark import get_spark
 
     config = _config_path(config)
     with _one_line_errors():
         if is_embedding_config(apply_overrides(read_yaml(config), list(overrides or []))):
             _embedding_bench(config, out, overrides)
             return
-        from leanscore.jobs.bench_run import run_bench
+        from leanscore.jobs.bench.run import run_bench
 
         cfg = load_config(BenchConfig, config, overrides)
         run_bench(get_spark("leanscore-bench"), cfg, out, config_dir=config.resolve().parent)
@@ -226,7 +226,7 @@ def bench_nightly(
     """The nightly job end to end: `leanscore score` as a process against a PySpark job with
     the PyTorch model in predict_batch_udf, at two table sizes: wall time, rows/s, fixed cost."""
     configure_logging()
-    from leanscore.jobs.bench_nightly import NightlyBenchConfig, report_lines, run_nightly_bench
+    from leanscore.jobs.bench.nightly import NightlyBenchConfig, report_lines, run_nightly_bench
     from leanscore.jobs.config import load_config
 
     config = _config_path(config)
@@ -240,9 +240,9 @@ def bench_nightly(
 
 
 def _embedding_bench(config: Path, out: Path, overrides: list[str] | None) -> None:
+    from leanscore.jobs.bench.embed import BenchEmbedConfig, run_embed_bench, table_lines
     from leanscore.jobs.config import load_config
-    from leanscore.jobs.embed_bench import BenchEmbedConfig, run_embed_bench, table_lines
-    from leanscore.jobs.spark import get_spark
+    from leanscore.jobs.runtime.spark import get_spark
 
     cfg = load_config(BenchEmbedConfig, config, overrides)
     report = run_embed_bench(

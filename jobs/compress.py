@@ -179,7 +179,7 @@ def run_compress(
     say("loading data")
     specs = [data.train, data.evaluation, data.calibration, *data.also_evaluate.values()]
     if any(getattr(spec, "kind", None) == "table" for spec in specs):
-        from leanscore.jobs.spark import get_spark
+        from leanscore.jobs.runtime.spark import get_spark
 
         get_spark("leanscore-compress")  # the session the table samples are read with
     read = dict(base_dir=config_dir, image=config.image)

@@ -131,7 +131,7 @@ def main(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override: a.b=value")] = None,
 ) -> None:
     from leanscore.jobs.config import load_config
-    from leanscore.jobs.spark import get_spark
+    from leanscore.jobs.runtime.spark import get_spark
 
     cfg = load_config(EmbedConfig, config, set_ or [])
     summary = score_text_table(get_spark("leanscore-embed"), cfg, run_date)

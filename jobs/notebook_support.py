@@ -79,7 +79,7 @@ def notebook_spark(namespace: Mapping[str, Any], app_name: str):
     spark = namespace.get("spark")
     if spark is not None:
         return spark
-    from leanscore.jobs.spark import get_spark
+    from leanscore.jobs.runtime.spark import get_spark
 
     return get_spark(app_name)
 

@@ -25,8 +25,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from leanscore.jobs.bench import BenchConfig
-from leanscore.jobs.bench_run import run_bench
+from leanscore.jobs.bench.compare import BenchConfig
+from leanscore.jobs.bench.run import run_bench
 from leanscore.jobs.config import load_config
 from leanscore.jobs.notebook_support import (
     notebook_spark,

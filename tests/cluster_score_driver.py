@@ -34,8 +34,8 @@ def _stage_failures(sc, seen: set[int]) -> dict:
 
 
 def main(spec_path: str) -> None:
+    from leanscore.jobs.runtime.spark import get_spark
     from leanscore.jobs.score import ScoreConfig, run_score
-    from leanscore.jobs.spark import get_spark
 
     spec = json.loads(Path(spec_path).read_text())
     signals = Path(spec["signal_dir"])

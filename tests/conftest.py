@@ -26,8 +26,8 @@ os.environ.setdefault("LEANSCORE_CLASS_ARCHIVE", "0")
 
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
-    from leanscore.jobs.jars import hadoop_aws_coordinates, resolve_jars
-    from leanscore.jobs.spark import get_spark
+    from leanscore.jobs.runtime.jars import hadoop_aws_coordinates, resolve_jars
+    from leanscore.jobs.runtime.spark import get_spark
 
     resolve_jars(hadoop_aws_coordinates())  # cached after the first run: s3a:// in the session
     warehouse = tmp_path_factory.mktemp("warehouse")
@@ -128,7 +128,7 @@ def artifact(small_model, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def columns_artifact(small_model, tmp_path_factory):
-    from leanscore.jobs.datagen import feature_column_names
+    from leanscore.jobs.demo.datagen import feature_column_names
 
     return make_artifact(
         small_model,
@@ -148,7 +148,7 @@ def demo_run(spark, tmp_path_factory):
     """One small ``run_demo`` (train, compress, write Delta, score, compare) in the session's
     Spark, made once: test_demo checks the run itself, and its artifacts and Delta table are the
     inputs of the notebook and spark-submit tests. Returns the workdir and the report."""
-    from leanscore.jobs.demo import run_demo
+    from leanscore.jobs.demo.job import run_demo
 
     workdir = tmp_path_factory.mktemp("demo")
     report = run_demo(spark, workdir, rows=DEMO_ROWS, run_date=DEMO_RUN_DATE, epochs=3)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import pytest
 from leanscore.compression.evaluate import accuracy_interval
-from leanscore.jobs.bench_decompose import (
+from leanscore.jobs.bench.decompose import (
     BenchTargets,
     decompose,
     decomposition_rows,
     pairs,
 )
-from leanscore.jobs.bench_timing import breakdown
+from leanscore.jobs.bench.timing import breakdown
 
 
 def variant(name, model, path, engine, rows_per_s, *, compressed=False, accuracy=0.95, monthly=0):
@@ -207,7 +207,7 @@ def test_noise_band_is_the_measured_intervals_half_width_not_a_worst_case():
     """At 97% on 450 distinct images the Wilson interval spans about +-1.5 points; the report
     says so instead of the worst case at 50% (4.6 points), which overstated the noise."""
     from leanscore.compression.evaluate import accuracy_interval
-    from leanscore.jobs.bench_report import _half_width_points
+    from leanscore.jobs.bench.report import _half_width_points
 
     variants = [
         {"accuracy_interval": accuracy_interval(0.9737, 450)},
@@ -222,7 +222,7 @@ def test_predict_batch_udf_model_clock_counts_every_job_on_reused_workers(spark)
     """predict_batch_udf reuses its predict function across tasks and jobs on a worker; the
     model seconds of a later job must still reach the driver (they read 0% before)."""
     import numpy as np
-    from leanscore.jobs.bench_timing import TaskClock, timed_predict_fn
+    from leanscore.jobs.bench.timing import TaskClock, timed_predict_fn
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType

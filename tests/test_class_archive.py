@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from leanscore.jobs import class_archive as ca
+from leanscore.jobs.runtime import class_archive as ca
 
 pytestmark = pytest.mark.skipif(ca.launcher_java() is None, reason="no java")
 
@@ -179,7 +179,7 @@ def test_prune_keeps_the_most_recently_used(tmp_path):
 
 
 def test_user_driver_options_are_never_replaced(tmp_path, monkeypatch):
-    from leanscore.jobs.spark import _user_driver_java_options
+    from leanscore.jobs.runtime.spark import _user_driver_java_options
 
     monkeypatch.delenv("PYSPARK_SUBMIT_ARGS", raising=False)
     monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))

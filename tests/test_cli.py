@@ -54,7 +54,7 @@ def test_log_level_reaches_leanscore_modules(monkeypatch):
     reaches them; by default they stay at WARNING (a failing command prints one line)."""
     import logging
 
-    from leanscore.jobs.logs import configure_logging
+    from leanscore.jobs.runtime.logs import configure_logging
 
     root = logging.getLogger("leanscore")
     before = root.level

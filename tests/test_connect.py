@@ -56,7 +56,7 @@ def _connect_main(artifact_path: str, workdir: str, out: str) -> None:
     import pandas as pd
     from leanscore.compression.artifact import Artifact
     from leanscore.compression.data import digits_splits
-    from leanscore.jobs.spark import local_connect_session
+    from leanscore.jobs.runtime.spark import local_connect_session
     from leanscore.udfs import model_udf, score_dataframe, score_table
     from leanscore.udfs.distribution import is_connect
 

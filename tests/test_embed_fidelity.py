@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from leanscore.jobs.bench.embed import BenchEmbedConfig, _split_sentences, held_out_domains
+from leanscore.jobs.bench.embed_fidelity import PACKAGES, STDLIB, fidelity_sentences, fidelity_table
 from leanscore.jobs.config import load_config
-from leanscore.jobs.embed_bench import BenchEmbedConfig, _split_sentences, held_out_domains
-from leanscore.jobs.embed_fidelity import PACKAGES, STDLIB, fidelity_sentences, fidelity_table
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 

@@ -111,6 +111,21 @@ def test_lower_layers_never_import_jobs(graph, layer):
     assert upward == set()
 
 
+def test_nightly_jobs_and_the_runtime_never_import_the_bench_or_the_demo(graph):
+    """What a scheduled job loads is the CLI, its job and the runtime: benchmarks and demo
+    fixtures (and their torch, matplotlib) stay out of it."""
+    nightly = ("leanscore.jobs.score", "leanscore.jobs.embed", "leanscore.jobs.runtime")
+    reaches = {
+        (name, target)
+        for name, targets in graph.items()
+        if name.startswith(nightly)
+        for target in targets
+        if target.startswith(("leanscore.jobs.bench", "leanscore.jobs.demo"))
+    }
+    assert reaches == set()
+    assert any(name.startswith("leanscore.jobs.runtime.") for name in graph)
+
+
 def test_every_error_class_of_ours_derives_from_the_one_base_class():
     """The CLI turns a ``LeanscoreError`` into one line and exit 1; an error class outside the
     hierarchy would surface as a traceback (or, inside Spark, as Spark's text)."""

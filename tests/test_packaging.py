@@ -140,7 +140,7 @@ def full_install_scores(spark, digits, artifact, tmp_path_factory):
 # runtime JVM does both ends instead of one per end.
 RUNTIME_TABLES = """
 import json, sys
-from leanscore.jobs.spark import get_spark
+from leanscore.jobs.runtime.spark import get_spark
 src, delta_in, delta_out, dump = sys.argv[1:]
 spark = get_spark()
 spark.read.parquet(src).write.format("delta").save(delta_in)

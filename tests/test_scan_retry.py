@@ -46,7 +46,7 @@ def _retry_main(workdir: str) -> None:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
-    from leanscore.jobs.spark import get_spark
+    from leanscore.jobs.runtime.spark import get_spark
     from leanscore.udfs.scan import arrow_types, plan_reader, plan_scan, slice_frame
     from pyspark import TaskContext
 

@@ -308,9 +308,9 @@ def test_text_sessions_leave_out_the_slow_fusion_and_recipes_keep_step_order():
 def test_shipped_embedding_bench_config_is_valid_and_dispatched(tmp_path):
     from pathlib import Path
 
-    from leanscore.jobs.bench import resolve_path
+    from leanscore.jobs.bench.compare import resolve_path
+    from leanscore.jobs.bench.embed import BenchEmbedConfig, is_embedding_config
     from leanscore.jobs.config import ConfigError, load_config, read_yaml
-    from leanscore.jobs.embed_bench import BenchEmbedConfig, is_embedding_config
 
     conf = Path(__file__).resolve().parents[1] / "conf"
     path = conf / "bench-embed.yaml"

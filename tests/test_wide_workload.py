@@ -15,9 +15,9 @@ from leanscore.compression.wide_data import (
     wide_rows,
     wide_sample,
 )
-from leanscore.jobs.bench import BenchConfig
-from leanscore.jobs.bench_decompose import BenchTargets, decompose, decomposition_rows, pairs
-from leanscore.jobs.bench_prepare import AutotuneCandidates
+from leanscore.jobs.bench.compare import BenchConfig
+from leanscore.jobs.bench.decompose import BenchTargets, decompose, decomposition_rows, pairs
+from leanscore.jobs.bench.prepare import AutotuneCandidates
 from leanscore.jobs.config import ConfigError, load_config, packaged_config, validate
 
 
@@ -55,7 +55,7 @@ def test_scored_rows_are_disjoint_from_training_calibration_and_gate_rows():
 
 
 def test_the_table_spark_writes_is_the_table_stream(spark):
-    from leanscore.jobs.datagen import wide_frame
+    from leanscore.jobs.demo.datagen import wide_frame
 
     df = wide_frame(spark, 3_000, partitions=3).orderBy("row_id").toPandas()
     expected, labels = wide_rows("table", 0, 3_000)
@@ -142,8 +142,8 @@ def test_pytorch_batch_is_the_fastest_measured_size():
 
     import torch
     from leanscore.compression.models import digits_mlp
-    from leanscore.jobs.bench import sweep_torch_batch_size
-    from leanscore.jobs.bench_paths import TorchModel
+    from leanscore.jobs.bench.compare import sweep_torch_batch_size
+    from leanscore.jobs.bench.paths import TorchModel
 
     buffer = io.BytesIO()
     torch.save(digits_mlp().state_dict(), buffer)

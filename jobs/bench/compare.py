@@ -6,10 +6,10 @@ PyTorch model inside Spark's ``predict_batch_udf``, as teams run it today),
 ``onnx-fp32/leanscore-spark-reader`` (leanscore's Arrow path over Spark's reader),
 ``onnx-fp32/leanscore`` and ``<compressed>/leanscore`` (over the scan engine where it applies).
 Neighbours differ in one thing only, so each effect (runtime, engine, reader, compression) is
-one ratio (``bench_decompose``). ``compare_variants`` is the measuring core (the demo uses it
+one ratio (``decompose``). ``compare_variants`` is the measuring core (the demo uses it
 too): a warm-up, then ``repeats`` interleaved rounds into Spark's noop sink with a clock in
-the tasks (``bench_timing``), one quality pass, the read-only passes and the cost.
-``run_bench`` is the ``leanscore bench`` job around it (see ``bench_report`` for outputs).
+the tasks (``timing``), one quality pass, the read-only passes and the cost.
+``run_bench`` is the ``leanscore bench`` job around it (see ``report`` for outputs).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Literal
 
 from leanscore.compression.artifact import Artifact
 from leanscore.compression.evaluate import accuracy_interval
-from leanscore.jobs.bench_decompose import BenchTargets, accuracy_text, decompose
-from leanscore.jobs.bench_metrics import CpuMeter
-from leanscore.jobs.bench_paths import (
+from leanscore.jobs.bench.decompose import BenchTargets, accuracy_text, decompose
+from leanscore.jobs.bench.metrics import CpuMeter
+from leanscore.jobs.bench.paths import (
     TorchModel,
     feature_matrix_column,
     input_matrix,
@@ -43,9 +43,9 @@ from leanscore.jobs.bench_paths import (
     spark_udf_frame,
     torch_predict_fn,
 )
-from leanscore.jobs.bench_prepare import PrepareConfig
-from leanscore.jobs.bench_timing import PARTS, TaskClock, breakdown, since
-from leanscore.jobs.pricing import Pricing, cost, savings
+from leanscore.jobs.bench.prepare import PrepareConfig
+from leanscore.jobs.bench.pricing import Pricing, cost, savings
+from leanscore.jobs.bench.timing import PARTS, TaskClock, breakdown, since
 from leanscore.jobs.score import InputConfig
 from leanscore.udfs.distribution import is_connect
 from leanscore.udfs.scan import ScanPlan, ScanUnsupported, plan_scan
@@ -819,7 +819,7 @@ def comparison_table(report: dict, title: str | None = None) -> Table:
 
 
 def decomposition_table(report: dict, title: str = "What each part buys") -> Table:
-    from leanscore.jobs.bench_decompose import decomposition_rows
+    from leanscore.jobs.bench.decompose import decomposition_rows
 
     table = Table(title=f"{title} (rows/s ratios, side by side in this run)")
     for col in ("effect", "ratio", "variant", "against", "target", ""):

@@ -5,10 +5,11 @@ Spark resolves ``spark.jars.packages`` with Ivy on every start, which needs the 
 it resolve once into a cache directory of our own, record the jar files it fetched, and from
 then on hand Spark those local files through ``spark.jars``, so later runs start offline.
 
-``python -m leanscore.jobs.jars`` does the one-time resolution (``make`` runs it): Delta, then
-``org.apache.hadoop:hadoop-aws`` for the Hadoop version pyspark ships (``s3a://`` paths; the AWS
-SDK bundle it pulls is large, so it is optional: ``--with-s3``), and Delta's Connect server plugin
-where Maven Central serves one for this Spark/Delta pair (``--with-connect``).
+``python -m leanscore.jobs.runtime.jars`` does the one-time resolution (``make`` runs it):
+Delta, then ``org.apache.hadoop:hadoop-aws`` for the Hadoop version pyspark ships (``s3a://``
+paths; the AWS SDK bundle it pulls is large, so it is optional: ``--with-s3``), and Delta's
+Connect server plugin where Maven Central serves one for this Spark/Delta pair
+(``--with-connect``).
 """
 
 from __future__ import annotations

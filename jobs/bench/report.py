@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from leanscore.jobs.bench_decompose import accuracy_text
-from leanscore.jobs.bench_timing import PARTS
+from leanscore.jobs.bench.decompose import accuracy_text
+from leanscore.jobs.bench.timing import PARTS
 from pyspark.sql import SparkSession
 
 CHARTS = {
@@ -107,7 +107,7 @@ def write_charts(report: dict, out: Path) -> dict[str, str]:
     fig.tight_layout()
     paths["decomposition"] = _save(fig, out / CHARTS["decomposition"])
 
-    from leanscore.jobs.bench_timing import PART_LABELS
+    from leanscore.jobs.bench.timing import PART_LABELS
 
     timed = [v for v in variants if v.get("time_breakdown")]
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -436,7 +436,7 @@ def torch_batch_lines(report: dict) -> list[str]:
 
 
 def decomposition_lines(report: dict) -> list[str]:
-    from leanscore.jobs.bench_decompose import decomposition_rows
+    from leanscore.jobs.bench.decompose import decomposition_rows
 
     d = report["decomposition"]
     lines = [
@@ -461,7 +461,7 @@ def decomposition_lines(report: dict) -> list[str]:
 
 
 def breakdown_lines(report: dict) -> list[str]:
-    from leanscore.jobs.bench_timing import PART_LABELS
+    from leanscore.jobs.bench.timing import PART_LABELS
 
     timed = [v for v in report["variants"] if v.get("time_breakdown")]
     if not timed:
@@ -471,7 +471,7 @@ def breakdown_lines(report: dict) -> list[str]:
         "## Where the time goes",
         "",
         "Shares of each variant's core-seconds (cores x wall of its median round), measured "
-        "inside its tasks (`leanscore.jobs.bench_timing`): "
+        "inside its tasks (`leanscore.jobs.bench.timing`): "
         + "; ".join(PART_LABELS[k] for k in PARTS)
         + ".",
         "",

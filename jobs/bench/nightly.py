@@ -8,7 +8,7 @@ workers, verification). So both variants run as separate processes, as a schedul
 
 - ``leanscore``: the real CLI, ``leanscore score --config <real score config>``, with its count
   and checks, scoring with the compressed artifact of a bench workload;
-- ``pytorch``: ``leanscore.jobs.nightly_pytorch_job``, a plain PySpark script with the
+- ``pytorch``: ``leanscore.jobs.bench.pytorch_job``, a plain PySpark script with the
   uncompressed PyTorch model in ``pyspark.ml.functions.predict_batch_udf``.
 
 Both read the same Delta tables (``small_rows`` and ``large_rows`` rows, cut from the
@@ -162,7 +162,7 @@ class Workload:
 
 
 def _resolve(path: str, base: Path) -> str:
-    from leanscore.jobs.bench import resolve_path
+    from leanscore.jobs.bench.compare import resolve_path
 
     return resolve_path(path, base)
 
@@ -171,11 +171,11 @@ def prepare_workload(config: NightlyBenchConfig, *, config_dir: Path) -> tuple[W
     """Build the workload's models and table where missing (its bench's prepare step), and the
     two size tables under ``workdir``; return the workload and ``{rows: table path}``."""
     from leanscore.compression.registry import load_artifact
-    from leanscore.jobs.bench import BenchConfig
-    from leanscore.jobs.bench_paths import feature_matrix_column
-    from leanscore.jobs.bench_prepare import prepare_inputs
+    from leanscore.jobs.bench.compare import BenchConfig
+    from leanscore.jobs.bench.paths import feature_matrix_column
+    from leanscore.jobs.bench.prepare import prepare_inputs
     from leanscore.jobs.config import find_config, load_config
-    from leanscore.jobs.spark import get_spark
+    from leanscore.jobs.runtime.spark import get_spark
     from rich.console import Console
 
     workload_path = find_config(
@@ -304,13 +304,13 @@ def variant_command(
             "--run-date",
             config.run_date,
         ]
-    from leanscore.jobs.jars import cached_jars, delta_coordinates, resolve_jars
+    from leanscore.jobs.runtime.jars import cached_jars, delta_coordinates, resolve_jars
 
     jars = cached_jars() or resolve_jars(delta_coordinates())
     return [
         sys.executable,
         "-m",
-        "leanscore.jobs.nightly_pytorch_job",
+        "leanscore.jobs.bench.pytorch_job",
         "--input",
         table,
         "--output",

@@ -12,7 +12,7 @@
 
 Plus ``raw_rows_per_s``: the model alone on numpy rows already in memory, one thread.
 
-Every path takes a ``TaskClock`` (``bench_timing``): its tasks then add the seconds they spend
+Every path takes a ``TaskClock`` (``timing``): its tasks then add the seconds they spend
 reading, in the model and converting to accumulators. The timed ``leanscore`` paths are the
 product's own pieces (``build_scorer``, ``record_batch_scorer``, ``plan_reader``, the scan plan)
 assembled with a clock around them; without a clock (Spark Connect) the product's entry
@@ -20,7 +20,7 @@ points run as they are.
 
 Adding a kind of path (another way teams score) is one frame function here, taking
 ``clock=`` like the others, and one ``Variant(...)`` entry in ``bench.build_variants`` naming
-its ``model``, ``path`` and reader (``engine``), which is what ``bench_decompose`` pairs on.
+its ``model``, ``path`` and reader (``engine``), which is what ``decompose`` pairs on.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 from leanscore.compression.artifact import Artifact
-from leanscore.jobs.bench_timing import TaskClock, timed_batches, timed_predict_fn
+from leanscore.jobs.bench.timing import TaskClock, timed_batches, timed_predict_fn
 from leanscore.udfs.arrow_path import output_schema, record_batch_scorer
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES
 from leanscore.udfs.kernel import Scorer

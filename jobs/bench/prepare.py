@@ -1,7 +1,7 @@
 """Make what the benchmark measures when it is absent, so ``make bench`` runs on a clean clone.
 
 Two workloads. ``digits`` (the reader-bound case): the demo's MLP trained on scikit-learn's
-real digits (``digits_model.train_digits_model``) and a table of augmented held-out digits.
+real digits (``demo.digits_model.train_digits_model``) and a table of augmented held-out digits.
 ``wide`` (the model-bound case): a 256-2048-1024-512-10 MLP trained on generated rows
 (``wide_model.train_wide_model``, ``compression.wide_data``) and a table of rows from a stream
 no recipe sees. Either way the trained model's state_dict is saved for the PyTorch baseline and
@@ -83,7 +83,7 @@ def prepare_inputs(
         built["model"] = True
     rows = _table_rows(spark, table_path)
     if rows is None or rows < prepare.rows:
-        from leanscore.jobs.datagen import write_digits_table, write_wide_table
+        from leanscore.jobs.demo.datagen import write_digits_table, write_wide_table
 
         console.log(f"prepare: writing {prepare.rows:,} labelled rows to Delta {table_path}")
         if prepare.workload == "wide":
@@ -104,11 +104,11 @@ def _table_rows(spark: SparkSession, path: str) -> int | None:
 
 def _trained_model(prepare: PrepareConfig, console: Console):
     """(model, train, evaluation, feature spec, class labels) of the configured workload."""
-    from leanscore.jobs.datagen import FEATURE_COLUMN
+    from leanscore.jobs.demo.datagen import FEATURE_COLUMN
 
     if prepare.workload == "wide":
         from leanscore.compression.wide_data import WIDE_CLASSES, WIDE_FEATURES
-        from leanscore.jobs.wide_model import train_wide_model
+        from leanscore.jobs.bench.wide_model import train_wide_model
 
         console.log("prepare: training the wide MLP (the uncompressed PyTorch model)")
         model, train, evaluation = train_wide_model(
@@ -121,7 +121,7 @@ def _trained_model(prepare: PrepareConfig, console: Console):
         size, classes = WIDE_FEATURES, WIDE_CLASSES
     else:
         from leanscore.compression.data import DIGITS_CLASSES, DIGITS_FEATURES
-        from leanscore.jobs.digits_model import train_digits_model
+        from leanscore.jobs.demo.digits_model import train_digits_model
 
         console.log("prepare: training the digits MLP (the uncompressed PyTorch model)")
         model, train, evaluation = train_digits_model(

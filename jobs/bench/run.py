@@ -7,7 +7,7 @@ import uuid
 from pathlib import Path
 
 from leanscore.compression.registry import is_model_uri, load_artifact
-from leanscore.jobs.bench import (
+from leanscore.jobs.bench.compare import (
     BenchConfig,
     compare_variants,
     comparison_table,
@@ -17,10 +17,11 @@ from leanscore.jobs.bench import (
     scan_plan,
     wide_console,
 )
-from leanscore.jobs.bench_metrics import environment
-from leanscore.jobs.bench_paths import TorchModel
-from leanscore.jobs.bench_prepare import prepare_inputs
-from leanscore.jobs.bench_report import (
+from leanscore.jobs.bench.metrics import environment
+from leanscore.jobs.bench.paths import TorchModel
+from leanscore.jobs.bench.prepare import prepare_inputs
+from leanscore.jobs.bench.pricing import cost_model_text, load_pricing
+from leanscore.jobs.bench.report import (
     append_history,
     is_table_name,
     markdown,
@@ -28,7 +29,6 @@ from leanscore.jobs.bench_report import (
     write_html,
     write_json,
 )
-from leanscore.jobs.pricing import cost_model_text, load_pricing
 from leanscore.jobs.score import read_input
 from pyspark.sql import SparkSession
 

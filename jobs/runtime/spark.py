@@ -2,11 +2,11 @@
 
 Where a session already exists (spark-submit, Databricks, Spark Connect, a notebook) it is used
 as it is. Otherwise a local session with Delta Lake's extension and catalog, the cached Delta
-jars, quiet logs and no UI is started; on a local master S3A (``s3a://``) comes with it when cached
-(``python -m leanscore.jobs.jars --with-s3``). ``LEANSCORE_DRIVER_JAVA_OPTIONS`` sets the driver
-JVM's options of such a session. On a local master its driver JVM starts from a class-data
-archive of Spark's and Delta's classes, which the first run writes (``jobs/class_archive.py``),
-unless the user set driver JVM options of their own.
+jars, quiet logs and no UI is started; on a local master S3A (``s3a://``) comes with it when
+cached (``python -m leanscore.jobs.runtime.jars --with-s3``). ``LEANSCORE_DRIVER_JAVA_OPTIONS``
+sets the driver JVM's options of such a session. On a local master its driver JVM starts from a
+class-data archive of Spark's and Delta's classes, which the first run writes
+(``jobs/runtime/class_archive.py``), unless the user set driver JVM options of their own.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import os
 import sys
 from pathlib import Path
 
-from leanscore.jobs import class_archive
-from leanscore.jobs.jars import (
+from leanscore.jobs.runtime import class_archive
+from leanscore.jobs.runtime.jars import (
     cached_jars,
     delta_coordinates,
     hadoop_aws_coordinates,

@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from leanscore.jobs.jars import cache_root
+from leanscore.jobs.runtime.jars import cache_root
 
 log = logging.getLogger(__name__)
 

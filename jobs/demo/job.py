@@ -17,17 +17,17 @@ import torch
 from leanscore.compression.build import compress_to_artifact
 from leanscore.compression.data import DIGITS_FEATURES
 from leanscore.compression.recipe import Recipe
-from leanscore.jobs.bench import (
+from leanscore.jobs.bench.compare import (
     compare_variants,
     comparison_table,
     default_keep,
     scan_plan,
     wide_console,
 )
+from leanscore.jobs.bench.pricing import load_pricing
 from leanscore.jobs.config import load_config, packaged_config
-from leanscore.jobs.datagen import FEATURE_COLUMN, write_digits_table
-from leanscore.jobs.digits_model import train_digits_model
-from leanscore.jobs.pricing import load_pricing
+from leanscore.jobs.demo.datagen import FEATURE_COLUMN, write_digits_table
+from leanscore.jobs.demo.digits_model import train_digits_model
 from leanscore.jobs.score import InputConfig, ScoreConfig, run_score
 from pyspark.sql import SparkSession
 from rich.console import Console

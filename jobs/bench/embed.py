@@ -34,7 +34,7 @@ from typing import Literal
 
 import numpy as np
 from leanscore.compression.text_fidelity import embedding_fidelity
-from leanscore.jobs.embed_fidelity import fidelity_table
+from leanscore.jobs.bench.embed_fidelity import fidelity_table
 from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ def _split_sentences(config: BenchEmbedConfig) -> tuple[list[str], list[str]]:
 
 def held_out_domains(config: BenchEmbedConfig) -> dict[str, list[str]]:
     """The fidelity sentences of both text domains: none of them in any recipe's rows."""
-    from leanscore.jobs.embed_fidelity import fidelity_sentences
+    from leanscore.jobs.bench.embed_fidelity import fidelity_sentences
 
     eval_texts, train_texts = _split_sentences(config)
     return fidelity_sentences(set(eval_texts) | set(train_texts), config.fidelity_rows)
@@ -186,7 +186,7 @@ def prepare(spark, config: BenchEmbedConfig, *, config_dir: Path) -> tuple[dict,
     """Write the table and every recipe's artifact: ({name: path}, [rejected recipes])."""
     from leanscore.compression.artifact import Artifact
     from leanscore.compression.recipe import Recipe
-    from leanscore.jobs.bench import resolve_path
+    from leanscore.jobs.bench.compare import resolve_path
     from leanscore.jobs.config import load_config
 
     paths = _workdir(config)
@@ -520,7 +520,7 @@ def measure(
 def _measure(
     spark, config: BenchEmbedConfig, artifacts: dict[str, str], *, cores: int, torch_batch_size: int
 ) -> tuple[list[Variant], dict[str, np.ndarray], int]:
-    from leanscore.jobs.bench_metrics import CpuMeter
+    from leanscore.jobs.bench.metrics import CpuMeter
     from pyspark.sql import functions as F
 
     partitions = config.partitions or cores
@@ -640,9 +640,9 @@ def ort_alone(
 
 def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_dir: Path) -> dict:
     """Prepare, measure, and write ``report.json`` and ``report.md`` into ``out``."""
-    from leanscore.jobs.bench import resolve_path, spark_cores
-    from leanscore.jobs.bench_metrics import environment
-    from leanscore.jobs.pricing import cost, load_pricing
+    from leanscore.jobs.bench.compare import resolve_path, spark_cores
+    from leanscore.jobs.bench.metrics import environment
+    from leanscore.jobs.bench.pricing import cost, load_pricing
     from leanscore.udfs.text import resolve_engine
 
     out = Path(out).resolve()
