@@ -205,3 +205,55 @@ def test_steps_that_do_not_fit_an_encoder_are_refused_before_any_work(
     regression = _config(tmp_path, encoder_dir, tables, tabular, "regression", task="regression")
     result = run_cli("compress", "--config", regression, "--out", tmp_path / "b")
     assert result.exit_code == 1 and "not 'regression'" in result.output
+
+
+@pytest.mark.slow
+def test_minilm_through_compress_and_embed(spark, tables, tmp_path):
+    """all-MiniLM-L6-v2 (shipped offline) with the packaged dynamic int8 recipe through
+    ``leanscore compress``, gated on held-out sentences, then the nightly embedding job; its
+    embeddings stay within the recipe's cosine budget of the fp32 encoder's."""
+    from pathlib import Path
+
+    import torch
+    from leanscore.compression.artifact import Artifact
+    from leanscore.compression.text_model import load_encoder, load_tokenizer, minilm_dir, tokenize
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "recipes"
+    recipe = yaml.safe_load((conf / "minilm-dynamic-int8.yaml").read_text())
+    config = _config(tmp_path, minilm_dir(), tables, recipe, "minilm")
+    out = tmp_path / "minilm-int8"
+    result = run_cli("compress", "--config", config, "--out", out)
+    assert result.exit_code == 0, result.output
+    manifest = Artifact.load(out).manifest
+    gate, steps = manifest.metrics["gate"], manifest.metrics["steps"]
+    assert gate["passed"] and gate["rows"] == 60
+    assert gate["fidelity"] >= 0.99 and gate["cosine_p1"] >= 0.97
+    assert steps[-1]["onnx_bytes"] * 3 < manifest.metrics["baseline"]["onnx_bytes"]
+
+    paths, parts = tables
+    embed_path = tmp_path / "embed.yaml"
+    embed_path.write_text(
+        yaml.safe_dump(
+            {
+                "artifact": str(out),
+                "input": {"path": paths["nightly"]},
+                "output": {"path": str(tmp_path / "embeddings")},
+                "key_columns": ["doc_id"],
+                "bad_rows": "flag",
+            }
+        )
+    )
+    ran = run_cli("embed", "--config", embed_path, "--run-date", "2026-11-30")
+    assert ran.exit_code == 0, ran.output
+    written = (
+        spark.read.format("delta").load(str(tmp_path / "embeddings")).orderBy("doc_id").toPandas()
+    )
+    texts = parts["nightly"][:-1]
+    got = np.stack(written["embedding"].iloc[:-1].to_list())
+    assert got.shape == (len(texts), 384) and written["embedding_error"].iloc[:-1].isna().all()
+    encoder, tokenizer = load_encoder(), load_tokenizer(out / "tokenizer.json")
+    ids, mask = tokenize(tokenizer, texts, max_length=MAX_LENGTH)
+    with torch.no_grad():
+        expected = encoder(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
+    cosine = (got * expected).sum(axis=1) / np.linalg.norm(expected, axis=1)
+    assert float(cosine.mean()) >= 0.99 and float(cosine.min()) >= 0.97
