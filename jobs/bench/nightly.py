@@ -193,6 +193,9 @@ def prepare_workload(config: NightlyBenchConfig, *, config_dir: Path) -> tuple[W
     artifacts = [_resolve(a, base) for a in bench.artifacts]
     state_dict = _resolve(bench.torch_model.state_dict, base)
     table = _resolve(bench.input.path, base)
+    if bench.prepare is not None:
+        # a source table of its own, large_rows long: the workload's bench keeps its table size
+        table = str(Path(config.workdir, "tables", "source").resolve())
     spark = get_spark("leanscore-bench-nightly")
     try:
         if bench.prepare is not None:
