@@ -193,9 +193,12 @@ def prepare_workload(config: NightlyBenchConfig, *, config_dir: Path) -> tuple[W
     artifacts = [_resolve(a, base) for a in bench.artifacts]
     state_dict = _resolve(bench.torch_model.state_dict, base)
     table = _resolve(bench.input.path, base)
+    # the size tables (and a prepared source) are the workload's own: a table cut for another
+    # workload under the same workdir is never taken for this one's
+    tables_dir = Path(config.workdir, "tables", workload_path.stem)
     if bench.prepare is not None:
         # a source table of its own, large_rows long: the workload's bench keeps its table size
-        table = str(Path(config.workdir, "tables", "source").resolve())
+        table = str((tables_dir / "source").resolve())
     spark = get_spark("leanscore-bench-nightly")
     try:
         if bench.prepare is not None:
@@ -224,7 +227,7 @@ def prepare_workload(config: NightlyBenchConfig, *, config_dir: Path) -> tuple[W
             keep += [c for c in config.passthrough_columns if c not in keep]
         tables = {}
         for rows in (config.small_rows, config.large_rows):
-            path = Path(config.workdir, "tables", f"input-{rows}").resolve()
+            path = (tables_dir / f"input-{rows}").resolve()
             if _delta_rows(spark, path) != rows:
                 (
                     source.limit(rows)
