@@ -199,6 +199,7 @@ def test_job_logs_hold_no_secrets(spark, digits, artifact, tmp_path, monkeypatch
     (the resolved config included), the console, nor the summary JSON."""
     for k, v in SECRETS.items():
         monkeypatch.setenv(k, v)
+    monkeypatch.setenv("LEANSCORE_LOG_LEVEL", "DEBUG")  # everything the job can log
     src, out = str(tmp_path / "in"), str(tmp_path / "out")
     held_out_frame(spark, digits, n=20).write.format("delta").save(src)
     summary = tmp_path / "summary.json"
