@@ -66,12 +66,17 @@ class EmbedConfig(BaseModel):
     @field_validator("engine")
     @classmethod
     def _column_engine(cls, name: str) -> str:
-        if reads_whole_tables_only(check_name(name)):
-            raise ValueError(
-                f"engine {name!r} reads whole Parquet/Delta tables; the embedding job scores a "
-                "text column with a UDF: use arrow, pandas or auto"
-            )
-        return name
+        return column_engine(name)
+
+
+def column_engine(name: str) -> str:
+    """``name`` when it is a registered engine that scores a text column with a UDF."""
+    if reads_whole_tables_only(check_name(name)):
+        raise ValueError(
+            f"engine {name!r} reads whole Parquet/Delta tables; embeddings are a text "
+            "column scored with a UDF: use arrow, pandas or auto"
+        )
+    return name
 
 
 def embed_frame(

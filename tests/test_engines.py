@@ -136,6 +136,16 @@ def test_configs_check_the_engine_name_with_the_registry():
     assert validate(ScoreConfig, {**base, "engine": "pandas"}, source="x").engine == "pandas"
     with pytest.raises(ValidationError, match="engine 'scan' reads whole Parquet/Delta tables"):
         EmbedConfig.model_validate({**base, "engine": "scan"})
+    # the embedding bench's text UDF variants take the same names from the registry
+    from leanscore.jobs.bench.embed import BenchEmbedConfig
+    from leanscore.jobs.config import read_yaml
+
+    bench = read_yaml(ROOT / "conf" / "bench-embed.yaml")
+    assert BenchEmbedConfig.model_validate({**bench, "engine": "pandas"}).engine == "pandas"
+    with pytest.raises(ValidationError, match="unknown engine 'fast'; the known engines are"):
+        BenchEmbedConfig.model_validate({**bench, "engine": "fast"})
+    with pytest.raises(ValidationError, match="engine 'scan' reads whole Parquet/Delta tables"):
+        BenchEmbedConfig.model_validate({**bench, "engine": "scan"})
 
 
 def test_options_are_validated_once_frozen_and_small():

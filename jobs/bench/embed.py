@@ -35,7 +35,8 @@ from typing import Literal
 import numpy as np
 from leanscore.compression.text_fidelity import embedding_fidelity
 from leanscore.jobs.bench.embed_fidelity import fidelity_table
-from pydantic import BaseModel, ConfigDict, Field
+from leanscore.jobs.embed import column_engine
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +98,21 @@ class BenchEmbedConfig(_Strict):
     path_threshold_bytes: int = Field(
         default=256 * 1024 * 1024, ge=0, description="models above it go by path, not broadcast"
     )
-    engine: Literal["auto", "arrow", "pandas"] = Field(
-        default="auto", description="the text UDF's kind: Arrow (Spark 4.1+), pandas, auto"
+    engine: str = Field(
+        default="auto",
+        description="the text UDF's engine: arrow (Spark 4.1+), pandas or auto (engines are "
+        "registered in leanscore.udfs.engines)",
     )
     disabled_optimizers: list[str] = Field(
         default_factory=lambda: ["SkipLayerNormFusion"],
         description="ONNX Runtime optimisers off in every ONNX variant's session",
     )
+
+    @field_validator("engine")
+    @classmethod
+    def _column_engine(cls, name: str) -> str:
+        return column_engine(name)
+
     pricing: str | None = Field(default="conf/pricing.yaml", description="for $ per M sentences")
     targets: Targets = Field(default_factory=Targets)
 
