@@ -26,29 +26,6 @@ from leanscore.compression.registry import (  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def mlflow_store(tmp_path_factory):
-    """One SQLite registry and artifact root for the module (creating the schema takes
-    seconds); each test registers models under its own names."""
-    from mlflow import MlflowClient
-
-    root = tmp_path_factory.mktemp("mlflow")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    MlflowClient(tracking_uri=uri, registry_uri=uri).create_experiment(
-        "leanscore-tests", artifact_location=(root / "artifacts").as_uri()
-    )
-    return uri
-
-
-@pytest.fixture
-def registry(mlflow_store, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", mlflow_store)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "leanscore-tests")
-    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    return mlflow_store
-
-
-@pytest.fixture(scope="module")
 def int8_artifact(small_model, tmp_path_factory):
     return make_artifact(
         small_model,

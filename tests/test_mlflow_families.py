@@ -22,27 +22,6 @@ RUN_DATE = "2026-11-30"
 LINEAGE = ["model_name", "model_version", "model_sha256", "scored_at", "run_date"]
 
 
-@pytest.fixture(scope="module")
-def mlflow_store(tmp_path_factory):
-    from mlflow import MlflowClient
-
-    root = tmp_path_factory.mktemp("mlflow-families")
-    uri = f"sqlite:///{root / 'mlflow.db'}"
-    MlflowClient(tracking_uri=uri, registry_uri=uri).create_experiment(
-        "leanscore-families", artifact_location=(root / "artifacts").as_uri()
-    )
-    return uri
-
-
-@pytest.fixture
-def registry(mlflow_store, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_store)
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", mlflow_store)
-    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "leanscore-families")
-    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    return mlflow_store
-
-
 def _compress_and_register(config: Path, out: Path, name: str) -> Artifact:
     result = run_cli("compress", "-c", config, "-o", out, "--register", name)
     assert result.exit_code == 0, result.output
