@@ -28,7 +28,11 @@ import onnx
 import torch
 from leanscore.compression.data import LabelledData
 from leanscore.compression.export import check_parity
-from leanscore.compression.text_inputs import batches, encode, tokenizer_from_bytes
+from leanscore.compression.text_inputs import (
+    encode,
+    tokenized_batches,
+    tokenizer_from_bytes,
+)
 from torch import nn
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -201,17 +205,14 @@ class TextClassifierInputs:
     def attach(self, data: LabelledData, *, name: str) -> LabelledData:
         """``data`` (rows: texts) with the ``batches`` that tokenize them as scoring does, and
         class names as labels turned into class indices."""
-        if data.features.ndim != 1 or data.features.dtype != object:
-            raise ValueError(
-                f"data.{name}: a text classifier reads texts; give the table's 'text_column' "
-                "(not feature_column/feature_columns)"
-            )
-        tokenizer = tokenizer_from_bytes(self.tokenizer_bytes, self.max_length)
-        names = list(self.input_names)
-
-        def calls(rows: np.ndarray, batch_rows: int):
-            return batches(tokenizer, rows, batch_rows, names)
-
+        calls = tokenized_batches(
+            data,
+            name=name,
+            reader="text classifier",
+            tokenizer_bytes=self.tokenizer_bytes,
+            max_length=self.max_length,
+            input_names=self.input_names,
+        )
         return replace(data, labels=self._label_indices(data.labels, name), batches=calls)
 
     def _label_indices(self, labels: np.ndarray | None, name: str) -> np.ndarray | None:

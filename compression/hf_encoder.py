@@ -18,10 +18,9 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 from leanscore.compression.data import LabelledData
 from leanscore.compression.hf_classifier import TOKENIZER_FILE, model_folder
-from leanscore.compression.text_inputs import batches, tokenizer_from_bytes
+from leanscore.compression.text_inputs import tokenized_batches
 
 RECIPE_FAMILY = "text_embedding"
 
@@ -97,20 +96,17 @@ class TextEmbeddingInputs:
 
     def attach(self, data: LabelledData, *, name: str) -> LabelledData:
         """``data`` (rows: texts) with the ``batches`` that tokenize them as scoring does."""
-        if data.features.ndim != 1 or data.features.dtype != object:
-            raise ValueError(
-                f"data.{name}: a text encoder reads texts; give the table's 'text_column' "
-                "(not feature_column/feature_columns)"
-            )
+        calls = tokenized_batches(
+            data,
+            name=name,
+            reader="text encoder",
+            tokenizer_bytes=self.tokenizer_bytes,
+            max_length=self.max_length,
+            input_names=self.input_names,
+        )
         if data.labels is not None:
             raise ValueError(
                 f"data.{name}: an embedding model is gated on its cosine to the model as given, "
                 "not on labels; drop label_column"
             )
-        tokenizer = tokenizer_from_bytes(self.tokenizer_bytes, self.max_length)
-        names = list(self.input_names)
-
-        def calls(rows: np.ndarray, batch_rows: int):
-            return batches(tokenizer, rows, batch_rows, names)
-
         return replace(data, batches=calls)

@@ -18,7 +18,7 @@ staying in cache, hence the budget of 2,048 tokens).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -108,3 +108,23 @@ def batches(
     matrix = encode(tokenizer, [str(t) for t in texts])
     for idx in call_groups(matrix, batch_rows):
         yield idx, feeds(matrix[idx], input_names)
+
+
+def tokenized_batches(
+    data, *, name: str, reader: str, tokenizer_bytes: bytes, max_length: int, input_names
+) -> Callable[[np.ndarray, int], Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]]:
+    """The ``batches`` function of ``data.<name>`` (a ``LabelledData`` whose rows are texts)
+    that tokenizes them as scoring does; ``reader`` names the model in the error for a table
+    given as feature columns."""
+    if data.features.ndim != 1 or data.features.dtype != object:
+        raise ValueError(
+            f"data.{name}: a {reader} reads texts; give the table's 'text_column' "
+            "(not feature_column/feature_columns)"
+        )
+    tokenizer = tokenizer_from_bytes(tokenizer_bytes, max_length)
+    names = list(input_names)
+
+    def calls(rows: np.ndarray, batch_rows: int):
+        return batches(tokenizer, rows, batch_rows, names)
+
+    return calls
