@@ -8,6 +8,7 @@ import zlib
 import numpy as np
 import onnx
 import onnxruntime as ort
+from leanscore.compression.artifact import graph_is_batch_dependent
 
 
 def distinct_rows(features: np.ndarray) -> int:
@@ -21,10 +22,15 @@ def distinct_rows(features: np.ndarray) -> int:
 
 
 def single_thread_session(onnx_bytes: bytes) -> ort.InferenceSession:
+    """A one-thread session, marked ``texts_alone`` when its graph is batch dependent: scoring
+    gives such a text model one text per call (``leanscore.udfs.families.text_base``), so
+    ``run_onnx`` measures it the same way."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
-    return ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    session.texts_alone = graph_is_batch_dependent(onnx_bytes)
+    return session
 
 
 def run_onnx(
@@ -37,11 +43,12 @@ def run_onnx(
 ) -> np.ndarray:
     """The model's ``output`` (default: its first output) for ``features``, in row order;
     ``batches`` (see ``LabelledData.batches``) makes the calls for rows that are not one float
-    input (texts)."""
+    input (texts): one text per call on a session marked ``texts_alone``."""
     wanted = None if output is None else [output]
     if batches is not None:
         out = None
-        for idx, feed in batches(features, batch_size):
+        rows_per_call = 1 if getattr(session, "texts_alone", False) else batch_size
+        for idx, feed in batches(features, rows_per_call):
             part = session.run(wanted, feed)[0]
             if out is None:
                 out = np.empty((len(features), *part.shape[1:]), dtype=part.dtype)

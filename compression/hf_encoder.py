@@ -74,7 +74,7 @@ class TextEmbeddingInputs:
     tokenizer_bytes: bytes
     max_length: int
     input_names: tuple[str, ...] = ("input_ids", "attention_mask")
-    family: str | None = None  # the manifest's: a text_column and task embedding say it all
+    family: str = "text_embedding"  # the scoring family (leanscore.udfs.families)
     recipe_family: str = RECIPE_FAMILY
     class_labels: list[str] | None = None
 

@@ -47,6 +47,7 @@ def write_text_artifact(
                 "size": max_length,
             },
             "task": "embedding",
+            "family": "text_embedding",
             "recipe": recipe or {},
             "metrics": metrics or {},
             "data": data or {},

@@ -1,129 +1,73 @@
-"""The nightly text-embedding job: read a Delta table of texts, embed, write the run date.
+"""The nightly text-embedding job: read a table of texts, embed, write the run date.
 
     leanscore embed --config conf/nightly-embed.yaml --run-date 2026-11-28
 
-Same contract as ``score``: a rerun for ``run_date`` replaces exactly that date's rows
-(Delta ``replaceWhere``), checked as it is written and restored when the check fails; keys and
-passthrough columns are kept; the model's name, version and sha256 go next to every embedding.
+The score job with a text embedding model: the same nightly core (``leanscore.jobs.score.
+run_nightly``: output-location, empty-input and null-key checks, the run date's partition
+replaced and verified before it counts, restored on a mismatch, the failed-run summary), the
+same engines (the scan engine reads a whole Parquet/Delta path inside the tasks; else
+``mapInArrow`` over Spark's reader) and the same ``Scorer``, whose ``text_embedding`` family
+tokenizes and embeds. This module only adds the text options to the config.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-import logging
 from pathlib import Path
 from typing import Annotated, Literal
 
 import typer
 from leanscore.compression.artifact import Artifact
-from leanscore.jobs.score import (
-    RUN_DATE_COLUMN,
-    InputConfig,
-    NightlyJob,
-    TableRef,
-    kept_columns,
-    run_nightly,
-)
-from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES
-from leanscore.udfs.engines import check_name, reads_whole_tables_only
-from leanscore.udfs.text import embed_dataframe, resolve_engine
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
+from leanscore.jobs.score import NightlyConfig, NightlyJob, run_nightly, score_frame
+from leanscore.udfs.options import DEFAULT_MAX_CHARS
+from leanscore.udfs.text import embedding_artifact
+from pydantic import Field, model_validator
+from pyspark.sql import SparkSession
 
-log = logging.getLogger(__name__)
+RENAMED = {"sub_batch_rows": "batch_size"}
 
 
-class EmbedConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class EmbedConfig(NightlyConfig):
+    """A ``NightlyConfig`` for a text embedding artifact (model.onnx + tokenizer.json), plus how
+    texts become tokens."""
 
-    artifact: str = Field(min_length=1, description="text artifact (model.onnx + tokenizer.json)")
-    input: InputConfig
-    output: TableRef
     text_column: str | None = Field(default=None, description="default: the artifact's column")
-    key_columns: list[str] = Field(default_factory=list)
-    passthrough_columns: list[str] = Field(default_factory=list)
-    bad_rows: Literal["fail", "flag"] = "fail"
     long_text: Literal["truncate", "bad"] = "truncate"
     max_length: int | None = Field(default=None, gt=0, description="tokens; default: artifact's")
-    max_chars: int = Field(default=100_000, gt=0)
+    max_chars: int = Field(default=DEFAULT_MAX_CHARS, gt=0)
     sort_by_length: bool = True
-    sub_batch_rows: int = Field(default=16, gt=0)
-    engine: str = Field(
-        default="auto",
-        description="arrow (Arrow UDF, Spark 4.1+), pandas (pandas UDF), or auto: Arrow where "
-        "Spark has it (engines are registered in leanscore.udfs.engines)",
-    )
-    arrow_batch_rows: int = Field(default=2_000, gt=0)
-    path_threshold_bytes: int = Field(
-        default=DEFAULT_PATH_THRESHOLD_BYTES,
-        ge=0,
-        description="models above this size reach executors by path, not broadcast",
-    )
-    summary_path: str | None = None
+    arrow_batch_rows: int = Field(default=2_000, gt=0, description="rows per Arrow batch")
 
-    @field_validator("engine")
+    @model_validator(mode="before")
     @classmethod
-    def _column_engine(cls, name: str) -> str:
-        return column_engine(name)
+    def _renamed_keys(cls, data):
+        if isinstance(data, dict):
+            for old, new in RENAMED.items():
+                if old in data:
+                    raise ValueError(f"{old!r} is now called {new!r}; rename the key")
+        return data
 
+    def family_options(self) -> dict:
+        return {
+            "output_column": "embedding",
+            "long_text": self.long_text,
+            "max_length": self.max_length,
+            "max_chars": self.max_chars,
+            "sort_by_length": self.sort_by_length,
+        }
 
-def column_engine(name: str) -> str:
-    """``name`` when it is a registered engine that scores a text column with a UDF."""
-    if reads_whole_tables_only(check_name(name)):
-        raise ValueError(
-            f"engine {name!r} reads whole Parquet/Delta tables; embeddings are a text "
-            "column scored with a UDF: use arrow, pandas or auto"
-        )
-    return name
-
-
-def embed_frame(
-    df: DataFrame, config: EmbedConfig, artifact: Artifact, run_date: dt.date
-) -> DataFrame:
-    keep = kept_columns(df, config)
-    scored = embed_dataframe(
-        df,
-        artifact,
-        text_column=config.text_column,
-        key_columns=config.key_columns or None,
-        bad_rows=config.bad_rows,
-        long_text=config.long_text,
-        max_length=config.max_length,
-        max_chars=config.max_chars,
-        sort_by_length=config.sort_by_length,
-        sub_batch_rows=config.sub_batch_rows,
-        path_threshold_bytes=config.path_threshold_bytes,
-        engine=config.engine,
-    )
-    manifest = artifact.manifest
-    return scored.select(
-        *keep,
-        "embedding",
-        "embedding_error",
-        F.lit(manifest.name).alias("model_name"),
-        F.lit(manifest.version).alias("model_version"),
-        F.lit(manifest.sha256).alias("model_sha256"),
-        F.current_timestamp().alias("scored_at"),
-        F.lit(run_date).cast("date").alias(RUN_DATE_COLUMN),
-    )
+    def scoring_artifact(self, artifact: Artifact) -> Artifact:
+        return embedding_artifact(artifact, text_column=self.text_column)
 
 
 def score_text_table(spark: SparkSession, config: EmbedConfig, run_date: str | dt.date) -> dict:
     """Embed ``config.input`` into the ``run_date`` partition of ``config.output``; return the
-    run summary. The nightly core is the score job's (``leanscore.jobs.score.run_nightly``):
-    the same checks before anything is written, the same verification and failed summary."""
+    run summary (``leanscore.jobs.score.run_nightly``'s)."""
     return run_nightly(spark, config, run_date, EMBED_JOB)
 
 
-def _embedded(
-    df: DataFrame, config: EmbedConfig, artifact: Artifact, run_date: dt.date
-) -> tuple[DataFrame, str]:
-    return embed_frame(df, config, artifact, run_date), resolve_engine(config.engine)
-
-
-EMBED_JOB = NightlyJob("embed", _embedded, "embedding_error", "sentences_per_s")
+EMBED_JOB = NightlyJob("embed", score_frame, "embedding_error", "sentences_per_s")
 
 
 app = typer.Typer(add_completion=False)

@@ -36,7 +36,6 @@ from leanscore.udfs.engines import (
 )
 from leanscore.udfs.options import (
     DEFAULT_ARROW_BATCH_ROWS,
-    DEFAULT_BATCH_SIZE,
     DEFAULT_RANGE_MARGIN,
     ScoringOptions,
 )
@@ -90,7 +89,10 @@ class SessionOptions(_Strict):
     memory_arena: bool = True
 
 
-class ScoreConfig(_Strict):
+class NightlyConfig(_Strict):
+    """What every nightly job's config holds (``score``, ``embed``): where to read and write,
+    the kept columns, the row policy, the engine and the scoring options they share."""
+
     artifact: str = Field(
         min_length=1,
         description="artifact directory (model.onnx + manifest.json), or an MLflow model URI: "
@@ -101,17 +103,6 @@ class ScoreConfig(_Strict):
     key_columns: list[str] = Field(default_factory=list)
     passthrough_columns: list[str] = Field(default_factory=list)
     bad_rows: Literal["fail", "flag"] = "fail"
-    out_of_range: Literal["flag", "fail", "score_alone"] = Field(
-        default="score_alone",
-        description="rows with a feature outside the artifact's calibrated range: scored in a "
-        "call of their own (no other row's prediction can change), flagged, or failing the job",
-    )
-    range_margin: float = Field(
-        default=DEFAULT_RANGE_MARGIN,
-        ge=0.0,
-        allow_inf_nan=False,
-        description="how far past the calibrated range a value may go, in calibrated widths",
-    )
     max_flagged_fraction: float | None = Field(
         default=None,
         ge=0.0,
@@ -119,13 +110,15 @@ class ScoreConfig(_Strict):
         description="fail (and restore the output) when more than this fraction of rows is "
         "flagged; default: no limit",
     )
-    batch_size: int = Field(
-        default=DEFAULT_BATCH_SIZE, gt=0, description="rows per ONNX Runtime call"
+    batch_size: int | None = Field(
+        default=None,
+        gt=0,
+        description="rows per ONNX Runtime call; default: the model family's (4,096 numeric "
+        "rows, 16 texts)",
     )
     arrow_batch_rows: int = Field(
         default=DEFAULT_ARROW_BATCH_ROWS, gt=0, description="rows per Arrow batch"
     )
-    probabilities: bool = False
     engine: str = Field(
         default="auto",
         description="a registered engine (leanscore.udfs.engines: scan, arrow, pandas) or auto: "
@@ -135,8 +128,8 @@ class ScoreConfig(_Strict):
     session: SessionOptions = Field(default_factory=SessionOptions)
     path_threshold_bytes: int = Field(
         default=DEFAULT_PATH_THRESHOLD_BYTES,
-        gt=0,
-        description="models above this size reach executors by their artifact path",
+        ge=0,
+        description="models above this size reach executors by their artifact path (0: always)",
     )
     summary_path: str | None = None
 
@@ -159,17 +152,45 @@ class ScoreConfig(_Strict):
         return ScoringOptions(
             key_columns=tuple(self.key_columns),
             keep_columns=tuple(keep_columns),
-            probabilities=self.probabilities,
             batch_size=self.batch_size,
             arrow_batch_rows=self.arrow_batch_rows,
             bad_rows=self.bad_rows,
-            out_of_range=self.out_of_range,
-            range_margin=self.range_margin,
             intra_op_threads=self.session.intra_op_threads,
             graph_optimization=self.session.graph_optimization,
             memory_arena=self.session.memory_arena,
             path_threshold_bytes=self.path_threshold_bytes,
+            **self.family_options(),
         )
+
+    def family_options(self) -> dict:
+        """The ``ScoringOptions`` fields only this job's config holds."""
+        return {}
+
+    def scoring_artifact(self, artifact: Artifact) -> Artifact:
+        """The artifact as this job scores it (the embed job may read another text column)."""
+        return artifact
+
+
+class ScoreConfig(NightlyConfig):
+    out_of_range: Literal["flag", "fail", "score_alone"] = Field(
+        default="score_alone",
+        description="rows with a feature outside the artifact's calibrated range: scored in a "
+        "call of their own (no other row's prediction can change), flagged, or failing the job",
+    )
+    range_margin: float = Field(
+        default=DEFAULT_RANGE_MARGIN,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="how far past the calibrated range a value may go, in calibrated widths",
+    )
+    probabilities: bool = False
+
+    def family_options(self) -> dict:
+        return {
+            "out_of_range": self.out_of_range,
+            "range_margin": self.range_margin,
+            "probabilities": self.probabilities,
+        }
 
 
 def scans_whole_table(ref: InputConfig) -> bool:
@@ -296,12 +317,13 @@ def kept_columns(df: DataFrame, config) -> list[str]:
 
 
 def score_frame(
-    df: DataFrame, config: ScoreConfig, artifact: Artifact, run_date: dt.date
+    df: DataFrame, config: NightlyConfig, artifact: Artifact, run_date: dt.date
 ) -> tuple[DataFrame, str]:
     """The output rows (keys, passthrough columns, model outputs and lineage columns) and the
     engine that scores them."""
     keep = kept_columns(df, config)
     options = config.scoring_options(keep)
+    artifact = config.scoring_artifact(artifact)
     whole = scans_whole_table(config.input)
     table = TableInput(df, path=config.input.path if whole else None, format=config.input.format)
     scored, engine = score_with(
@@ -573,7 +595,7 @@ def _run(
         day,
         rows_in=rows_in,
         error_column=job.error_column,
-        max_flagged_fraction=getattr(config, "max_flagged_fraction", None),
+        max_flagged_fraction=config.max_flagged_fraction,
         phases=phases,
     )
     seconds = time.perf_counter() - start

@@ -134,8 +134,11 @@ def test_configs_check_the_engine_name_with_the_registry():
     with pytest.raises(ConfigError, match="engine: Value error, unknown engine 'fast'; the known"):
         validate(ScoreConfig, {**base, "engine": "fast"}, source="nightly.yaml")
     assert validate(ScoreConfig, {**base, "engine": "pandas"}, source="x").engine == "pandas"
-    with pytest.raises(ValidationError, match="engine 'scan' reads whole Parquet/Delta tables"):
-        EmbedConfig.model_validate({**base, "engine": "scan"})
+    # the embed job scores through the same engines: scan where it reads a whole path
+    assert EmbedConfig.model_validate({**base, "engine": "scan"}).engine == "scan"
+    filtered = {**base, "input": {"path": "in", "filter": "day = 1"}, "engine": "scan"}
+    with pytest.raises(ValidationError, match="engine 'scan' reads a whole Parquet/Delta path"):
+        EmbedConfig.model_validate(filtered)
     # the embedding bench's text UDF variants take the same names from the registry
     from leanscore.jobs.bench.embed import BenchEmbedConfig
     from leanscore.jobs.config import read_yaml
@@ -152,7 +155,7 @@ def test_options_are_validated_once_frozen_and_small():
     options = ScoringOptions.of(
         None, key_columns=["id"], bad_rows="flag", batch_size=None, range_margin=1.0
     )
-    assert options.key_columns == ("id",) and options.batch_size == 4096  # None: not given
+    assert options.key_columns == ("id",) and options.batch_size is None  # the family's own
     assert options.policy == RowPolicy(bad_rows="flag", range_margin=1.0)
     with pytest.raises(ValidationError):
         options.batch_size = 1  # frozen

@@ -111,3 +111,20 @@ def test_unknown_family_is_refused_by_name(tmp_path):
     assert "tabular" in FAMILY_MODULES
     with pytest.raises((ArtifactError, ValueError), match="family"):
         write_artifact(tmp_path / "n", _two_output_model(), _manifest_fields(family="Not Valid"))
+
+
+def test_each_family_takes_its_own_options_and_refuses_the_others(tmp_path):
+    """Rows per call default to the family's own (4,096 numeric rows); a text option on a model
+    that reads no text is refused on the driver, naming the option."""
+    artifact = write_artifact(tmp_path / "m", _two_output_model(), _manifest_fields())
+    manifest = artifact.manifest
+    source = ModelSource(
+        manifest.name, manifest.sha256, "closure", data=artifact.read_model_bytes()
+    )
+    assert Scorer.build(manifest, source, SessionConfig()).batch_size == 4096
+    assert Scorer.build(manifest, source, SessionConfig(), batch_size=64).batch_size == 64
+    assert Scorer.build(manifest, source, SessionConfig()).config.disabled_optimizers is None
+    with pytest.raises(ValueError, match="max_length is a text option, but model 'two-outputs'"):
+        Scorer.build(manifest, source, SessionConfig(), max_length=32)
+    with pytest.raises(ValueError, match="long_text is a text option"):
+        Scorer.build(manifest, source, SessionConfig(), long_text="bad")

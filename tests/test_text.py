@@ -106,7 +106,7 @@ def test_length_ordering_gives_same_embeddings_in_row_order(spark, text_artifact
             text_artifact,
             key_columns=["doc_id"],
             sort_by_length=ordered,
-            sub_batch_rows=8,
+            batch_size=8,
             engine=engine,
             **BY_PATH,
         ).toPandas()
@@ -133,7 +133,7 @@ def test_flag_policy_nulls_bad_rows_and_names_the_reason(spark, text_artifact, s
             text_artifact,
             bad_rows="flag",
             max_chars=5_000,
-            sub_batch_rows=4,
+            batch_size=4,
             engine=engine,
             **BY_PATH,
         )
@@ -181,7 +181,7 @@ def test_text_udf_refuses_a_numeric_column_and_an_unknown_one(spark, text_artifa
     df = spark.createDataFrame([(1, 2.0)], "doc_id long, text double")
     with pytest.raises(TypeError, match="text column 'text' has type double"):
         embed_dataframe(df, text_artifact)
-    with pytest.raises(ValueError, match="text column 'body' is not in the input"):
+    with pytest.raises(ValueError, match="column 'body' is missing from the input"):
         embed_dataframe(df, text_artifact, text_column="body")
 
 
@@ -283,14 +283,19 @@ def test_fidelity_metrics_and_the_gate(minilm, sentences):
     assert issubclass(AccuracyGateError, RuntimeError)
 
 
-def test_text_sessions_leave_out_the_slow_fusion_and_recipes_keep_step_order():
+def test_text_sessions_leave_out_the_slow_fusion_and_recipes_keep_step_order(text_artifact):
     from leanscore.compression.recipe import Recipe
-    from leanscore.udfs.text import TextSessionConfig
+    from leanscore.udfs.families import family_for
+    from leanscore.udfs.session_cache import SessionConfig
 
-    options = TextSessionConfig().session_options()
+    family = family_for(text_artifact.manifest)
+    assert family.name == "text_embedding"
+    options = family.session_config(SessionConfig()).session_options()
     key = "optimization.disable_specified_optimizers"
     assert options.get_session_config_entry(key) == "SkipLayerNormFusion"
     assert options.intra_op_num_threads == 1
+    # a run that names its own list (here: none) keeps it
+    assert family.session_config(SessionConfig(disabled_optimizers=())).disabled_optimizers == ()
     with pytest.raises(ValueError, match="'prune_ffn' works on the PyTorch model and must come"):
         Recipe.model_validate(
             {
@@ -584,36 +589,39 @@ def _length_log_model() -> bytes:
 
 
 @pytest.mark.parametrize("policy", ["flag", "fail"])
-def test_non_finite_embeddings_are_flagged_or_fail_never_written(policy):
+def test_non_finite_embeddings_are_flagged_or_fail_never_written(policy, tmp_path):
     """An embedding with NaN or infinity is never written as a result: under ``flag`` the row
     gets a null embedding and the reason, under ``fail`` the job stops naming the row."""
-    from leanscore.compression.artifact import sha256_hex
-    from leanscore.compression.text_model import TOKENIZER_FILE, minilm_dir
+    import pyarrow as pa
+    from leanscore.compression.text_build import write_text_artifact
+    from leanscore.udfs.arrow_path import to_arrow
     from leanscore.udfs.distribution import ModelSource
-    from leanscore.udfs.session_cache import SessionConfig, get_session
-    from leanscore.udfs.text import BadTextError, TextKernel, TextOptions
+    from leanscore.udfs.engines.pandas import _to_frame
+    from leanscore.udfs.kernel import Scorer
+    from leanscore.udfs.options import ScoringOptions
+    from leanscore.udfs.text import BadTextError
 
-    model = _length_log_model()
-    tokenizer = (minilm_dir() / TOKENIZER_FILE).read_bytes()
-    kernel = TextKernel(
-        source=ModelSource("length-log", sha256_hex(model), "closure", data=model),
-        tokenizer_bytes=tokenizer,
-        tokenizer_sha256=sha256_hex(tokenizer),
-        column="text",
-        config=SessionConfig(),
-        options=TextOptions(bad_rows=policy),
+    artifact = write_text_artifact(
+        _length_log_model(), tmp_path / "length-log", name="length-log", max_length=MAX_LENGTH
     )
-    session, tok = get_session(kernel.source, kernel.config), kernel.tokenizer()
+    options = ScoringOptions(bad_rows=policy)
+    source = ModelSource("length-log", artifact.sha256, "path", path=str(artifact.model_path))
+    scorer = Scorer.build(artifact.manifest, source, options.session_config(), options=options)
+    scorer.family.attach(artifact)
+    session, input_name = scorer.session()
     texts = ["two words here", "hello", "a longer sentence of words"]
+    batch = scorer.family.from_texts(texts)
     if policy == "fail":
         with pytest.raises(BadTextError, match=r"key 'k2'.*-inf \(not finite\).*'text'"):
-            kernel.compute(session, tok, texts, ["k1", "k2", "k3"])
+            scorer.score(session, input_name, batch, ["k1", "k2", "k3"].__getitem__)
         return
-    frame = kernel.embed(session, tok, pd.Series(texts), None)
+    scored = scorer.score(session, input_name, batch, None)
+    frame = _to_frame(scored, scorer)
     assert frame["embedding"][1] is None
     assert "not finite" in frame["error"][1] and "'text'" in frame["error"][1]
     for i in (0, 2):
         assert frame["error"][i] is None and np.isfinite(frame["embedding"][i]).all()
-    arrow = kernel.embed_arrow(session, tok, texts, None).to_pylist()
-    assert arrow[1]["embedding"] is None and "not finite" in arrow[1]["error"]
-    assert [r["embedding"] for r in arrow][::2] == [list(frame["embedding"][i]) for i in (0, 2)]
+    arrow = pa.StructArray.from_arrays(to_arrow(scored, scorer), names=list(scorer.fields))
+    rows = arrow.to_pylist()
+    assert rows[1]["embedding"] is None and "not finite" in rows[1]["error"]
+    assert [r["embedding"] for r in rows][::2] == [list(frame["embedding"][i]) for i in (0, 2)]

@@ -338,5 +338,5 @@ def test_the_embedding_udf_refuses_a_text_classifier(compressed):
     from leanscore.udfs.text import text_embedding_udf
 
     _, folder = compressed
-    with pytest.raises(ValueError, match="is a text classification model, not an embedding"):
+    with pytest.raises(ValueError, match=r"is not a text embedding model \(task 'classification'"):
         text_embedding_udf(folder)

@@ -103,7 +103,7 @@ def test_compress_an_encoder_and_embed_a_delta_table(spark, encoder_dir, tables,
     assert "mean cosine to the model as given" in result.output
     artifact = Artifact.load(out)  # model.onnx and tokenizer.json checked against the hashes
     manifest = artifact.manifest
-    assert manifest.task == "embedding" and manifest.family is None
+    assert manifest.task == "embedding" and manifest.family == "text_embedding"
     assert manifest.features.text_column == "text" and manifest.features.size == MAX_LENGTH
     assert "tokenizer.json" in manifest.files
     assert [i.name for i in manifest.inputs] == ["input_ids", "attention_mask"]
@@ -257,3 +257,27 @@ def test_minilm_through_compress_and_embed(spark, tables, tmp_path):
         expected = encoder(torch.from_numpy(ids), torch.from_numpy(mask)).numpy()
     cosine = (got * expected).sum(axis=1) / np.linalg.norm(expected, axis=1)
     assert float(cosine.mean()) >= 0.99 and float(cosine.min()) >= 0.97
+    _each_text_is_embedded_alone(out, texts, got)
+
+
+def _each_text_is_embedded_alone(folder, texts, written):
+    """Dynamic int8 takes its activation scales from the whole call, so a text's embedding
+    would depend on the texts it is called with (the control: one call of all of them). The
+    job calls such a model once per text: each written embedding is bitwise the text's own."""
+    import onnxruntime as ort
+    from leanscore.compression.artifact import Artifact
+    from leanscore.compression.text_inputs import encode, feeds, tokenizer_from_bytes
+    from leanscore.udfs.families import family_for
+    from leanscore.udfs.session_cache import SessionConfig
+
+    artifact = Artifact.load(folder)
+    assert artifact.manifest.batch_dependent
+    family = family_for(artifact.manifest)
+    options = family.session_config(SessionConfig()).session_options()
+    session = ort.InferenceSession(str(artifact.model_path), options)
+    tokenizer = tokenizer_from_bytes(artifact.read_file("tokenizer.json"), MAX_LENGTH)
+    names = [i.name for i in session.get_inputs()]
+    alone = np.stack([session.run(None, feeds(encode(tokenizer, [t]), names))[0][0] for t in texts])
+    np.testing.assert_array_equal(written, alone)
+    together = session.run(None, feeds(encode(tokenizer, texts), names))[0]
+    assert np.abs(together - alone).max() > 1e-4  # the control: batched, rows move

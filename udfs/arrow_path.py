@@ -114,6 +114,27 @@ def record_batch_scorer(scorer: Scorer, refs, labels, keep, key_columns, names):
     return score
 
 
+def column_batches(scorer: Scorer, with_key: bool):
+    """The body of an Arrow column UDF (``arrow_udf``): the family's input arrays (then the
+    key) in, one struct array of the outputs and ``error`` out: no pandas object per row (an
+    embedding leaves as one flat float32 buffer and its offsets)."""
+
+    def score_columns(batches: Iterator[tuple[pa.Array, ...]]) -> Iterator[pa.Array]:
+        family = scorer.family
+        session, input_name = scorer.session()
+        for cols in batches:
+            if isinstance(cols, pa.Array | pa.ChunkedArray):
+                cols = (cols,)
+            keys = cols[-1] if with_key else None
+            feats = cols[:-1] if with_key else cols
+            batch = family.from_arrow(list(feats))
+            key_of = keys.to_pylist().__getitem__ if keys is not None else None
+            scored = scorer.score(session, input_name, batch, key_of)
+            yield pa.StructArray.from_arrays(to_arrow(scored, scorer), names=list(scorer.fields))
+
+    return score_columns
+
+
 def _key_reader(rb: pa.RecordBatch, key_columns: list[str]):
     def key_of(i: int) -> str:
         parts = []

@@ -84,13 +84,7 @@ def allowed_range(
 
 def output_fields(manifest: Manifest, *, probabilities: bool = False) -> list[tuple[str, str]]:
     """The (name, Spark DDL type) fields of the result, from the manifest's family and task."""
-    from leanscore.udfs.families import family_for, family_name
-    from leanscore.udfs.families.tabular import task_fields
-
-    if family_name(manifest) == "text":
-        fields = task_fields(manifest.task, probabilities=probabilities)
-    else:
-        fields = family_for(manifest).output_fields(probabilities=probabilities)
+    fields = family_for(manifest).output_fields(probabilities=probabilities)
     return [*fields, (ERROR_FIELD, "string")]
 
 
@@ -130,7 +124,7 @@ class Scorer:
 
     @property
     def batch_size(self) -> int:
-        return self.options.batch_size
+        return self.options.batch_size or self.family.default_batch_size
 
     @property
     def policy(self) -> RowPolicy:
@@ -167,10 +161,12 @@ class Scorer:
         their place."""
         options = ScoringOptions.of(options, **settings)
         fields = tuple(n for n, _ in output_fields(manifest, probabilities=options.probabilities))
+        family = family_for(manifest)
+        family.configure(options)
         return cls(
-            family_for(manifest),
+            family,
             source,
-            config,
+            family.session_config(config),
             options,
             fields,
             batch_dependent=manifest.batch_dependent is not False,
@@ -213,8 +209,8 @@ class Scorer:
                 value = flat[pos]
                 first = value[~np.isfinite(value)][0]
                 reasons[rows[pos]] = (
-                    f"the model's output is {first} (not finite) for this row; its features "
-                    "may be far outside what the model was trained on"
+                    f"the model's output is {first} (not finite) for this row; "
+                    f"{self.family.nonfinite_hint()}"
                 )
             if self.bad_rows == "fail":
                 self._fail(int(rows[broken[0]]), reasons, key_of, "bad_rows")

@@ -22,13 +22,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 BadRowPolicy = Literal["fail", "flag"]
 OutOfRangePolicy = Literal["flag", "fail", "score_alone"]
+LongTextPolicy = Literal["truncate", "bad"]
 DEFAULT_RANGE_MARGIN = 0.5
 DEFAULT_BATCH_SIZE = 4096
 DEFAULT_ARROW_BATCH_ROWS = 10_000
+DEFAULT_MAX_CHARS = 100_000
 
 _CHOICES = (
     "bad_rows: fail|flag; out_of_range: flag|fail|score_alone; range_margin: a number >= 0; "
-    "batch_size, arrow_batch_rows, path_threshold_bytes, max_task_bytes, intra_op_threads: "
+    "long_text: truncate|bad; path_threshold_bytes: a whole number >= 0 (0: always by path); "
+    "batch_size, arrow_batch_rows, max_task_bytes, intra_op_threads, max_length, max_chars: "
     "positive whole numbers"
 )
 
@@ -100,12 +103,22 @@ class ScoringOptions(BaseModel):
     prediction (``<output_column>_error`` holds a flagged row's reason); ``probabilities`` adds
     the full probability vector of a classifier.
 
-    The model: ``batch_size`` rows per ONNX Runtime call; ``arrow_batch_rows`` rows per Arrow
+    The model: ``batch_size`` rows per ONNX Runtime call (None: the family's own, 4,096 numeric
+    rows or 16 texts); ``arrow_batch_rows`` rows per Arrow
     batch the scan engine reads; the row policies (``bad_rows``, ``out_of_range``,
     ``range_margin``: see ``RowPolicy``); ONNX Runtime's ``intra_op_threads`` (None:
     ``spark.task.cpus``), ``graph_optimization`` and ``memory_arena``; models above
-    ``path_threshold_bytes`` reach executors by their path instead of a broadcast; a scan task
+    ``path_threshold_bytes`` reach executors by their path instead of a broadcast;
+    ``disabled_optimizers`` names ONNX Runtime graph optimisers to leave out (None: the
+    family's choice); a scan task
     reads at most ``max_task_bytes`` (None: ``spark.sql.files.maxPartitionBytes``).
+
+    Texts (the text families; other families refuse a value other than the default):
+    ``max_length`` tokens per text (None: the artifact's ``size``, which is also the most);
+    a text over it is truncated (``long_text='truncate'``, as sentence encoders do) or is a bad
+    row (``'bad'``); a text over ``max_chars`` characters is always a bad row (checked before
+    tokenizing); ``sort_by_length`` orders each batch's texts by token count before cutting
+    calls, so short texts are not padded to a long one.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -114,7 +127,7 @@ class ScoringOptions(BaseModel):
     keep_columns: tuple[str, ...] | None = None
     output_column: str = Field(default="prediction", min_length=1)
     probabilities: bool = False
-    batch_size: int = Field(default=DEFAULT_BATCH_SIZE, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
     arrow_batch_rows: int = Field(default=DEFAULT_ARROW_BATCH_ROWS, gt=0)
     bad_rows: BadRowPolicy = "fail"
     out_of_range: OutOfRangePolicy = "score_alone"
@@ -122,8 +135,13 @@ class ScoringOptions(BaseModel):
     intra_op_threads: int | None = Field(default=None, gt=0)
     graph_optimization: GraphOptimization = "all"
     memory_arena: bool = True
-    path_threshold_bytes: int = Field(default=DEFAULT_PATH_THRESHOLD_BYTES, gt=0)
+    disabled_optimizers: tuple[str, ...] | None = None
+    path_threshold_bytes: int = Field(default=DEFAULT_PATH_THRESHOLD_BYTES, ge=0)
     max_task_bytes: int | None = Field(default=None, gt=0)
+    max_length: int | None = Field(default=None, gt=0)
+    long_text: LongTextPolicy = "truncate"
+    max_chars: int = Field(default=DEFAULT_MAX_CHARS, gt=0)
+    sort_by_length: bool = True
 
     @property
     def policy(self) -> RowPolicy:
@@ -138,7 +156,18 @@ class ScoringOptions(BaseModel):
             intra_op_threads=threads,
             graph_optimization=self.graph_optimization,
             memory_arena=self.memory_arena,
+            disabled_optimizers=self.disabled_optimizers,
         )
+
+    def text_settings_given(self) -> list[str]:
+        """The text options set to something other than their default (what a family that
+        reads no text refuses)."""
+        defaults = ScoringOptions()
+        return [
+            name
+            for name in ("max_length", "long_text", "max_chars", "sort_by_length")
+            if getattr(self, name) != getattr(defaults, name)
+        ]
 
     @classmethod
     def of(
@@ -168,8 +197,9 @@ class ScoringOptions(BaseModel):
                 intra_op_threads=session_config.intra_op_threads,
                 graph_optimization=session_config.graph_optimization,
                 memory_arena=session_config.memory_arena,
+                disabled_optimizers=session_config.disabled_optimizers,
             )
-        for name in ("key_columns", "keep_columns"):
+        for name in ("key_columns", "keep_columns", "disabled_optimizers"):
             if isinstance(given.get(name), list):
                 given[name] = tuple(given[name])
         fields.update(given)

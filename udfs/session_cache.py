@@ -34,6 +34,9 @@ class SessionConfig:
     intra_op_threads: int = 1
     graph_optimization: GraphOptimization = "all"
     memory_arena: bool = True
+    #: ONNX Runtime graph optimisers left out, by name; every other optimisation stays on.
+    #: None: the scoring family's choice (``Family.session_config``), none for most.
+    disabled_optimizers: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.intra_op_threads < 1:
@@ -52,6 +55,10 @@ class SessionConfig:
         options.graph_optimization_level = _LEVELS[self.graph_optimization]
         options.enable_cpu_mem_arena = self.memory_arena
         options.log_severity_level = 3
+        if self.disabled_optimizers:
+            options.add_session_config_entry(
+                "optimization.disable_specified_optimizers", ",".join(self.disabled_optimizers)
+            )
         return options
 
 

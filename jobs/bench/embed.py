@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 from leanscore.compression.text_fidelity import embedding_fidelity
 from leanscore.jobs.bench.embed_fidelity import fidelity_table
-from leanscore.jobs.embed import column_engine
+from leanscore.udfs.text import column_engine
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,9 @@ class BenchEmbedConfig(_Strict):
     train_rows: int = Field(default=1600, gt=10, description="distillation/calibration sentences")
     recipes: list[str] = Field(min_length=1, description="text recipe YAMLs; the first is fp32")
     max_length: int = Field(default=128, gt=0, le=512)
-    sub_batch_rows: int = Field(default=16, gt=0)
+    batch_size: int = Field(
+        default=16, gt=0, description="texts per ONNX Runtime call (batch-independent models)"
+    )
     arrow_batch_rows: int = Field(default=1000, gt=0)
     torch_batch_sizes: list[int] = Field(
         default_factory=lambda: [16, 32, 64, 128],
@@ -385,17 +387,18 @@ def sweep_torch_batch_size(config: BenchEmbedConfig, texts: list[str]) -> dict:
     }
 
 
-def _no_model_kernel():
-    from leanscore.udfs.text import TextKernel
+def _no_model_scorer(scorer):
+    """``scorer`` with the model call left out: rows read, tokenized and checked as usual,
+    zeros returned. What the Spark path costs per sentence without a model."""
+    import dataclasses
 
-    class NoModelKernel(TextKernel):
-        """The text UDF with the model call left out: rows read, sorted, tokenized and padded
-        as usual, zeros returned. What the Spark path costs per sentence without a model."""
+    from leanscore.udfs.kernel import Scorer
 
-        def run(self, session, token_ids):
-            return np.zeros((len(token_ids), 384), np.float32) if token_ids else None
+    class NoModelScorer(Scorer):
+        def run(self, session, input_name, matrix):
+            return np.zeros((len(matrix), 384), np.float32)
 
-    return NoModelKernel
+    return NoModelScorer(**{f.name: getattr(scorer, f.name) for f in dataclasses.fields(Scorer)})
 
 
 NO_MODEL = "no model (Spark path + tokenizer only)"
@@ -406,15 +409,10 @@ def _variants(
 ) -> list[Variant]:
     from leanscore.compression.artifact import Artifact
     from leanscore.compression.text_model import minilm_dir
-    from leanscore.udfs.predict import task_cpus
-    from leanscore.udfs.text import TextEmbeddingUDF, TextSessionConfig, text_embedding_udf
+    from leanscore.udfs.text import TextEmbeddingUDF, text_embedding_udf
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql import functions as F
     from pyspark.sql.types import ArrayType, FloatType
-
-    session = TextSessionConfig(
-        intra_op_threads=task_cpus(spark), disabled_optimizers=tuple(config.disabled_optimizers)
-    )
 
     def onnx_variant(name: str, path: str, *, sort: bool) -> Variant:
         artifact = Artifact.load(path)
@@ -422,9 +420,9 @@ def _variants(
             artifact,
             spark=spark,
             max_length=config.max_length,
-            sub_batch_rows=config.sub_batch_rows,
+            batch_size=config.batch_size,
             sort_by_length=sort,
-            session_config=session,
+            disabled_optimizers=tuple(config.disabled_optimizers),
             path_threshold_bytes=config.path_threshold_bytes,
             engine=config.engine,
         )
@@ -455,13 +453,16 @@ def _variants(
         artifacts[names[-1]],
         spark=spark,
         max_length=config.max_length,
-        sub_batch_rows=config.sub_batch_rows,
-        session_config=session,
+        batch_size=config.batch_size,
+        disabled_optimizers=tuple(config.disabled_optimizers),
         path_threshold_bytes=config.path_threshold_bytes,
         engine=config.engine,
     )
     bare = TextEmbeddingUDF(
-        base.artifact, _no_model_kernel()(**vars(base.kernel)), engine=config.engine
+        base.artifact,
+        _no_model_scorer(base.scorer),
+        probabilities=False,
+        engine=base.engine.name,
     )
     variants.append(
         Variant(
@@ -614,36 +615,34 @@ def ort_alone(
     config: BenchEmbedConfig, artifacts: dict[str, str], texts: list[str], *, rounds: int = 3
 ) -> dict[str, float]:
     """Sentences/s of each model alone: ONNX Runtime on one thread in this process, the UDF's
-    own length sorting and sub-batches (``TextKernel.run``) on already tokenized rows; no
-    Spark, no tokenizer. Interleaved rounds, medians."""
+    own call grouping (``Scorer.run``: length-sorted calls, or one text per call for a
+    batch-dependent model) on already tokenized rows; no Spark, no tokenizer. Interleaved
+    rounds, medians."""
     from leanscore.compression.artifact import Artifact
     from leanscore.udfs.distribution import ModelSource
-    from leanscore.udfs.session_cache import get_session
-    from leanscore.udfs.text import TextKernel, TextOptions, TextSessionConfig
+    from leanscore.udfs.kernel import Scorer
+    from leanscore.udfs.options import ScoringOptions
 
-    config_ort = TextSessionConfig(
-        intra_op_threads=1, disabled_optimizers=tuple(config.disabled_optimizers)
+    options = ScoringOptions(
+        max_length=config.max_length,
+        batch_size=config.batch_size,
+        intra_op_threads=1,
+        disabled_optimizers=tuple(config.disabled_optimizers),
     )
     runs = {}
     for name, path in artifacts.items():
         artifact = Artifact.load(path)
-        spec = artifact.manifest.features
-        kernel = TextKernel(
-            source=ModelSource(name, artifact.sha256, "path", path=str(artifact.model_path)),
-            tokenizer_bytes=artifact.read_file(spec.tokenizer),
-            tokenizer_sha256=artifact.manifest.files[spec.tokenizer],
-            column=spec.text_column,
-            config=config_ort,
-            options=TextOptions(max_length=config.max_length, sub_batch_rows=config.sub_batch_rows),
-        )
-        ids = [e.ids for e in kernel.tokenizer().encode_batch(texts)]
-        runs[name] = (kernel, get_session(kernel.source, config_ort), ids)
+        source = ModelSource(name, artifact.sha256, "path", path=str(artifact.model_path))
+        scorer = Scorer.build(artifact.manifest, source, options.session_config(), options=options)
+        scorer.family.attach(artifact)
+        matrix = scorer.family.from_texts(texts).matrix
+        runs[name] = (scorer, *scorer.session(), matrix)
     speeds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(rounds):
-        for name, (kernel, session, ids) in runs.items():
+        for name, (scorer, session, input_name, matrix) in runs.items():
             start = time.perf_counter()
-            kernel.run(session, ids)
-            speeds[name].append(len(ids) / (time.perf_counter() - start))
+            scorer.run(session, input_name, matrix)
+            speeds[name].append(len(matrix) / (time.perf_counter() - start))
     return {name: round(float(np.median(v)), 1) for name, v in speeds.items()}
 
 
@@ -896,7 +895,8 @@ def markdown(report: dict) -> str:
         "",
         f"- ONNX variants: leanscore's text UDF ({report.get('engine', 'pandas')} UDF), rows "
         "ordered by token count within each Arrow "
-        f"batch of {cfg['arrow_batch_rows']} and padded per sub-batch of {cfg['sub_batch_rows']}; "
+        f"batch of {cfg['arrow_batch_rows']} and padded per call of {cfg['batch_size']} texts "
+        "(one text per call for a batch-dependent model: dynamic int8); "
         f"ONNX Runtime optimisers disabled: {', '.join(cfg['disabled_optimizers']) or 'none'}.",
         f"- `{TORCH_VARIANT}`: the fp32 PyTorch model in `pyspark.ml.functions."
         f"predict_batch_udf`, batches of {batch} rows{how} in table order, each "

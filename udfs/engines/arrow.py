@@ -43,7 +43,7 @@ class ArrowEngine(Engine):
             df, scorer, fields=fields, out_names=names, keep=keep, key_columns=keys
         )
 
-    def column_udf(self, kernel, with_key: bool, return_type: str):
+    def column_udf(self, scorer, with_key: bool, return_type: str):
         from pyspark.sql.functions import arrow_udf
 
-        return arrow_udf(kernel.arrow_iterator(with_key), return_type)
+        return arrow_udf(arrow_path.column_batches(scorer, with_key), return_type)

@@ -21,6 +21,7 @@ from leanscore.compression.errors import LeanscoreError
 
 if TYPE_CHECKING:
     from leanscore.compression.artifact import Artifact
+    from leanscore.udfs.kernel import Scorer
     from leanscore.udfs.options import ScoringOptions
     from pyspark.sql import DataFrame
 
@@ -79,9 +80,9 @@ class Engine:
         Spark job when it finds it cannot read the input after all."""
         raise EngineUnavailable(f"the {self.name} engine does not score tables")
 
-    def column_udf(self, kernel, with_key: bool, return_type: str):
-        """A UDF over ``kernel``'s batches (``kernel.pandas_iterator(with_key)`` or
-        ``kernel.arrow_iterator(with_key)``) returning ``return_type``."""
+    def column_udf(self, scorer: Scorer, with_key: bool, return_type: str):
+        """A UDF scoring its argument columns (the family's input columns, then the key when
+        ``with_key``) with ``scorer``, returning the struct ``return_type``."""
         raise EngineUnavailable(f"the {self.name} engine does not make column UDFs")
 
 

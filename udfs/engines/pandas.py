@@ -13,7 +13,7 @@ from leanscore.udfs.engines.base import Engine, Target
 from leanscore.udfs.kernel import ERROR_FIELD, Scored, Scorer, output_fields
 from leanscore.udfs.options import ScoringOptions
 from leanscore.udfs.prepare import build_scorer, columns_for, key_expression
-from leanscore.udfs.schema import feature_names, preview
+from leanscore.udfs.schema import preview
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
@@ -24,14 +24,21 @@ def _ddl(fields: list[tuple[str, str]]) -> str:
 
 
 class ModelUDF:
-    """Callable returned by ``model_udf``: ``predict(*feature_cols, key=None) -> Column``."""
+    """Callable returned by ``model_udf`` and ``text_embedding_udf``: ``predict(*input_cols,
+    key=None) -> Column``, a struct of the model's outputs and ``error``. ``engine`` names the
+    engine whose column UDF scores (``pandas`` on any Spark; ``arrow`` on Spark 4.1+)."""
 
-    def __init__(self, artifact: Artifact, scorer: Scorer, *, probabilities: bool):
+    def __init__(
+        self, artifact: Artifact, scorer: Scorer, *, probabilities: bool, engine: str = "pandas"
+    ):
+        from leanscore.udfs.engines.base import engine_for
+
         self.artifact = artifact
         self.scorer = scorer
+        self.engine = engine_for(engine)
         self.fields = output_fields(artifact.manifest, probabilities=probabilities)
         self.return_type = _ddl(self.fields)
-        self._expected = feature_names(artifact.manifest)
+        self._expected = scorer.family.input_columns()
         self._udfs: dict[bool, object] = {}
 
     def __call__(self, *cols: Column | str, key: Column | str | None = None) -> Column:
@@ -42,9 +49,7 @@ class ModelUDF:
             )
         with_key = key is not None
         if with_key not in self._udfs:
-            self._udfs[with_key] = pandas_udf(
-                _pandas_iterator(self.scorer, with_key), self.return_type
-            )
+            self._udfs[with_key] = self.engine.column_udf(self.scorer, with_key, self.return_type)
         args = [F.col(c) if isinstance(c, str) else c for c in cols]
         if with_key:
             args.append((F.col(key) if isinstance(key, str) else key).cast("string"))
@@ -115,9 +120,9 @@ class PandasEngine(Engine):
         predict = ModelUDF(artifact, scorer, probabilities=options.probabilities)
         key = key_expression(keys) if keys else None
         tmp = "__leanscore_result"
-        scored = df.withColumn(tmp, predict(*feature_names(artifact.manifest), key=key))
+        scored = df.withColumn(tmp, predict(*scorer.family.input_columns(), key=key))
         outputs = [F.col(f"{tmp}.{name}").alias(names[name]) for name, _ in fields]
         return scored.select(*[F.col(c) for c in keep], *outputs)
 
-    def column_udf(self, kernel, with_key: bool, return_type: str):
-        return pandas_udf(kernel.pandas_iterator(with_key), return_type)
+    def column_udf(self, scorer, with_key: bool, return_type: str):
+        return pandas_udf(_pandas_iterator(scorer, with_key), return_type)

@@ -20,19 +20,22 @@ FAMILY_MODULES = {
     "onnx_model": "leanscore.udfs.families.onnx_model",
     "image": "leanscore.udfs.families.image",
     "text_classifier": "leanscore.udfs.families.text_classifier",
+    "text_embedding": "leanscore.udfs.families.text_embedding",
 }
 
 __all__ = ["FAMILY_MODULES", "Family", "family_for", "family_name"]
 
 
 def family_name(manifest: Manifest) -> str:
-    """The manifest's ``family``, or the one its feature layout implies (image, text or
-    tabular)."""
+    """The manifest's ``family``, or the one its feature layout and task imply (image, a text
+    embedding or classifier, or tabular)."""
     if manifest.family is not None:
         return manifest.family
     if manifest.features.image is not None:
         return "image"
-    return "text" if manifest.features.text_column is not None else "tabular"
+    if manifest.features.text_column is not None:
+        return "text_embedding" if manifest.task == "embedding" else "text_classifier"
+    return "tabular"
 
 
 def family_for(manifest: Manifest) -> Family:
@@ -43,8 +46,7 @@ def family_for(manifest: Manifest) -> Family:
         known = ", ".join(sorted(FAMILY_MODULES))
         raise ValueError(
             f"model {manifest.name!r} has family {name!r}, which this leanscore cannot score "
-            f"with a row scorer (families: {known}); text embedding models are scored with "
-            "leanscore.udfs.text or 'leanscore embed'"
+            f"(families: {known}); upgrade leanscore or rebuild the model with this one"
         )
     importlib.import_module(module)
     return registered(name)(manifest)

@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 from leanscore.compression.artifact import Artifact, Manifest
+from leanscore.udfs.options import DEFAULT_BATCH_SIZE
 
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
     from leanscore.udfs.batch import Batch
+    from leanscore.udfs.options import ScoringOptions
+    from leanscore.udfs.session_cache import SessionConfig
 
 _REGISTRY: dict[str, type[Family]] = {}
 
@@ -36,6 +39,8 @@ class Family:
     the tasks: it must stay small and must not hold Spark objects."""
 
     name: ClassVar[str]
+    #: rows per ONNX Runtime call when the run's ``batch_size`` is None
+    default_batch_size: ClassVar[int] = DEFAULT_BATCH_SIZE
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -44,6 +49,21 @@ class Family:
 
     def __init__(self, manifest: Manifest):
         self.manifest = manifest
+
+    def configure(self, options: ScoringOptions) -> None:
+        """On the driver, once: take the run's options this family reads, refusing the ones it
+        cannot honour (a family that reads no text refuses the text options)."""
+        given = options.text_settings_given()
+        if given:
+            raise ValueError(
+                f"{given[0]} is a text option, but model {self.manifest.name!r} (family "
+                f"{self.name!r}) reads no text; leave it out"
+            )
+
+    def session_config(self, config: SessionConfig) -> SessionConfig:
+        """ONNX Runtime's settings for this family's models (``config`` as the run gave it;
+        a family may fill in what the run left to it, such as ``disabled_optimizers``)."""
+        return config
 
     # --- inputs -------------------------------------------------------------------------
     def input_columns(self) -> list[str]:
@@ -73,6 +93,10 @@ class Family:
     def feeds(self, input_name: str, inputs: np.ndarray) -> dict[str, np.ndarray]:
         """The ONNX Runtime feed for ``inputs`` (rows of ``Batch.matrix``)."""
         return {input_name: inputs}
+
+    def nonfinite_hint(self) -> str:
+        """What a non-finite model output for a row suggests, for its error."""
+        return "its features may be far outside what the model was trained on"
 
     def call_groups(self, inputs: np.ndarray, batch_size: int) -> list[np.ndarray] | None:
         """Row positions of ``inputs`` for each ONNX Runtime call, when the family orders its

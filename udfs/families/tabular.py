@@ -27,6 +27,7 @@ def task_columns(task: str, out: np.ndarray, fields: list[str]) -> dict[str, np.
     """A task's output columns from the model's result rows: a classifier's label is the
     highest score's index and its probability that score."""
     columns: dict[str, np.ndarray] = {}
+    rows = out.reshape(len(out), int(np.prod(out.shape[1:])))  # (0, k) too: a batch of bad rows
     if task == "classification":
         label = out.argmax(axis=1)
         columns["label"] = label.astype(np.int64, copy=False)
@@ -35,9 +36,9 @@ def task_columns(task: str, out: np.ndarray, fields: list[str]) -> dict[str, np.
         if "probabilities" in fields:
             columns["probabilities"] = out.astype(np.float32, copy=False)
     elif task == "regression":
-        columns["value"] = out.reshape(len(out), -1)[:, 0].astype(np.float32, copy=False)
+        columns["value"] = rows[:, 0].astype(np.float32, copy=False)
     else:
-        columns["embedding"] = out.reshape(len(out), -1).astype(np.float32, copy=False)
+        columns["embedding"] = rows.astype(np.float32, copy=False)
     return columns
 
 
