@@ -625,3 +625,22 @@ def test_non_finite_embeddings_are_flagged_or_fail_never_written(policy, tmp_pat
     rows = arrow.to_pylist()
     assert rows[1]["embedding"] is None and "not finite" in rows[1]["error"]
     assert [r["embedding"] for r in rows][::2] == [list(frame["embedding"][i]) for i in (0, 2)]
+
+
+def test_mlflow_pyfunc_embeds_texts_with_the_family(text_artifact, sentences):
+    """The registered model's pyfunc scores texts through the same family: a DataFrame column or
+    an array of strings, the embeddings of the artifact's own export."""
+    from leanscore.compression.text_model import load_tokenizer, onnx_embed
+    from leanscore.udfs.mlflow_pyfunc import LeanscorePyfunc
+
+    texts = sentences[:6]
+    model = LeanscorePyfunc(text_artifact.path)
+    by_frame = np.stack(model.predict(pd.DataFrame({"text": texts}))["embedding"].to_list())
+    by_array = np.stack(model.predict(np.array(texts, dtype=object))["embedding"].to_list())
+    np.testing.assert_array_equal(by_frame, by_array)
+    reference, _ = onnx_embed(
+        text_artifact.model_path.read_bytes(), load_tokenizer(), texts, max_length=MAX_LENGTH
+    )
+    assert np.allclose(by_frame, reference, atol=1e-5)
+    with pytest.raises(Exception, match="column 'text' is an empty string"):
+        model.predict(pd.DataFrame({"text": ["fine words here", " "]}))

@@ -30,20 +30,19 @@ class LeanscorePyfunc:
     def __init__(self, folder: Path):
         artifact = Artifact.load(folder)  # checks the manifest and the model's sha256
         manifest = artifact.manifest
-        if manifest.features.text_column is not None:
-            raise ValueError(
-                f"{folder}: text models are scored with leanscore.udfs.text, not this wrapper"
-            )
         self.manifest = manifest
         source = ModelSource(
             manifest.name, manifest.sha256, "closure", data=artifact.read_model_bytes()
         )
         self.scorer = Scorer.build(manifest, source, OPTIONS.session_config(), options=OPTIONS)
+        self.scorer.family.attach(artifact)  # a text model's tokenizer
 
     def _batch(self, data) -> Batch:
         spec = self.manifest.features
         if isinstance(data, dict):  # a tensor signature's feed: {input name: matrix}
             data = data.get(spec.array_column, next(iter(data.values()), None))
+        if isinstance(data, np.ndarray) and data.dtype.kind in "OUS":  # texts
+            return self.scorer.family.from_pandas([pd.Series(list(data.reshape(-1)))])
         if isinstance(data, np.ndarray):
             matrix = np.ascontiguousarray(data, dtype=np.float32).reshape(len(data), -1)
             if spec.image is not None:  # pixels for the image family to shape and normalise
