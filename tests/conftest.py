@@ -178,6 +178,15 @@ def demo_run(spark, tmp_path_factory):
     return workdir, report
 
 
+@pytest.fixture(scope="session")
+def minilm_onnx() -> bytes:
+    """all-MiniLM-L6-v2 (the offline copy the project installs) exported to fp32 ONNX once per
+    session, for every text test that starts from the unmodified export."""
+    from leanscore.compression.text_model import baseline_onnx
+
+    return baseline_onnx()
+
+
 # The shared standalone cluster's shape: test_cluster_faults needs two 1-core workers (one
 # executor each, then one of them killed); the spark-submit test runs on the same two.
 CLUSTER_WORKERS = 2
