@@ -1,5 +1,6 @@
 """Shared fixtures: one real local Spark session with Delta (and S3A), a real S3-compatible
-server on loopback, and small real artifacts."""
+server on loopback, one standalone Spark cluster on loopback, and small real artifacts (the
+MiniLM export among them), each made once per session where tests can share it."""
 
 from __future__ import annotations
 
