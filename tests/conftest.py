@@ -1,5 +1,6 @@
 """Shared fixtures: one real local Spark session with Delta (and S3A), a real S3-compatible
-server on loopback, and small real artifacts."""
+server on loopback, one standalone Spark cluster on loopback, and small real artifacts (the
+MiniLM export among them), each made once per session where tests can share it."""
 
 from __future__ import annotations
 
@@ -178,6 +179,43 @@ def demo_run(spark, tmp_path_factory):
     return workdir, report
 
 
+@pytest.fixture(scope="session")
+def minilm_onnx() -> bytes:
+    """all-MiniLM-L6-v2 (the offline copy the project installs) exported to fp32 ONNX once per
+    session, for every text test that starts from the unmodified export."""
+    from leanscore.compression.text_model import baseline_onnx
+
+    return baseline_onnx()
+
+
+# The shared standalone cluster's shape: test_cluster_faults needs two 1-core workers (one
+# executor each, then one of them killed); the spark-submit test runs on the same two.
+CLUSTER_WORKERS = 2
+
+
+@pytest.fixture(scope="session")
+def standalone_cluster(tmp_path_factory):
+    """One real standalone cluster (a master and CLUSTER_WORKERS 1-core, 1 GB workers on
+    loopback) for every test that runs jobs on one, started when the first of them needs it:
+    each start is a master and worker JVMs, tens of seconds on two shared cores. A test calls
+    ``ensure_workers(cluster, CLUSTER_WORKERS)`` first (a worker killed by an earlier test is
+    replaced). Stopped by pid after the last test that uses it, or at the session's end."""
+    from standalone_cluster import start_cluster, stop_cluster
+
+    cluster = start_cluster(
+        tmp_path_factory.mktemp("standalone-cluster"),
+        workers=CLUSTER_WORKERS,
+        cores_per_worker=1,
+        worker_memory="1g",
+    )
+    _started_clusters.append(cluster)
+    yield cluster
+    stop_cluster(cluster)
+
+
+_started_clusters: list = []
+
+
 def held_out_frame(spark, digits, n=200):
     import pandas as pd
 
@@ -207,3 +245,20 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "spark" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.spark)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    """Stops the standalone cluster once the last test that uses it is done, so that its JVMs
+    do not idle through the rest of the session (the fixture's own stop then does nothing)."""
+    yield
+    if not _started_clusters:
+        return
+    users = [
+        i for i in item.session.items if "standalone_cluster" in getattr(i, "fixturenames", ())
+    ]
+    if users and users[-1] is item:
+        from standalone_cluster import stop_cluster
+
+        for cluster in _started_clusters:
+            stop_cluster(cluster)

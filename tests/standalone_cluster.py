@@ -7,7 +7,11 @@ caller's. Everything is stopped by the pids recorded at start, never by name.
     cluster = start_cluster(tmp_path, workers=1)
     ... spark-submit --master cluster.master_url ...
     stop_worker(cluster, cluster.worker_pids[0])   # fault injection: kill one worker
+    ensure_workers(cluster, 1)                     # a fresh worker in its place
     stop_cluster(cluster)
+
+The test session shares one cluster (conftest's ``standalone_cluster`` fixture): each test that
+uses it first calls ``ensure_workers``, so a worker another test killed is replaced.
 """
 
 from __future__ import annotations
@@ -41,14 +45,27 @@ class StandaloneCluster:
     master_webui: str
     root: Path
     env: dict[str, str] = field(repr=False)
+    cores_per_worker: int = 1
+    worker_memory: str = "1g"
+    # Each worker's RPC port by pid: how the master's JSON names the worker.
+    worker_ports: dict[int, int] = field(default_factory=dict)
+    workers_started: int = 0  # spark-daemon instance numbers used so far
+    stopped: bool = False
 
     @property
     def log_dir(self) -> Path:
         return self.root / "logs"
 
-    def alive_workers(self) -> int:
+    def state(self) -> dict:
+        """The master's JSON status (workers, active and completed applications)."""
         with urllib.request.urlopen(f"{self.master_webui}/json/", timeout=5) as resp:
-            return int(json.load(resp).get("aliveworkers", 0))
+            return json.load(resp)
+
+    def alive_workers(self) -> int:
+        return int(self.state().get("aliveworkers", 0))
+
+    def alive_worker_ports(self) -> set[int]:
+        return {w["port"] for w in self.state().get("workers", []) if w.get("state") == "ALIVE"}
 
     def logs(self) -> str:
         """Every daemon log, for a failing test's message."""
@@ -84,18 +101,26 @@ def _daemon_env(root: Path, python: str) -> dict[str, str]:
     return env
 
 
+def _daemon_command(cls: str, instance: int, args: list[str]) -> list[str]:
+    return [str(SPARK_HOME / "sbin" / "spark-daemon.sh"), "start", cls, str(instance), *args]
+
+
+def _pid_of(env: dict[str, str], cls: str, instance: int) -> int:
+    pid_file = (
+        Path(env["SPARK_PID_DIR"]) / f"spark-{env['SPARK_IDENT_STRING']}-{cls}-{instance}.pid"
+    )
+    return int(pid_file.read_text().strip())
+
+
 def _start_daemon(env: dict[str, str], cls: str, instance: int, args: list[str]) -> int:
     subprocess.run(
-        [str(SPARK_HOME / "sbin" / "spark-daemon.sh"), "start", cls, str(instance), *args],
+        _daemon_command(cls, instance, args),
         env=env,
         check=True,
         capture_output=True,
         timeout=60,
     )
-    pid_file = (
-        Path(env["SPARK_PID_DIR"]) / f"spark-{env['SPARK_IDENT_STRING']}-{cls}-{instance}.pid"
-    )
-    return int(pid_file.read_text().strip())
+    return _pid_of(env, cls, instance)
 
 
 def start_cluster(
@@ -123,30 +148,69 @@ def start_cluster(
         master_webui=f"http://{HOST}:{webui}",
         root=root,
         env=env,
+        cores_per_worker=cores_per_worker,
+        worker_memory=worker_memory,
     )
     try:
+        # Workers start once the master answers: a worker that misses it retries only after
+        # 5-15 s.
         _wait(lambda: _answers(cluster), timeout_s, "the master to answer", cluster)
-        for i in range(1, workers + 1):
-            args = [
-                "--host", HOST,
-                "--port", str(free_port()),
-                "--webui-port", str(free_port()),
-                "--cores", str(cores_per_worker),
-                "--memory", worker_memory,
-                "--work-dir", str(root / "work" / f"worker-{i}"),
-                cluster.master_url,
-            ]  # fmt: skip
-            cluster.worker_pids.append(_start_daemon(env, WORKER_CLASS, i, args))
-        _wait(
-            lambda: cluster.alive_workers() >= workers,
-            timeout_s,
-            f"{workers} worker(s) to register",
-            cluster,
-        )
+        ensure_workers(cluster, workers, timeout_s=timeout_s)
     except BaseException:
         stop_cluster(cluster)
         raise
     return cluster
+
+
+def ensure_workers(cluster: StandaloneCluster, workers: int, *, timeout_s: float = 90.0) -> None:
+    """Start workers until ``workers`` of the cluster's own are running (one another test
+    stopped or killed is replaced by a new one on new ports), and return once the master lists
+    every one of them as alive."""
+    if cluster.stopped:
+        raise RuntimeError(f"the cluster of {cluster.master_url} was stopped")
+    cluster.worker_pids[:] = [p for p in cluster.worker_pids if _alive(p)]
+    missing = workers - len(cluster.worker_pids)
+    # Every spark-daemon.sh call sleeps about 2.5 s and starts a launcher JVM before the
+    # worker's own: the new workers start side by side.
+    starts = []
+    for _ in range(max(missing, 0)):
+        cluster.workers_started += 1
+        instance, port = cluster.workers_started, free_port()
+        args = [
+            "--host", HOST,
+            "--port", str(port),
+            "--webui-port", str(free_port()),
+            "--cores", str(cluster.cores_per_worker),
+            "--memory", cluster.worker_memory,
+            "--work-dir", str(cluster.root / "work" / f"worker-{instance}"),
+            cluster.master_url,
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            _daemon_command(WORKER_CLASS, instance, args),
+            env=cluster.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        starts.append((instance, port, proc))
+    failures = []
+    for instance, port, proc in starts:
+        output, _ = proc.communicate(timeout=60)
+        if proc.returncode != 0:
+            failures.append(f"worker {instance} (rc {proc.returncode}): {output.decode()}")
+            continue
+        # Recorded before any error is raised, so that stop_cluster stops it.
+        pid = _pid_of(cluster.env, WORKER_CLASS, instance)
+        cluster.worker_pids.append(pid)
+        cluster.worker_ports[pid] = port
+    if failures:
+        raise RuntimeError("spark-daemon.sh could not start " + "\n".join(failures))
+    ports = {cluster.worker_ports[p] for p in cluster.worker_pids}
+    _wait(
+        lambda: ports <= cluster.alive_worker_ports(),
+        timeout_s,
+        f"{workers} worker(s) to register",
+        cluster,
+    )
 
 
 def _answers(cluster: StandaloneCluster) -> bool:
@@ -228,11 +292,15 @@ def _stop_tree(pid: int) -> None:
 
 
 def stop_cluster(cluster: StandaloneCluster) -> None:
-    """Stop the workers (with their executors), then the master; all by recorded pid."""
+    """Stop the workers (with their executors), then the master; all by recorded pid. A second
+    call does nothing (the pids may belong to other processes by then)."""
+    if cluster.stopped:
+        return
     for pid in list(cluster.worker_pids):
         _stop_tree(pid)
         cluster.worker_pids.remove(pid)
     _terminate([cluster.master_pid])
+    cluster.stopped = True
 
 
 # ---- fault injection helpers ---------------------------------------------------------------------

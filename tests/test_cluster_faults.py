@@ -26,16 +26,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import CLUSTER_WORKERS
 from leanscore.jobs.score import ScoreConfig, run_score
 from pyspark.testing import assertDataFrameEqual
 from reliability_support import ROOT, checksum, predictions
-from standalone_cluster import (
-    kill_worker_jvm,
-    python_workers,
-    start_cluster,
-    stop_cluster,
-    stop_pids,
-)
+from standalone_cluster import ensure_workers, kill_worker_jvm, python_workers, stop_pids
 
 RUN_DATE = "2026-04-01"
 ROWS = 24_000
@@ -84,7 +79,7 @@ def _wait_for(what: str, check, proc, timeout_s: float = 240.0, every: float = 0
 
 
 @pytest.fixture(scope="module")
-def cluster_runs(spark, artifact, scoring_input, tmp_path_factory):
+def cluster_runs(spark, artifact, scoring_input, standalone_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster-runs")
     signals = root / "signals"
     signals.mkdir()
@@ -99,7 +94,8 @@ def cluster_runs(spark, artifact, scoring_input, tmp_path_factory):
         "phases": phases,
         "signal_dir": str(signals),
     }
-    cluster = start_cluster(root / "cluster", workers=2, cores_per_worker=1, worker_memory="1g")
+    cluster = standalone_cluster  # the session's: two 1-core workers (conftest)
+    ensure_workers(cluster, CLUSTER_WORKERS)
     injected: dict = {}
     orphans: list[int] = []
     log = (root / "driver.log").open("w")
@@ -138,7 +134,8 @@ def cluster_runs(spark, artifact, scoring_input, tmp_path_factory):
                 proc.wait()
     finally:
         log.close()
-        stop_cluster(cluster)
+        # The killed worker's executor and its Python daemon; the next test that uses the
+        # cluster starts a worker in its place.
         stop_pids(orphans)
     driver_log = (root / "driver.log").read_text(errors="replace")
     assert proc.returncode == 0, f"driver failed:\n{driver_log[-6000:]}\n{cluster.logs()}"

@@ -260,16 +260,15 @@ def test_widget_defaults_environment_and_argv(monkeypatch):
         widgets({}, defaults, argv=["--run_date"])
 
 
-def test_embed_notebook_writes_the_run_date_partition(spark, tmp_path):
+def test_embed_notebook_writes_the_run_date_partition(spark, minilm_onnx, tmp_path):
     """The embedding notebook as the nightly task: real sentences (one empty, flagged) in a
     Delta table, the fp32 MiniLM artifact, embeddings in the run date's partition."""
     import pandas as pd
     from leanscore.compression.text_build import write_text_artifact
     from leanscore.compression.text_data import text_table
-    from leanscore.compression.text_model import baseline_onnx
 
     artifact = write_text_artifact(
-        baseline_onnx(), tmp_path / "minilm-fp32", name="minilm-fp32", max_length=64
+        minilm_onnx, tmp_path / "minilm-fp32", name="minilm-fp32", max_length=64
     )
     docs = text_table(11, seed=5)
     docs = pd.concat([docs, pd.DataFrame({"doc_id": [11], "text": [""]})], ignore_index=True)

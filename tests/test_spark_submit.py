@@ -11,12 +11,11 @@ import json
 import os
 import re
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import yaml
-from conftest import DEMO_ROWS
-from standalone_cluster import start_cluster, stop_cluster
+from conftest import CLUSTER_WORKERS, DEMO_ROWS
+from standalone_cluster import ensure_workers
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "<!-- spark-submit-command -->"
@@ -31,7 +30,9 @@ def readme_command() -> str:
     return block.group(1)
 
 
-def test_readme_spark_submit_scores_on_a_standalone_cluster(demo_run, tmp_path, spark):
+def test_readme_spark_submit_scores_on_a_standalone_cluster(
+    demo_run, tmp_path, spark, standalone_cluster
+):
     demo, _ = demo_run
     out = tmp_path / "predictions"
     config = tmp_path / "nightly.yaml"
@@ -44,34 +45,32 @@ def test_readme_spark_submit_scores_on_a_standalone_cluster(demo_run, tmp_path, 
     )
     config.write_text(yaml.safe_dump(nightly))
 
-    cluster = start_cluster(tmp_path / "cluster", workers=1, cores_per_worker=2)
-    try:
-        env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "PYSPARK_PYTHON")}
-        env.update(
-            SPARK_MASTER=cluster.master_url,
-            CONFIG=str(config),
-            RUN_DATE=RUN_DATE,
-            DIST=str(tmp_path / "dist"),
-            SPARK_LOCAL_IP="127.0.0.1",
-        )
-        proc = subprocess.run(
-            ["bash", "-euo", "pipefail", "-c", readme_command()],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert proc.returncode == 0, (
-            f"spark-submit failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}\n{cluster.logs()}"
-        )
-        with urllib.request.urlopen(f"{cluster.master_webui}/json/", timeout=10) as resp:
-            state = json.load(resp)
-    finally:
-        stop_cluster(cluster)
+    cluster = standalone_cluster  # the session's (conftest), shared with test_cluster_faults
+    ensure_workers(cluster, CLUSTER_WORKERS)
+    earlier = {a["id"] for a in _apps(cluster)}
+    env = {k: v for k, v in os.environ.items() if k not in ("SPARK_REMOTE", "PYSPARK_PYTHON")}
+    env.update(
+        SPARK_MASTER=cluster.master_url,
+        CONFIG=str(config),
+        RUN_DATE=RUN_DATE,
+        DIST=str(tmp_path / "dist"),
+        SPARK_LOCAL_IP="127.0.0.1",
+    )
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", readme_command()],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, (
+        f"spark-submit failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}\n{cluster.logs()}"
+    )
 
     # The job ran as an application of the standalone master, on its worker's executors.
-    apps = [a["name"] for a in state["completedapps"] + state["activeapps"]]
+    ran = {a["id"]: a["name"] for a in _apps(cluster) if a["id"] not in earlier}
+    apps = list(ran.values())
     assert "leanscore-score" in apps, apps  # get_spark's app name
     assert f"scored {DEMO_ROWS:,} rows" in proc.stdout
     assert len(list((tmp_path / "dist").glob("leanscore-*.whl"))) == 1
@@ -82,5 +81,12 @@ def test_readme_spark_submit_scores_on_a_standalone_cluster(demo_run, tmp_path, 
     assert {str(d) for d in written["run_date"]} == {RUN_DATE}
     assert (written["prediction"] == written["label"]).mean() > 0.7
     # The wheel was shipped to the executor (Spark fetches --py-files into its work folder).
-    shipped = list((tmp_path / "cluster" / "work").glob("worker-*/app-*/*/leanscore-*.whl"))
-    assert shipped, sorted(str(p) for p in (tmp_path / "cluster" / "work").rglob("*"))[:20]
+    work = cluster.root / "work"
+    shipped = [p for app in ran for p in work.glob(f"worker-*/{app}/*/leanscore-*.whl")]
+    assert shipped, sorted(str(p) for p in work.rglob("*"))[:20]
+
+
+def _apps(cluster) -> list[dict]:
+    """The master's applications, finished and running."""
+    state = cluster.state()
+    return state["completedapps"] + state["activeapps"]

@@ -25,10 +25,10 @@ def sentences():
 
 
 @pytest.fixture(scope="session")
-def minilm():
-    from leanscore.compression.text_model import baseline_onnx, load_encoder, load_tokenizer
+def minilm(minilm_onnx):
+    from leanscore.compression.text_model import load_encoder, load_tokenizer
 
-    return load_encoder(), load_tokenizer(), baseline_onnx()
+    return load_encoder(), load_tokenizer(), minilm_onnx  # the session's export (conftest)
 
 
 @pytest.fixture(scope="session")
