@@ -240,11 +240,28 @@ BAD_ROWS = [
 ]
 
 
+# The longest modules, run first: ``make test`` hands whole modules to two pytest workers as
+# they free up, so a long module collected last would run alone at the end.
+LONGEST_FIRST = (
+    "test_text.py",
+    "test_notebooks.py",
+    "test_packaging.py",
+    "test_cluster_faults.py",
+    "test_bench.py",
+    "test_bench_nightly.py",
+    "test_text_classifier.py",
+    "test_spark_submit.py",
+)
+
+
 def pytest_collection_modifyitems(items):
-    """Tests that use the Spark session are marked ``spark``: ``make test-fast`` leaves them out."""
+    """Tests that use the Spark session are marked ``spark``: ``make test-fast`` leaves them out.
+    The longest modules go first (the others keep their order)."""
     for item in items:
         if "spark" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.spark)
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 @pytest.hookimpl(hookwrapper=True)
