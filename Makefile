@@ -37,8 +37,8 @@ demo: $(STAMP) jars
 	$(VENV)/bin/leanscore demo --workdir $(WORKDIR) --rows $(ROWS)
 
 # Two pytest workers (pytest-xdist), one test file each at a time: the suite waits on JVMs,
-# processes and servers much of the time, so two files side by side on 2 cores took 13.6
-# minutes where one after the other took 20. TEST_WORKERS=0 runs it in one process.
+# processes and servers much of the time, so two files side by side on 2 cores took 15.4
+# minutes from a clean clone where one after the other took 20. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 
 test: setup
