@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 import torch
 from leanscore.compression.export import TorchExport
+from leanscore.compression.text_inputs import DISABLED_OPTIMIZERS  # as the text families score
 from torch import nn
 
 INPUT_NAMES = ("input_ids", "attention_mask")
@@ -174,12 +175,6 @@ def encoder_export(tokenizer_bytes: bytes, max_length: int) -> TorchExport:
         tokenizer=tokenizer,
         max_length=max_length,
     )
-
-
-# The session options the text UDF uses (udfs/text.py DEFAULT_DISABLED_OPTIMIZERS: ONNX Runtime's
-# SkipLayerNormalization kernel is slower on one thread than the Add + LayerNormalization it
-# fuses), so speeds measured here are the ones the executors see.
-DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
 def onnx_embed(

@@ -25,26 +25,18 @@ from leanscore.compression.artifact import Artifact
 from leanscore.compression.registry import load_artifact
 from leanscore.udfs.engines import COLUMN, TableInput, check_name, reads_whole_tables_only, resolve
 from leanscore.udfs.engines.pandas import ModelUDF
-from leanscore.udfs.families.text_base import (
-    DEFAULT_DISABLED_OPTIMIZERS,
-    text_reasons,
-    worker_tokenizer,
-)
 from leanscore.udfs.kernel import BadRowError
 from leanscore.udfs.options import ScoringOptions
 from leanscore.udfs.prepare import build_scorer
 from pyspark.sql import DataFrame, SparkSession
 
 __all__ = [
-    "DEFAULT_DISABLED_OPTIMIZERS",
     "BadTextError",
     "TextEmbeddingUDF",
     "column_engine",
     "embed_dataframe",
     "resolve_engine",
     "text_embedding_udf",
-    "text_reasons",
-    "worker_tokenizer",
 ]
 
 BadTextError = BadRowError  # a text that cannot be embedded under bad_rows='fail'

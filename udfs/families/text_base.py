@@ -31,18 +31,16 @@ from typing import ClassVar
 
 import numpy as np
 from leanscore.compression.artifact import verify_sha256
-from leanscore.compression.text_inputs import call_groups, check_input_names, feeds, token_matrix
+from leanscore.compression.text_inputs import (
+    DISABLED_OPTIMIZERS,
+    call_groups,
+    check_input_names,
+    feeds,
+    token_matrix,
+)
 from leanscore.udfs.batch import Batch
 from leanscore.udfs.families.base import Family
 from leanscore.udfs.options import DEFAULT_MAX_CHARS
-
-# ONNX Runtime's SkipLayerNormFusion merges a residual Add and LayerNormalization into one
-# SkipLayerNormalization kernel; on one CPU thread that kernel is slower than the two ops it
-# replaces (measured on all-MiniLM-L6-v2, dynamic int8, AVX-512 VNNI: 12% of the model's time
-# vs 6% unfused, so the int8 model runs ~11% faster with the fusion off; the fp32 export does
-# not match the fusion's pattern and is unaffected). Only this fusion is disabled; every other
-# graph optimisation stays on.
-DEFAULT_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 # Texts per ONNX Runtime call: on one CPU thread MiniLM ran 5-10% faster, fp32 and int8 alike,
 # with 16 than with 32, whose activations no longer stay in the core's cache.
@@ -132,7 +130,7 @@ class TextFamily(Family):
 
     def session_config(self, config):
         if config.disabled_optimizers is None:
-            return dataclasses.replace(config, disabled_optimizers=DEFAULT_DISABLED_OPTIMIZERS)
+            return dataclasses.replace(config, disabled_optimizers=DISABLED_OPTIMIZERS)
         return config
 
     # --- the tokenizer --------------------------------------------------------------------
@@ -194,12 +192,10 @@ class TextFamily(Family):
     def feeds(self, input_name: str, inputs: np.ndarray) -> dict[str, np.ndarray]:
         return feeds(inputs, self.input_names)
 
-    def call_groups(self, inputs: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    def call_groups(self, inputs: np.ndarray, batch_size: int) -> list[np.ndarray] | None:
         """One call per text for a batch-dependent model; else calls of up to ``batch_size``
-        texts, ordered by token count unless ``sort_by_length`` is off."""
+        texts, ordered by token count unless ``sort_by_length`` is off (then None: the
+        kernel's consecutive chunks)."""
         if self.alone:
             return [np.array([i]) for i in range(len(inputs))]
-        if self.sort_by_length:
-            return call_groups(inputs, batch_size)
-        n = len(inputs)
-        return [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+        return call_groups(inputs, batch_size) if self.sort_by_length else None
