@@ -160,9 +160,10 @@ class Scorer:
         fields given as keywords (``batch_size=``, ``bad_rows=``, ``probabilities=``...) in
         their place."""
         options = ScoringOptions.of(options, **settings)
-        fields = tuple(n for n, _ in output_fields(manifest, probabilities=options.probabilities))
         family = family_for(manifest)
         family.configure(options)
+        result = family.output_fields(probabilities=options.probabilities)
+        fields = (*(name for name, _ in result), ERROR_FIELD)
         return cls(
             family,
             source,

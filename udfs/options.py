@@ -104,13 +104,13 @@ class ScoringOptions(BaseModel):
     the full probability vector of a classifier.
 
     The model: ``batch_size`` rows per ONNX Runtime call (None: the family's own, 4,096 numeric
-    rows or 16 texts); ``arrow_batch_rows`` rows per Arrow
-    batch the scan engine reads; the row policies (``bad_rows``, ``out_of_range``,
-    ``range_margin``: see ``RowPolicy``); ONNX Runtime's ``intra_op_threads`` (None:
-    ``spark.task.cpus``), ``graph_optimization``, ``memory_arena`` and
-    ``disabled_optimizers`` (graph optimisers left out; None: the family's choice); models
-    above ``path_threshold_bytes`` reach executors by their path instead of a broadcast; a scan
-    task reads at most ``max_task_bytes`` (None: ``spark.sql.files.maxPartitionBytes``).
+    rows or 16 texts); ``arrow_batch_rows`` rows per Arrow batch the scan engine reads; the row
+    policies (``bad_rows``, ``out_of_range``, ``range_margin``: see ``RowPolicy``); ONNX
+    Runtime's ``intra_op_threads`` (None: ``spark.task.cpus``), ``graph_optimization``,
+    ``memory_arena`` and ``disabled_optimizers`` (graph optimisers left out; None: the family's
+    choice); models above ``path_threshold_bytes`` reach executors by their path instead of a
+    broadcast; a scan task reads at most ``max_task_bytes`` (None:
+    ``spark.sql.files.maxPartitionBytes``).
 
     Texts (the text families; other families refuse a value other than the default):
     ``max_length`` tokens per text (None: the artifact's ``size``, which is also the most);
