@@ -43,3 +43,33 @@ def test_too_few_fresh_sentences_is_an_error_naming_the_fix():
 
     with pytest.raises(ValueError, match="lower eval_rows/train_rows"):
         fidelity_sentences(set(stdlib_sentences()), 100)
+
+
+def test_embedding_targets_are_met_only_when_every_check_holds():
+    """The embedding bench's verdict: met with every check at or over its target; NOT met when
+    one speed ratio falls short (the case the bench reports since int8 texts are scored
+    alone); a faster variant that misses the fidelity targets is not the one named."""
+    from leanscore.jobs.bench.embed import Targets, _targets
+
+    def entry(name, x_fp32, x_torch, mean, p1, speed):
+        return {
+            "name": name,
+            "model": "onnx",
+            "sort_by_length": True,
+            "x_vs_fp32_onnx": x_fp32,
+            "x_vs_pytorch": x_torch,
+            "fidelity": {"cosine_mean": mean, "cosine_p1": p1},
+            "sentences_per_s": speed,
+        }
+
+    fp32 = entry("fp32", 1.0, 3.2, 1.0, 1.0, 490)
+    met = _targets([fp32, entry("int8", 2.6, 8.0, 0.993, 0.986, 1270)], Targets(), "fp32")
+    assert met["variant"] == "int8" and met["met"]
+    short = _targets([fp32, entry("int8", 1.95, 6.2, 0.993, 0.986, 960)], Targets(), "fp32")
+    assert short["variant"] == "int8" and not short["met"]
+    assert [c["met"] for c in short["checks"]] == [False, True, True, True]
+    unfaithful = entry("pruned", 3.1, 9.0, 0.976, 0.935, 1500)
+    chosen = _targets(
+        [fp32, entry("int8", 2.6, 8.0, 0.993, 0.986, 1270), unfaithful], Targets(), "fp32"
+    )
+    assert chosen["variant"] == "int8" and len(chosen["all"]) == 2
