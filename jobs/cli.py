@@ -139,7 +139,7 @@ def _run_nightly(config_model, job, app_name: str, config: Path, run_date: str, 
     one line on stderr and exit code 1."""
     configure_logging()
     from leanscore.jobs.config import load_config
-    from leanscore.jobs.runtime.spark import get_spark
+    from leanscore.jobs.runtime.spark import get_spark, mentions_s3a
     from leanscore.jobs.score import parse_run_date
 
     config = _config_path(config)
@@ -147,7 +147,7 @@ def _run_nightly(config_model, job, app_name: str, config: Path, run_date: str, 
         day = parse_run_date(run_date)
         cfg = load_config(config_model, config, overrides)
         log.info("resolved config: %s", cfg.model_dump_json())
-        return job(get_spark(app_name), cfg, day)
+        return job(get_spark(app_name, s3a=mentions_s3a(cfg)), cfg, day)
 
 
 @app.command()

@@ -7,9 +7,13 @@ then on hand Spark those local files through ``spark.jars``, so later runs start
 
 ``python -m leanscore.jobs.runtime.jars`` does the one-time resolution (``make`` runs it):
 Delta, then ``org.apache.hadoop:hadoop-aws`` for the Hadoop version pyspark ships (``s3a://``
-paths; the AWS SDK bundle it pulls is large, so it is optional: ``--with-s3``), and Delta's
-Connect server plugin where Maven Central serves one for this Spark/Delta pair
-(``--with-connect``).
+paths; the AWS SDK bundle it pulls is about 700 MB, so it is optional: ``--with-s3``, and a
+local session resolves it on first use of an ``s3a://`` path), and Delta's Connect server plugin
+where Maven Central serves one for this Spark/Delta pair (``--with-connect``).
+
+Each set is resolved by a JVM of its own, in a child process: PySpark starts one JVM per Python
+process and reuses it, so a second session built with new ``spark.jars.packages`` in the same
+process resolves nothing.
 """
 
 from __future__ import annotations
@@ -94,18 +98,8 @@ def resolve_jars(coordinates: list[str] | None = None) -> list[str]:
     found = cached_jars(coordinates)
     if found:
         return found
-    from pyspark.sql import SparkSession
-
     ivy_dir = _cache_dir(coordinates) / "ivy"
-    spark = (
-        SparkSession.builder.master("local[1]")
-        .appName("leanscore-resolve-jars")
-        .config("spark.jars.packages", ",".join(coordinates))
-        .config("spark.jars.ivy", str(ivy_dir))
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
-    spark.stop()
+    _resolve_in_child(coordinates, ivy_dir)
     jars = _not_bundled_with_spark(sorted((ivy_dir / "jars").glob("*.jar")))
     if not jars:
         raise RuntimeError(
@@ -116,6 +110,33 @@ def resolve_jars(coordinates: list[str] | None = None) -> list[str]:
         json.dumps({"coordinates": coordinates, "jars": jars}, indent=2)
     )
     return jars
+
+
+def _resolve_in_child(coordinates: list[str], ivy_dir: Path) -> None:
+    """Let Spark's Ivy fetch ``coordinates`` into ``ivy_dir`` from a JVM started for this alone:
+    in this process a JVM may already run (a session, an earlier resolution), and it would
+    ignore the new ``spark.jars.packages``."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from pyspark.sql import SparkSession\n"
+        "SparkSession.builder.master('local[1]').appName('leanscore-resolve-jars')"
+        ".config('spark.jars.packages', sys.argv[1]).config('spark.jars.ivy', sys.argv[2])"
+        ".config('spark.ui.enabled', 'false').getOrCreate().stop()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, ",".join(coordinates), str(ivy_dir)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-15:])
+        raise RuntimeError(
+            f"resolving {coordinates} from Maven Central into {ivy_dir} failed "
+            f"(exit {done.returncode}); this one-time set-up needs the network:\n{tail}"
+        )
 
 
 def _artifact_id(jar_name: str) -> str:

@@ -3,7 +3,8 @@
 Where a session already exists (spark-submit, Databricks, Spark Connect, a notebook) it is used
 as it is. Otherwise a local session with Delta Lake's extension and catalog, the cached Delta
 jars, quiet logs and no UI is started; on a local master S3A (``s3a://``) comes with it when
-cached (``python -m leanscore.jobs.runtime.jars --with-s3``). ``LEANSCORE_DRIVER_JAVA_OPTIONS``
+cached (``python -m leanscore.jobs.runtime.jars --with-s3``), or when the caller says its paths
+need it (``s3a=True``: resolved once on that first use, cached after). ``LEANSCORE_DRIVER_JAVA_OPTIONS``
 sets the driver JVM's options of such a session. On a local master its driver JVM starts from a
 class-data archive of Spark's and Delta's classes, which the first run writes
 (``jobs/runtime/class_archive.py``), unless the user set driver JVM options of their own.
@@ -36,8 +37,10 @@ def get_spark(
     *,
     master: str | None = None,
     conf: dict[str, str] | None = None,
+    s3a: bool = False,
 ) -> SparkSession:
-    """Return the active session, or start a local one with Delta Lake."""
+    """Return the active session, or start a local one with Delta Lake (and S3A where cached,
+    or where ``s3a`` says the job reads or writes ``s3a://``: its jars are fetched then)."""
     existing = active_session()
     if existing is not None:
         return existing
@@ -71,12 +74,14 @@ def get_spark(
     # on 2 cores, at a higher cost per row (README, "The nightly job end to end")
     java_options = os.environ.get("LEANSCORE_DRIVER_JAVA_OPTIONS", "").strip()
     local = builder._options["spark.master"].startswith("local")
-    s3a = cached_jars(hadoop_aws_coordinates())
-    if s3a and local:
+    s3a_jars = cached_jars(hadoop_aws_coordinates())
+    if s3a and local and not s3a_jars:
+        s3a_jars = resolve_jars(hadoop_aws_coordinates())
+    if s3a_jars and local:
         # On the driver's class path, where a local master runs its tasks: spark.jars would
         # copy the ~700 MB of S3A and AWS SDK into every session's work directory. A cluster
         # takes them from its own image or --jars/--packages.
-        builder = builder.config("spark.driver.extraClassPath", os.pathsep.join(s3a))
+        builder = builder.config("spark.driver.extraClassPath", os.pathsep.join(s3a_jars))
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
     archive = _class_archive(builder._options, java_options) if local else None
@@ -89,6 +94,12 @@ def get_spark(
         class_archive.attach(archive, spark)
     spark.sparkContext.setLogLevel(os.environ.get("LEANSCORE_SPARK_LOG_LEVEL", "ERROR"))
     return spark
+
+
+def mentions_s3a(config) -> bool:
+    """Whether a job's config (a pydantic model) names an ``s3a://`` (or ``s3://``) path."""
+    text = config.model_dump_json()
+    return any(f'"{scheme}://' in text for scheme in ("s3a", "s3", "s3n"))
 
 
 def _spark_home() -> str:
