@@ -181,7 +181,8 @@ def run_compress(
     if any(getattr(spec, "kind", None) == "table" for spec in specs):
         from leanscore.jobs.runtime.spark import get_spark, mentions_s3a
 
-        get_spark("leanscore-compress", s3a=mentions_s3a(config))  # the session the table samples are read with
+        # the session the table samples are read with
+        get_spark("leanscore-compress", s3a=mentions_s3a(config))
     read = dict(base_dir=config_dir, image=config.image)
     train = load_data(data.train, **read) if data.train else None
     evaluation = load_data(data.evaluation, **read)

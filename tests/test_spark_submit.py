@@ -33,7 +33,7 @@ def readme_command() -> str:
 def test_readme_spark_submit_scores_on_a_standalone_cluster(
     demo_run, tmp_path, spark, standalone_cluster
 ):
-    demo, _ = demo_run
+    demo = demo_run[0]
     out = tmp_path / "predictions"
     config = tmp_path / "nightly.yaml"
     nightly = yaml.safe_load((ROOT / "conf" / "nightly.yaml").read_text())
