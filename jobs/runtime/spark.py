@@ -78,7 +78,7 @@ def get_spark(
         .config("spark.sql.warehouse.dir", os.environ.get("LEANSCORE_WAREHOUSE", "spark-warehouse"))
     )
     # e.g. -XX:TieredStopAtLevel=1: no C2 compiling, about half a short job's fixed CPU time
-    # on 2 cores, at a higher cost per row (README, "The nightly job end to end")
+    # on 2 cores, at a higher cost per row (docs/data-engineer.md)
     java_options = os.environ.get("LEANSCORE_DRIVER_JAVA_OPTIONS", "").strip()
     local = builder._options["spark.master"].startswith("local")
     s3a_jars = cached_jars(hadoop_aws_coordinates())
