@@ -30,6 +30,7 @@ from leanscore.jobs.bench.report import (
     write_json,
 )
 from leanscore.jobs.score import read_input
+from leanscore.jobs.tables import print_table
 from pyspark.sql import SparkSession
 
 
@@ -115,10 +116,14 @@ def run_bench(
     text = markdown(report)
     (out / "report.md").write_text(text)
     write_html(report, out, text)
-    console.print(comparison_table(report, title=f"{config.workload}: {report['rows']:,} rows"))
+    print_table(
+        console, comparison_table(report, title=f"{config.workload}: {report['rows']:,} rows")
+    )
     for model, ratio in (report.get("leanscore_vs_spark_udf") or {}).items():
         console.print(f"{model}: leanscore {ratio:.2f}x mlflow.pyfunc.spark_udf (same model)")
-    console.print(decomposition_table(report, title=f"{config.workload}: what each part buys"))
+    print_table(
+        console, decomposition_table(report, title=f"{config.workload}: what each part buys")
+    )
     console.log(
         f"report: {out / 'report.html'}, {out / 'report.json'}, {out / 'report.md'}; history: "
         f"{history}"
