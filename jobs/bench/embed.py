@@ -656,12 +656,13 @@ def ort_alone(
 def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_dir: Path) -> dict:
     """Prepare, measure, and write ``report.json`` and ``report.md`` into ``out``."""
     from leanscore.jobs.bench.compare import resolve_path, spark_cores
-    from leanscore.jobs.bench.metrics import environment
+    from leanscore.jobs.bench.metrics import environment, source_commit
     from leanscore.jobs.bench.pricing import cost, load_pricing
     from leanscore.udfs.text import resolve_engine
 
     out = Path(out).resolve()
     started = dt.datetime.now(dt.UTC)
+    commit = source_commit()  # the code measured: taken before the run, not after it
     clock = time.perf_counter()
     pricing = load_pricing(resolve_path(config.pricing, config_dir)) if config.pricing else None
     artifacts, rejected = prepare(spark, config, config_dir=config_dir)
@@ -736,6 +737,7 @@ def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_
         e["cpu_x_vs_fp32_onnx"] = _ratio(e["sentences_per_cpu_s"], base_cpu)
     env = environment(spark, cores=cores)
     env["load_average_before"] = load_before
+    env["commit"] = commit
     report = {
         "kind": KIND,
         "engine": resolve_engine(config.engine),

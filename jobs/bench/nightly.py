@@ -612,6 +612,7 @@ def _batch_lines(report: dict) -> list[str]:
 def run_nightly_bench(config: NightlyBenchConfig, out: str | Path, *, config_dir: Path) -> dict:
     """Prepare, run both jobs at both sizes, write ``nightly.json`` and ``nightly.md``."""
     out = Path(out).resolve()
+    commit = source_commit()  # the code measured: taken before the run, not after it
     workload, tables = prepare_workload(config, config_dir=config_dir)
     results = measure(config, workload, tables)
     report = analyse(results, config) | {
@@ -623,7 +624,7 @@ def run_nightly_bench(config: NightlyBenchConfig, out: str | Path, *, config_dir
         "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg(),
         "run_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "commit": source_commit(),
+        "commit": commit,
         "cpu_model": cpu_info()["cpu_model"],
     }
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from leanscore.jobs.bench.compare import (
     scan_plan,
     wide_console,
 )
-from leanscore.jobs.bench.metrics import environment
+from leanscore.jobs.bench.metrics import environment, source_commit
 from leanscore.jobs.bench.paths import TorchModel
 from leanscore.jobs.bench.prepare import prepare_inputs
 from leanscore.jobs.bench.pricing import cost_model_text, load_pricing
@@ -40,6 +40,7 @@ def run_bench(
     console = wide_console()
     out = Path(out).resolve()
     started = dt.datetime.now(dt.UTC)
+    commit = source_commit()  # the code measured: taken before the run, not after it
     pricing = load_pricing(resolve_path(config.pricing, config_dir))  # fail before any work
     artifact_paths = [
         a if is_model_uri(a) else resolve_path(a, config_dir) for a in config.artifacts
@@ -102,7 +103,7 @@ def run_bench(
         "run_at": started.isoformat(timespec="seconds"),
         "input": ref.table or ref.path,
         **report,
-        "environment": environment(spark, cores=report["cores"]),
+        "environment": {**environment(spark, cores=report["cores"]), "commit": commit},
         "cost_model": cost_model_text(pricing),
     }
     out.mkdir(parents=True, exist_ok=True)
