@@ -7,8 +7,9 @@ Rich would then shrink its columns and fold or crop cells, turning ``1,234,567``
 - on a terminal: prints the table whole when it fits; else names each row by a short key
   (``A``, ``B``, ...) with a legend underneath, and splits the columns into as many tables as
   it takes, each within the terminal's width, every cell on one line;
-- elsewhere (logs, CI, a pipe): prints the table as plain Markdown, every line in full
-  however long, so nothing depends on a width the reader's viewer does not have.
+- elsewhere (logs, CI, a pipe): prints it the same way at a fixed width of
+  ``FIXED_WIDTH`` columns, whatever width the console assumes, every line in full (never
+  cropped), so a log reads the same everywhere. ``markdown_lines`` gives the plain Markdown.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from rich.text import Text
 
 # one space of padding either side of a cell, one border per column, one closing border
 _PER_COLUMN = 3
+FIXED_WIDTH = 100  # columns of a table printed where there is no terminal
 _SHORT = 14  # row names up to this wide stay in every split table; longer ones get keys
 
 
@@ -47,9 +49,8 @@ class TextTable:
         return lines + ([""] + self.notes if self.notes else [])
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        if not console.is_terminal:  # print_table prints these uncropped; here they may crop
-            for line in self.markdown_lines():
-                yield Text(line)
+        if not console.is_terminal:  # print_table never crops these; a narrow console may
+            yield from map(Text, fixed_width_lines(self))
             return
         yield from fitted(self, options.max_width)
 
@@ -106,12 +107,23 @@ def fitted(table: TextTable, width: int) -> list:
     return [*out, Text(f"{table.columns[0]}:"), *map(Text, legend), *map(Text, table.notes)]
 
 
+def fixed_width_lines(table: TextTable, width: int = FIXED_WIDTH) -> list[str]:
+    """``table`` fitted to ``width`` columns, as plain text lines (no colour, no markup)."""
+    from io import StringIO
+
+    out = StringIO()
+    plain = Console(file=out, width=width, force_terminal=False, color_system=None)
+    for part in fitted(table, width):
+        plain.print(part)
+    return out.getvalue().rstrip("\n").splitlines()
+
+
 def print_table(console: Console, table: TextTable) -> None:
-    """Print ``table`` complete: fitted to a terminal, or as Markdown lines that are never
-    wrapped or cropped elsewhere."""
+    """Print ``table`` complete: fitted to a terminal, or at ``FIXED_WIDTH`` elsewhere, its
+    lines never wrapped or cropped by a narrower console."""
     if console.is_terminal:
         for part in fitted(table, console.width):
             console.print(part)
         return
-    for line in table.markdown_lines():
+    for line in fixed_width_lines(table):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
