@@ -137,9 +137,7 @@ def test_batched_equals_alone_on_normal_rows_and_with_outliers(kinds, digits, ki
 
 
 @pytest.mark.parametrize("kind", ["fp32", "pruned-int8 (demo)", "distilled-int8"])
-def test_probabilities_are_bitwise_batch_independent_for_fp32_and_static_int8(
-    kinds, digits, kind
-):
+def test_probabilities_are_bitwise_batch_independent_for_fp32_and_static_int8(kinds, digits, kind):
     """Not only the classes: every probability of a row scored in a batch of 4,096 (with
     outliers among its batch mates) is the very float it gets scored alone."""
     _, held_out = digits
