@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 CONSTRAINTS := conf/constraints.txt
 
 WORKDIR ?= demo-output
-ROWS ?= 1000000
+ROWS ?= 200000
 
 .PHONY: setup jars jars-s3 browser demo test test-fast bench bench-nightly docs-figures lint format clean
 

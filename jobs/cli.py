@@ -70,14 +70,13 @@ def demo(
         Path, typer.Option(help="Where artifacts, Delta tables and the report go.")
     ] = Path("demo-output"),
     rows: Annotated[
-        int, typer.Option(min=1000, help="Rows in the generated Delta feature table.")
-    ] = 1_000_000,
+        int, typer.Option(min=1000, help="Rows in each workload's generated Delta table.")
+    ] = 200_000,
     run_date: Annotated[
         str | None, typer.Option(help="Partition to write, YYYY-MM-DD (default today).")
     ] = None,
-    epochs: Annotated[int, typer.Option(min=1, help="Training epochs of the demo model.")] = 8,
 ) -> None:
-    """Train, compress, score and compare once on embedded real data (local Spark with Delta)."""
+    """Train, compress, score and compare once on embedded data (local Spark with Delta)."""
     configure_logging("WARNING")
     from leanscore.jobs.demo.job import run_demo
     from leanscore.jobs.runtime.spark import get_spark
@@ -87,7 +86,10 @@ def demo(
             from leanscore.jobs.score import parse_run_date
 
             parse_run_date(run_date)
-        run_demo(get_spark("leanscore-demo"), workdir, rows=rows, run_date=run_date, epochs=epochs)
+        jvm_log = workdir.resolve() / "logs" / "spark.log"
+        typer.echo(f"Spark's own log: {jvm_log}")
+        spark = get_spark("leanscore-demo", jvm_log=jvm_log)
+        run_demo(spark, workdir, rows=rows, run_date=run_date)
 
 
 @app.command()

@@ -23,7 +23,7 @@ from leanscore.compression.sources import (
     load_model,
     text_inputs,
 )
-from leanscore.jobs.config import load_config, read_yaml, validate
+from leanscore.jobs.config import ConfigError, load_config, packaged_config, read_yaml, validate
 from leanscore.jobs.tables import TextTable, print_table
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
@@ -56,10 +56,13 @@ class CompressConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     recipe: str | Recipe | None = Field(
-        default=None, description="a recipe file (relative to this config) or inline"
+        default=None,
+        description="a recipe file (relative to this config), a shipped recipe's name, or inline",
     )
     candidates: list[str | Recipe] | None = Field(
-        default=None, min_length=1, description="autotune: recipe files or inline recipes"
+        default=None,
+        min_length=1,
+        description="autotune: recipe files, shipped recipes' names or inline recipes",
     )
     model: ModelSource
     data: DataConfig = Field(default_factory=DataConfig)
@@ -141,9 +144,33 @@ class CompressConfig(BaseModel):
 def load_recipe(recipe: str | Recipe, config_dir: Path) -> Recipe:
     if isinstance(recipe, Recipe):
         return recipe
-    path = Path(recipe)
-    path = path if path.is_absolute() else config_dir / path
+    path = recipe_path(recipe, config_dir)
     return validate(Recipe, read_yaml(path), source=str(path))
+
+
+def shipped_recipes() -> list[str]:
+    """The names of the recipes that ship with leanscore (``conf/recipes/NAME.yaml``)."""
+    return sorted(p.stem for p in packaged_config("recipes").glob("*.yaml"))
+
+
+def recipe_path(recipe: str, config_dir: Path) -> Path:
+    """Where a config's ``recipe: X`` lives: a file at X (relative to the config) wins; else a
+    shipped recipe named X (``minilm-dynamic-int8``, also written ``recipes/NAME.yaml`` or
+    ``conf/recipes/NAME.yaml``), so a config anywhere can use the packaged recipes."""
+    given = Path(recipe)
+    path = given if given.is_absolute() else config_dir / given
+    if path.is_file():
+        return path
+    folders = given.parts[:-1]
+    if folders in ((), ("recipes",), ("conf", "recipes")):
+        name = given.name.removesuffix(".yaml").removesuffix(".yml")
+        shipped = packaged_config("recipes") / f"{name}.yaml"
+        if shipped.is_file():
+            return shipped
+    raise ConfigError(
+        f"recipe {recipe!r}: no file {path}, and no shipped recipe of that name; name a file "
+        f"(relative to the config) or one of: {', '.join(shipped_recipes())}"
+    )
 
 
 def _features(config: CompressConfig, n_features: int) -> dict:
@@ -181,9 +208,8 @@ def run_compress(
     if any(getattr(spec, "kind", None) == "table" for spec in specs):
         from leanscore.jobs.runtime.spark import get_spark, mentions_s3a
 
-        get_spark(
-            "leanscore-compress", s3a=mentions_s3a(config)
-        )  # the session the table samples are read with
+        # the session the table samples are read with
+        get_spark("leanscore-compress", s3a=mentions_s3a(config))
     read = dict(base_dir=config_dir, image=config.image)
     train = load_data(data.train, **read) if data.train else None
     evaluation = load_data(data.evaluation, **read)

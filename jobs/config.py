@@ -25,7 +25,7 @@ def packaged_config(name: str | Path) -> Path:
 
 def find_config(path: str | Path) -> Path:
     """``path`` as given when it exists; else, for ``conf/NAME`` or a bare ``NAME``, the
-    config of that name shipped with leanscore, so the README's commands run outside the
+    config of that name shipped with leanscore, so the documented commands run outside the
     repository too. A path that is neither stays as given (the caller reports it missing)."""
     path = Path(path)
     if path.exists() or path.is_absolute():

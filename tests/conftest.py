@@ -168,15 +168,30 @@ DEMO_RUN_DATE = "2026-01-15"
 
 
 @pytest.fixture(scope="session")
-def demo_run(spark, tmp_path_factory):
-    """One small ``run_demo`` (train, compress, write Delta, score, compare) in the session's
-    Spark, made once: test_demo checks the run itself, and its artifacts and Delta table are the
-    inputs of the notebook and spark-submit tests. Returns the workdir and the report."""
-    from leanscore.jobs.demo.job import run_demo
+def demo_run(tmp_path_factory):
+    """One small ``leanscore demo`` (train, compress, write Delta, score, compare), run once as
+    a user runs it: a process of its own, its terminal output kept. test_demo checks the run and
+    what it printed; its digits artifacts and Delta table are the inputs of the notebook and
+    spark-submit tests. Returns the workdir, the report and the finished process."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
 
     workdir = tmp_path_factory.mktemp("demo")
-    report = run_demo(spark, workdir, rows=DEMO_ROWS, run_date=DEMO_RUN_DATE, epochs=3)
-    return workdir, report
+    # a terminal 100 columns wide, as rich sees it
+    env = {**os.environ, "TTY_COMPATIBLE": "1", "COLUMNS": "100"}
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "leanscore"), "demo", "--workdir", str(workdir)]
+        + ["--rows", str(DEMO_ROWS), "--run-date", DEMO_RUN_DATE],
+        env=env,
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, f"demo failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return workdir, json.loads((workdir / "report.json").read_text()), proc
 
 
 @pytest.fixture(scope="session")

@@ -301,3 +301,18 @@ def test_embed_notebook_writes_the_run_date_partition(spark, minilm_onnx, tmp_pa
     (error,) = out.loc[out["doc_id"] == 11, "embedding_error"]
     assert "empty string" in error
     assert "embedded 12 rows" in proc.stdout
+
+
+@pytest.mark.slow
+def test_embed_notebook_builds_its_default_artifact_and_table_when_missing(tmp_path):
+    """After `make demo` alone nothing under demo-output/embed exists: the notebook's defaults
+    (the shipped config) still run, building the table and the shipped int8 recipe's artifact."""
+    run_notebook("embed_table.py", ["--run_date", RUN_DATE], tmp_path, timeout=900)
+    embed = tmp_path / "demo-output" / "embed"
+    manifest = json.loads(
+        (embed / "artifacts" / "minilm-dynamic-int8" / "manifest.json").read_text()
+    )
+    assert manifest["name"] == "minilm-dynamic-int8"
+    summary = json.loads((embed / "runs" / "nightly-embed-summary.json").read_text())
+    assert summary["rows_out"] == summary["rows_in"] > 0
+    assert (embed / "tables" / "nightly_embeddings" / "_delta_log").is_dir()

@@ -1,8 +1,8 @@
-"""The README's spark-submit command scores a table on a real local standalone cluster.
+"""The documented spark-submit command scores a table on a real local standalone cluster.
 
-The command text is taken from the README (the block after ``<!-- spark-submit-command -->``)
-and run by bash as it stands; only its documented variables (SPARK_MASTER, CONFIG, RUN_DATE,
-DIST) point it at this test's cluster, config and folders.
+The command text is taken from docs/data-engineer.md (the block after
+``<!-- spark-submit-command -->``) and run by bash as it stands; only its documented variables
+(SPARK_MASTER, CONFIG, RUN_DATE, DIST) point it at this test's cluster, config and folders.
 """
 
 from __future__ import annotations
@@ -22,18 +22,18 @@ MARKER = "<!-- spark-submit-command -->"
 RUN_DATE = "2026-11-29"
 
 
-def readme_command() -> str:
-    text = (ROOT / "README.md").read_text()
-    assert MARKER in text, "README lost its spark-submit command"
+def documented_command() -> str:
+    text = (ROOT / "docs" / "data-engineer.md").read_text()
+    assert MARKER in text, "docs/data-engineer.md lost its spark-submit command"
     block = re.search(r"```sh\n(.*?)```", text[text.index(MARKER) :], re.S)
     assert block, "no ```sh block after the spark-submit marker"
     return block.group(1)
 
 
-def test_readme_spark_submit_scores_on_a_standalone_cluster(
+def test_documented_spark_submit_scores_on_a_standalone_cluster(
     demo_run, tmp_path, spark, standalone_cluster
 ):
-    demo, _ = demo_run
+    demo = demo_run[0]
     out = tmp_path / "predictions"
     config = tmp_path / "nightly.yaml"
     nightly = yaml.safe_load((ROOT / "conf" / "nightly.yaml").read_text())
@@ -57,7 +57,7 @@ def test_readme_spark_submit_scores_on_a_standalone_cluster(
         SPARK_LOCAL_IP="127.0.0.1",
     )
     proc = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", readme_command()],
+        ["bash", "-euo", "pipefail", "-c", documented_command()],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -5,9 +5,8 @@ A short nightly job spends much of its fixed cost in the driver JVM's start: it 
 some 20,000 classes of Spark, Delta and their libraries from jar files, every run. Java (13 and
 newer) can write the classes a run loaded into an archive when the JVM exits
 (``-XX:ArchiveClassesAtExit``) and map that archive on later starts (``-XX:SharedArchiveFile``),
-which skips the parsing and verification. On the 2-core machine this was measured on, that took
-about a fifth of a small ``leanscore score`` process's CPU time (README, "The nightly job end to
-end"), and it costs nothing per row.
+which skips the parsing and verification: a fixed cost of every process's start, nothing per
+row (the nightly-process bench, ``leanscore bench-nightly``, measures it).
 
 Rules, because an archive must never break a job:
 

@@ -3,15 +3,17 @@
 Where a session already exists (spark-submit, Databricks, Spark Connect, a notebook) it is used
 as it is. Otherwise a local session with Delta Lake's extension and catalog, the cached Delta
 jars, quiet logs and no UI is started; on a local master S3A (``s3a://``) comes with it when
-cached (``python -m leanscore.jobs.runtime.jars --with-s3``), or when the caller says its paths
-need it (``s3a=True``: resolved once on that first use, cached after). ``LEANSCORE_DRIVER_JAVA_OPTIONS``
-sets the driver JVM's options of such a session. On a local master its driver JVM starts from a
-class-data archive of Spark's and Delta's classes, which the first run writes
-(``jobs/runtime/class_archive.py``), unless the user set driver JVM options of their own.
+cached (``python -m leanscore.jobs.runtime.jars --with-s3``), or when the caller says its
+paths need it (``s3a=True``: resolved on that first use, cached after).
+``LEANSCORE_DRIVER_JAVA_OPTIONS`` sets the driver JVM's options of such a session. On a local
+master its driver JVM starts from a class-data archive of Spark's and Delta's classes, which the
+first run writes (``jobs/runtime/class_archive.py``), unless the user set driver JVM options of
+their own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -38,9 +40,14 @@ def get_spark(
     master: str | None = None,
     conf: dict[str, str] | None = None,
     s3a: bool = False,
+    jvm_log: Path | None = None,
 ) -> SparkSession:
     """Return the active session, or start a local one with Delta Lake (and S3A where cached,
-    or where ``s3a`` says the job reads or writes ``s3a://``: its jars are fetched then)."""
+    or where ``s3a`` says the job reads or writes ``s3a://``: its jars are fetched then).
+
+    ``jvm_log``: a file that takes everything the JVM this call starts writes to stderr (its
+    own warnings, Spark's log4j console output, the Python workers' stderr), so that a
+    terminal shows only leanscore's lines; ignored where a session or JVM already exists."""
     existing = active_session()
     if existing is not None:
         return existing
@@ -71,7 +78,7 @@ def get_spark(
         .config("spark.sql.warehouse.dir", os.environ.get("LEANSCORE_WAREHOUSE", "spark-warehouse"))
     )
     # e.g. -XX:TieredStopAtLevel=1: no C2 compiling, about half a short job's fixed CPU time
-    # on 2 cores, at a higher cost per row (README, "The nightly job end to end")
+    # on 2 cores, at a higher cost per row (docs/data-engineer.md)
     java_options = os.environ.get("LEANSCORE_DRIVER_JAVA_OPTIONS", "").strip()
     local = builder._options["spark.master"].startswith("local")
     s3a_jars = cached_jars(hadoop_aws_coordinates())
@@ -89,11 +96,48 @@ def get_spark(
         java_options = f"{java_options} {archive.java_options()}".strip()
     if java_options:
         builder = builder.config("spark.driver.extraJavaOptions", java_options)
-    spark = builder.getOrCreate()
+    with _stderr_to(jvm_log):
+        spark = builder.getOrCreate()
+    _quiet_accumulator_hang_up(spark)
     if archive is not None:
         class_archive.attach(archive, spark)
     spark.sparkContext.setLogLevel(os.environ.get("LEANSCORE_SPARK_LOG_LEVEL", "ERROR"))
     return spark
+
+
+@contextlib.contextmanager
+def _stderr_to(path: Path | None):
+    """Point this process's stderr (file descriptor 2) at ``path`` while a child is started:
+    the child keeps it, this process gets its own back."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _quiet_accumulator_hang_up(spark: SparkSession) -> None:
+    """PySpark's accumulator server prints an ``EOFError`` traceback when the JVM hangs up on it
+    as the process ends; that is a normal end, not an error. Other errors still print."""
+    server = getattr(spark.sparkContext, "_accumulatorServer", None)
+    if server is None or getattr(server, "_leanscore_quiet", False):
+        return
+    report = server.handle_error
+
+    def handle_error(request, client_address):
+        if not isinstance(sys.exc_info()[1], EOFError):
+            report(request, client_address)
+
+    server.handle_error = handle_error
+    server._leanscore_quiet = True
 
 
 def mentions_s3a(config) -> bool:
