@@ -115,3 +115,16 @@ def test_report_docs_command_writes_the_page_and_the_headline(tmp_path):
     readme.write_text("no markers\n")
     result = CliRunner().invoke(app, [*args, "--readme", str(readme)])
     assert result.exit_code == 1 and "headline:start" in result.output
+
+
+def test_the_demo_report_of_several_workloads_makes_one_headline_table():
+    """The demo writes {"workloads": {name: comparison report}}: one row block per workload,
+    stamped from the run's environment."""
+    from leanscore.jobs.bench.docs import headline_lines
+
+    comparison = json.loads((REPORTS / "digits-mlp.json").read_text())
+    demo = {"run_date": "2026-12-03", "workloads": {"wide-mlp": comparison, "digits": comparison}}
+    lines = headline_lines(demo, "x.json")
+    assert lines[0].startswith("_Measured ")
+    rows = [line for line in lines if line.startswith("| wide-mlp |")]
+    assert rows and len(rows) == len([line for line in lines if line.startswith("| digits |")])

@@ -70,8 +70,16 @@ def load_report(path: Path) -> dict:
         raise DocsError(f"{path}: not a readable report JSON ({err})") from err
 
 
+def _workloads(report: dict) -> list[dict]:
+    """The demo's comparisons: ``workloads`` as a list, or a mapping of name to report."""
+    found = report.get("workloads")
+    if isinstance(found, dict):
+        return [{**r, "workload": name} for name, r in found.items()]
+    return list(found) if isinstance(found, list) else []
+
+
 def report_kind(report: dict) -> str:
-    if isinstance(report.get("workloads"), list):
+    if _workloads(report):
         return "demo"
     if report.get("kind") == "embedding":
         return "embedding"
@@ -106,8 +114,8 @@ def collect(sources: list[Path], reports_dir: Path, *, headline: Path | None = N
 
 
 def _environment(report: dict) -> dict:
-    if isinstance(report.get("workloads"), list) and report["workloads"]:
-        report = {**report["workloads"][0], **report}  # the demo's run: its first workload's
+    if _workloads(report) and not report.get("environment"):
+        report = {**_workloads(report)[0], **report}  # the demo's run: its first workload's
     env = report.get("environment") or {}
     return {
         "run_at": report.get("run_at"),
@@ -155,7 +163,7 @@ def _table(
 
 
 def _comparisons(report: dict) -> list[dict]:
-    return report["workloads"] if report_kind(report) == "demo" else [report]
+    return _workloads(report) if report_kind(report) == "demo" else [report]
 
 
 def headline_lines(report: dict, source: str) -> list[str]:
