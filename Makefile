@@ -13,7 +13,7 @@ CONSTRAINTS := conf/constraints.txt
 WORKDIR ?= demo-output
 ROWS ?= 200000
 
-.PHONY: setup jars jars-s3 browser demo test test-fast bench bench-nightly lint format clean
+.PHONY: setup jars jars-s3 browser demo test test-fast bench bench-nightly docs-figures lint format clean
 
 setup: $(STAMP) jars-s3 browser
 
@@ -63,6 +63,16 @@ bench: $(STAMP) jars
 	$(VENV)/bin/leanscore bench --config conf/bench-wide.yaml --out bench-output/wide
 	$(VENV)/bin/leanscore bench --config conf/bench-embed.yaml --out bench-output/embed
 	$(VENV)/bin/leanscore bench-nightly --config conf/bench-nightly.yaml --out bench-output/nightly
+	$(VENV)/bin/leanscore report docs --report bench-output/report.json \
+	  --report bench-output/wide/report.json --report bench-output/embed/report.json \
+	  --report bench-output/nightly/nightly.json $(if $(HEADLINE),--headline $(HEADLINE))
+
+# docs/benchmarks.md and README's headline table from the reports in docs/reports (the last
+# bench's, copied there by `make bench`). HEADLINE=<report.json>: the comparison README's
+# headline is made from (the demo's $(WORKDIR)/report.json, or a bench's).
+HEADLINE ?=
+docs-figures: $(STAMP)
+	$(VENV)/bin/leanscore report docs $(if $(HEADLINE),--headline $(HEADLINE))
 
 # The nightly job as a process, leanscore vs PyTorch in predict_batch_udf, at two table sizes.
 bench-nightly: $(STAMP) jars

@@ -31,6 +31,8 @@ TABLE_COLUMNS = (
     "zipped_bytes",
     "params",
     "accuracy",
+    "accuracy_interval",
+    "distinct_examples",
     "accuracy_drop_points",
     "fidelity",
     "reason",
@@ -130,6 +132,9 @@ def _row(recipe: Recipe, metrics: dict | None, *, passed: bool, reason: str) -> 
         "zipped_bytes": final.get("zipped_bytes"),
         "params": final.get("params"),
         "accuracy": final.get("accuracy"),
+        # Wilson 95% over the distinct held-out examples (copies of one count once)
+        "accuracy_interval": final.get("accuracy_interval"),
+        "distinct_examples": (metrics or {}).get("gate", {}).get("distinct_examples"),
         "accuracy_drop_points": (metrics or {}).get("gate", {}).get("accuracy_drop_points"),
         "fidelity": fid.get("agreement", fid.get("cosine_mean")),
         "reason": reason,

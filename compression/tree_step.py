@@ -18,10 +18,11 @@ from leanscore.compression import trees
 from leanscore.compression.data import LabelledData
 from leanscore.compression.evaluate import (
     accuracy,
+    accuracy_interval,
+    distinct_rows,
     fidelity,
     run_onnx,
     single_thread_session,
-    wilson_interval,
 )
 
 
@@ -29,7 +30,9 @@ def _within(acc, agreement, base_acc, *, max_accuracy_drop, min_fidelity) -> boo
     measurable = max_accuracy_drop is not None and acc is not None and base_acc is not None
     if measurable and 100.0 * (base_acc - acc) > max_accuracy_drop + 1e-9:
         return False
-    return min_fidelity is None or agreement >= min_fidelity
+    if min_fidelity is None:
+        return True
+    return agreement is not None and agreement >= min_fidelity
 
 
 def truncate_within_budget(
@@ -53,10 +56,11 @@ def truncate_within_budget(
     labels = evaluation.labels if task == "classification" else None
     base_acc = accuracy(baseline_outputs, labels, task=task)
 
-    def measure(k: int) -> tuple[bytes, np.ndarray, float | None, float]:
+    def measure(k: int) -> tuple[bytes, np.ndarray, float | None, float | None]:
         cut = trees.truncate(onnx_bytes, k)
         out = run_onnx(single_thread_session(cut), evaluation.features, output=output)
-        agreement = fidelity(out, baseline_outputs, task=task).get("agreement", 1.0)
+        # None where the task has no classes to agree on: never a made-up perfect 1.0
+        agreement = fidelity(out, baseline_outputs, task=task).get("agreement")
         return cut, out, accuracy(out, labels, task=task), agreement
 
     curve = []
@@ -113,10 +117,14 @@ def truncate_within_budget(
         "effect": f"{before.trees} -> {after.trees} trees",
     }
     if acc is not None:
-        correct = int(round(acc * len(labels)))
-        low, high = wilson_interval(correct, len(labels))
+        # copies of one example are not independent draws: the interval counts distinct ones
+        n = int((evaluation.source or {}).get("distinct_examples") or 0) or distinct_rows(
+            evaluation.features
+        )
+        low, high = accuracy_interval(acc, n)
+        detail["distinct_examples"] = n
         detail["accuracy_interval_95"] = {"low": low, "high": high, "method": "wilson"}
         detail["full_model_accuracy"] = base_acc
-        base_low, base_high = wilson_interval(int(round(base_acc * len(labels))), len(labels))
+        base_low, base_high = accuracy_interval(base_acc, n)
         detail["full_model_accuracy_interval_95"] = {"low": base_low, "high": base_high}
     return cut, detail

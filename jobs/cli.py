@@ -241,6 +241,46 @@ def bench_nightly(
     typer.echo(f"report: {Path(out).resolve() / 'nightly.json'}, nightly.md")
 
 
+report_app = typer.Typer(help="Generated documents from bench reports.", no_args_is_help=True)
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("docs")
+def report_docs(
+    report: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--report",
+            help="A bench report JSON to copy into --reports-dir first (repeatable): "
+            "report.json of leanscore bench, nightly.json of bench-nightly.",
+        ),
+    ] = None,
+    headline: Annotated[
+        Path | None,
+        typer.Option(
+            help="The comparison report (the demo's or a bench's report.json) README's "
+            "headline table is made from; default the one already in --reports-dir."
+        ),
+    ] = None,
+    reports_dir: Annotated[Path, typer.Option(help="Where the docs' reports live.")] = Path(
+        "docs/reports"
+    ),
+    out: Annotated[Path, typer.Option(help="The page to write.")] = Path("docs/benchmarks.md"),
+    readme: Annotated[
+        Path | None, typer.Option(help="README whose headline markers get the table.")
+    ] = Path("README.md"),
+) -> None:
+    """Write docs/benchmarks.md and README's headline table from bench report JSON files."""
+    from leanscore.jobs.bench.docs import DocsError, collect, write_docs
+
+    try:
+        collect(list(report or []), reports_dir, headline=headline)
+        write_docs(reports_dir, out, readme=readme, root=Path.cwd())
+    except DocsError as err:
+        _fail(err)
+    typer.echo(f"wrote {out}" + (f" and the headline of {readme}" if readme else ""))
+
+
 def _embedding_bench(config: Path, out: Path, overrides: list[str] | None) -> None:
     from leanscore.jobs.bench.embed import BenchEmbedConfig, run_embed_bench, table_lines
     from leanscore.jobs.config import load_config

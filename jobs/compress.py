@@ -24,9 +24,9 @@ from leanscore.compression.sources import (
     text_inputs,
 )
 from leanscore.jobs.config import ConfigError, load_config, packaged_config, read_yaml, validate
+from leanscore.jobs.tables import TextTable, print_table
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
-from rich.table import Table
 
 
 def _default_train() -> DigitsSample:
@@ -270,7 +270,7 @@ def run_compress(
             **scoring,
             **common,
         )
-        console.print(steps_table(artifact.manifest.metrics, title=recipes[0].name))
+        print_table(console, steps_table(artifact.manifest.metrics, title=recipes[0].name))
         console.print(accuracy_line(artifact.manifest.metrics, evaluation))
         return artifact
     return autotune_to_artifact(
@@ -399,7 +399,7 @@ def autotune_to_artifact(
 
     result = autotune(recipes, model, result_output=scoring.get("result_output"), **common)
     json_path, csv_path = write_table(result.table, Path(out).resolve())
-    console.print(candidates_table(result.table))
+    print_table(console, candidates_table(result.table))
     console.log(f"candidates table: {json_path} and {csv_path}")
     if result.best is None:
         raise AccuracyGateError(
@@ -436,7 +436,9 @@ def autotune_to_artifact(
         },
         **scoring,
     )
-    console.print(steps_table(artifact.manifest.metrics, title=f"chosen: {chosen.recipe.name}"))
+    print_table(
+        console, steps_table(artifact.manifest.metrics, title=f"chosen: {chosen.recipe.name}")
+    )
     return artifact
 
 
@@ -444,9 +446,14 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
-def steps_table(metrics: dict, *, title: str) -> Table:
-    table = Table(title=title)
-    for col in (
+def _distinct_note(n) -> list[str]:
+    return [f"Accuracy and agreement measured on {n:,} distinct held-out examples."] if n else []
+
+
+def steps_table(metrics: dict, *, title: str) -> TextTable:
+    """Each step's size, speed and quality against the baseline, printed complete by
+    ``print_table``; says how many distinct examples the quality figures count."""
+    columns = [
         "stage",
         "params",
         "onnx bytes",
@@ -457,60 +464,80 @@ def steps_table(metrics: dict, *, title: str) -> Table:
         "accuracy",
         "agreement",
         "note",
-    ):
-        table.add_column(col, justify="left" if col in ("stage", "note") else "right")
+    ]
     base = metrics["baseline"]
-    rows = [("baseline", base, "")] + [
+    stages = [("baseline", base, "")] + [
         (f"{s['index']} {s['step']}", s, s.get("effect") or s.get("mode") or s.get("method") or "")
         for s in metrics["steps"]
     ]
-    for stage, m, note in rows:
+    rows = []
+    for stage, m, note in stages:
         vs = m.get("vs_baseline") or {}
         fid = m.get("fidelity") or {}
-        table.add_row(
-            stage,
-            f"{m['params']:,}",
-            f"{m['onnx_bytes']:,}",
-            f"{m['zipped_bytes']:,}",
-            f"{m['rows_per_s_1thread']:,.0f}",
-            f"{vs.get('speedup_1thread', 1.0):.2f}x",
-            f"{vs.get('onnx_bytes_smaller', 1.0):.1f}x",
-            _pct(m.get("accuracy")),
-            _pct(fid.get("agreement", fid.get("cosine_mean"))),
-            str(note)[:60],
+        rows.append(
+            [
+                stage,
+                f"{m['params']:,}",
+                f"{m['onnx_bytes']:,}",
+                f"{m['zipped_bytes']:,}",
+                f"{m['rows_per_s_1thread']:,.0f}",
+                f"{vs.get('speedup_1thread', 1.0):.2f}x",
+                f"{vs.get('onnx_bytes_smaller', 1.0):.1f}x",
+                _pct(m.get("accuracy")),
+                _pct(fid.get("agreement", fid.get("cosine_mean"))),
+                str(note),
+            ]
         )
-    return table
+    return TextTable(
+        title,
+        columns,
+        rows,
+        left={"stage", "note"},
+        notes=_distinct_note(base.get("distinct_examples")),
+    )
 
 
-def candidates_table(rows: list[dict]) -> Table:
-    table = Table(title="autotune candidates (cheapest within budget first)")
-    for col in (
-        "rank",
+def candidates_table(rows: list[dict]) -> TextTable:
+    columns = [
         "recipe",
+        "rank",
         "passed",
         "rows/s per core",
         "speed-up",
         "onnx bytes",
         "zipped",
-        "accuracy",
+        "accuracy [95%]",
         "drop (points)",
         "agreement",
-    ):
-        table.add_column(col, justify="left" if col == "recipe" else "right")
+    ]
+    cells = []
     for r in rows:
-        table.add_row(
-            str(r["rank"]) + (" *" if r["chosen"] else ""),
-            r["recipe"],
-            "yes" if r["passed"] else "no",
-            "n/a" if r["rows_per_s_per_core"] is None else f"{r['rows_per_s_per_core']:,.0f}",
-            "n/a" if r["speedup_1thread"] is None else f"{r['speedup_1thread']:.2f}x",
-            "n/a" if r["onnx_bytes"] is None else f"{r['onnx_bytes']:,}",
-            "n/a" if r["zipped_bytes"] is None else f"{r['zipped_bytes']:,}",
-            _pct(r["accuracy"]),
-            "n/a" if r["accuracy_drop_points"] is None else f"{r['accuracy_drop_points']:.2f}",
-            _pct(r["fidelity"]),
+        interval = r.get("accuracy_interval")
+        accuracy = _pct(r["accuracy"]) + (
+            "" if not interval else f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
         )
-    return table
+        cells.append(
+            [
+                r["recipe"],
+                str(r["rank"]) + (" *" if r["chosen"] else ""),
+                "yes" if r["passed"] else "no",
+                "n/a" if r["rows_per_s_per_core"] is None else f"{r['rows_per_s_per_core']:,.0f}",
+                "n/a" if r["speedup_1thread"] is None else f"{r['speedup_1thread']:.2f}x",
+                "n/a" if r["onnx_bytes"] is None else f"{r['onnx_bytes']:,}",
+                "n/a" if r["zipped_bytes"] is None else f"{r['zipped_bytes']:,}",
+                accuracy,
+                "n/a" if r["accuracy_drop_points"] is None else f"{r['accuracy_drop_points']:.2f}",
+                _pct(r["fidelity"]),
+            ]
+        )
+    n = next((r.get("distinct_examples") for r in rows if r.get("distinct_examples")), None)
+    return TextTable(
+        "autotune candidates (cheapest within budget first; * chosen)",
+        columns,
+        cells,
+        left={"recipe", "passed"},
+        notes=_distinct_note(n),
+    )
 
 
 def register_artifact(artifact: Artifact, *, name: str, alias: str | None = None):

@@ -136,6 +136,21 @@ def test_batched_equals_alone_on_normal_rows_and_with_outliers(kinds, digits, ki
     assert np.isfinite(probs[unflagged]).all()  # no NaN written without a flag
 
 
+@pytest.mark.parametrize("kind", ["fp32", "pruned-int8 (demo)", "distilled-int8"])
+def test_probabilities_are_bitwise_batch_independent_for_fp32_and_static_int8(kinds, digits, kind):
+    """Not only the classes: every probability of a row scored in a batch of 4,096 (with
+    outliers among its batch mates) is the very float it gets scored alone."""
+    _, held_out = digits
+    scorer = _scorer(kinds[kind], RowPolicy(bad_rows="flag"))
+    rows, where = _with_outliers(held_out.features)
+    _, _, batched = _score(scorer, rows)
+    alone = np.concatenate([_score(scorer, rows[i : i + 1])[2] for i in range(len(rows))])
+    others = np.setdiff1d(np.arange(len(rows)), where)
+    assert np.isfinite(batched[others]).all()
+    np.testing.assert_array_equal(batched[others], alone[others])
+    np.testing.assert_array_equal(np.isnan(batched), np.isnan(alone))
+
+
 def test_without_the_range_guard_one_row_changes_the_others(kinds, digits):
     """The control: the dynamic int8 model with no recorded range (as before it was recorded)
     lets one extreme row rescale every row's activations."""

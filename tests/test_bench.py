@@ -148,6 +148,7 @@ def test_bench_rows_equal_the_input(spark, bench_dir, first_run):
         assert v["rows"] == rows
         assert v["rows_scored"] == rows  # counted after every model scored every row
         assert v["rows_out"] == rows  # what the timed path itself produced
+        assert v["rows_predicted"] == rows  # with its prediction computed, not pruned away
         if v["engine"] == "spark":
             # task metrics of each timed round: every row was read (Delta's log adds a few)
             assert len(v["rows_read"]) == 1 and v["rows_read"][0] >= rows
@@ -215,6 +216,8 @@ def test_time_shares_add_up_to_the_wall(first_run):
             first_run["cores"] * wall, abs=first_run["cores"] * 1e-3
         )
         assert all(0.0 <= share <= 1.0 for share in t["shares"].values()), (v["name"], t)
+        # the clocks may not claim more than 5% beyond what the cores had
+        assert t["over_measured_s"] <= 0.05 * t["core_s"], (v["name"], t)
         assert t["model_s"] > 0 and t["read_s"] > 0, (v["name"], t)
 
 

@@ -143,11 +143,54 @@ def test_met_flags_pass_and_fail_on_their_own_ratio():
     # compression below 4x, end to end below 8x
     weak = decompose(run(small=600.0), BenchTargets())["effects"]
     assert weak["compression"]["met"] is False and weak["end_to_end"]["met"] is False
-    # fast enough but 1.5 points less accurate: compression fails on accuracy
+    # fast enough but 1.5 points less accurate: the fast variant is over budget, so the
+    # judged one is the slower compressed variant within it, which is short of 4x
     lossy = decompose(run(acc=0.935), BenchTargets())["effects"]["compression"]
-    assert lossy["accuracy_drop_points"] == pytest.approx(1.5) and lossy["met"] is False
+    assert lossy["variant"] == "slow-int8/leanscore" and lossy["met"] is False
+    assert lossy["fastest"] == "small/leanscore"
     rows = decomposition_rows(decompose(run(small=600.0), BenchTargets()))
     assert [r[5] for r in rows if r[0] == "compression"] == ["NOT met"]
+
+
+def test_a_fast_variant_15_points_less_accurate_meets_no_target():
+    """The fastest variant is 13x PyTorch but 15 points less accurate: neither the speed
+    targets nor the bill may come out met on it, and the report names who was judged."""
+    variants = run(acc=0.80)
+    variants[0]["monthly_usd"] = 1000.0
+    variants[-1]["monthly_usd"] = 100.0  # the lossy variant's bill alone would meet 0.25
+    d = decompose(variants, BenchTargets())
+    e2e, comp, bill = d["effects"]["end_to_end"], d["effects"]["compression"], d["monthly_bill"]
+    assert e2e["fastest"] == comp["fastest"] == "small/leanscore"
+    assert e2e["variant"] != "small/leanscore" and e2e["within_budget"] is True
+    assert e2e["met"] is False and comp["met"] is False and bill["met"] is False
+    assert bill["variant"] != "small/leanscore"
+    assert e2e["most_accurate"] != "small/leanscore"
+    # the same run with only the lossy variant compressed: judged, over budget, NOT met
+    only = [v for v in variants if v["name"] != "slow-int8/leanscore"]
+    comp = decompose(only, BenchTargets())["effects"]["compression"]
+    assert comp["variant"] == "small/leanscore" and comp["ratio"] > 4
+    assert comp["within_budget"] is False and comp["met"] is False
+    rows = decomposition_rows(decompose(only, BenchTargets()))
+    assert [r[5] for r in rows if r[0] == "compression"][0].startswith("NOT met (accuracy")
+    # and the same variant within budget meets both
+    fine = decompose(run(acc=0.95), BenchTargets())["effects"]
+    assert fine["end_to_end"]["met"] and fine["compression"]["met"]
+
+
+def test_without_labels_the_budget_is_agreement_and_unmeasured_quality_fails():
+    from leanscore.jobs.bench.decompose import within_budget
+
+    base = {"name": "base", "accuracy": None}
+    t = BenchTargets()
+    ok, why = within_budget({"accuracy": None, "fidelity": {"agreement": 0.995}}, base, t)
+    assert ok and "agreement" in why
+    assert not within_budget({"accuracy": None, "fidelity": {"agreement": 0.97}}, base, t)[0]
+    assert not within_budget({"accuracy": None, "fidelity": {"cosine_mean": 0.95}}, base, t)[0]
+    assert within_budget({"accuracy": None, "fidelity": {"cosine_mean": 0.995}}, base, t)[0]
+    assert within_budget({"accuracy": None, "fidelity": None}, base, t) == (
+        False,
+        "quality not measured",
+    )
 
 
 def test_monthly_bill_target_is_the_bill_not_the_speed_ratio():
@@ -252,3 +295,28 @@ def test_predict_batch_udf_model_clock_counts_every_job_on_reused_workers(spark)
         seconds.append(now - before)
         before = now
     assert all(s > 0 for s in seconds), seconds
+
+
+def test_over_measured_time_is_printed_and_the_shares_show_it():
+    """Clocks that add up to more than the cores had: Spark's rest is clamped at 0, so the
+    excess is stated (seconds and share) rather than hidden under a 100% bar."""
+    from leanscore.jobs.bench.report import over_measured_lines
+
+    t = breakdown(
+        {"read_s": 4.0, "model_s": 5.0, "python_s": 11.0, "between_s": 0.0},
+        wall_s=5.0,
+        cores=2,
+        rows=1000,
+    )
+    assert t["spark_s"] == 0.0 and t["over_measured_s"] == 1.0
+    assert t["over_measured_share"] == pytest.approx(0.1)
+    assert sum(t["shares"].values()) == pytest.approx(1.1)
+    lines = over_measured_lines([{"name": "v", "time_breakdown": t}])
+    assert any("1.00 s (10.0%)" in line and "110%" in line for line in lines)
+    fits = breakdown(
+        {"read_s": 2.0, "model_s": 5.0, "python_s": 8.0, "between_s": 0.0},
+        wall_s=5.0,
+        cores=2,
+        rows=1000,
+    )
+    assert over_measured_lines([{"name": "v", "time_breakdown": fits}]) == []

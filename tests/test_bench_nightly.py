@@ -17,6 +17,7 @@ from leanscore.jobs.bench.nightly import (
     run_process,
     variant_command,
 )
+from pydantic import ValidationError
 
 
 def test_line_through_two_sizes_is_the_exact_intercept_and_slope():
@@ -108,6 +109,12 @@ def test_cpu_meter_counts_a_child_process_of_the_process(tmp_path):
     assert 0.8 <= meter.seconds <= 3.0
 
 
+def test_config_refuses_a_torch_batch_larger_than_an_arrow_batch():
+    with pytest.raises(ValidationError, match="torch_batch_sizes"):
+        NightlyBenchConfig(torch_batch_sizes=[256, 20_000], arrow_batch_rows=10_000)
+    assert NightlyBenchConfig().repeats >= 3  # one run of a process is no median
+
+
 def test_config_wants_a_larger_second_size():
     with pytest.raises(ValueError, match="must be more than small_rows"):
         NightlyBenchConfig(small_rows=1000, large_rows=1000)
@@ -147,8 +154,11 @@ def test_both_jobs_run_as_processes_and_write_every_row(spark, tmp_path, monkeyp
         features=["features"],
         size=64,
         keep=["row_id", "label"],
+        torch_batch_size=256,  # PyTorch's own best batch, not leanscore's
     )
     config = NightlyBenchConfig(small_rows=rows, large_rows=2 * rows, workdir=str(tmp_path))
+    torch_command = variant_command("pytorch", config, workload, table, tmp_path)
+    assert torch_command[torch_command.index("--batch-size") + 1] == "256"
 
     def run(variant: str) -> dict:
         run_dir = tmp_path / variant

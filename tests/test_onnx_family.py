@@ -403,3 +403,58 @@ def test_a_label_output_that_is_not_the_most_probable_class_is_refused(cancer):
     ]
     with pytest.raises(ValueError, match=r"data.evaluation: label value\(s\) \['5'\]"):
         label_indices(np.array([3, 5]), ["3", "8"], where="data.evaluation")
+
+
+def test_truncation_records_no_agreement_it_did_not_measure_and_counts_distinct_rows():
+    """A regressor has no classes to agree on: its agreement is None, not a perfect 1.0; a
+    classifier's interval counts distinct evaluation rows, not copies of them."""
+    from leanscore.compression.tree_step import truncate_within_budget
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_diabetes
+    from sklearn.ensemble import GradientBoostingRegressor
+
+    x, y = load_diabetes(return_X_y=True)
+    x = x.astype(np.float32)
+    model = GradientBoostingRegressor(n_estimators=10, max_depth=2, random_state=0).fit(x, y)
+    onnx_bytes = to_onnx(model, x[:1]).SerializeToString()
+    from leanscore.compression.evaluate import run_onnx
+
+    base = run_onnx(single_thread_session(onnx_bytes), x, output=None)
+    data = LabelledData(x, y.astype(np.float32), {"rows": "all"})
+    _, detail = truncate_within_budget(
+        onnx_bytes,
+        data,
+        base,
+        stages=4,
+        max_accuracy_drop=None,
+        min_fidelity=None,
+        task="regression",
+        output=None,
+    )
+    assert detail["agreement_with_full_model"] is None
+    assert detail["curve"] == [[4, None, None]]
+
+
+def test_truncation_interval_counts_distinct_examples(cancer):
+    from leanscore.compression.evaluate import accuracy_interval, run_onnx
+    from leanscore.compression.tree_step import truncate_within_budget
+
+    x = np.concatenate([cancer["x_test"]] * 10)  # ten copies of each held-out row
+    y = np.concatenate([cancer["y_test"]] * 10)
+    base = run_onnx(single_thread_session(cancer["onnx"]), x, output="probabilities")
+    _, detail = truncate_within_budget(
+        cancer["onnx"],
+        LabelledData(x, y, {"rows": "copies"}),
+        base,
+        stages=20,
+        max_accuracy_drop=None,
+        min_fidelity=None,
+        task="classification",
+        output="probabilities",
+    )
+    n = len(np.unique(cancer["x_test"], axis=0))
+    assert detail["distinct_examples"] == n
+    acc = detail["curve"][0][1]
+    low, high = accuracy_interval(acc, n)
+    assert detail["accuracy_interval_95"]["low"] == low
+    assert detail["agreement_with_full_model"] is not None

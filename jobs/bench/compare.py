@@ -18,7 +18,7 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +47,7 @@ from leanscore.jobs.bench.prepare import PrepareConfig
 from leanscore.jobs.bench.pricing import Pricing, cost, savings
 from leanscore.jobs.bench.timing import PARTS, TaskClock, breakdown, since
 from leanscore.jobs.score import InputConfig
+from leanscore.jobs.tables import TextTable
 from leanscore.udfs.distribution import is_connect
 from leanscore.udfs.scan import ScanPlan, ScanUnsupported, plan_scan
 from leanscore.udfs.schema import feature_names
@@ -54,7 +55,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from rich.console import Console
-from rich.table import Table
 
 BASELINE_ONNX = "onnx-fp32"
 TORCH = "torch-fp32"
@@ -164,13 +164,14 @@ class Variant:
     params: int | None
     compressed: bool
     engine: str  # the reader: Spark's ("spark") or this project's scan engine ("scan")
-    warm_frame: Callable[[DataFrame], DataFrame] | None = None  # on a sample; default frame
+    keep: list[str] = field(default_factory=list)  # passed-through columns, not predictions
     clock: TaskClock | None = None  # its tasks' seconds (reading, model, converting)
     batch_size: int | None = None  # rows per model call; None where the path decides (MLflow)
 
 
 def wide_console() -> Console:
-    """Rich assumes 80 columns when output is not a terminal (logs, CI): tables need more."""
+    """Rich assumes 80 columns when output is not a terminal (logs, CI): its log lines get
+    160. Tables go through ``print_table``, which prints them whole either way."""
     console = Console()
     return console if console.is_terminal else Console(width=160)
 
@@ -231,6 +232,7 @@ def build_variants(
             n_params,
             False,
             "spark",
+            keep=keep,
             clock=c,
             batch_size=batch,
         )
@@ -274,6 +276,7 @@ def build_variants(
                 params[i],
                 i > 0,
                 "spark",
+                keep=keep,
             )
         )
 
@@ -296,8 +299,7 @@ def build_variants(
             params[i],
             i > 0,
             "spark" if plan is None else "scan",
-            # the scan reads the whole table: warm the same workers' sessions on the sample
-            lambda df: leanscore_frame(df, artifact, batch_size=batch_size, keep=keep),
+            keep=keep,
             clock=c,
             batch_size=batch_size,
         )
@@ -340,6 +342,13 @@ def _noop(df: DataFrame) -> None:
     df.write.format("noop").mode("overwrite").save()
 
 
+WARM_UP_NOTE = (
+    "Warm-up: one untimed pass of each variant's timed query over the whole input, so the "
+    "rounds run the very frames that were warmed (predict_batch_udf's model cache is keyed by "
+    "the UDF it built, leanscore's by the model's hash: both are warm in every round)."
+)
+
+
 def time_variants(
     df: DataFrame,
     variants: list[Variant],
@@ -348,14 +357,15 @@ def time_variants(
     meter: CpuMeter,
     console: Console,
 ) -> list[list[dict]]:
-    """Warm every variant up, then ``repeats`` rounds; each round runs every variant once, in
-    an order rotated by one per round so no variant always runs first or last."""
+    """Warm every variant up on the very frame its rounds time, then ``repeats`` rounds; each
+    round runs every variant once, in an order rotated by one per round so no variant always
+    runs first or last. A warm-up on other frames would warm other UDFs: each
+    ``predict_batch_udf`` call makes a new model cache key, so its first round would reload
+    the model while leanscore's session cache (keyed by the model's hash) stayed warm."""
     frames = [v.frame(df) for v in variants]
-    # The warm-up touches every partition, so each Python worker starts and loads its model.
-    warm = df.sample(fraction=0.02, seed=1)
-    for v in variants:
+    for v, frame in zip(variants, frames, strict=True):
         t0 = time.perf_counter()
-        _noop((v.warm_frame or v.frame)(warm))
+        _noop(frame)
         console.log(f"  warm-up {v.name}: {time.perf_counter() - t0:.1f}s")
     runs: list[list[dict]] = [[] for _ in variants]
     for r in range(repeats):
@@ -373,8 +383,21 @@ def time_variants(
     # Untimed: the rows each path really produced (the scan engine's reads are not in Spark's
     # input metrics, and a dropped row must show).
     for i, frame in enumerate(frames):
-        runs[i][0]["rows_out"] = frame.count()
+        runs[i][0].update(rows_produced(frame, variants[i].keep))
     return runs
+
+
+def rows_produced(frame: DataFrame, keep: list[str]) -> dict[str, int]:
+    """Rows a scoring frame produced and rows with a prediction. ``count()`` alone may prune
+    the prediction column and never run the model; counting the prediction's non-null values
+    needs every prediction computed. (Other output columns, such as an error column, are null
+    on good rows.)"""
+    outputs = [c for c in frame.columns if c not in set(keep)]
+    prediction = "prediction" if "prediction" in outputs else outputs[0]
+    row = frame.agg(
+        F.count(F.lit(1)).alias("rows"), F.count(F.col(prediction)).alias("predicted")
+    ).first()
+    return {"rows_out": int(row["rows"]), "rows_predicted": int(row["predicted"])}
 
 
 def _argmax(col: F.Column) -> F.Column:
@@ -705,6 +728,7 @@ def compare_variants(
         "leanscore_vs_spark_udf": leanscore_over(results, "spark_udf") or None,
         "decomposition": decompose(results, bench_targets or BenchTargets()),
         "distinct_examples": distinct_examples,
+        "notes": [WARM_UP_NOTE],
         "bound": bound,
         "pricing": pricing.model_dump(),
     }
@@ -732,6 +756,7 @@ def _variant_result(
     executor_cpu, process_cpu = median_of("executor_cpu_s"), median_of("process_cpu_s")
     rows_read = [r.get("rows_read") for r in runs]
     rows_out = next((r["rows_out"] for r in runs if "rows_out" in r), None)
+    rows_predicted = next((r["rows_predicted"] for r in runs if "rows_predicted" in r), None)
     # the round whose wall is the median: its in-task seconds, so the parts add up to it
     median_run = min(runs, key=lambda r: abs(r["wall_s"] - wall))
     times = breakdown(
@@ -754,6 +779,7 @@ def _variant_result(
         "rows": rows,
         "rows_read": rows_read,
         "rows_out": rows_out,
+        "rows_predicted": rows_predicted,
         "rows_scored": q.get("rows"),
         "wall_s": round(wall, 6),
         "wall_s_all": [round(w, 3) for w in walls],
@@ -779,9 +805,11 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
-def comparison_table(report: dict, title: str | None = None) -> Table:
-    table = Table(title=title or f"{report['rows']:,} rows on {report['cores']} cores")
-    for col in (
+def comparison_table(report: dict, title: str | None = None) -> TextTable:
+    """Every variant's speed, money, quality and time shares, as a table ``print_table``
+    prints complete (fitted to a terminal, or as Markdown). Says how many distinct examples
+    the accuracy intervals count."""
+    columns = [
         "variant",
         "rows/s",
         "spread",
@@ -796,37 +824,54 @@ def comparison_table(report: dict, title: str | None = None) -> Table:
         "model",
         "convert",
         "Spark",
-    ):
-        table.add_column(col, justify="left" if col == "variant" else "right")
+    ]
+    rows = []
     for v in report["variants"]:
         fid = v["fidelity"] or {}
         spread = v["wall_s_spread"] / v["wall_s"] if v["wall_s"] else 0.0
         shares = (v.get("time_breakdown") or {}).get("shares") or {}
-        table.add_row(
-            v["name"],
-            f"{v['rows_per_s']:,.0f}",
-            f"±{50 * spread:.0f}%",
-            f"{v['rows_per_s'] / report['variants'][0]['rows_per_s']:.2f}x",
-            f"{v['usd_per_million_rows']:.5f}",
-            f"{v['monthly_usd']:,.2f}",
-            f"{v.get('savings_pct', 0.0):.0f}%",
-            accuracy_text(v),
-            _pct(fid.get("agreement")) if "agreement" in fid else "n/a",
-            f"{v['model_bytes']:,}",
-            *[_pct(shares.get(k)) if shares else "n/a" for k in PARTS],
+        rows.append(
+            [
+                v["name"],
+                f"{v['rows_per_s']:,.0f}",
+                f"±{50 * spread:.0f}%",
+                f"{v['rows_per_s'] / report['variants'][0]['rows_per_s']:.2f}x",
+                f"{v['usd_per_million_rows']:.5f}",
+                f"{v['monthly_usd']:,.2f}",
+                f"{v.get('savings_pct', 0.0):.0f}%",
+                accuracy_text(v),
+                _pct(fid.get("agreement")) if "agreement" in fid else "n/a",
+                f"{v['model_bytes']:,}",
+                *[_pct(shares.get(k)) if shares else "n/a" for k in PARTS],
+            ]
         )
-    return table
+    n = report.get("distinct_examples") or report["rows"]
+    notes = [f"Accuracy: Wilson 95% intervals over {n:,} distinct examples."]
+    over = [v for v in report["variants"] if (v.get("time_breakdown") or {}).get("over_measured_s")]
+    notes += [
+        f"{v['name']}: in-task clocks measured {v['time_breakdown']['over_measured_s']:.2f} s "
+        "more than the cores had (shares add up to more than 100%)."
+        for v in over
+    ]
+    return TextTable(
+        title or f"{report['rows']:,} rows on {report['cores']} cores",
+        columns,
+        rows,
+        left={"variant"},
+        notes=notes,
+    )
 
 
-def decomposition_table(report: dict, title: str = "What each part buys") -> Table:
-    from leanscore.jobs.bench.decompose import decomposition_rows
+def decomposition_table(report: dict, title: str = "What each part buys") -> TextTable:
+    from leanscore.jobs.bench.decompose import candidates_lines, decomposition_rows
 
-    table = Table(title=f"{title} (rows/s ratios, side by side in this run)")
-    for col in ("effect", "ratio", "variant", "against", "target", ""):
-        table.add_column(col, justify="right" if col == "ratio" else "left")
-    for row in decomposition_rows(report["decomposition"]):
-        table.add_row(*row)
-    return table
+    return TextTable(
+        f"{title} (rows/s ratios, side by side in this run)",
+        ["effect", "ratio", "variant", "against", "target", "met"],
+        decomposition_rows(report["decomposition"]),
+        left={"variant", "against", "target", "met"},
+        notes=candidates_lines(report["decomposition"]),
+    )
 
 
 def resolve_path(path: str, base: Path) -> str:

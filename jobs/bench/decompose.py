@@ -19,6 +19,12 @@ pair takes the one matching its partner's batch.
 Each effect is checked against its own target (``BenchTargets``); the cost target is stated on
 the monthly bill (fixed costs per nightly run included, ``pricing``), which a speed ratio alone
 does not give once a run has fixed costs.
+
+A speed target is met only by a variant within the quality budget: a model that is fast because
+it is wrong must not turn a target green. The compressed, end-to-end and bill targets judge the
+fastest candidate *within* budget (``within_budget``: accuracy drop against the baseline where
+labels exist, else agreement or cosine with it), and each row also names the fastest and the
+most accurate candidate, so a reader sees what was left out and why.
 """
 
 from __future__ import annotations
@@ -49,6 +55,15 @@ class BenchTargets(BaseModel):
     monthly_bill_ratio: float = Field(
         default=0.25, gt=0, description="best leanscore's monthly bill / the baseline's"
     )
+    min_agreement: float = Field(
+        default=0.99,
+        ge=0,
+        le=1,
+        description="without labels: the least share of rows whose class agrees with the baseline",
+    )
+    min_cosine: float = Field(
+        default=0.99, ge=-1, le=1, description="embeddings: the least mean cosine to the baseline"
+    )
 
 
 EFFECTS = {
@@ -58,6 +73,51 @@ EFFECTS = {
     "compression": "the compressed model instead of fp32, same engine and reader",
     "end_to_end": "the best leanscore variant instead of PyTorch in predict_batch_udf",
 }
+
+
+def within_budget(v: dict, baseline: dict, targets: BenchTargets) -> tuple[bool, str]:
+    """Whether ``v`` keeps the quality the targets allow, and the figure that decided it.
+    Accuracy against the baseline's where both were measured on labels; else agreement of
+    classes, or mean cosine of embeddings, with the baseline. Nothing measured: not within
+    (a speed target cannot vouch for a model whose quality nobody checked)."""
+    acc, base_acc = v.get("accuracy"), baseline.get("accuracy")
+    if acc is not None and base_acc is not None:
+        drop = 100 * (base_acc - acc)
+        return drop <= targets.accuracy_drop_points + 1e-9, (
+            f"accuracy {drop:+.2f} pt vs {baseline['name']} (budget "
+            f"{targets.accuracy_drop_points:g} pt)"
+        )
+    fid = v.get("fidelity") or {}
+    if fid.get("agreement") is not None:
+        a = fid["agreement"]
+        return a >= targets.min_agreement, (
+            f"agreement {100 * a:.2f}% (budget >= {100 * targets.min_agreement:g}%)"
+        )
+    if fid.get("cosine_mean") is not None:
+        c = fid["cosine_mean"]
+        return c >= targets.min_cosine, f"cosine {c:.4f} (budget >= {targets.min_cosine:g})"
+    return False, "quality not measured"
+
+
+def _quality_key(v: dict) -> float:
+    """Higher is better: accuracy where measured, else agreement or cosine with the baseline."""
+    fid = v.get("fidelity") or {}
+    for x in (v.get("accuracy"), fid.get("agreement"), fid.get("cosine_mean")):
+        if x is not None:
+            return x
+    return float("-inf")
+
+
+def _judged(pool: list[dict], baseline: dict, targets: BenchTargets) -> tuple[dict | None, dict]:
+    """The fastest of ``pool`` within budget (or, where none is, the fastest, which then
+    fails), and who else stood: the fastest and the most accurate candidate."""
+    if not pool:
+        return None, {}
+    fastest = max(pool, key=lambda v: v["rows_per_s"])
+    most_accurate = max(pool, key=_quality_key)
+    good = [v for v in pool if within_budget(v, baseline, targets)[0]]
+    chosen = max(good, key=lambda v: v["rows_per_s"]) if good else fastest
+    return chosen, {"fastest": fastest["name"], "most_accurate": most_accurate["name"]}
 
 
 def _find(variants: list[dict], **want) -> dict | None:
@@ -87,27 +147,32 @@ def _onnx_pbu_at_batch_of(variants: list[dict], partner: dict | None) -> dict | 
     )
 
 
-def pairs(variants: list[dict]) -> dict[str, tuple[dict, dict] | None]:
+def pairs(
+    variants: list[dict], targets: BenchTargets | None = None
+) -> dict[str, tuple[dict, dict] | None]:
     """effect -> (faster candidate, reference): the two variants that differ in that effect
     only; None where the run lacks one of them. Variants carry ``model``, ``path``
     (``predict_batch_udf`` or ``leanscore``), ``engine`` (the reader: ``spark`` or ``scan``),
     ``compressed``, ``rows_per_s`` and ``batch_size`` (rows per model call): the runtime pair
     takes the ONNX ``predict_batch_udf`` variant at PyTorch's batch, the engine pair the one at
-    leanscore's."""
+    leanscore's. The compression and end-to-end pairs take the fastest candidate within the
+    quality budget of ``targets`` (``within_budget``; the first variant is the baseline)."""
+    targets = targets or BenchTargets()
+    baseline = variants[0] if variants else {}
     torch_pbu = _find(variants, model=TORCH, path="predict_batch_udf", engine="spark")
     onnx_spark = _find(variants, model=ONNX, path="leanscore", engine="spark")
     onnx_pbu_runtime = _onnx_pbu_at_batch_of(variants, torch_pbu)
     onnx_pbu_engine = _onnx_pbu_at_batch_of(variants, onnx_spark)
     onnx_scan = _find(variants, model=ONNX, path="leanscore", engine="scan")
     compressed = [v for v in variants if v["compressed"] and v["path"] == "leanscore"]
-    best_compressed = max(compressed, key=lambda v: v["rows_per_s"], default=None)
+    best_compressed, _ = _judged(compressed, baseline, targets)
     same_reader = (
         _find(variants, model=ONNX, path="leanscore", engine=best_compressed["engine"])
         if best_compressed
         else None
     )
     ours = [v for v in variants if v["path"] == "leanscore"]
-    best = max(ours, key=lambda v: v["rows_per_s"], default=None)
+    best, _ = _judged(ours, baseline, targets)
 
     def pair(a: dict | None, b: dict | None) -> tuple[dict, dict] | None:
         return (a, b) if a is not None and b is not None else None
@@ -132,30 +197,52 @@ def accuracy_text(v: dict) -> str:
 
 def decompose(variants: list[dict], targets: BenchTargets) -> dict:
     """Each effect's ratio (rows/s of the faster candidate over its reference), its target
-    where the bench states one, and whether it is met; plus the monthly-bill target."""
+    where the bench states one, and whether it is met: the ratio reaches the target *and* the
+    variant judged is within the quality budget (``within_budget``). Plus the monthly-bill
+    target, judged on the same variant as the end-to-end ratio."""
     goals = {
         "engine": targets.engine_x,
         "compression": targets.compression_x,
         "end_to_end": targets.end_to_end_x,
     }
+    baseline = variants[0]
+    pools = {
+        "compression": [v for v in variants if v["compressed"] and v["path"] == "leanscore"],
+        "end_to_end": [v for v in variants if v["path"] == "leanscore"],
+    }
     effects = {}
-    for effect, found in pairs(variants).items():
-        row = {"what": EFFECTS[effect], "variant": None, "reference": None, "ratio": None}
-        goal = goals.get(effect)
-        if found is not None:
-            a, b = found
-            ratio = a["rows_per_s"] / b["rows_per_s"]
-            row.update(
-                variant=a["name"],
-                reference=b["name"],
-                ratio=round(ratio, 3),
-                variant_batch=a.get("batch_size"),
-                reference_batch=b.get("batch_size"),
-            )
-        row["target"] = goal
-        row["met"] = None if goal is None else (row["ratio"] is not None and row["ratio"] >= goal)
-        if effect == "compression" and found is not None:
-            a, b = found
+    for effect, found in pairs(variants, targets).items():
+        effects[effect] = _effect_row(effect, found, goals.get(effect), baseline, targets)
+        if effect in pools:
+            effects[effect].update(_judged(pools[effect], baseline, targets)[1])
+    # the product of the parts against the end-to-end ratio measured directly
+    parts = [effects[e]["ratio"] for e in ("runtime", "engine", "reader", "compression")]
+    product = math.prod(parts) if all(p is not None for p in parts) else None
+    return {
+        "effects": effects,
+        "product_of_parts": None if product is None else round(product, 3),
+        "monthly_bill": _bill(variants, baseline, targets),
+    }
+
+
+def _effect_row(
+    effect: str, found: tuple[dict, dict] | None, goal: float | None, baseline: dict, targets
+) -> dict:
+    row = {"what": EFFECTS[effect], "variant": None, "reference": None, "ratio": None}
+    within = None
+    if found is not None:
+        a, b = found
+        within, why = within_budget(a, baseline, targets)
+        row.update(
+            variant=a["name"],
+            reference=b["name"],
+            ratio=round(a["rows_per_s"] / b["rows_per_s"], 3),
+            variant_batch=a.get("batch_size"),
+            reference_batch=b.get("batch_size"),
+            within_budget=within,
+            budget=why,
+        )
+        if effect == "compression":
             drop = (
                 None
                 if a.get("accuracy") is None or b.get("accuracy") is None
@@ -163,32 +250,33 @@ def decompose(variants: list[dict], targets: BenchTargets) -> dict:
             )
             row["accuracy_drop_points"] = drop
             row["accuracy_drop_target"] = targets.accuracy_drop_points
-            row["met"] = bool(
-                row["met"] and drop is not None and drop <= targets.accuracy_drop_points
-            )
-        effects[effect] = row
-    # the product of the parts against the end-to-end ratio measured directly
-    parts = [effects[e]["ratio"] for e in ("runtime", "engine", "reader", "compression")]
-    product = math.prod(parts) if all(p is not None for p in parts) else None
-    baseline = variants[0]
+            if drop is not None and drop > targets.accuracy_drop_points + 1e-9:
+                within = row["within_budget"] = False  # also against its own fp32 partner
+    row["target"] = goal
+    row["met"] = (
+        None if goal is None else bool(row["ratio"] is not None and row["ratio"] >= goal and within)
+    )
+    return row
+
+
+def _bill(variants: list[dict], baseline: dict, targets: BenchTargets) -> dict | None:
     ours = [v for v in variants if v["path"] == "leanscore"]
-    best = max(ours, key=lambda v: v["rows_per_s"], default=None)
-    bill = None
-    if best is not None and baseline.get("monthly_usd"):
-        ratio = best["monthly_usd"] / baseline["monthly_usd"]
-        bill = {
-            "variant": best["name"],
-            "reference": baseline["name"],
-            "monthly_usd": best["monthly_usd"],
-            "reference_monthly_usd": baseline["monthly_usd"],
-            "ratio": round(ratio, 4),
-            "target": targets.monthly_bill_ratio,
-            "met": ratio <= targets.monthly_bill_ratio,
-        }
+    best, who = _judged(ours, baseline, targets)
+    if best is None or not baseline.get("monthly_usd"):
+        return None
+    within, why = within_budget(best, baseline, targets)
+    ratio = best["monthly_usd"] / baseline["monthly_usd"]
     return {
-        "effects": effects,
-        "product_of_parts": None if product is None else round(product, 3),
-        "monthly_bill": bill,
+        "variant": best["name"],
+        "reference": baseline["name"],
+        "monthly_usd": best["monthly_usd"],
+        "reference_monthly_usd": baseline["monthly_usd"],
+        "ratio": round(ratio, 4),
+        "target": targets.monthly_bill_ratio,
+        "within_budget": within,
+        "budget": why,
+        **who,
+        "met": bool(ratio <= targets.monthly_bill_ratio and within),
     }
 
 
@@ -209,6 +297,8 @@ def decomposition_rows(decomposition: dict) -> list[list[str]]:
                 f", <= {row['accuracy_drop_target']:g} pt ({row['accuracy_drop_points']:+.2f})"
             )
         met = "" if row["met"] is None else ("met" if row["met"] else "NOT met")
+        if row.get("within_budget") is False:
+            met += f" ({row['budget']})"
         rows.append(
             [
                 effect,
@@ -228,7 +318,22 @@ def decomposition_rows(decomposition: dict) -> list[list[str]]:
                 f"{bill['variant']} ${bill['monthly_usd']:,.0f}",
                 f"{bill['reference']} ${bill['reference_monthly_usd']:,.0f}",
                 f"<= {bill['target']:g}",
-                "met" if bill["met"] else "NOT met",
+                ("met" if bill["met"] else "NOT met")
+                + ("" if bill.get("within_budget", True) else f" ({bill['budget']})"),
             ]
         )
     return rows
+
+
+def candidates_lines(decomposition: dict) -> list[str]:
+    """Who a judged target chose among: the fastest and the most accurate candidate, where
+    either is not the variant judged (the fastest may be over the quality budget)."""
+    lines = []
+    for effect, row in decomposition["effects"].items():
+        if "fastest" not in row or row["variant"] is None:
+            continue
+        lines.append(
+            f"{effect.replace('_', ' ')}: judged `{row['variant']}` ({row['budget']}); "
+            f"fastest `{row['fastest']}`, most accurate `{row['most_accurate']}`."
+        )
+    return lines

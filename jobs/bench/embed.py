@@ -9,8 +9,8 @@ Face encoder, task embedding), gated on the mean cosine to the model as given: a
 budget is reported with its numbers and not measured. Artifacts and rejections are kept in
 ``workdir`` and reused while their recipe and data are unchanged. ``measure`` then embeds the
 same table (cached, ``partitions`` slices) with every variant into Spark's noop sink: a warm-up
-on every worker first, then ``repeats`` interleaved rounds (``slow_repeats`` for the PyTorch
-and no-sort variants), each variant's median reported; one more untimed pass per variant collects
+on every worker first, then ``repeats`` interleaved rounds of every variant alike, each
+variant's median reported; one more untimed pass per variant collects
 embeddings for fidelity against the fp32 ONNX model, on sentences no recipe used, from two text
 domains (``embed_fidelity``). The PyTorch model runs in
 ``pyspark.ml.functions.predict_batch_udf`` the way its documentation shows (tokenize each
@@ -67,9 +67,6 @@ class BenchEmbedConfig(_Strict):
         default=None, gt=0, description="slices of the table; default one per Spark core"
     )
     repeats: int = Field(default=5, ge=1, description="timed rounds; medians are reported")
-    slow_repeats: int = Field(
-        default=2, ge=1, description="rounds of the PyTorch and no-length-sort variants (slow)"
-    )
     warmup_rows: int = Field(default=64, gt=0, description="rows per worker in the warm-up")
     fidelity_rows: int = Field(
         default=1000, ge=24, description="sentences compared to fp32 ONNX, half per text domain"
@@ -91,6 +88,9 @@ class BenchEmbedConfig(_Strict):
     )
     torch_sweep_rows: int = Field(
         default=256, gt=0, description="sentences the batch-size sweep embeds at each size"
+    )
+    torch_sweep_rounds: int = Field(
+        default=3, ge=1, description="interleaved rounds of the batch-size sweep; medians"
     )
     include_torch: bool = True
     include_unsorted_fp32: bool = True
@@ -134,7 +134,6 @@ class Variant:
     info: dict = field(default_factory=dict)
     seconds: list[float] = field(default_factory=list)
     cpu_seconds: list[float] = field(default_factory=list)
-    slow: bool = False  # timed in the first ``slow_repeats`` rounds only
 
 
 def _workdir(config: BenchEmbedConfig) -> dict[str, Path]:
@@ -358,7 +357,8 @@ def _torch_predict_fn(max_length: int):
 
 def sweep_torch_batch_size(config: BenchEmbedConfig, texts: list[str]) -> dict:
     """PyTorch's best batch for predict_batch_udf: the predict function the UDF runs, here in
-    the driver on one thread, over ``texts`` in table order at each configured size; the
+    the driver on one thread, over ``texts`` in table order at each configured size, in
+    ``torch_sweep_rounds`` interleaved rounds (medians, as the tabular bench sweeps); the
     fastest wins. Larger batches amortise per-call overhead but pad more to their longest
     sentence, so the best size is measured, not assumed."""
     import torch
@@ -370,12 +370,14 @@ def sweep_torch_batch_size(config: BenchEmbedConfig, texts: list[str]) -> dict:
     try:
         predict = _torch_predict_fn(config.max_length)()  # sets one thread, as in a task
         predict(np.asarray(texts[: min(8, len(texts))], dtype=object))  # warm-up
-        speeds = {}
-        for n in sizes:
-            start = time.perf_counter()
-            for i in range(0, len(texts), n):
-                predict(np.asarray(texts[i : i + n], dtype=object))
-            speeds[n] = round(len(texts) / (time.perf_counter() - start), 1)
+        runs: dict[int, list[float]] = {n: [] for n in sizes}
+        for _ in range(config.torch_sweep_rounds):
+            for n in sizes:
+                start = time.perf_counter()
+                for i in range(0, len(texts), n):
+                    predict(np.asarray(texts[i : i + n], dtype=object))
+                runs[n].append(len(texts) / (time.perf_counter() - start))
+        speeds = {n: round(float(np.median(v)), 1) for n, v in runs.items()}
     finally:
         torch.set_num_threads(previous)
     chosen = max(speeds, key=lambda n: speeds[n])
@@ -384,6 +386,7 @@ def sweep_torch_batch_size(config: BenchEmbedConfig, texts: list[str]) -> dict:
         "chosen": chosen,
         "sentences_per_s_by_size": {str(n): v for n, v in speeds.items()},
         "rows": len(texts),
+        "rounds": config.torch_sweep_rounds,
     }
 
 
@@ -414,13 +417,13 @@ def _variants(
     from pyspark.sql import functions as F
     from pyspark.sql.types import ArrayType, FloatType
 
-    def onnx_variant(name: str, path: str, *, sort: bool) -> Variant:
+    def onnx_variant(name: str, path: str, *, sort: bool, batch: int | None = None) -> Variant:
         artifact = Artifact.load(path)
         embed = text_embedding_udf(
             artifact,
             spark=spark,
             max_length=config.max_length,
-            batch_size=config.batch_size,
+            batch_size=batch or config.batch_size,
             sort_by_length=sort,
             disabled_optimizers=tuple(config.disabled_optimizers),
             path_threshold_bytes=config.path_threshold_bytes,
@@ -441,6 +444,7 @@ def _variants(
                 "artifact": path,
                 "sha256": artifact.sha256,
                 "sort_by_length": sort,
+                "batch_size": batch or config.batch_size,
                 "gate": metrics.get("gate"),
                 "held_out_fidelity": (metrics.get("final") or {}).get("fidelity"),
                 "ort_1thread": metrics.get("final"),
@@ -476,8 +480,11 @@ def _variants(
         )
     )
     if config.include_unsorted_fp32:
-        unsorted = onnx_variant(f"{names[0]} (no length sort)", artifacts[names[0]], sort=False)
-        unsorted.slow = True
+        # PyTorch's counterpart: the same rows per call, in table order, each call padded to its
+        # longest text; only the runtime differs
+        unsorted = onnx_variant(
+            f"{names[0]} (no length sort)", artifacts[names[0]], sort=False, batch=torch_batch_size
+        )
         variants.append(unsorted)
     if config.include_torch:
         embed = predict_batch_udf(
@@ -492,8 +499,10 @@ def _variants(
                 path=f"predict_batch_udf, batches of {torch_batch_size} in table order",
                 frame=lambda df: df.select("doc_id", embed(F.col("text")).alias("embedding")),
                 model_bytes=(minilm_dir() / "model.safetensors").stat().st_size,
-                info={"padding": "each batch padded to its longest text"},
-                slow=True,
+                info={
+                    "padding": "each batch padded to its longest text",
+                    "batch_size": torch_batch_size,
+                },
             )
         )
     return variants
@@ -547,9 +556,7 @@ def _measure(
         _timed(v.frame(warm))
     for r in range(config.repeats):
         shift = r % len(variants)  # rotate the order so no variant always runs first
-        for v in variants[shift:] + variants[:shift]:
-            if v.slow and r >= config.slow_repeats:
-                continue
+        for v in variants[shift:] + variants[:shift]:  # every variant in every round
             mark = meter.mark()
             seconds = _timed(v.frame(table))
             cpu = meter.since(mark)["process_cpu_s"]
@@ -649,12 +656,13 @@ def ort_alone(
 def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_dir: Path) -> dict:
     """Prepare, measure, and write ``report.json`` and ``report.md`` into ``out``."""
     from leanscore.jobs.bench.compare import resolve_path, spark_cores
-    from leanscore.jobs.bench.metrics import environment
+    from leanscore.jobs.bench.metrics import environment, source_commit
     from leanscore.jobs.bench.pricing import cost, load_pricing
     from leanscore.udfs.text import resolve_engine
 
     out = Path(out).resolve()
     started = dt.datetime.now(dt.UTC)
+    commit = source_commit()  # the code measured: taken before the run, not after it
     clock = time.perf_counter()
     pricing = load_pricing(resolve_path(config.pricing, config_dir)) if config.pricing else None
     artifacts, rejected = prepare(spark, config, config_dir=config_dir)
@@ -729,6 +737,7 @@ def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_
         e["cpu_x_vs_fp32_onnx"] = _ratio(e["sentences_per_cpu_s"], base_cpu)
     env = environment(spark, cores=cores)
     env["load_average_before"] = load_before
+    env["commit"] = commit
     report = {
         "kind": KIND,
         "engine": resolve_engine(config.engine),
@@ -830,8 +839,8 @@ def markdown(report: dict) -> str:
         f"`{report['input']['path']}`), {report['partitions']} partitions, Spark "
         f"`{env['spark_master']}` ({report['cores']} cores, one task per core, one ONNX Runtime "
         f"/ torch thread per task); warm-up on every worker, then {report['repeats']} "
-        f"interleaved rounds into the noop sink ({report['config']['slow_repeats']} for the "
-        "PyTorch and no-length-sort variants); sentences/s is the median round. Fidelity: "
+        "interleaved rounds into the noop sink, the same for every variant; sentences/s is "
+        "the median round. Fidelity: "
         f"cosine to `{report['baseline']}` on the first {first['fidelity']['rows']:,} rows, "
         "top-10 neighbour overlap among those rows. Spread: (slowest - fastest) / median "
         "round. sentences/CPU-s: rows over the CPU seconds the run's process tree burnt (JVM, "
@@ -901,7 +910,8 @@ def markdown(report: dict) -> str:
         f"- `{TORCH_VARIANT}`: the fp32 PyTorch model in `pyspark.ml.functions."
         f"predict_batch_udf`, batches of {batch} rows{how} in table order, each "
         "padded to its longest text (the documented pattern). The no-length-sort ONNX row is "
-        "its like-for-like ONNX counterpart.",
+        f"its like-for-like ONNX counterpart: the same {batch} rows per call in table order, "
+        "each call padded to its longest text; only the runtime differs.",
         f"- CPU: {env['cpu_model']}; AVX-512 VNNI: {env['avx512_vnni']}; AMX: {env['amx']}; "
         f"load average (1, 5, 15 min) before / after measuring: "
         f"{_loads(env.get('load_average_before'))} / {_loads(env.get('load_average'))}.",

@@ -158,10 +158,37 @@ def _version(package: str) -> str | None:
         return None
 
 
+def source_commit() -> str | None:
+    """The git commit of the leanscore source this run used (an editable checkout), with
+    ``+dirty`` where the tree has uncommitted changes; None for an installed wheel."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "") if head else None
+
+
 def environment(spark: SparkSession, *, cores: int) -> dict:
     master = None if is_connect(spark) else spark.sparkContext.master
     return {
         **cpu_info(),
+        "commit": source_commit(),
         "spark_cores": cores,
         "spark_master": master or "spark connect",
         "spark_version": spark.version,

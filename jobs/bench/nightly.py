@@ -9,7 +9,10 @@ workers, verification). So both variants run as separate processes, as a schedul
 - ``leanscore``: the real CLI, ``leanscore score --config <real score config>``, with its count
   and checks, scoring with the compressed artifact of a bench workload;
 - ``pytorch``: ``leanscore.jobs.bench.pytorch_job``, a plain PySpark script with the
-  uncompressed PyTorch model in ``pyspark.ml.functions.predict_batch_udf``.
+  uncompressed PyTorch model in ``pyspark.ml.functions.predict_batch_udf``, at its best batch:
+  the fastest of ``torch_batch_sizes`` for the model alone, swept as the tabular bench sweeps
+  it (``compare.sweep_torch_batch_size``), so the baseline is not held to a batch that suits
+  leanscore.
 
 Both read the same Delta tables (``small_rows`` and ``large_rows`` rows, cut from the
 workload's table) and write Delta. Per variant and size: wall time of the process and rows/s.
@@ -23,6 +26,7 @@ way on the machine the config says).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -34,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from leanscore.jobs.bench.metrics import cpu_info, source_commit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 VARIANTS = ("leanscore", "pytorch")
@@ -62,15 +67,25 @@ class NightlyBenchConfig(_Strict):
     )
     small_rows: int = Field(default=200_000, gt=0)
     large_rows: int = Field(default=1_000_000, gt=0)
-    repeats: int = Field(default=1, ge=1, description="runs of each process; the median counts")
+    repeats: int = Field(
+        default=3, ge=1, description="runs of each process, interleaved; the median counts"
+    )
     workdir: str = Field(default="bench-output/nightly", description="tables, configs, logs")
     run_date: str = "2026-11-28"
     key_columns: list[str] = Field(default_factory=lambda: ["row_id"])
     passthrough_columns: list[str] | None = Field(
         default=None, description="default: every input column but the features and keys"
     )
-    batch_size: int = Field(default=4096, gt=0, description="rows per model call, both jobs")
+    batch_size: int = Field(default=4096, gt=0, description="rows per model call, leanscore")
     arrow_batch_rows: int = Field(default=10_000, gt=0)
+    torch_batch_sizes: list[int] = Field(
+        default_factory=lambda: [256, 1024, 4096, 10_000],
+        description="PyTorch's batch in predict_batch_udf is the fastest of these for the model "
+        "alone (one thread, rows of the table); empty: batch_size",
+    )
+    torch_sweep_rows: int = Field(
+        default=10_000, gt=0, description="table rows the batch-size sweep runs at each size"
+    )
     fixed_cost_before_s: float | None = Field(
         default=None, gt=0, description="leanscore's fixed cost before it was cut, seconds"
     )
@@ -78,6 +93,13 @@ class NightlyBenchConfig(_Strict):
 
     @model_validator(mode="after")
     def _two_sizes(self):
+        too_big = [n for n in self.torch_batch_sizes if n <= 0 or n > self.arrow_batch_rows]
+        if too_big:
+            raise ValueError(
+                f"torch_batch_sizes: {too_big} must be between 1 and arrow_batch_rows "
+                f"({self.arrow_batch_rows}); predict_batch_udf never sees more rows than one "
+                "Arrow batch"
+            )
         if self.large_rows <= self.small_rows:
             raise ValueError(
                 f"large_rows ({self.large_rows}) must be more than small_rows "
@@ -159,6 +181,8 @@ class Workload:
     features: list[str]
     size: int
     keep: list[str]
+    torch_batch_size: int
+    torch_batch_sweep: dict | None = None
 
 
 def _resolve(path: str, base: Path) -> str:
@@ -237,6 +261,7 @@ def prepare_workload(config: NightlyBenchConfig, *, config_dir: Path) -> tuple[W
                     .save(str(path))
                 )
             tables[rows] = str(path)
+        sweep = _sweep_torch_batch(config, bench.torch_model.factory, state_dict, source, artifact)
     finally:
         spark.stop()
     workload = Workload(
@@ -247,8 +272,24 @@ def prepare_workload(config: NightlyBenchConfig, *, config_dir: Path) -> tuple[W
         features=features,
         size=sum(s[0] for s in shapes) if len(features) == 1 else len(features),
         keep=keep,
+        torch_batch_size=sweep["chosen"] if sweep else config.batch_size,
+        torch_batch_sweep=sweep,
     )
     return workload, tables
+
+
+def _sweep_torch_batch(config: NightlyBenchConfig, factory: str, state_dict: str, source, artifact):
+    """PyTorch's best batch for its job, measured as the tabular bench measures it; None
+    where no sizes are configured (the job then runs at ``batch_size``)."""
+    if not config.torch_batch_sizes:
+        return None
+    from leanscore.jobs.bench.compare import sweep_torch_batch_size
+    from leanscore.jobs.bench.paths import TorchModel, input_matrix
+
+    matrix = input_matrix(source, artifact, config.torch_sweep_rows)
+    return sweep_torch_batch_size(
+        TorchModel.load(factory, state_dict), matrix, config.torch_batch_sizes, rounds=3
+    )
 
 
 def _delta_rows(spark, path: Path) -> int | None:
@@ -334,7 +375,7 @@ def variant_command(
         "--keep",
         ",".join(workload.keep),
         "--batch-size",
-        str(config.batch_size),
+        str(workload.torch_batch_size),
         "--jars",
         ",".join(jars),
         "--master",
@@ -503,8 +544,10 @@ def report_lines(report: dict) -> list[str]:
     small, large = report["sizes"]
     lines = [
         f"Nightly job as a process, Delta in and out, {small:,} and {large:,} rows "
-        f"(model: {report.get('artifact', '?')})",
+        f"(model: {report.get('artifact', '?')}); each process run {report.get('repeats', 1)} "
+        "times, interleaved, median shown",
         "",
+        *_batch_lines(report),
         "| variant | rows | process wall s | CPU s (process tree) | rows/s | leanscore x PyTorch |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
@@ -551,15 +594,38 @@ def report_lines(report: dict) -> list[str]:
     return lines
 
 
+def _batch_lines(report: dict) -> list[str]:
+    sweep = report.get("torch_batch_sweep")
+    if report.get("torch_batch_size") is None:
+        return []
+    how = ""
+    if sweep:
+        speeds = ", ".join(f"{int(n):,}: {v:,.0f}" for n, v in sweep["rows_per_s_by_size"].items())
+        how = f", its best ({sweep['how']}; rows/s by batch: {speeds})"
+    return [
+        f"leanscore scores batches of {report['batch_size']:,} rows; PyTorch in "
+        f"predict_batch_udf batches of {report['torch_batch_size']:,}{how}.",
+        "",
+    ]
+
+
 def run_nightly_bench(config: NightlyBenchConfig, out: str | Path, *, config_dir: Path) -> dict:
     """Prepare, run both jobs at both sizes, write ``nightly.json`` and ``nightly.md``."""
     out = Path(out).resolve()
+    commit = source_commit()  # the code measured: taken before the run, not after it
     workload, tables = prepare_workload(config, config_dir=config_dir)
     results = measure(config, workload, tables)
     report = analyse(results, config) | {
         "artifact": workload.artifact,
+        "repeats": config.repeats,
+        "batch_size": config.batch_size,
+        "torch_batch_size": workload.torch_batch_size,
+        "torch_batch_sweep": workload.torch_batch_sweep,
         "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg(),
+        "run_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": commit,
+        "cpu_model": cpu_info()["cpu_model"],
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "nightly.json").write_text(json.dumps(report, indent=2) + "\n")

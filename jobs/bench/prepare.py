@@ -11,10 +11,19 @@ every artifact is written from that same model: an entry of ``recipes`` is one r
 already exists is kept: the model and its artifacts are rebuilt together (never one without the
 others, so the baseline is always the model the artifacts were made from), the table only when
 it is missing or too small.
+
+"Exists" means built from what the config names now: every artifact carries a build key
+(``build_basis``: its recipe files' text, how the source model is trained, the data's version
+and leanscore's version) and the hash of the state_dict it was compressed from. A changed
+recipe, training setting, data or leanscore release, or a replaced state_dict, rebuilds the
+model and its artifacts: a report never measures old artifacts under current names.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Literal
 
@@ -75,10 +84,9 @@ def prepare_inputs(
             f"{len(artifact_paths)}; give one recipe per artifact, in the same order"
         )
     built = {"model": False, "table": False}
-    model_files = [Path(p) / "manifest.json" for p in artifact_paths]
-    if state_dict_path:
-        model_files.append(Path(state_dict_path))
-    if not all(p.exists() for p in model_files):
+    stale = stale_artifacts(prepare, artifact_paths, state_dict_path)
+    if stale:
+        console.log("prepare: rebuilding the model and its artifacts: " + "; ".join(stale))
         _build_models(prepare, artifact_paths, state_dict_path, console)
         built["model"] = True
     rows = _table_rows(spark, table_path)
@@ -92,6 +100,66 @@ def prepare_inputs(
             write_digits_table(spark, table_path, prepare.rows, split="held_out")
         built["table"] = True
     return built
+
+
+def _version_of(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _recipe_texts(entry: str | AutotuneCandidates) -> list[str]:
+    files = entry.candidates if isinstance(entry, AutotuneCandidates) else [entry]
+    return [_recipe_path(f).read_text() for f in files]
+
+
+def build_basis(prepare: PrepareConfig, entry: str | AutotuneCandidates) -> dict:
+    """What one artifact is built from, short of the trained weights: its recipe files' text,
+    how the source model is trained, the version of the data it is trained and evaluated on
+    (generated from scikit-learn's bundled digits or a seeded stream) and leanscore's
+    version."""
+    return {
+        "recipes": [hashlib.sha256(t.encode()).hexdigest() for t in _recipe_texts(entry)],
+        "training": prepare.model_dump(exclude={"rows", "recipes"}),
+        "data_version": {
+            "workload": prepare.workload,
+            "seed": prepare.seed,
+            "scikit-learn": _version_of("scikit-learn"),
+        },
+        "leanscore": _version_of("leanscore"),
+    }
+
+
+def build_key(basis: dict) -> str:
+    return hashlib.sha256(json.dumps(basis, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def stale_artifacts(
+    prepare: PrepareConfig, artifact_paths: list[str], state_dict_path: str | None
+) -> list[str]:
+    """Why the model and artifacts must be (re)built; empty when every artifact's recorded
+    build key is the one the config gives now, and each was compressed from the state_dict on
+    disk."""
+    if state_dict_path and not Path(state_dict_path).is_file():
+        return [f"no state_dict at {state_dict_path}"]
+    source = _file_sha256(state_dict_path) if state_dict_path else None
+    why = []
+    for entry, path in zip(prepare.recipes, artifact_paths, strict=True):
+        manifest = Path(path) / "manifest.json"
+        if not manifest.is_file():
+            why.append(f"{path}: no artifact")
+            continue
+        built = (json.loads(manifest.read_text()).get("data") or {}).get("model_source") or {}
+        if built.get("build_key") != build_key(build_basis(prepare, entry)):
+            why.append(f"{path}: built from other recipes, training, data or leanscore")
+        elif source is not None and built.get("source_model_sha256") != source:
+            why.append(f"{path}: compressed from another state_dict than {state_dict_path}")
+    return why
 
 
 def _table_rows(spark: SparkSession, path: str) -> int | None:
@@ -135,14 +203,18 @@ def _trained_model(prepare: PrepareConfig, console: Console):
     return model, train, evaluation, features, [str(c) for c in range(classes)]
 
 
+def _recipe_path(recipe_file: str) -> Path:
+    recipe_path = Path(recipe_file)
+    if not recipe_path.is_absolute() and not recipe_path.exists():
+        recipe_path = CONF / "recipes" / recipe_path
+    return recipe_path
+
+
 def _recipe(recipe_file: str):
     from leanscore.compression.recipe import Recipe
     from leanscore.jobs.config import load_config
 
-    recipe_path = Path(recipe_file)
-    if not recipe_path.is_absolute() and not recipe_path.exists():
-        recipe_path = CONF / "recipes" / recipe_path
-    return load_config(Recipe, recipe_path)
+    return load_config(Recipe, _recipe_path(recipe_file))
 
 
 def _build_models(
@@ -152,6 +224,7 @@ def _build_models(
     console: Console,
 ) -> None:
     import copy
+    import io
 
     import torch
     from leanscore.compression.build import compress_to_artifact
@@ -163,9 +236,21 @@ def _build_models(
         # Saved before compression: pruning recipes change the model they are given.
         torch.save(model.state_dict(), state_dict_path)
         console.log(f"prepare: saved the PyTorch state_dict to {state_dict_path}")
+        source_sha = _file_sha256(state_dict_path)
+    else:
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        source_sha = hashlib.sha256(buffer.getvalue()).hexdigest()
     example = torch.from_numpy(evaluation.features[:8])
     progress = lambda msg: console.log(f"  {msg}")  # noqa: E731
     for entry, out in zip(prepare.recipes, artifact_paths, strict=True):
+        basis = build_basis(prepare, entry)
+        source = {
+            "built_by": "leanscore bench prepare",
+            "build_key": build_key(basis),
+            "build_basis": basis,
+            "source_model_sha256": source_sha,
+        }
         if isinstance(entry, AutotuneCandidates):
             console.log(f"prepare: autotune over {len(entry.candidates)} candidates for {out}")
             artifact = autotune_to_artifact(
@@ -183,7 +268,7 @@ def _build_models(
                 },
                 features=features,
                 class_labels=class_labels,
-                model_source=None,
+                model_source=source,
                 console=console,
             )
         else:
@@ -197,5 +282,6 @@ def _build_models(
                 features=features,
                 class_labels=class_labels,
                 progress=progress,
+                model_source=source,
             )
         console.log(f"prepare: wrote {artifact}")

@@ -17,7 +17,7 @@ from leanscore.jobs.bench.compare import (
     scan_plan,
     wide_console,
 )
-from leanscore.jobs.bench.metrics import environment
+from leanscore.jobs.bench.metrics import environment, source_commit
 from leanscore.jobs.bench.paths import TorchModel
 from leanscore.jobs.bench.prepare import prepare_inputs
 from leanscore.jobs.bench.pricing import cost_model_text, load_pricing
@@ -30,6 +30,7 @@ from leanscore.jobs.bench.report import (
     write_json,
 )
 from leanscore.jobs.score import read_input
+from leanscore.jobs.tables import print_table
 from pyspark.sql import SparkSession
 
 
@@ -39,6 +40,7 @@ def run_bench(
     console = wide_console()
     out = Path(out).resolve()
     started = dt.datetime.now(dt.UTC)
+    commit = source_commit()  # the code measured: taken before the run, not after it
     pricing = load_pricing(resolve_path(config.pricing, config_dir))  # fail before any work
     artifact_paths = [
         a if is_model_uri(a) else resolve_path(a, config_dir) for a in config.artifacts
@@ -101,7 +103,7 @@ def run_bench(
         "run_at": started.isoformat(timespec="seconds"),
         "input": ref.table or ref.path,
         **report,
-        "environment": environment(spark, cores=report["cores"]),
+        "environment": {**environment(spark, cores=report["cores"]), "commit": commit},
         "cost_model": cost_model_text(pricing),
     }
     out.mkdir(parents=True, exist_ok=True)
@@ -115,10 +117,14 @@ def run_bench(
     text = markdown(report)
     (out / "report.md").write_text(text)
     write_html(report, out, text)
-    console.print(comparison_table(report, title=f"{config.workload}: {report['rows']:,} rows"))
+    print_table(
+        console, comparison_table(report, title=f"{config.workload}: {report['rows']:,} rows")
+    )
     for model, ratio in (report.get("leanscore_vs_spark_udf") or {}).items():
         console.print(f"{model}: leanscore {ratio:.2f}x mlflow.pyfunc.spark_udf (same model)")
-    console.print(decomposition_table(report, title=f"{config.workload}: what each part buys"))
+    print_table(
+        console, decomposition_table(report, title=f"{config.workload}: what each part buys")
+    )
     console.log(
         f"report: {out / 'report.html'}, {out / 'report.json'}, {out / 'report.md'}; history: "
         f"{history}"

@@ -158,7 +158,9 @@ def breakdown(
         "core_s": round(total, 4),
         **{k: round(v, 4) for k, v in parts.items()},
         "shares": {k: round(v / total, 4) if total > 0 else 0.0 for k, v in parts.items()},
-        # more measured than the cores had: the clocks disagree with the wall (say so)
+        # more measured than the cores had: the clocks disagree with the wall (the reports
+        # print it, and the shares then add up to more than 100%)
         "over_measured_s": round(max(0.0, -spark), 4),
+        "over_measured_share": round(max(0.0, -spark) / total, 4) if total > 0 else 0.0,
         "how": how,
     }

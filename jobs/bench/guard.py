@@ -1,0 +1,88 @@
+"""A speed guard that can fail: ratios between variants timed in one run, never absolute times.
+
+A test that asserts ``rows_per_s > 0`` passes however slow leanscore gets. Absolute times fail
+on a busy machine and pass on a slow release. Ratios of variants timed side by side, in
+interleaved rounds, move with a regression and hardly with the machine's load: both sides of a
+ratio share the cores, the data, the session and the minute.
+
+``speed_guard`` times, on one small model-bound workload (Spark's reader, the same rows):
+
+- ``fp32``: the fp32 artifact through leanscore;
+- ``compressed``: the compressed artifact through leanscore;
+- ``predict_batch_udf``: the same fp32 ONNX model in Spark's ``predict_batch_udf``, same batch.
+
+Each variant first runs once untimed (the frame it is timed on, so every cache is warm), then
+``rounds`` rounds, each running every variant once in an order rotated by one per round. The
+ratio of two variants is the median over the rounds of their ratio within a round. The checks:
+compressed / fp32 >= ``min_compression_x`` (what compression must buy on a model-bound
+workload) and fp32 leanscore / fp32 ``predict_batch_udf`` >= ``min_vs_predict_batch_udf`` (the
+Arrow path may not cost more than Spark's own UDF on the same model).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from leanscore.compression.artifact import Artifact
+from leanscore.jobs.bench.paths import leanscore_frame, onnx_predict_fn, predict_batch_frame
+from pyspark.sql import DataFrame
+
+VARIANTS = ("fp32", "compressed", "predict_batch_udf")
+
+
+def _noop(df: DataFrame) -> float:
+    start = time.perf_counter()
+    df.write.format("noop").mode("overwrite").save()
+    return time.perf_counter() - start
+
+
+def speed_guard(
+    df: DataFrame,
+    fp32: Artifact,
+    compressed: Artifact,
+    *,
+    keep: list[str],
+    rounds: int = 5,
+    batch_size: int = 4096,
+    min_compression_x: float = 1.5,
+    min_vs_predict_batch_udf: float = 0.9,
+) -> dict:
+    """Time the three variants over ``df`` and check the two ratios; returns the walls per
+    round, each ratio's per-round values and median, and whether each check passed."""
+    frames = {
+        "fp32": leanscore_frame(df, fp32, batch_size=batch_size, keep=keep),
+        "compressed": leanscore_frame(df, compressed, batch_size=batch_size, keep=keep),
+        "predict_batch_udf": predict_batch_frame(
+            df, fp32, onnx_predict_fn(fp32.read_model_bytes()), batch_size=batch_size, keep=keep
+        ),
+    }
+    for frame in frames.values():  # warm-up: the very frames the rounds time
+        _noop(frame)
+    walls: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for r in range(rounds):
+        for i in range(len(VARIANTS)):
+            name = VARIANTS[(i + r) % len(VARIANTS)]
+            walls[name].append(_noop(frames[name]))
+    compression = [f / c for f, c in zip(walls["fp32"], walls["compressed"], strict=True)]
+    vs_pbu = [p / f for p, f in zip(walls["predict_batch_udf"], walls["fp32"], strict=True)]
+    checks = {
+        "compressed_vs_fp32": _check(compression, min_compression_x),
+        "fp32_vs_predict_batch_udf": _check(vs_pbu, min_vs_predict_batch_udf),
+    }
+    return {
+        "rounds": rounds,
+        "walls_s": {k: [round(w, 3) for w in v] for k, v in walls.items()},
+        "checks": checks,
+        "passed": all(c["passed"] for c in checks.values()),
+    }
+
+
+def _check(ratios: list[float], least: float) -> dict:
+    median = statistics.median(ratios)
+    return {
+        "ratios": [round(x, 3) for x in ratios],
+        "median": round(median, 3),
+        "at_least": least,
+        "passed": median >= least,
+    }
