@@ -36,10 +36,12 @@ from leanscore.jobs.bench.compare import (
     default_keep,
     scan_plan,
 )
+from leanscore.jobs.bench.metrics import environment, source_commit
 from leanscore.jobs.bench.pricing import Pricing, load_pricing
 from leanscore.jobs.config import load_config, packaged_config
 from leanscore.jobs.demo.datagen import FEATURE_COLUMN, write_digits_table, write_wide_table
 from leanscore.jobs.score import InputConfig, ScoreConfig, run_score
+from leanscore.jobs.tables import print_table
 from pyspark.sql import SparkSession
 from rich.console import Console
 
@@ -118,6 +120,8 @@ def run_demo(
     day = run_date or dt.date.today().isoformat()
     pricing = load_pricing(pricing_path)
     started = time.perf_counter()
+    run_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    commit = source_commit()  # the code that runs, before anything could change it
     reports = {}
     with (workdir / "logs" / "demo.log").open("w") as log_file:
         details = Console(file=log_file, width=160)
@@ -129,10 +133,17 @@ def run_demo(
             if index == 0:
                 report["nightly_job"] = _nightly_job(spark, report, workdir, day, console)
             reports[workload.name] = report
-            console.print(comparison_table(report, title=_title(workload, report, day)))
+            print_table(console, comparison_table(report, title=_title(workload, report, day)))
             console.print(_bill_sentence(report, pricing))
     seconds = round(time.perf_counter() - started, 1)
-    result = {"run_date": day, "seconds": seconds, "workloads": reports}
+    cores = next(iter(reports.values()))["cores"]
+    result = {
+        "run_date": day,
+        "run_at": run_at,
+        "seconds": seconds,
+        "environment": {**environment(spark, cores=cores), "commit": commit},
+        "workloads": reports,
+    }
     (workdir / "report.json").write_text(json.dumps(result, indent=2) + "\n")
     console.print(
         f"report {workdir / 'report.json'}, details {workdir / 'logs'}; {seconds:.0f} s in all"
