@@ -297,3 +297,101 @@ def test_bad_images_are_flagged_or_fail_the_job_and_change_no_other_row(
         assert result.exit_code == 1, result.output
         text = " ".join(result.output.split())
         assert f"row with key 'row_id={key}'" in text and REASONS[name][:40] in text
+
+
+# --- the targets' verdict: each met, and each NOT met by a failing case --------------------------
+
+
+def _variant(name, path, engine, compressed, rows_per_s, model_bytes, accuracy, monthly):
+    return {
+        "name": name,
+        "path": path,
+        "engine": engine,
+        "compressed": compressed,
+        "rows_per_s": rows_per_s,
+        "model_bytes": model_bytes,
+        "accuracy": accuracy,
+        "accuracy_interval": (accuracy - 0.006, accuracy + 0.006),
+        "monthly_usd": monthly,
+        "batch_size": 1024,
+        "rows": 1_000_000,
+    }
+
+
+def _report(**change) -> dict:
+    numbers = {
+        "torch": 1_000.0,
+        "fp32": 2_000.0,
+        "comp": 7_000.0,
+        "comp_bytes": 80_000,
+        "comp_acc": 0.905,
+        "comp_bill": 400.0,
+    }
+    numbers.update(change)
+    return {
+        "distinct_examples": 10_000,
+        "variants": [
+            _variant(
+                "torch-fp32/predict_batch_udf",
+                "predict_batch_udf",
+                "spark",
+                False,
+                numbers["torch"],
+                880_000,
+                0.91,
+                2_000.0,
+            ),
+            _variant(
+                "onnx-fp32/leanscore-spark-reader",
+                "leanscore",
+                "spark",
+                False,
+                1_000.0,
+                880_000,
+                0.91,
+                1_900.0,
+            ),
+            _variant(
+                "onnx-fp32/leanscore",
+                "leanscore",
+                "scan",
+                False,
+                numbers["fp32"],
+                880_000,
+                0.91,
+                1_000.0,
+            ),
+            _variant(
+                "fashion-cnn-student-int8/leanscore",
+                "leanscore",
+                "scan",
+                True,
+                numbers["comp"],
+                numbers["comp_bytes"],
+                numbers["comp_acc"],
+                numbers["comp_bill"],
+            ),
+        ],
+    }
+
+
+def test_the_targets_are_met_and_each_fails_on_its_own_case():
+    from leanscore.jobs.bench.image_targets import ImageTargets, verdict
+
+    targets = ImageTargets()
+    rows = verdict(_report(), targets)
+    assert [r["met"] for r in rows] == [True] * 5, rows
+    assert rows[0]["value"] == 11.0 and rows[1]["value"] == 0.5 and rows[2]["value"] == 3.5
+    assert rows[3]["value"] == 7.0 and rows[4]["value"] == 0.4
+    assert "fp32 91.00% [90.40, 91.60], compressed 90.50%" in rows[1]["note"]
+    assert rows[2]["compared"] == "fashion-cnn-student-int8/leanscore vs onnx-fp32/leanscore"
+    failing = {
+        0: {"comp_bytes": 90_000},  # 9.8x smaller
+        1: {"comp_acc": 0.898},  # 1.2 points lower
+        2: {"comp": 5_900.0, "torch": 900.0},  # 2.95x fp32 on the same engine
+        3: {"torch": 1_200.0},  # 5.8x PyTorch
+        4: {"comp_bill": 501.0},  # just over half
+    }
+    for index, change in failing.items():
+        rows = verdict(_report(**change), targets)
+        assert [r["met"] for r in rows] == [i != index for i in range(5)], (index, rows)
