@@ -395,3 +395,26 @@ def test_the_targets_are_met_and_each_fails_on_its_own_case():
     for index, change in failing.items():
         rows = verdict(_report(**change), targets)
         assert [r["met"] for r in rows] == [i != index for i in range(5)], (index, rows)
+
+
+def test_the_fast_png_path_gives_pillows_pixels_and_leaves_the_rest_to_pillow(monkeypatch):
+    import leanscore.udfs.families.image as family
+
+    assert family._spng is not None, "pyspng (leanscore[images]) is not installed"
+    test_x, _ = load_split("test")
+    gray = [_png(Image.fromarray(x)) for x in test_x[:50]]
+    rgb_spec = SPEC.model_copy(update={"channels": 3, "mean": None, "std": None})
+    rgb = [_png(Image.fromarray(np.stack([x, x[::-1], x.T], axis=-1))) for x in test_x[:20]]
+    calls = []
+    load = family._spng.load
+    monkeypatch.setattr(family._spng, "load", lambda data: calls.append(1) or load(data))
+    fast = decode_images(gray, "image", SPEC), decode_images(rgb, "image", rgb_spec)
+    assert len(calls) == 70  # every one of them went the fast way
+    bad = bad_images(gray[0])
+    flagged = decode_images(list(bad.values()), "image", SPEC)
+    assert len(calls) == 71 and flagged.bad.all()  # only the truncated PNG tried, then Pillow
+    monkeypatch.setattr(family, "_spng", None)
+    slow = decode_images(gray, "image", SPEC), decode_images(rgb, "image", rgb_spec)
+    for f, s in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(f.matrix, s.matrix)
+    assert decode_images(list(bad.values()), "image", SPEC).reasons == flagged.reasons
