@@ -30,7 +30,7 @@ FACTORY = "leanscore.jobs.bench.fashion_model:fashion_vgg"
 def image_spec() -> dict:
     from leanscore.jobs.bench.fashion_model import MEAN, STD
 
-    return {**IMAGE, "mean": [MEAN], "std": [STD]}
+    return {**IMAGE, "mean": [MEAN], "std": [STD], "convert": False}
 
 
 def compress_config(
