@@ -73,16 +73,16 @@ def prepare_images(
     artifact_paths: list[str],
     state_dict_path: str | None,
     console: Console,
+    table_rows,
 ) -> dict[str, bool]:
-    """Build whatever of (tables, baseline, artifacts, scoring table) is missing."""
-    from leanscore.jobs.bench.prepare import _table_rows
-
+    """Build whatever of (tables, baseline, artifacts, scoring table) is missing.
+    ``table_rows``: rows of a Delta table, None when there is none (``prepare._table_rows``)."""
     if state_dict_path is None:
         raise ValueError("the images workload needs torch_model.state_dict (the cached baseline)")
     built = {"model": False, "table": False}
     tables_dir = Path(table_path).parent
     tables = {s: str(tables_dir / f"fashion_{s}") for s in ("train", "test")}
-    if any(_table_rows(spark, p) is None for p in tables.values()):
+    if any(table_rows(spark, p) is None for p in tables.values()):
         from leanscore.jobs.bench.fashion_data import write_training_tables
 
         console.log(f"prepare: writing the Fashion-MNIST train/test Delta tables to {tables_dir}")
@@ -95,7 +95,7 @@ def prepare_images(
         if out in missing:
             compress_one(recipe, out, tables=tables, checkpoint=state_dict_path, prepare=prepare)
             built["model"] = True
-    rows = _table_rows(spark, table_path)
+    rows = table_rows(spark, table_path)
     if rows is None or rows < prepare.rows:
         from leanscore.jobs.bench.fashion_data import write_scoring_table
 
@@ -127,11 +127,11 @@ def train_baseline(prepare, state_dict_path: str, console: Console) -> None:
 
 def compress_one(recipe, out: str, *, tables, checkpoint: str, prepare) -> None:
     """One artifact through ``leanscore compress``'s own function and config."""
-    from leanscore.jobs.bench.prepare import CONF, AutotuneCandidates
     from leanscore.jobs.compress import CompressConfig, run_compress
-    from leanscore.jobs.config import validate
+    from leanscore.jobs.config import packaged_config, validate
 
-    entry = list(recipe.candidates) if isinstance(recipe, AutotuneCandidates) else recipe
+    candidates = getattr(recipe, "candidates", None)  # prepare.AutotuneCandidates
+    entry = list(candidates) if candidates is not None else recipe
     raw = compress_config(
         entry,
         tables=tables,
@@ -140,4 +140,4 @@ def compress_one(recipe, out: str, *, tables, checkpoint: str, prepare) -> None:
         holdout_rows=prepare.evaluation_rows,
     )
     config = validate(CompressConfig, raw, source=f"the images workload's recipe {entry}")
-    run_compress(config, out, config_dir=CONF / "recipes")
+    run_compress(config, out, config_dir=packaged_config("recipes"))

@@ -91,6 +91,7 @@ def prepare_inputs(
             artifact_paths=artifact_paths,
             state_dict_path=state_dict_path,
             console=console,
+            table_rows=_table_rows,
         )
     built = {"model": False, "table": False}
     model_files = [Path(p) / "manifest.json" for p in artifact_paths]
