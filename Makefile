@@ -13,9 +13,9 @@ CONSTRAINTS := conf/constraints.txt
 WORKDIR ?= demo-output
 ROWS ?= 200000
 
-.PHONY: setup jars jars-s3 browser demo test test-fast bench bench-nightly docs-figures lint format clean
+.PHONY: setup jars jars-s3 browser fashion-mnist demo test test-fast bench bench-nightly docs-figures lint format clean
 
-setup: $(STAMP) jars-s3 browser
+setup: $(STAMP) jars-s3 browser fashion-mnist
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ browser:
 	@command -v chromium > /dev/null || command -v chromium-browser > /dev/null \
 	  || { apt-get update -qq && apt-get install -y -qq chromium > /dev/null; } \
 	  || echo "warning: install Debian's chromium package (the report test needs it)"
+
+# Zalando's Fashion-MNIST (the images workload, conf/bench-images.yaml, and its tests).
+fashion-mnist:
+	@test -d /usr/share/datasets/fashion-mnist \
+	  || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist > /dev/null; } \
+	  || echo "warning: install Debian's dataset-fashion-mnist package (the images workload needs it)"
 
 demo: $(STAMP) jars
 	$(VENV)/bin/leanscore demo --workdir $(WORKDIR) --rows $(ROWS)
@@ -62,6 +68,7 @@ bench: $(STAMP) jars
 	$(VENV)/bin/leanscore bench --config conf/bench.yaml --out bench-output
 	$(VENV)/bin/leanscore bench --config conf/bench-wide.yaml --out bench-output/wide
 	$(VENV)/bin/leanscore bench --config conf/bench-embed.yaml --out bench-output/embed
+	$(VENV)/bin/leanscore bench --config conf/bench-images.yaml --out bench-output/images
 	$(VENV)/bin/leanscore bench-nightly --config conf/bench-nightly.yaml --out bench-output/nightly
 	$(VENV)/bin/leanscore report docs --report bench-output/report.json \
 	  --report bench-output/wide/report.json --report bench-output/embed/report.json \

@@ -60,6 +60,11 @@ class ImageSpec(_Strict):
     std: list[float] | None = Field(default=None, description="per channel; default 1")
     resize: bool = False
     resample: Literal["nearest", "box", "bilinear", "hamming", "bicubic", "lanczos"] = "bilinear"
+    convert: bool = Field(
+        default=True,
+        description="convert an image of another mode (RGB to grayscale, grayscale to RGB, "
+        "alpha dropped); false: such an image is a bad row named with its mode",
+    )
 
     @model_validator(mode="after")
     def _one_value_per_channel(self) -> ImageSpec:

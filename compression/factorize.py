@@ -125,3 +125,27 @@ def separable_convs(model: nn.Module, *, min_in_channels: int = 2) -> list[dict]
             {"layer": name, "params_before": before, "params_after": after, "replaced": eligible}
         )
     return report
+
+
+class FreshBatchNormStats:
+    """While in effect, every batch norm forgets the running statistics it kept for the layer
+    it used to follow and re-estimates them as a cumulative average (``momentum=None``) over
+    the batches of the recovery training; afterwards its momentum is restored. A replaced
+    convolution's outputs differ from the original's, and with the default momentum a short
+    recovery leaves most of the stale statistics in place: on 6 steps the factorized
+    Fashion-MNIST VGG kept 15% accuracy in evaluation mode."""
+
+    def __init__(self, model: nn.Module):
+        self.norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        self.momenta = [m.momentum for m in self.norms]
+
+    def __enter__(self) -> FreshBatchNormStats:
+        for m in self.norms:
+            if m.track_running_stats:
+                m.reset_running_stats()
+            m.momentum = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for m, momentum in zip(self.norms, self.momenta, strict=True):
+            m.momentum = momentum

@@ -3,6 +3,7 @@ then a short distillation from the unfactorized model."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import ClassVar, Literal
 
@@ -38,7 +39,6 @@ class FactorizeStep(Step):
         return self
 
     def apply(self, state: StepState, ctx: StepContext) -> dict:
-        from leanscore.compression.distill import distill
         from leanscore.compression.factorize import factorize_linears, separable_convs
         from leanscore.compression.models import conv_params, count_params
 
@@ -63,16 +63,25 @@ class FactorizeStep(Step):
             "accuracy_before_distillation": ctx.torch_accuracy(state.model),
         }
         if self.distill_epochs:
-            distill(
-                state.model,
-                teacher,
-                ctx.train.features,
-                ctx.train.labels,
-                epochs=self.distill_epochs,
-                temperature=self.temperature,
-                alpha=self.alpha,
-                lr=self.lr,
-                progress=ctx.epochs("factorize distill", self.distill_epochs),
-            )
+            from leanscore.compression.distill import distill
+            from leanscore.compression.factorize import FreshBatchNormStats
+
+            fresh = FreshBatchNormStats(state.model)
+            # separable pairs change what each batch norm sees; low-rank Linears feed none
+            with fresh if self.method == "depthwise_separable" else contextlib.nullcontext():
+                distill(
+                    state.model,
+                    teacher,
+                    ctx.train.features,
+                    ctx.train.labels,
+                    epochs=self.distill_epochs,
+                    temperature=self.temperature,
+                    alpha=self.alpha,
+                    lr=self.lr,
+                    progress=ctx.epochs("factorize distill", self.distill_epochs),
+                )
             detail["accuracy_after_distillation"] = ctx.torch_accuracy(state.model)
+            detail["batch_norms_reestimated"] = (
+                len(fresh.norms) if self.method == "depthwise_separable" else 0
+            )
         return detail

@@ -29,6 +29,7 @@ from leanscore.jobs.bench.metrics import CpuMeter
 from leanscore.jobs.bench.paths import (
     TorchModel,
     feature_matrix_column,
+    image_decoding,
     input_matrix,
     leanscore_frame,
     leanscore_over,
@@ -421,7 +422,7 @@ def quality(
     spark = df.sparkSession
     task = artifacts[0].manifest.task
     spec = artifacts[0].manifest.features
-    cols = spec.columns or [spec.array_column]
+    cols = spec.columns or [spec.array_column or spec.image_column]
     field = {"classification": "probabilities", "embedding": "embedding"}.get(task)
     if field is None:  # regression: fidelity is the largest absolute difference of the value
         field = "value"
@@ -498,7 +499,7 @@ def _torch_probabilities(model: TorchModel, artifact: Artifact, batch_size: int)
 
     _, shapes = feature_matrix_column(artifact)
     return predict_batch_udf(
-        make_predict_fn,
+        image_decoding(make_predict_fn, artifact),
         return_type=ArrayType(FloatType()),
         batch_size=batch_size,
         input_tensor_shapes=shapes,

@@ -89,9 +89,12 @@ class TorchModel:
         return sum(p.numel() for p in self.build().parameters())
 
 
-def feature_matrix_column(artifact: Artifact) -> tuple[list[str], list[list[int]]]:
-    """The columns and ``input_tensor_shapes`` predict_batch_udf needs for this artifact."""
+def feature_matrix_column(artifact: Artifact) -> tuple[list[str], list[list[int]] | None]:
+    """The columns and ``input_tensor_shapes`` predict_batch_udf needs for this artifact (an
+    image column goes in as its bytes: the predict function decodes them, ``image_decoding``)."""
     spec = artifact.manifest.features
+    if spec.image_column is not None:
+        return [spec.image_column], None
     if spec.array_column is not None:
         return [spec.array_column], [[spec.size]]
     return list(spec.columns), [[1]] * len(spec.columns)
@@ -99,6 +102,29 @@ def feature_matrix_column(artifact: Artifact) -> tuple[list[str], list[list[int]
 
 def _label_probability(probabilities: np.ndarray) -> dict[str, np.ndarray]:
     return {"label": probabilities.argmax(axis=1), "probability": probabilities.max(axis=1)}
+
+
+def image_decoding(make_predict_fn: Callable, artifact: Artifact) -> Callable:
+    """For an image artifact, ``make_predict_fn``'s predict behind the image family's own
+    decoding (PNG/JPEG bytes -> the model's normalised float32 input), as a team scoring
+    image bytes in ``predict_batch_udf`` would decode in its predict function; other
+    artifacts' functions as they are."""
+    features = artifact.manifest.features
+    if features.image_column is None:
+        return make_predict_fn
+    column, spec = features.image_column, features.image
+
+    def make_decoding_fn():
+        from leanscore.udfs.families.image import decode_images
+
+        predict = make_predict_fn()
+
+        def decode_then_predict(x: np.ndarray):
+            return predict(decode_images(list(x), column, spec).matrix)
+
+        return decode_then_predict
+
+    return make_decoding_fn
 
 
 def torch_predict_fn(model: TorchModel) -> Callable:
@@ -150,6 +176,7 @@ def predict_batch_frame(
 
     if clock is not None:
         make_predict_fn = timed_predict_fn(make_predict_fn, clock)
+    make_predict_fn = image_decoding(make_predict_fn, artifact)  # outside the model's clock
 
     cols, shapes = feature_matrix_column(artifact)
     if len(cols) > 1:
@@ -356,6 +383,12 @@ def spark_read_only_frame(df: DataFrame, artifact: Artifact, clock: TaskClock) -
 def input_matrix(df: DataFrame, artifact: Artifact, rows: int) -> np.ndarray:
     """Up to ``rows`` rows of the model's input as one float32 matrix on the driver."""
     spec = artifact.manifest.features
+    if spec.image_column is not None:  # decoded as the image family decodes for scoring
+        from leanscore.udfs.families.image import decode_images
+
+        table = df.select(spec.image_column).limit(rows).toArrow()
+        values = table.column(0).to_pylist()
+        return decode_images(values, spec.image_column, spec.image).matrix
     if spec.array_column is not None:
         table = df.select(F.col(spec.array_column).cast("array<float>")).limit(rows).toArrow()
         flat = table.column(0).combine_chunks().flatten().to_numpy(zero_copy_only=False)

@@ -46,10 +46,11 @@ class AutotuneCandidates(BaseModel):
 class PrepareConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    workload: Literal["digits", "wide"] = Field(
+    workload: Literal["digits", "wide", "images"] = Field(
         default="digits",
         description="digits: the demo MLP on augmented real digits (reader-bound); wide: the "
-        "256-2048-1024-512-10 MLP on generated rows (model-bound)",
+        "256-2048-1024-512-10 MLP on generated rows (model-bound); images: a VGG-style CNN on "
+        "Fashion-MNIST PNGs (jobs.bench.images_prepare)",
     )
     rows: int = Field(gt=0, description="rows of the labelled input table to generate")
     recipes: list[str | AutotuneCandidates] = Field(
@@ -63,7 +64,13 @@ class PrepareConfig(BaseModel):
     )
     train_rows: int = Field(default=32_768, gt=0, description="wide: generated training rows")
     evaluation_rows: int = Field(
-        default=5_000, gt=0, description="wide: generated rows the recipes' gate decides on"
+        default=5_000,
+        gt=0,
+        description="wide: generated rows the recipes' gate decides on; images: the training "
+        "split's hold-out (calibration, gate, autotune)",
+    )
+    recipe_train_rows: int = Field(
+        default=20_000, gt=0, description="images: 'fit' rows the recipes fine-tune on"
     )
     seed: int = 0
 
@@ -82,6 +89,18 @@ def prepare_inputs(
         raise ValueError(
             f"prepare.recipes has {len(prepare.recipes)} entries but artifacts has "
             f"{len(artifact_paths)}; give one recipe per artifact, in the same order"
+        )
+    if prepare.workload == "images":
+        from leanscore.jobs.bench.images_prepare import prepare_images
+
+        return prepare_images(
+            spark,
+            prepare,
+            table_path=table_path,
+            artifact_paths=artifact_paths,
+            state_dict_path=state_dict_path,
+            console=console,
+            table_rows=_table_rows,
         )
     built = {"model": False, "table": False}
     stale = stale_artifacts(prepare, artifact_paths, state_dict_path)

@@ -106,6 +106,12 @@ def run_bench(
         "environment": {**environment(spark, cores=report["cores"]), "commit": commit},
         "cost_model": cost_model_text(pricing),
     }
+    if config.prepare is not None and config.prepare.workload == "images":
+        from leanscore.jobs.bench.image_targets import image_section
+
+        report["images"] = image_section(
+            report, df, artifacts[0], config.targets, rows=config.bound_rows, console=console
+        )
     out.mkdir(parents=True, exist_ok=True)
     report["charts"] = write_charts(report, out)
     history = config.history or str(out / "history")
@@ -114,7 +120,7 @@ def run_bench(
     report["history"] = {"path": history, "format": "delta"}
     report["history"]["version"] = append_history(spark, report, history)
     write_json(report, out)
-    text = markdown(report)
+    text = markdown(report) + (report["images"]["markdown"] if "images" in report else "")
     (out / "report.md").write_text(text)
     write_html(report, out, text)
     print_table(
