@@ -72,6 +72,7 @@ bench: $(STAMP) jars
 	$(VENV)/bin/leanscore bench-nightly --config conf/bench-nightly.yaml --out bench-output/nightly
 	$(VENV)/bin/leanscore report docs --report bench-output/report.json \
 	  --report bench-output/wide/report.json --report bench-output/embed/report.json \
+	  --report bench-output/images/report.json \
 	  --report bench-output/nightly/nightly.json $(if $(HEADLINE),--headline $(HEADLINE))
 
 # docs/benchmarks.md and README's headline table from the reports in docs/reports (the last
