@@ -61,6 +61,7 @@ test-fast: $(STAMP)
 # (~/.pyenv/versions/3.12.*, 3.13.*): each in a venv of its own (.venv-3.12, .venv-3.13), built
 # like .venv from the same constraints and rebuilt only when they change. A missing interpreter
 # is named on a line of its own, not a failure. Databricks Runtime 17.x runs Python 3.12.
+# In the same workers as the whole suite (TEST_WORKERS); `make test-pythons` runs these alone.
 EXTRA_PYTHONS ?= 3.12 3.13
 PYENV_VERSIONS ?= $(HOME)/.pyenv/versions
 pyenv_python = $(lastword $(wildcard $(PYENV_VERSIONS)/$(1).*/bin/python$(1)))
@@ -77,7 +78,7 @@ $(VENV)-%/.installed: pyproject.toml $(CONSTRAINTS)
 
 test-fast-%: $(VENV)-%/.installed
 	@echo "fast tier on Python $$($(VENV)-$*/bin/python -c 'import platform; print(platform.python_version())')"
-	$(VENV)-$*/bin/pytest -m "not spark and not slow"
+	$(VENV)-$*/bin/pytest -m "not spark and not slow" -n $(TEST_WORKERS) --dist loadfile
 
 test-pythons: $(addprefix test-fast-,$(FOUND_PYTHONS))
 	@echo "fast tier run on Python: $(or $(strip $(FOUND_PYTHONS)),none)"
