@@ -14,6 +14,7 @@ WORKDIR ?= demo-output
 ROWS ?= 200000
 
 .PHONY: setup jars jars-s3 browser fashion-mnist demo test test-fast bench bench-nightly docs-figures lint format clean
+.PHONY: test-pythons
 
 setup: $(STAMP) jars-s3 browser fashion-mnist
 
@@ -55,11 +56,40 @@ TEST_WORKERS ?= 2
 test: setup
 	$(PY) -m ruff check .
 	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(MAKE) --no-print-directory test-pythons
 
 # No Spark and nothing slow: the fast tier, under a minute.
 test-fast: $(STAMP)
 	$(PY) -m ruff check .
 	$(VENV)/bin/pytest -m "not spark and not slow"
+
+# The fast tier again on the newer interpreters pyproject.toml supports, where pyenv has them
+# (~/.pyenv/versions/3.12.*, 3.13.*): each in a venv of its own (.venv-3.12, .venv-3.13), built
+# like .venv from the same constraints and rebuilt only when they change. A missing interpreter
+# is named on a line of its own, not a failure. Databricks Runtime 17.x runs Python 3.12.
+# In the same workers as the whole suite (TEST_WORKERS); `make test-pythons` runs these alone.
+EXTRA_PYTHONS ?= 3.12 3.13
+PYENV_VERSIONS ?= $(HOME)/.pyenv/versions
+pyenv_python = $(lastword $(wildcard $(PYENV_VERSIONS)/$(1).*/bin/python$(1)))
+FOUND_PYTHONS := $(foreach v,$(EXTRA_PYTHONS),$(if $(call pyenv_python,$(v)),$(v)))
+MISSING_PYTHONS := $(filter-out $(FOUND_PYTHONS),$(EXTRA_PYTHONS))
+.PRECIOUS: $(VENV)-%/.installed
+
+$(VENV)-%/.installed: pyproject.toml $(CONSTRAINTS)
+	@test -n "$(call pyenv_python,$*)" || { echo "no Python $* under $(PYENV_VERSIONS)"; exit 1; }
+	test -x $(VENV)-$*/bin/python || $(call pyenv_python,$*) -m venv $(VENV)-$*
+	$(VENV)-$*/bin/python -m pip install --quiet --upgrade pip 'setuptools>=77'
+	$(VENV)-$*/bin/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[all,dev]'
+	touch $@
+
+test-fast-%: $(VENV)-%/.installed
+	@echo "fast tier on Python $$($(VENV)-$*/bin/python -c 'import platform; print(platform.python_version())')"
+	$(VENV)-$*/bin/pytest -m "not spark and not slow" -n $(TEST_WORKERS) --dist loadfile
+
+test-pythons: $(addprefix test-fast-,$(FOUND_PYTHONS))
+	@echo "fast tier run on Python: $(or $(strip $(FOUND_PYTHONS)),none)"
+	@$(if $(MISSING_PYTHONS),echo "fast tier NOT run on Python $(MISSING_PYTHONS):\
+	  no interpreter under $(PYENV_VERSIONS)",true)
 
 # Two tabular workloads into one history (bench-output/history): the digits MLP, where reading
 # the table dominates, and the wide 256-2048-1024-512-10 MLP, where the model does; then the

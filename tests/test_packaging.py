@@ -5,7 +5,8 @@ repository.
 - A "runtime" virtual environment that already holds a Spark release and its Delta (as a
   Databricks runtime does, Spark 4.0 and 4.1) gets the core wheel: ``pip install`` changes none
   of the packages already there, and ``leanscore score`` scores a Delta table with an artifact
-  made by the full install, with the same predictions.
+  made by the full install, with the same predictions. The runtime runs Python 3.12, as
+  Databricks Runtime 17.x does, where pyenv has a 3.12; the test's id names the Python used.
 - Inside a running UDF no compression, text or charting library is imported.
 - ``leanscore demo`` runs from the installed wheel outside the repository, with the network
   denied to the JVM: the second start of leanscore needs nothing from Maven.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import subprocess
 import sys
@@ -52,6 +54,21 @@ HEAVY_MODULES = ("torch", "transformers", "sklearn", "matplotlib", "torch_prunin
 _chosen = os.environ.get("LEANSCORE_TEST_RUNTIMES", "spark-4.0")
 TESTED_RUNTIMES = sorted(RUNTIMES) if _chosen == "all" else _chosen.split(",")
 assert set(TESTED_RUNTIMES) <= set(RUNTIMES), f"LEANSCORE_TEST_RUNTIMES: known {sorted(RUNTIMES)}"
+
+
+def _runtime_python() -> tuple[Path, str]:
+    """The runtime's interpreter: the newest Python 3.12 under ~/.pyenv/versions (Databricks
+    Runtime 17.x runs 3.12), or the one running the tests where there is none."""
+    found = Path.home().glob(".pyenv/versions/3.12*/bin/python3.12")
+    newest = max(
+        found, key=lambda p: [int(n) for n in re.findall(r"\d+", p.parts[-3])], default=None
+    )
+    if newest is not None:
+        return newest, "3.12"
+    return Path(sys.executable), f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+RUNTIME_PYTHON, RUNTIME_PYTHON_VERSION = _runtime_python()
 # The JVM may not reach any repository: Ivy would fail at once instead of hanging.
 NO_NETWORK_JVM = (
     "-Dhttp.proxyHost=127.0.0.1 -Dhttp.proxyPort=9 -Dhttps.proxyHost=127.0.0.1 -Dhttps.proxyPort=9"
@@ -157,14 +174,18 @@ json.dump([r.asDict() for r in rows], open(dump, "w"))
 
 @pytest.mark.slow
 @pytest.mark.spark
-@pytest.mark.parametrize("runtime", TESTED_RUNTIMES)
+@pytest.mark.parametrize(
+    "runtime", TESTED_RUNTIMES, ids=[f"{r}-python{RUNTIME_PYTHON_VERSION}" for r in TESTED_RUNTIMES]
+)
 def test_core_wheel_on_a_cluster_runtime_changes_nothing_and_scores_the_same(
     runtime, wheel, full_install_scores, artifact, tmp_path
 ):
     src, expected = full_install_scores
     venv = tmp_path / "runtime"
-    _run([sys.executable, "-m", "venv", str(venv)])
+    _run([str(RUNTIME_PYTHON), "-m", "venv", str(venv)])
     python = venv / "bin" / "python"
+    version = _run([str(python), "-c", "import sys; print(*sys.version_info[:2], sep='.')"])
+    assert version.stdout.strip() == RUNTIME_PYTHON_VERSION
     # --no-compile: no .pyc for thousands of modules the test never imports (versions and the
     # freeze comparison are unaffected; Python compiles what it imports).
     _run([str(python), "-m", "pip", "install", "-q", "--no-compile", *RUNTIMES[runtime]])
