@@ -90,7 +90,10 @@ class ShadowConfig(BaseModel):
     min_cosine_p1: float | None = Field(default=None, ge=-1.0, le=1.0)
     max_relative_error: float | None = Field(default=None, ge=0.0)
     on_breach: Literal["fail", "warn"] = "fail"
-    history: str | None = Field(default=None, description="Delta path: one row per run")
+    history: str | None = Field(
+        default=None,
+        description="Delta path or catalog table (main.scoring.shadow_history): one row per run",
+    )
 
     def thresholds(self, task: str) -> dict[str, float]:
         """The task's thresholds, the given ones in place of the defaults; a threshold given
@@ -427,5 +430,20 @@ def record(
         "per_class": shadow["per_class"],
         "out_of_range": shadow["out_of_range"],
     }
-    frame = spark.createDataFrame([row], HISTORY_SCHEMA)
-    frame.write.format("delta").mode("append").save(run.config.history)
+    writer = spark.createDataFrame([row], HISTORY_SCHEMA).write.format("delta").mode("append")
+    if is_table_name(run.config.history):
+        writer.saveAsTable(run.config.history)
+    else:
+        writer.save(run.config.history)
+
+
+def is_table_name(history: str) -> bool:
+    """``main.scoring.shadow_history`` names a catalog table; anything with a slash a path."""
+    return "/" not in history
+
+
+def read_history(spark: SparkSession, history: str) -> DataFrame:
+    """The history table, by catalog name or Delta path."""
+    if is_table_name(history):
+        return spark.read.table(history)
+    return spark.read.format("delta").load(history)

@@ -5,6 +5,7 @@ pass, its verdict deciding whether the night's partition stands."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,6 +15,7 @@ from conftest import held_out_frame, make_artifact
 from pyspark.sql import functions as F
 from reliability_support import run_cli, write_yaml
 
+ROOT = Path(__file__).resolve().parents[1]
 DAY = "2026-03-02"
 STATIC_INT8 = [
     {"step": "export"},
@@ -139,6 +141,45 @@ def test_clean_passes_shifted_fails_or_warns_and_the_history_keeps_every_run(
     assert rows[0]["rows_scored"] == 400 and len(rows[0]["per_class"]) == 10
     by_metric = {m["name"]: m for m in rows[2]["metrics"]}
     assert by_metric["agreement"]["breached"] and by_metric["agreement"]["value"] < 0.99
+    _dashboard_and_chart_read(spark, tmp_path)
+
+
+def _dashboard_and_chart_read(spark, tmp_path):
+    """The bundle's dashboard query and the cost report's chart, on the history just written."""
+    import yaml
+    from leanscore.jobs.shadow import read_history
+    from leanscore.jobs.shadow_report import (
+        DASHBOARD_TABLE,
+        SERIES_QUERY,
+        metrics_by_run,
+        plot_metrics,
+    )
+
+    bundle = yaml.safe_load((ROOT / "databricks.yml").read_text())
+    assert bundle["variables"]["shadow_history_table"]["default"] == DASHBOARD_TABLE
+    spec = json.loads((ROOT / "notebooks" / "bench_history.lvdash.json").read_text())
+    (dataset,) = [d for d in spec["datasets"] if d["name"] == "shadow"]
+    query = "".join(dataset["queryLines"])
+    assert query.strip() == SERIES_QUERY.format(table=DASHBOARD_TABLE)
+    read_history(spark, str(tmp_path / "history")).createOrReplaceTempView("shadow_view")
+    series = spark.sql(query.replace(DASHBOARD_TABLE, "shadow_view")).toPandas()
+    assert set(series["series"]) == {
+        "digits-small-int8 agreement",
+        "digits-small-int8 agreement threshold",
+        "digits-small-int8 probability_diff",
+        "digits-small-int8 probability_diff threshold",
+    }
+    assert len(series) == 3 * 2 * 2  # three runs, two metrics, each with its threshold
+    (widget,) = [
+        i["widget"] for p in spec["pages"] if p["name"] == "shadow_fidelity" for i in p["layout"]
+    ]
+    used = {
+        f["expression"].strip("`AVG()") for q in widget["queries"] for f in q["query"]["fields"]
+    }
+    assert used <= set(series.columns)
+    rows = metrics_by_run(read_history(spark, str(tmp_path / "history")))
+    assert list(rows["verdict"]) == ["pass", "pass", "breach", "breach", "breach", "breach"]
+    assert plot_metrics(rows, tmp_path / "shadow.png").stat().st_size > 1000
 
 
 def test_a_rerun_of_a_date_shadows_the_same_rows(spark, digits, int8_artifact, tmp_path):
@@ -152,18 +193,26 @@ def test_a_rerun_of_a_date_shadows_the_same_rows(spark, digits, int8_artifact, t
     config["arrow_batch_rows"] = 64  # many batches per task
 
     records = []
-    for day in (DAY, DAY, "2026-03-03"):
-        result = _score(tmp_path, config, day)
+    for _ in range(2):
+        result = _score(tmp_path, config, DAY)
         assert result.exit_code == 0, result.output
         records.append(_summary(tmp_path)["shadow"])
+    first, rerun = records
     keys = pa.table({"row_id": pa.array(np.arange(300), pa.int64())})
-    expected = {d: int(sample_mask(keys, 0.2, date_seed(d)).sum()) for d in (DAY, "2026-03-03")}
-    first, rerun, other = records
-    assert first["rows_shadowed"] == rerun["rows_shadowed"] == expected[DAY]
+    chosen = {d: sample_mask(keys, 0.2, date_seed(d)) for d in (DAY, "2026-03-03")}
+    assert first["rows_shadowed"] == rerun["rows_shadowed"] == int(chosen[DAY].sum())
     assert first["per_class"] == rerun["per_class"] and first["metrics"] == rerun["metrics"]
-    assert other["rows_shadowed"] == expected["2026-03-03"]
-    chosen = {d: set(np.flatnonzero(sample_mask(keys, 0.2, date_seed(d)))) for d in expected}
-    assert chosen[DAY] != chosen["2026-03-03"]
+    # the classes of the shadowed rows are those of the rows the whole-table mask picks (up to
+    # the rows where the two models disagree)
+    out = spark.read.format("delta").load(str(tmp_path / "out")).orderBy("row_id")
+    predicted = np.array([r["prediction"] for r in out.select("prediction").collect()])
+    expected = np.bincount(predicted[chosen[DAY]], minlength=10)
+    per_class = np.array([c["rows"] for c in first["per_class"]])
+    agreement = {m["name"]: m for m in first["metrics"]}["agreement"]["value"]
+    disagreeing = round((1 - agreement) * first["rows_shadowed"])
+    assert np.abs(per_class - expected).sum() <= 2 * disagreeing
+    # another date shadows other rows
+    assert (chosen[DAY] != chosen["2026-03-03"]).any()
 
 
 def test_a_registered_reference_by_alias(spark, digits, int8_artifact, registry, tmp_path):

@@ -54,11 +54,13 @@ def build_scorer(
 
 def shadow_scorer(scorer: Scorer, spark: SparkSession, options: ScoringOptions) -> ShadowScorer:
     """The reference model of ``options.shadow``, distributed as the scored model is, with
-    ``bad_rows='flag'``: a row only the reference cannot score is left out of the comparison,
-    it does not fail the run."""
+    ``bad_rows='flag'`` and ``out_of_range='score_alone'``: a row only the reference cannot score
+    is left out of the comparison, it does not fail the run."""
     spec = options.shadow
     reference = load_artifact(spec.reference)
-    ref_options = options.model_copy(update={"shadow": None, "bad_rows": "flag"})
+    ref_options = options.model_copy(
+        update={"shadow": None, "bad_rows": "flag", "out_of_range": "score_alone"}
+    )
     source = distribute(spark, reference, path_threshold_bytes=options.path_threshold_bytes)
     ref = Scorer.build(
         reference.manifest, source, ref_options.session_config(spark), options=ref_options
