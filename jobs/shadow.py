@@ -49,7 +49,7 @@ P1 = 0.01
 QUANTILE_GRID = tuple(round(q / 2000, 6) for q in range(0, 201)) + (0.15, 0.2, 0.3, 0.5, 1.0)
 
 THRESHOLDS = {
-    "classification": {"min_agreement": 0.99, "max_probability_diff": 0.05},
+    "classification": {"min_agreement": 0.97, "max_probability_diff": 0.05},
     "embedding": {"min_cosine_mean": 0.98, "min_cosine_p1": 0.95},
     "regression": {"max_relative_error": 0.05},
 }

@@ -89,7 +89,7 @@ def test_clean_passes_shifted_fails_or_warns_and_the_history_keeps_every_run(
 ):
     src = str(tmp_path / "in")
     held_out_frame(spark, digits, n=400).write.format("delta").save(src)
-    config = _config(tmp_path, int8_artifact, src, fraction=0.5)
+    config = _config(tmp_path, int8_artifact, src, fraction=0.5, min_agreement=0.99)
 
     clean = _score(tmp_path, config)
     assert clean.exit_code == 0, clean.output
@@ -324,3 +324,51 @@ def test_a_reference_with_another_contract_is_refused_before_any_spark_job(
         result.stderr
     )
     assert not (tmp_path / "out").exists() and not (tmp_path / "history").exists()
+
+
+def _run_of(task: str, **thresholds):
+    """A ShadowRun for ``task`` with stand-in artifacts: the verdict reads only the task."""
+    from types import SimpleNamespace
+
+    from leanscore.jobs.shadow import ShadowConfig, ShadowRun
+
+    config = ShadowConfig(**thresholds)
+    artifact = SimpleNamespace(manifest=SimpleNamespace(task=task))
+    return ShadowRun(config, artifact, artifact, None, None, config.thresholds(task))
+
+
+@pytest.mark.parametrize(
+    ("task", "row", "thresholds", "breached"),
+    [
+        # 100 cosines: mean 0.99 (sd 0.01); the p1 grid value is 0.95
+        ("embedding", {"n": 100, "sum": 99.0, "sum_sq": 98.0199}, {}, set()),
+        ("embedding", {"n": 100, "sum": 99.0, "sum_sq": 98.0199}, {"min_cosine_p1": 0.96},
+         {"cosine_p1"}),
+        ("embedding", {"n": 100, "sum": 97.0, "sum_sq": 94.0999}, {}, {"cosine_mean"}),
+        ("regression", {"n": 50, "sum": 1.0, "sum_sq": 0.03}, {}, set()),
+        ("regression", {"n": 50, "sum": 5.0, "sum_sq": 0.6}, {}, {"relative_error"}),
+    ],
+)  # fmt: skip
+def test_each_threshold_passes_and_breaches(task, row, thresholds, breached):
+    from leanscore.jobs.shadow import QUANTILE_GRID, judge
+
+    quantiles = [0.95 if q <= 0.01 else 0.99 for q in QUANTILE_GRID]
+    metrics = judge(_run_of(task, **thresholds), {**row, "quantiles": quantiles})
+    assert {m["name"] for m in metrics if m["breached"]} == breached
+    for m in metrics:
+        if m["ci_low"] is not None:
+            assert m["ci_low"] <= m["value"] <= m["ci_high"]
+
+
+def test_intervals_are_the_textbook_ones():
+    from leanscore.jobs.shadow import QUANTILE_GRID, mean_interval, quantile_interval, wilson
+
+    low, high = wilson(95, 100)  # Wilson's interval for 95 of 100
+    assert (round(low, 4), round(high, 4)) == (0.8882, 0.9785)
+    assert wilson(100, 100)[1] == 1.0 and wilson(100, 100)[0] < 1.0  # no zero-width interval
+    mean, lo, hi = mean_interval(10.0, 10.0 + 99 * 0.0, 10)  # ten equal values
+    assert mean == 1.0 and lo == hi == 1.0
+    assert mean_interval(0.5, 0.25, 1) == (0.5, None, None)  # one row: no interval
+    quantiles = list(QUANTILE_GRID)  # the identity: quantile q is q
+    value, lo, hi = quantile_interval(quantiles, 10_000)
+    assert value == 0.01 and lo == pytest.approx(0.008) and hi == pytest.approx(0.012)
