@@ -36,15 +36,19 @@ def date_seed(run_date: str) -> int:
 
 def sample_mask(keys: pa.RecordBatch | pa.Table, fraction: float, seed: int) -> np.ndarray:
     """Which rows are shadowed: a 64-bit hash of each row's key values (pandas' stable
-    ``hash_pandas_object``, the same in every process and version of the job), mixed with the
-    run date's seed, compared with ``fraction`` of the hash space."""
-    import pandas as pd
+    ``hash_array`` per column, the same in every process and version of the job), mixed with
+    the run date's seed, compared with ``fraction`` of the hash space. Works on the Arrow
+    columns as numpy (no pandas frame per batch)."""
+    from pandas.util import hash_array
 
     if keys.num_rows == 0:
         return np.zeros(0, dtype=bool)
-    hashed = pd.util.hash_pandas_object(keys.to_pandas(), index=False).to_numpy(np.uint64)
-    mixed = pd.util.hash_array(hashed ^ np.uint64(seed))
-    return (mixed >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
+    hashed = np.full(keys.num_rows, np.uint64(seed), dtype=np.uint64)
+    for column in keys.columns:
+        values = column.to_numpy(zero_copy_only=False)
+        hashed = hash_array(hashed ^ hash_array(values))
+    limit = min(int(fraction * 2.0**64), 2**64 - 1)
+    return hashed < np.uint64(limit) if fraction < 1 else np.ones(keys.num_rows, dtype=bool)
 
 
 def shadow_fields(task: str, n_features: int) -> list[tuple[str, pa.DataType]]:
@@ -147,8 +151,13 @@ class ShadowScorer:
         low, high = self.allowed
         matrix = scored.batch.matrix
         counts = np.zeros(len(low), dtype=np.int64)
-        if n and len(matrix):  # NaN compares False: a null or NaN feature is not counted
-            flat = matrix.reshape(len(matrix), -1)
+        flat = matrix.reshape(len(matrix), -1)
+        # Column extremes first: one cheap pass when every row is in range, the usual case.
+        # NaN compares False: a null or NaN feature is not counted.
+        inside = len(flat) == 0 or (
+            (flat.min(axis=0) >= low).all() and (flat.max(axis=0) <= high).all()
+        )
+        if n and not inside:
             counts = ((flat < low) | (flat > high)).sum(axis=0).astype(np.int64)
         return _first_row(counts.tolist(), n, pa.list_(pa.int64()))
 
