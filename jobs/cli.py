@@ -202,7 +202,10 @@ def _shadow_verdict(summary: dict) -> None:
         typer.echo(f"note: {shadow['reason']}")
         return
     shown = ", ".join(f"{m['name']} {m['value']}" for m in shadow["metrics"])
-    typer.echo(f"shadow: {shadow['rows_shadowed']:,} rows, {shown}: pass")
+    typer.echo(
+        f"shadow: {shadow['rows_shadowed']:,} rows, {shown}: pass "
+        f"({shadow['shadow_task_seconds']:g} task-seconds)"
+    )
 
 
 @app.command()

@@ -35,6 +35,7 @@ from leanscore.udfs.engines import (
     check_name,
     reads_whole_tables_only,
     score_with,
+    scores_shadow,
 )
 from leanscore.udfs.options import (
     DEFAULT_ARROW_BATCH_ROWS,
@@ -165,10 +166,10 @@ class NightlyConfig(_Strict):
                 "shadow samples rows by a hash of their key columns: set key_columns, or remove "
                 "the shadow block"
             )
-        if self.engine == "pandas":
+        if not scores_shadow(self.engine):
             raise ValueError(
-                "engine 'pandas' scores no shadow sample: use engine auto, arrow or scan, or "
-                "remove the shadow block"
+                f"engine {self.engine!r} scores no shadow sample: use engine auto, arrow or "
+                "scan, or remove the shadow block"
             )
         return self
 

@@ -109,6 +109,7 @@ class PandasEngine(Engine):
 
     name = "pandas"
     auto_rank = 30
+    scores_shadow = False
 
     def unavailable(self, target: Target) -> str | None:
         return None
