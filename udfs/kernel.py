@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 from leanscore.compression.artifact import FeatureSpec, Manifest
@@ -40,9 +40,6 @@ from leanscore.udfs.options import (
     row_policy,
 )
 from leanscore.udfs.session_cache import SessionConfig, get_session
-
-if TYPE_CHECKING:
-    from leanscore.udfs.shadow import ShadowScorer
 
 __all__ = [
     "DEFAULT_RANGE_MARGIN",
@@ -125,8 +122,9 @@ class Scorer:
     batch_dependent: bool = True
     # (calibrated low, high, allowed low, allowed high) per feature; None: no range recorded
     range: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
-    # the reference model that scores the run's shadow sample (leanscore.udfs.shadow); None: off
-    shadow: ShadowScorer | None = None
+    # the reference model that scores the run's shadow sample: a leanscore.udfs.shadow.
+    # ShadowScorer (which imports this module, so it is not named here); None: off
+    shadow: Any = None
 
     @property
     def batch_size(self) -> int:
