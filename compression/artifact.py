@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"
+REFERENCE_DIR = "reference"
 FORMAT_VERSION = 1
 
 Task = Literal["classification", "regression", "embedding"]
@@ -251,6 +252,12 @@ class Manifest(_Strict):
         description="true when a row's output depends on the other rows of its call (dynamic "
         "quantization); None when not recorded (scoring then assumes true)",
     )
+    reference: str | None = Field(
+        default=None,
+        description="the folder, inside this artifact, of the uncompressed model it was made "
+        "from (an artifact of its own: the nightly shadow's default reference); None: none "
+        "was written (the model is the uncompressed one, or came from elsewhere)",
+    )
 
     @model_validator(mode="after")
     def _result_output_exists(self) -> Manifest:
@@ -431,10 +438,13 @@ def write_artifact(
     manifest_fields: dict[str, Any],
     *,
     extra_files: dict[str, bytes] | None = None,
+    reference: tuple[bytes, dict[str, Any]] | None = None,
 ) -> Artifact:
     """Write ``model.onnx`` and ``manifest.json`` atomically: a reader sees the old artifact or
     the whole new one, never half of it. ``sha256`` and ``model_bytes`` are computed here, and
-    the sha256 of every ``extra_files`` entry (e.g. ``tokenizer.json``) goes in ``files``."""
+    the sha256 of every ``extra_files`` entry (e.g. ``tokenizer.json``) goes in ``files``.
+    ``reference`` (the uncompressed model's bytes and manifest fields) is written as an artifact
+    of its own in ``REFERENCE_DIR``, with the same extra files, and linked from the manifest."""
     out_dir = Path(out_dir).resolve()
     extra_files = extra_files or {}
     for name in extra_files:
@@ -443,6 +453,8 @@ def write_artifact(
     fields = {**manifest_fields, "sha256": sha256_hex(model_bytes), "model_bytes": len(model_bytes)}
     if extra_files:
         fields["files"] = {name: sha256_hex(data) for name, data in extra_files.items()}
+    if reference is not None:
+        fields["reference"] = REFERENCE_DIR
     manifest = Manifest.model_validate(fields)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
@@ -450,6 +462,10 @@ def write_artifact(
         (staging / manifest.model_file).write_bytes(model_bytes)
         for name, data in extra_files.items():
             (staging / name).write_bytes(data)
+        if reference is not None:
+            write_artifact(
+                staging / REFERENCE_DIR, reference[0], reference[1], extra_files=extra_files
+            )
         (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
         if out_dir.exists():
             retired = out_dir.with_name(f".{out_dir.name}.old")

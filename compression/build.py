@@ -78,30 +78,55 @@ def write_result(
     ``result_output`` (the ONNX output holding the result) and ``family`` (the scoring family;
     None: tabular, or text for a text layout) are recorded in the manifest; ``extra_files`` (a
     text model's ``tokenizer.json``) are stored next to the model and hashed in the manifest."""
-    inputs, outputs = tensor_specs(result.onnx_bytes)
+    shared = {
+        "version": model_version,
+        "features": features if isinstance(features, dict) else features.model_dump(),
+        "task": task,
+        "class_labels": class_labels,
+        "data": data or {},
+        "versions": library_versions(),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "input_range": None if input_range is None else input_range.model_dump(),
+        "result_output": result_output,
+        "family": family,
+    }
     return write_artifact(
         out_dir,
         result.onnx_bytes,
         {
+            **shared,
+            **_graph_fields(result.onnx_bytes),
             "name": name,
-            "version": model_version,
-            "inputs": inputs,
-            "outputs": outputs,
-            "features": features if isinstance(features, dict) else features.model_dump(),
-            "task": task,
-            "class_labels": class_labels,
             "recipe": result.recipe.model_dump(),
             "metrics": {**result.metrics, **(extra_metrics or {})},
-            "data": data or {},
-            "versions": library_versions(),
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "input_range": None if input_range is None else input_range.model_dump(),
-            "batch_dependent": graph_is_batch_dependent(result.onnx_bytes),
-            "result_output": result_output,
-            "family": family,
         },
         extra_files=extra_files,
+        reference=_reference(result, name, shared),
     )
+
+
+def _graph_fields(onnx_bytes: bytes) -> dict:
+    inputs, outputs = tensor_specs(onnx_bytes)
+    return {
+        "inputs": inputs,
+        "outputs": outputs,
+        "batch_dependent": graph_is_batch_dependent(onnx_bytes),
+    }
+
+
+def _reference(result: CompressionResult, name: str, shared: dict) -> tuple[bytes, dict] | None:
+    """The uncompressed model as an artifact of its own (the nightly shadow compares the
+    compressed model with it on live rows); None when the recipe changed nothing."""
+    if result.baseline_onnx_bytes == result.onnx_bytes:
+        return None
+    fields = {
+        **shared,
+        **_graph_fields(result.baseline_onnx_bytes),
+        "name": f"{name}-reference",
+        "recipe": {"name": f"{name}-reference", "reference_of": name},
+        "metrics": {"final": result.metrics.get("baseline", {})},
+    }
+    return result.baseline_onnx_bytes, fields
 
 
 def calibrated_range(

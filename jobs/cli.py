@@ -166,6 +166,7 @@ def score(
         f"scored {summary['rows_out']:,} rows into {summary['output']} for {summary['run_date']} "
         f"({summary['flagged_rows']} flagged, {summary['rows_per_s']:,.0f} rows/s)"
     )
+    _shadow_verdict(summary)
 
 
 @app.command()
@@ -184,6 +185,28 @@ def embed(
         f"embedded {summary['rows_out']:,} rows into {summary['output']} for "
         f"{summary['run_date']} ({summary['flagged_rows']} flagged, "
         f"{summary['sentences_per_s']:,.0f} sentences/s)"
+    )
+    _shadow_verdict(summary)
+
+
+def _shadow_verdict(summary: dict) -> None:
+    """One line for the run's shadow; a breach under ``on_breach: warn`` (the output was
+    written) exits with ``WARN_EXIT_CODE`` (3) so a scheduler can alert on it."""
+    shadow = summary.get("shadow")
+    if shadow is None:
+        return
+    if shadow["verdict"] == "breach":
+        from leanscore.jobs.shadow import WARN_EXIT_CODE
+
+        typer.secho(f"warning: {shadow['reason']}", err=True, fg=typer.colors.YELLOW)
+        raise typer.Exit(code=WARN_EXIT_CODE)
+    if shadow["reason"]:
+        typer.echo(f"note: {shadow['reason']}")
+        return
+    shown = ", ".join(f"{m['name']} {m['value']}" for m in shadow["metrics"])
+    typer.echo(
+        f"shadow: {shadow['rows_shadowed']:,} rows, {shown}: pass "
+        f"({shadow['shadow_task_seconds']:g} task-seconds)"
     )
 
 

@@ -27,18 +27,23 @@ from typing import Literal
 from leanscore.compression.artifact import Artifact
 from leanscore.compression.errors import LeanscoreError
 from leanscore.compression.registry import load_artifact, registry_summary
+from leanscore.jobs import shadow as shadowing
+from leanscore.jobs.shadow import ShadowConfig
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
 from leanscore.udfs.engines import (
     TableInput,
     check_name,
     reads_whole_tables_only,
     score_with,
+    scores_shadow,
 )
 from leanscore.udfs.options import (
     DEFAULT_ARROW_BATCH_ROWS,
     DEFAULT_RANGE_MARGIN,
     ScoringOptions,
+    ShadowSpec,
 )
+from leanscore.udfs.shadow import SHADOW_PREFIX
 from leanscore.udfs.warmup import start_warming_workers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pyspark.sql import DataFrame, Observation, SparkSession
@@ -132,6 +137,11 @@ class NightlyConfig(_Strict):
         description="models above this size reach executors by their artifact path (0: always)",
     )
     summary_path: str | None = None
+    shadow: ShadowConfig | None = Field(
+        default=None,
+        description="score a deterministic sample again with the reference model and compare "
+        "(leanscore.jobs.shadow); default: off",
+    )
 
     @field_validator("engine")
     @classmethod
@@ -144,6 +154,22 @@ class NightlyConfig(_Strict):
             raise ValueError(
                 f"engine {self.engine!r} reads a whole Parquet/Delta path: remove input.filter "
                 "and input.partition (or name a path, not a table), or use engine 'auto'"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _shadow_needs_keys_and_an_arrow_engine(self):
+        if self.shadow is None:
+            return self
+        if not self.key_columns:
+            raise ValueError(
+                "shadow samples rows by a hash of their key columns: set key_columns, or remove "
+                "the shadow block"
+            )
+        if not scores_shadow(self.engine):
+            raise ValueError(
+                f"engine {self.engine!r} scores no shadow sample: use engine auto, arrow or "
+                "scan, or remove the shadow block"
             )
         return self
 
@@ -317,12 +343,16 @@ def kept_columns(df: DataFrame, config) -> list[str]:
 
 
 def score_frame(
-    df: DataFrame, config: NightlyConfig, artifact: Artifact, run_date: dt.date
+    df: DataFrame,
+    config: NightlyConfig,
+    artifact: Artifact,
+    run_date: dt.date,
+    shadow: ShadowSpec | None = None,
 ) -> tuple[DataFrame, str]:
     """The output rows (keys, passthrough columns, model outputs and lineage columns) and the
-    engine that scores them."""
+    engine that scores them; with ``shadow``, the shadow's comparison columns after them."""
     keep = kept_columns(df, config)
-    options = config.scoring_options(keep)
+    options = config.scoring_options(keep).model_copy(update={"shadow": shadow})
     artifact = config.scoring_artifact(artifact)
     whole = scans_whole_table(config.input)
     table = TableInput(df, path=config.input.path if whole else None, format=config.input.format)
@@ -334,7 +364,7 @@ def score_frame(
         on_fallback=lambda why: log.info("engine auto: the next engine scores, since %s", why),
     )
     manifest = artifact.manifest
-    outputs = [c for c in scored.columns if c not in keep]
+    outputs = [c for c in scored.columns if c not in keep and not c.startswith(SHADOW_PREFIX)]
     return scored.select(
         *keep,
         *outputs,
@@ -343,6 +373,7 @@ def score_frame(
         F.lit(manifest.sha256).alias("model_sha256"),
         F.current_timestamp().alias("scored_at"),
         F.lit(run_date).cast("date").alias(RUN_DATE_COLUMN),
+        *[c for c in scored.columns if c.startswith(SHADOW_PREFIX)],
     ), engine
 
 
@@ -410,7 +441,8 @@ def write_checked(
     written, and check them: as many rows as were read, and no more flagged than allowed. When
     a check fails on Delta output, restore the version that was current before the write (or,
     for a table this run created, delete the date's rows) and raise ``OutputCheckError``.
-    Returns ``{"rows_out", "flagged_rows", "version"}``; ``phases`` hears the laps
+    Returns ``{"rows_out", "flagged_rows", "version", "before"}`` (the versions after and
+    before the write); ``phases`` hears the laps
     ``output_version`` (the version before), ``score_write`` and ``verify``."""
     phases = phases or PhaseClock()
     spark = df.sparkSession
@@ -441,7 +473,7 @@ def write_checked(
     phases.lap("verify")
     if problems:
         raise OutputCheckError("; ".join(problems) + "; " + _undo(spark, ref, run_date, before))
-    return {"rows_out": rows_out, "flagged_rows": flagged, "version": version}
+    return {"rows_out": rows_out, "flagged_rows": flagged, "version": version, "before": before}
 
 
 def _undo(spark: SparkSession, ref: TableRef, run_date: dt.date, before: int | None) -> str:
@@ -526,12 +558,13 @@ class NightlyJob:
     """What differs between the nightly jobs (``score``, ``embed``); everything else, from the
     output-location check to the failed-run summary, is ``run_nightly``'s.
 
-    ``frame(df, config, artifact, day)`` gives the output rows and the engine that scores them;
+    ``frame(df, config, artifact, day, shadow_spec)`` gives the output rows and the engine that
+    scores them;
     ``error_column`` is the output's per-row error column, ``rate_key`` the summary's speed key.
     """
 
     name: str
-    frame: Callable[[DataFrame, BaseModel, Artifact, dt.date], tuple[DataFrame, str]]
+    frame: Callable[..., tuple[DataFrame, str]]
     error_column: str
     rate_key: str
 
@@ -563,6 +596,7 @@ def run_nightly(spark: SparkSession, config, run_date: str | dt.date, job: Night
                 "output": config.output.describe(),
                 "error": str(err).strip().splitlines()[0] if str(err).strip() else repr(err),
                 "seconds": round(time.perf_counter() - start, 3),
+                **({"shadow": err.shadow} if isinstance(err, shadowing.ShadowBreach) else {}),
             },
             job=job.name,
         )
@@ -578,16 +612,22 @@ def _run(
     job: NightlyJob,
 ) -> dict:
     phases = PhaseClock()
+    artifact = shadow = None
+    if config.shadow is not None:  # a reference of another contract is refused before any job
+        artifact = load_artifact(config.artifact)
+        shadow = shadowing.prepare(config.shadow, artifact, day)
     start_warming_workers(spark)  # Python workers start while the driver reads and plans
-    artifact = load_artifact(config.artifact)
+    artifact = artifact or load_artifact(config.artifact)
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
     check_output_location(config.output)
     source = read_input(spark, config.input)
     phases.lap("open_input")
     rows_in = count_input(source, config)
     phases.lap("count")
-    scored, engine = job.frame(source, config, artifact, day)
+    scored, engine = job.frame(source, config, artifact, day, shadow.spec if shadow else None)
     log.info("%s: scoring with the %s engine", job.name, engine)
+    if shadow is not None:
+        scored, observation = shadowing.observe(shadow, scored)
     phases.lap("plan")
     written = write_checked(
         scored,
@@ -598,6 +638,10 @@ def _run(
         max_flagged_fraction=config.max_flagged_fraction,
         phases=phases,
     )
+    shadow_record = None
+    if shadow is not None:
+        shadow_record = _judge_shadow(spark, config, shadow, observation, written, job.name, day)
+        phases.lap("shadow_record")
     seconds = time.perf_counter() - start
     summary = {
         "status": "succeeded",
@@ -618,9 +662,26 @@ def _run(
         "seconds_before_job": before_job,
         "phase_seconds": phases.seconds,
         **peak_driver_rss_mb(spark),
+        **({"shadow": shadow_record} if shadow_record is not None else {}),
     }
     write_summary(config, summary, job=job.name)
     return summary
+
+
+def _judge_shadow(spark, config, shadow, observation, written: dict, job: str, day) -> dict:
+    """The shadow's record of this run, appended to its history; under ``on_breach: fail`` a
+    breach puts the output back as it was and raises ``ShadowBreach``."""
+    record = shadowing.results(shadow, observation, written["rows_out"])
+    output = config.output.describe()
+    if record["verdict"] == "breach" and shadow.config.on_breach == "fail":
+        undone = _undo(spark, config.output, day, written["before"])
+        record["output_restored"] = undone
+        shadowing.record(spark, shadow, record, job=job, output=output, version=None)
+        raise shadowing.ShadowBreach(f"{record['reason']}; {undone}", shadow=record)
+    shadowing.record(spark, shadow, record, job=job, output=output, version=written["version"])
+    if record["reason"]:
+        log.warning("%s: %s", job, record["reason"])
+    return record
 
 
 SCORE_JOB = NightlyJob("score", score_frame, "prediction_error", "rows_per_s")

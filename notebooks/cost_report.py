@@ -17,6 +17,7 @@
 # MAGIC | `repeats` | optional: timed repeats per variant |
 # MAGIC | `history` | optional: the Delta history table (path or table); default: the report's |
 # MAGIC | `set` | optional: more `key=value` config overrides, `;`-separated (as `--set`) |
+# MAGIC | `shadow_history` | optional: the nightly shadow's history (path or table) to chart |
 
 # COMMAND ----------
 
@@ -48,6 +49,7 @@ params = widgets(
         "repeats": "",
         "history": "",
         "set": "",
+        "shadow_history": "",
     },
 )
 if params["run_bench"] not in ("true", "false"):
@@ -136,3 +138,22 @@ by_variant = spark.sql(
 )
 show(globals(), by_variant)
 by_variant.toPandas().to_csv(out / "history_by_variant.csv", index=False)
+
+# COMMAND ----------
+
+# MAGIC %md
+# MAGIC ## Shadow fidelity over time
+# MAGIC What the nightly jobs' shadow measured on each night's sample (docs/shadow.md): each
+# MAGIC metric per run date with its 95% interval against its threshold. Skipped when the
+# MAGIC `shadow_history` widget is empty.
+
+# COMMAND ----------
+
+if params["shadow_history"].strip():
+    from leanscore.jobs.shadow import read_history
+    from leanscore.jobs.shadow_report import metrics_by_run, plot_metrics
+
+    shadow_rows = metrics_by_run(read_history(spark, params["shadow_history"].strip()))
+    show(globals(), shadow_rows)
+    shadow_rows.to_csv(out / "shadow_metrics.csv", index=False)
+    print(f"chart: {plot_metrics(shadow_rows, out / 'shadow_metrics.png')}")

@@ -68,7 +68,7 @@ def score_with_arrow(
             if name not in sent:
                 sent.append(name)
     projected = df.select(*[F.col(c) for c in sent], *extra)
-    schema, names = output_schema(df.schema, keep, fields, out_names)
+    schema, names = output_schema(df.schema, keep, fields, out_names, scorer)
     fn = _batches_fn(scorer, feature_refs, features, keep, key_columns, names)
     return projected.mapInArrow(fn, schema)
 
@@ -78,13 +78,18 @@ def output_schema(
     keep: list[str],
     fields: list[tuple[str, str]],
     out_names: dict[str, str],
+    scorer: Scorer | None = None,
 ) -> tuple[StructType, list[str]]:
     """The Spark schema of the scored batches (``keep`` columns as in the input, then the
-    model's outputs) and its column names."""
+    model's outputs, then a shadowing ``scorer``'s comparison columns) and its column names."""
+    from pyspark.sql.pandas.types import from_arrow_type
+
     by_name = {f.name: f for f in input_schema.fields}
+    shadow = [] if scorer is None or scorer.shadow is None else scorer.shadow.fields
     schema = StructType(
         [by_name[c] for c in keep]
         + [StructField(out_names[name], _SPARK_TYPES[ddl], True) for name, ddl in fields]
+        + [StructField(name, from_arrow_type(dtype), True) for name, dtype in shadow]
     )
     return schema, [f.name for f in schema.fields]
 
@@ -103,12 +108,16 @@ def record_batch_scorer(scorer: Scorer, refs, labels, keep, key_columns, names):
     output batch (``keep`` columns as they arrived, then the model's outputs)."""
     family = scorer.family
     session, input_name = scorer.session()
+    shadow = scorer.shadow
+    shadow_session = shadow.session() if shadow is not None else None
 
     def score(rb: pa.RecordBatch) -> pa.RecordBatch:
         batch = family.from_arrow([rb.column(r) for r in refs])
         key_of = _key_reader(rb, key_columns) if key_columns else None
         scored = scorer.score(session, input_name, batch, key_of)
         arrays = [rb.column(c) for c in keep] + to_arrow(scored, scorer)
+        if shadow is not None:
+            arrays += shadow.columns(rb, refs, scored, shadow_session)
         return pa.RecordBatch.from_arrays(arrays, names=names)
 
     return score

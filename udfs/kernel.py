@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from leanscore.compression.artifact import FeatureSpec, Manifest
@@ -121,6 +122,9 @@ class Scorer:
     batch_dependent: bool = True
     # (calibrated low, high, allowed low, allowed high) per feature; None: no range recorded
     range: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    # the reference model that scores the run's shadow sample: a leanscore.udfs.shadow.
+    # ShadowScorer (which imports this module, so it is not named here); None: off
+    shadow: Any = None
 
     @property
     def batch_size(self) -> int:

@@ -95,6 +95,17 @@ def task_cpus(spark) -> int:
         return 1
 
 
+class ShadowSpec(BaseModel):
+    """What the tasks need to shadow: the reference artifact's local directory, the fraction
+    of rows sampled and the run date's seed. Small and picklable: names and numbers only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    reference: str = Field(min_length=1)
+    fraction: float = Field(gt=0.0, le=1.0)
+    seed: int = Field(ge=0, lt=2**64)
+
+
 class ScoringOptions(BaseModel):
     """Every option of one scoring run, with its legal range and default.
 
@@ -141,6 +152,7 @@ class ScoringOptions(BaseModel):
     long_text: LongTextPolicy = "truncate"
     max_chars: int = Field(default=DEFAULT_MAX_CHARS, gt=0)
     sort_by_length: bool = True
+    shadow: ShadowSpec | None = None
 
     @property
     def policy(self) -> RowPolicy:

@@ -8,6 +8,7 @@ the run's ``ScoringOptions``, so every engine gives the same columns and the sam
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 
@@ -17,6 +18,7 @@ from leanscore.udfs.distribution import distribute
 from leanscore.udfs.kernel import ERROR_FIELD, Scorer, output_fields
 from leanscore.udfs.options import RowPolicy, ScoringOptions
 from leanscore.udfs.schema import check_features, preview
+from leanscore.udfs.shadow import ShadowScorer
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -45,7 +47,29 @@ def build_scorer(
     source = distribute(spark, artifact, path_threshold_bytes=options.path_threshold_bytes)
     scorer = Scorer.build(artifact.manifest, source, options.session_config(spark), options=options)
     scorer.family.attach(artifact)
+    if options.shadow is not None:
+        scorer = dataclasses.replace(scorer, shadow=shadow_scorer(scorer, spark, options))
     return scorer
+
+
+def shadow_scorer(scorer: Scorer, spark: SparkSession, options: ScoringOptions) -> ShadowScorer:
+    """The reference model of ``options.shadow``, distributed as the scored model is, with
+    ``bad_rows='flag'`` and ``out_of_range='score_alone'``: a row only the reference cannot score
+    is left out of the comparison, it does not fail the run."""
+    spec = options.shadow
+    reference = load_artifact(spec.reference)
+    ref_options = options.model_copy(
+        update={"shadow": None, "bad_rows": "flag", "out_of_range": "score_alone"}
+    )
+    source = distribute(spark, reference, path_threshold_bytes=options.path_threshold_bytes)
+    ref = Scorer.build(
+        reference.manifest, source, ref_options.session_config(spark), options=ref_options
+    )
+    ref.family.attach(reference)
+    allowed = None if scorer.range is None else (scorer.range[2], scorer.range[3])
+    return ShadowScorer(
+        ref, spec.fraction, spec.seed, tuple(options.key_columns), scorer.task, allowed
+    )
 
 
 def warn_unguarded(artifact: Artifact, policy: RowPolicy) -> None:

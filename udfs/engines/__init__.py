@@ -28,6 +28,7 @@ from leanscore.udfs.engines.base import (
     reads_whole_tables_only,
     resolve,
     score_with,
+    scores_shadow,
 )
 
 ENGINE_MODULES = (arrow, pandas, scan)
@@ -47,4 +48,5 @@ __all__ = [
     "reads_whole_tables_only",
     "resolve",
     "score_with",
+    "scores_shadow",
 ]

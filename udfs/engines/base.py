@@ -63,6 +63,9 @@ class Engine:
     auto_rank: ClassVar[int]
     #: True for an engine that reads a whole Parquet/Delta path itself (no filtered input).
     reads_whole_tables: ClassVar[bool] = False
+    #: True for an engine whose tasks can score a shadow sample with a reference model
+    #: (``leanscore.udfs.shadow``: it needs the Arrow batches in the task).
+    scores_shadow: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -112,6 +115,12 @@ def reads_whole_tables_only(name: str) -> bool:
     """Whether the engine option ``name`` can only read a whole Parquet/Delta path (never
     true of ``auto``, which falls back to an engine that reads any input)."""
     return check_name(name) != AUTO and _REGISTRY[name].reads_whole_tables
+
+
+def scores_shadow(name: str) -> bool:
+    """Whether the engine option ``name`` can score a shadow sample (``auto`` can: it resolves
+    to an engine that does wherever one applies)."""
+    return check_name(name) == AUTO or _REGISTRY[name].scores_shadow
 
 
 def candidates(name: str, target: Target) -> list[Engine]:

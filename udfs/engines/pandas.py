@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 from leanscore.compression.artifact import Artifact
-from leanscore.udfs.engines.base import Engine, Target
+from leanscore.udfs.engines.base import Engine, EngineUnavailable, Target
 from leanscore.udfs.kernel import ERROR_FIELD, Scored, Scorer, output_fields
 from leanscore.udfs.options import ScoringOptions
 from leanscore.udfs.prepare import build_scorer, columns_for, key_expression
@@ -109,11 +109,16 @@ class PandasEngine(Engine):
 
     name = "pandas"
     auto_rank = 30
+    scores_shadow = False
 
     def unavailable(self, target: Target) -> str | None:
         return None
 
     def score(self, table, artifact: Artifact, options: ScoringOptions) -> DataFrame:
+        if options.shadow is not None:
+            raise EngineUnavailable(
+                "the pandas engine scores no shadow sample; use engine auto, arrow or scan"
+            )
         df = table.df
         keys, keep, fields, names = columns_for(df, artifact, options)
         scorer = build_scorer(artifact, spark=df.sparkSession, options=options)

@@ -386,7 +386,7 @@ def score_plan(
     features = scorer.family.input_columns()
     timezone = spark.conf.get("spark.sql.session.timeZone")
     types = arrow_types(plan, [*keep, *key_columns, *features], timezone)
-    schema, names = output_schema(plan.schema, keep, fields, out_names)
+    schema, names = output_schema(plan.schema, keep, fields, out_names, scorer)
     read = plan_reader(plan, types, arrow_batch_rows)
 
     def score_slices(descriptors: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
