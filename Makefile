@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 CONSTRAINTS := conf/constraints.txt
 
 WORKDIR ?= demo-output
-ROWS ?= 200000
+ROWS ?= 50000
 
 .PHONY: setup jars jars-s3 browser fashion-mnist demo test test-fast bench bench-nightly docs-figures lint format clean
 .PHONY: test-pythons

@@ -71,7 +71,7 @@ def demo(
     ] = Path("demo-output"),
     rows: Annotated[
         int, typer.Option(min=1000, help="Rows in each workload's generated Delta table.")
-    ] = 200_000,
+    ] = 50_000,
     run_date: Annotated[
         str | None, typer.Option(help="Partition to write, YYYY-MM-DD (default today).")
     ] = None,

@@ -106,7 +106,7 @@ def run_demo(
     spark: SparkSession,
     workdir: str | Path,
     *,
-    rows: int = 200_000,
+    rows: int = 50_000,
     run_date: str | None = None,
     pricing_path: str | Path = CONF / "pricing.yaml",
     console: Console | None = None,
@@ -114,7 +114,10 @@ def run_demo(
 ) -> dict:
     """Run every workload (the first is the headline: its compressed model also runs as the
     nightly job), print a table each, and write ``report.json`` (one report per workload)."""
-    console = console or Console()
+    if console is None:
+        console = Console()
+        # in a log rich would assume 80 columns and wrap every line; the tables are 100 wide
+        console = console if console.is_terminal else Console(width=100, soft_wrap=True)
     workdir = Path(workdir).resolve()
     (workdir / "logs").mkdir(parents=True, exist_ok=True)
     day = run_date or dt.date.today().isoformat()
