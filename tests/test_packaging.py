@@ -329,8 +329,6 @@ def test_demo_from_the_installed_wheel_outside_the_repository_offline(wheel, tmp
             "demo",
             "--rows",
             "2000",
-            "--epochs",
-            "2",
         ],
         cwd=outside,
         env=env,

@@ -25,6 +25,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from leanscore.compression.errors import LeanscoreError
 from leanscore.jobs.bench.decompose import accuracy_text, decomposition_rows
 
 HEADLINE_START = "<!-- headline:start -->"
@@ -59,7 +60,7 @@ every figure against it. Regenerate with `make bench`, or from the committed rep
 """
 
 
-class DocsError(ValueError):
+class DocsError(LeanscoreError, ValueError):
     """A report or README the docs cannot be generated from; the message says which and why."""
 
 
