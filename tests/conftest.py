@@ -168,28 +168,45 @@ DEMO_RUN_DATE = "2026-01-15"
 
 
 @pytest.fixture(scope="session")
-def demo_run(tmp_path_factory):
+def demo_run(tmp_path_factory, worker_id):
     """One small ``leanscore demo`` (train, compress, write Delta, score, compare), run once as
     a user runs it: a process of its own, its terminal output kept. test_demo checks the run and
     what it printed; its digits artifacts and Delta table are the inputs of the notebook and
-    spark-submit tests. Returns the workdir, the report and the finished process."""
+    spark-submit tests. Run once for the whole session, however many pytest workers need it:
+    the first takes a file lock and runs it, the others wait and read what it left (a demo is
+    minutes of two busy cores). Returns the workdir, the report and the finished process."""
     import json
     import subprocess
     import sys
     from pathlib import Path
 
-    workdir = tmp_path_factory.mktemp("demo")
-    # a terminal 100 columns wide, as rich sees it
-    env = {**os.environ, "TTY_COMPATIBLE": "1", "COLUMNS": "100"}
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "leanscore"), "demo", "--workdir", str(workdir)]
-        + ["--rows", str(DEMO_ROWS), "--run-date", DEMO_RUN_DATE],
-        env=env,
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent
+    workdir = shared / "demo"
+    finished = shared / "demo-process.json"
+    with FileLock(str(shared / "demo.lock")):
+        if not finished.is_file():
+            workdir.mkdir()
+            # a terminal 100 columns wide, as rich sees it
+            env = {**os.environ, "TTY_COMPATIBLE": "1", "COLUMNS": "100"}
+            proc = subprocess.run(
+                [str(Path(sys.executable).parent / "leanscore"), "demo", "--workdir", str(workdir)]
+                + ["--rows", str(DEMO_ROWS), "--run-date", DEMO_RUN_DATE],
+                env=env,
+                cwd=workdir,
+                capture_output=True,
+                text=True,
+                timeout=1200,
+            )
+            finished.write_text(
+                json.dumps(
+                    {"args": proc.args, "returncode": proc.returncode}
+                    | {"stdout": proc.stdout, "stderr": proc.stderr}
+                )
+            )
+    proc = subprocess.CompletedProcess(**json.loads(finished.read_text()))
     assert proc.returncode == 0, f"demo failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return workdir, json.loads((workdir / "report.json").read_text()), proc
 
