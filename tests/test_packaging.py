@@ -20,6 +20,7 @@ import re
 import select
 import subprocess
 import sys
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -282,7 +283,15 @@ def test_a_running_udf_imports_no_compression_text_or_charting_library(spark, di
             loaded = sorted(m for m in heavy if m in sys.modules)
             yield pd.DataFrame({"loaded": [",".join(loaded)], "rows": [scored.n]})
 
-    reports = frame.mapInPandas(score_then_report, "loaded string, rows long").collect()
+    # Spark reuses a Python worker across tasks, and this session's workers have run other
+    # tests' UDFs (PyTorch ones among them). Spark keeps one pool of workers per environment,
+    # so a variable of this test's own gives its UDF workers that have run nothing else.
+    environment = spark.sparkContext.environment
+    environment["LEANSCORE_TEST_FRESH_WORKERS"] = uuid.uuid4().hex
+    try:
+        reports = frame.mapInPandas(score_then_report, "loaded string, rows long").collect()
+    finally:
+        del environment["LEANSCORE_TEST_FRESH_WORKERS"]
     assert sum(r["rows"] for r in reports) == 64
     assert {r["loaded"] for r in reports} == {""}
 
