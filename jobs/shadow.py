@@ -5,8 +5,9 @@ The config's ``shadow`` block names the reference (by default the fp32 model ``l
 compress`` wrote into the artifact's ``reference/`` folder and linked from its manifest), the
 sampled fraction, the thresholds of the artifact's task and what a breach does. The reference
 scores the sample in the same tasks, from the same Arrow batches, as the compressed model
-(``leanscore.udfs.shadow``): the table is read once. The comparison columns are aggregated by a
-Spark ``Observation`` while the output is written and are never written themselves.
+(``leanscore.udfs.shadow``): the table is read once. Each batch's summary of its comparisons is
+collected by a Spark ``Observation`` while the output is written and is never written itself;
+the driver adds the summaries up.
 
 A breach under ``on_breach: fail`` restores the output's previous version (the write already
 committed when the single pass ends: the same undo as the output check) and raises one line
@@ -22,19 +23,12 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 from leanscore.compression.artifact import Artifact, Manifest
 from leanscore.compression.errors import LeanscoreError
 from leanscore.compression.registry import load_artifact, registry_summary
 from leanscore.udfs.options import ShadowSpec
-from leanscore.udfs.shadow import (
-    METRIC,
-    OUT_OF_RANGE,
-    PROBABILITY_DIFF,
-    REFERENCE_LABEL,
-    SECONDS,
-    date_seed,
-    shadow_fields,
-)
+from leanscore.udfs.shadow import COSINE, SUMMARY, date_seed, shadow_fields
 from pydantic import BaseModel, ConfigDict, Field
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
@@ -198,38 +192,52 @@ def n_features(manifest: Manifest) -> int:
 
 
 def aggregates(run: ShadowRun) -> list[Column]:
-    """What the Observation collects from the comparison columns while the output is written."""
-    metric = F.col(METRIC)
-    aggs = [
-        F.count(metric).alias("n"),
-        F.sum(metric).alias("sum"),
-        F.sum(metric * metric).alias("sum_sq"),
-        F.coalesce(F.sum(SECONDS), F.lit(0.0)).alias("seconds"),
-    ]
-    manifest = run.artifact.manifest
-    if run.task == "classification":
-        diff = F.col(PROBABILITY_DIFF)
-        aggs += [F.sum(diff).alias("diff_sum"), F.sum(diff * diff).alias("diff_sum_sq")]
-        label = F.col(REFERENCE_LABEL)
-        for k in range(classes(manifest)):
-            aggs += [
-                F.count(F.when(label == k, 1)).alias(f"class_n_{k}"),
-                F.sum(F.when(label == k, metric)).alias(f"class_agree_{k}"),
-            ]
+    """What the Observation collects while the output is written: every batch's summary (one
+    non-null value per Arrow batch) and, for embeddings, the quantiles of the rows' cosines."""
+    aggs = [F.collect_list(F.col(SUMMARY)).alias("batches")]
     if run.task == "embedding":
         grid = F.array(*[F.lit(q) for q in QUANTILE_GRID])
-        aggs.append(F.percentile_approx(metric, grid, 100_000).alias("quantiles"))
-    for j in range(n_features(manifest)):
-        aggs.append(F.sum(F.element_at(F.col(OUT_OF_RANGE), j + 1)).alias(f"oor_{j}"))
+        aggs.append(F.percentile_approx(F.col(COSINE), grid, 100_000).alias("quantiles"))
     return aggs
 
 
 def observe(run: ShadowRun, scored: DataFrame) -> tuple[DataFrame, Observation]:
     """``scored`` observed by the shadow's aggregates, without its comparison columns."""
     observation = Observation("leanscore_shadow")
-    hidden = {name for name, _ in shadow_fields(run.task, n_features(run.artifact.manifest))}
+    hidden = {name for name, _ in shadow_fields(run.task)}
     observed = scored.observe(observation, *aggregates(run))
     return observed.select(*[c for c in scored.columns if c not in hidden]), observation
+
+
+SUMS = ("n", "sum", "sum_sq", "diff_sum", "diff_sum_sq", "seconds")
+
+
+def totals(run: ShadowRun, observed: dict) -> dict:
+    """The batches' summaries added up: the ``SUMS``, ``class_n_k`` and ``class_agree_k`` per
+    class, ``oor_j`` per feature, and the embedding's ``quantiles``."""
+    batches = observed["batches"]
+    manifest = run.artifact.manifest
+    row: dict = {k: sum(b[k] for b in batches) for k in SUMS}
+    n_classes = classes(manifest) if run.task == "classification" else 0
+    for name, width, prefix in (
+        ("class_n", n_classes, "class_n_"),
+        ("class_agree", n_classes, "class_agree_"),
+        ("out_of_range", n_features(manifest), "oor_"),
+    ):
+        added = _padded_sum([b[name] for b in batches], width)
+        row.update({f"{prefix}{k}": value for k, value in enumerate(added)})
+    row["quantiles"] = observed.get("quantiles")
+    return row
+
+
+def _padded_sum(vectors: list, width: int) -> list[float]:
+    """Element-wise sum of vectors of up to ``width`` entries (a batch with no shadowed row
+    has an empty per-class vector)."""
+    total = np.zeros(width)
+    for vector in vectors:
+        values = np.asarray(vector or [], dtype=np.float64)[:width]
+        total[: len(values)] += values
+    return total.tolist()
 
 
 def wilson(successes: float, n: int) -> tuple[float, float]:
@@ -341,7 +349,7 @@ def feature_names(manifest: Manifest) -> list[str]:
 def results(run: ShadowRun, observation: Observation, rows_scored: int) -> dict:
     """The run's shadow record: counts, metrics with intervals, verdict, per-feature
     out-of-range counts, per-class agreement, and the task-seconds the shadow cost."""
-    row = dict(observation.get)
+    row = totals(run, observation.get)
     n = int(row["n"])
     metrics = judge(run, row)
     breached = [m for m in metrics if m["breached"]]

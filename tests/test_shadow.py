@@ -372,3 +372,38 @@ def test_intervals_are_the_textbook_ones():
     quantiles = list(QUANTILE_GRID)  # the identity: quantile q is q
     value, lo, hi = quantile_interval(quantiles, 10_000)
     assert value == 0.01 and lo == pytest.approx(0.008) and hi == pytest.approx(0.012)
+
+
+def test_batch_summaries_add_up_whatever_classes_each_batch_saw():
+    """Each batch sums its own comparisons; one that shadowed no row, or saw only the low
+    classes, carries shorter per-class vectors, and the driver's totals still line up."""
+    from types import SimpleNamespace
+
+    from leanscore.jobs.shadow import ShadowConfig, ShadowRun, totals
+
+    manifest = SimpleNamespace(
+        task="classification",
+        class_labels=["a", "b", "c", "d"],
+        input_range=SimpleNamespace(low=[0.0, 0.0]),  # two features with a calibrated range
+    )
+    artifact = SimpleNamespace(manifest=manifest)
+    run = ShadowRun(ShadowConfig(), artifact, artifact, None, None, {})
+
+    def batch(n, agree, class_n, class_agree, oor):
+        return {
+            "n": n, "sum": agree, "sum_sq": agree, "diff_sum": 0.1 * n, "diff_sum_sq": 0.01 * n,
+            "seconds": 0.5, "class_n": class_n, "class_agree": class_agree, "out_of_range": oor,
+        }  # fmt: skip
+
+    batches = [
+        batch(3, 2.0, [1, 0, 2], [1.0, 0.0, 1.0], [0, 5]),
+        batch(0, 0.0, [], [], [0, 0]),  # no row of this batch fell in the sample
+        batch(4, 4.0, [0, 0, 0, 4], [0.0, 0.0, 0.0, 4.0], [1, 0]),
+    ]
+    row = totals(run, {"batches": batches})
+    assert (row["n"], row["sum"], row["seconds"]) == (7, 6.0, 1.5)
+    assert [row[f"class_n_{k}"] for k in range(4)] == [1, 0, 2, 4]
+    assert [row[f"class_agree_{k}"] for k in range(4)] == [1.0, 0.0, 1.0, 4.0]
+    assert (row["oor_0"], row["oor_1"]) == (1, 5)
+    empty = totals(run, {"batches": []})  # an empty table: nothing shadowed, nothing divided
+    assert empty["n"] == 0 and empty["class_n_3"] == 0

@@ -4,11 +4,15 @@ the same Arrow batch, and compared with the compressed model's outputs.
 
 The sample is a hash of the row's key columns mixed with a seed taken from the run date, so a
 rerun of a date shadows the same rows and a row's membership depends on that row alone (never
-on its batch, its task or the number of cores). Per shadowed row the task writes a comparison
-(class agreement and probability difference, cosine, or relative error) into extra columns the
-nightly job aggregates while it writes and then drops; per batch, on its first row, it writes
-how many rows had each feature outside the calibrated range and the seconds the shadow cost.
-Nothing here touches Spark: ``leanscore.jobs.shadow`` plans, aggregates and judges.
+on its batch, its task or the number of cores). Each batch's comparisons (class agreement and
+probability difference, cosine, or relative error) are summed in the task into one summary on
+the batch's first row (null on the others), with the per-class counts, how many rows had each
+feature outside the calibrated range and the seconds the shadow cost. The nightly job collects
+those summaries while it writes and then drops the column: Spark evaluates one aggregate per
+row, not one per metric, class and feature (about 90 for a 64-feature, 10-class model, which
+cost the write about 2 s a million rows). Embeddings also carry each shadowed row's cosine, for
+its 1st percentile. Nothing here touches Spark: ``leanscore.jobs.shadow`` plans, aggregates and
+judges.
 """
 
 from __future__ import annotations
@@ -22,11 +26,21 @@ import pyarrow as pa
 from leanscore.udfs.kernel import Scored, Scorer
 
 SHADOW_PREFIX = "__shadow_"  # the comparison columns: aggregated while writing, never written
-METRIC = "__shadow_metric"  # agreement (0/1), cosine or relative error; null: not shadowed
-PROBABILITY_DIFF = "__shadow_probability_diff"  # classification only
-REFERENCE_LABEL = "__shadow_reference_label"  # classification only
-OUT_OF_RANGE = "__shadow_out_of_range"  # per-feature counts, on each batch's first row
-SECONDS = "__shadow_seconds"  # the batch's shadow time, on its first row
+SUMMARY = "__shadow_summary"  # the batch's sums (SUMMARY_TYPE), on its first row
+COSINE = "__shadow_cosine"  # embeddings only: each shadowed row's cosine; null: not shadowed
+SUMMARY_TYPE = pa.struct(
+    [
+        ("n", pa.int64()),  # rows both models scored
+        ("sum", pa.float64()),  # of the metric: agreement (0/1), cosine or relative error
+        ("sum_sq", pa.float64()),
+        ("diff_sum", pa.float64()),  # classification: the largest probability difference
+        ("diff_sum_sq", pa.float64()),
+        ("seconds", pa.float64()),  # the shadow's time in this batch
+        ("class_n", pa.list_(pa.int64())),  # rows per class the reference predicted
+        ("class_agree", pa.list_(pa.float64())),  # agreeing rows per such class
+        ("out_of_range", pa.list_(pa.int64())),  # rows per feature outside the allowed range
+    ]
+)
 
 
 def date_seed(run_date: str) -> int:
@@ -51,21 +65,15 @@ def sample_mask(keys: pa.RecordBatch | pa.Table, fraction: float, seed: int) -> 
     return hashed < np.uint64(limit) if fraction < 1 else np.ones(keys.num_rows, dtype=bool)
 
 
-def shadow_fields(task: str, n_features: int) -> list[tuple[str, pa.DataType]]:
-    """The extra columns a shadowed scoring writes for ``task`` (``n_features``: how many
-    features have a calibrated range; 0: none)."""
-    fields = [(METRIC, pa.float64())]
-    if task == "classification":
-        fields += [(PROBABILITY_DIFF, pa.float64()), (REFERENCE_LABEL, pa.int64())]
-    if n_features:
-        fields.append((OUT_OF_RANGE, pa.list_(pa.int64())))
-    return [*fields, (SECONDS, pa.float64())]
+def shadow_fields(task: str) -> list[tuple[str, pa.DataType]]:
+    """The extra columns a shadowed scoring of ``task`` writes."""
+    return [(SUMMARY, SUMMARY_TYPE)] + ([(COSINE, pa.float64())] if task == "embedding" else [])
 
 
 def compare(task: str, ours: np.ndarray, theirs: np.ndarray) -> dict[str, np.ndarray]:
     """Per-row comparison of the compressed outputs ``ours`` with the reference's ``theirs``
-    (result rows of the same inputs): classification ``METRIC`` 1.0 when the classes agree,
-    ``PROBABILITY_DIFF`` the largest absolute difference of a class probability, and the
+    (result rows of the same inputs): classification ``metric`` 1.0 when the classes agree,
+    ``diff`` the largest absolute difference of a class probability, and ``label`` the
     reference's class; embedding the cosine; regression the absolute error relative to the
     reference's value (to 1 where that value is below 1 in magnitude, so near-zero targets do
     not explode it)."""
@@ -74,15 +82,15 @@ def compare(task: str, ours: np.ndarray, theirs: np.ndarray) -> dict[str, np.nda
     if task == "classification":
         label = b.argmax(axis=1)
         return {
-            METRIC: (a.argmax(axis=1) == label).astype(np.float64),
-            PROBABILITY_DIFF: np.abs(a - b).max(axis=1),
-            REFERENCE_LABEL: label.astype(np.int64),
+            "metric": (a.argmax(axis=1) == label).astype(np.float64),
+            "diff": np.abs(a - b).max(axis=1),
+            "label": label.astype(np.int64),
         }
     if task == "embedding":
         norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
         cosine = (a * b).sum(axis=1) / np.where(norms > 0, norms, 1.0)
-        return {METRIC: np.where(norms > 0, cosine, 0.0)}
-    return {METRIC: np.abs(a[:, 0] - b[:, 0]) / np.maximum(np.abs(b[:, 0]), 1.0)}
+        return {"metric": np.where(norms > 0, cosine, 0.0)}
+    return {"metric": np.abs(a[:, 0] - b[:, 0]) / np.maximum(np.abs(b[:, 0]), 1.0)}
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,7 @@ class ShadowScorer:
 
     @property
     def fields(self) -> list[tuple[str, pa.DataType]]:
-        return shadow_fields(self.task, 0 if self.allowed is None else len(self.allowed[0]))
+        return shadow_fields(self.task)
 
     def session(self):
         return self.reference.session()
@@ -112,10 +120,11 @@ class ShadowScorer:
         ``refs``), ``scored`` the compressed model's result for it."""
         started = time.perf_counter()
         n = rb.num_rows
-        values = {name: np.full(n, np.nan) for name, _ in self.fields if name != OUT_OF_RANGE}
-        shadowed = np.zeros(n, dtype=bool)
-        keys = rb.select(list(self.key_columns))
-        rows = np.flatnonzero(sample_mask(keys, self.fraction, self.seed))
+        rows = np.flatnonzero(
+            sample_mask(rb.select(list(self.key_columns)), self.fraction, self.seed)
+        )
+        compared: dict[str, np.ndarray] = {}
+        picked = rows[:0]
         if len(rows):
             session, input_name = ref_session
             sub = [rb.column(r).take(pa.array(rows)) for r in refs]
@@ -129,37 +138,52 @@ class ShadowScorer:
             compared = compare(
                 self.task, scored.out[ours_at[picked]], theirs.out[theirs_at[np.flatnonzero(both)]]
             )
-            for name, column in compared.items():
-                values[name][picked] = column
-            shadowed[picked] = True
-        arrays = []
-        for name, dtype in self.fields:
-            if name == OUT_OF_RANGE:
-                arrays.append(self._range_counts(scored, n))
-            elif name == SECONDS:
-                arrays.append(_first_row(time.perf_counter() - started, n, dtype))
-            else:
-                column = values[name]
-                if dtype == pa.int64():
-                    column = np.where(shadowed, column, 0).astype(np.int64)
-                arrays.append(pa.array(column, type=dtype, mask=~shadowed))
+        summary = self._summary(compared, scored)
+        summary["seconds"] = time.perf_counter() - started
+        arrays = [_first_row(summary, n, SUMMARY_TYPE)]
+        if self.task == "embedding":
+            cosine = np.full(n, np.nan)
+            shadowed = np.zeros(n, dtype=bool)
+            if len(picked):
+                cosine[picked], shadowed[picked] = compared["metric"], True
+            arrays.append(pa.array(cosine, type=pa.float64(), mask=~shadowed))
         return arrays
 
-    def _range_counts(self, scored: Scored, n: int) -> pa.Array:
+    def _summary(self, compared: dict[str, np.ndarray], scored: Scored) -> dict:
+        """The batch's sums of the comparisons (``compare``'s columns; empty: none shadowed)."""
+        metric = compared.get("metric", np.zeros(0))
+        diff = compared.get("diff", np.zeros(0))
+        summary = {
+            "n": len(metric),
+            "sum": float(metric.sum()),
+            "sum_sq": float((metric * metric).sum()),
+            "diff_sum": float(diff.sum()),
+            "diff_sum_sq": float((diff * diff).sum()),
+            "class_n": [],
+            "class_agree": [],
+            "out_of_range": self._range_counts(scored),
+        }
+        if "label" in compared:
+            label = compared["label"]
+            summary["class_n"] = np.bincount(label).tolist()
+            summary["class_agree"] = np.bincount(label, weights=metric).tolist()
+        return summary
+
+    def _range_counts(self, scored: Scored) -> list[int]:
         """Per feature, how many rows of the batch lie outside the compressed model's allowed
-        range (what the guard sees), on the batch's first row."""
+        range (what the guard sees); empty when the artifact records no range."""
+        if self.allowed is None:
+            return []
         low, high = self.allowed
-        matrix = scored.batch.matrix
-        counts = np.zeros(len(low), dtype=np.int64)
-        flat = matrix.reshape(len(matrix), -1)
+        flat = scored.batch.matrix.reshape(len(scored.batch.matrix), -1)
         # Column extremes first: one cheap pass when every row is in range, the usual case.
         # NaN compares False: a null or NaN feature is not counted.
         inside = len(flat) == 0 or (
             (flat.min(axis=0) >= low).all() and (flat.max(axis=0) <= high).all()
         )
-        if n and not inside:
-            counts = ((flat < low) | (flat > high)).sum(axis=0).astype(np.int64)
-        return _first_row(counts.tolist(), n, pa.list_(pa.int64()))
+        if inside:
+            return [0] * len(low)
+        return ((flat < low) | (flat > high)).sum(axis=0).astype(np.int64).tolist()
 
 
 def _first_row(value, n: int, dtype: pa.DataType) -> pa.Array:
