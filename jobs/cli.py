@@ -75,13 +75,21 @@ def demo(
     run_date: Annotated[
         str | None, typer.Option(help="Partition to write, YYYY-MM-DD (default today).")
     ] = None,
+    workload: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Run only this workload (repeatable): wide-mlp, digits-mlp. Default: both, "
+            "the first as the headline."
+        ),
+    ] = None,
 ) -> None:
     """Train, compress, score and compare once on embedded data (local Spark with Delta)."""
     configure_logging("WARNING")
-    from leanscore.jobs.demo.job import run_demo
+    from leanscore.jobs.demo.job import chosen_workloads, run_demo
     from leanscore.jobs.runtime.spark import get_spark
 
     with _one_line_errors():
+        workloads = chosen_workloads(workload)
         if run_date:
             from leanscore.jobs.score import parse_run_date
 
@@ -89,7 +97,7 @@ def demo(
         jvm_log = workdir.resolve() / "logs" / "spark.log"
         typer.echo(f"Spark's own log: {jvm_log}")
         spark = get_spark("leanscore-demo", jvm_log=jvm_log)
-        run_demo(spark, workdir, rows=rows, run_date=run_date)
+        run_demo(spark, workdir, rows=rows, run_date=run_date, workloads=workloads)
 
 
 @app.command()

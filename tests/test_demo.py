@@ -101,3 +101,13 @@ def test_rows_to_halve_the_bill_follows_the_fixed_and_per_row_costs():
     assert rows == int(fixed / 2 / (2e-9 - 1e-9)) + 1
     # one only 10% cheaper per row never does, however many rows
     assert rows_to_halve_bill(pricing, result(4e-9), result(3.6e-9)) is None
+
+
+def test_workloads_are_chosen_by_name_in_the_order_given():
+    from leanscore.jobs.demo.job import WORKLOADS, chosen_workloads
+
+    assert chosen_workloads(None) == chosen_workloads([]) == WORKLOADS
+    picked = chosen_workloads(["digits-mlp", "wide-mlp", "digits-mlp"])
+    assert [w.name for w in picked] == ["digits-mlp", "wide-mlp"]
+    with pytest.raises(ValueError, match="unknown demo workload 'wide': choose from wide-mlp, "):
+        chosen_workloads(["wide"])

@@ -338,6 +338,8 @@ def test_demo_from_the_installed_wheel_outside_the_repository_offline(wheel, tmp
             "demo",
             "--rows",
             "2000",
+            "--workload",
+            "digits-mlp",
         ],
         cwd=outside,
         env=env,

@@ -102,6 +102,18 @@ DIGITS = DemoWorkload(
 WORKLOADS = (WIDE, DIGITS)
 
 
+def chosen_workloads(names: list[str] | None) -> tuple[DemoWorkload, ...]:
+    """The workloads named, in the order given (None or empty: all); an unknown name is
+    refused with the known ones."""
+    if not names:
+        return WORKLOADS
+    by_name = {w.name: w for w in WORKLOADS}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError(f"unknown demo workload {unknown[0]!r}: choose from {', '.join(by_name)}")
+    return tuple(by_name[n] for n in dict.fromkeys(names))
+
+
 def run_demo(
     spark: SparkSession,
     workdir: str | Path,
