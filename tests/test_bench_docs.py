@@ -29,6 +29,18 @@ def test_benchmarks_page_is_what_the_committed_reports_generate():
     assert DOCS.read_text() == benchmarks_markdown(REPORTS, relative_to=ROOT)
 
 
+def test_each_kind_of_report_has_one_section_after_the_headline():
+    headings = [line for line in DOCS.read_text().splitlines() if line.startswith("## ")]
+    assert headings[0] == "## Headline: the workload comparison"
+    assert len(headings) == len(set(headings))  # a kind's reports sit under one heading
+    tabular = headings.index("## Tabular workloads: every variant on one table")
+    sections = DOCS.read_text().split("\n## ")
+    (body,) = [s for s in sections if s.startswith("Tabular workloads")]
+    assert body.count("### ") == len(
+        [p for p in REPORTS.glob("*.json") if "decomposition" in json.loads(p.read_text())]
+    ), f"every tabular report under {headings[tabular]}"
+
+
 def test_every_figure_is_in_the_report_its_table_names():
     text = DOCS.read_text()
     assert "Source: `docs/reports/" in text
