@@ -140,3 +140,11 @@ def test_the_demo_report_of_several_workloads_makes_one_headline_table():
     assert lines[0].startswith("_Measured ")
     rows = [line for line in lines if line.startswith("| wide-mlp |")]
     assert rows and len(rows) == len([line for line in lines if line.startswith("| digits |")])
+
+
+def test_a_demo_report_among_the_sections_is_refused(tmp_path):
+    """The demo's report of several workloads makes README's headline; under another name in
+    the reports folder the page cannot show it, and says so instead of dropping it."""
+    (tmp_path / "demo-run.json").write_text((REPORTS / "headline.json").read_text())
+    with pytest.raises(DocsError, match="demo-run.json: a demo report is read as README's"):
+        benchmarks_markdown(tmp_path, relative_to=tmp_path)
