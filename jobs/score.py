@@ -1,13 +1,5 @@
-"""The nightly scoring job: read a table, score it, write the run date's partition.
-
-A rerun for the same ``run_date`` replaces exactly that date's rows and nothing else (Delta
-``replaceWhere``, or dynamic partition overwrite for Parquet). A failure leaves the previous
-output as it was: Delta commits the whole write or nothing, and when the write committed but
-its check fails (rows written differ from rows read, because the input changed during the run;
-or more rows flagged than ``max_flagged_fraction``), the same run restores the table's previous
-version (Delta ``RESTORE``) before it raises. The rows written and flagged are counted while
-they are written (a Spark ``Observation``), so checking costs no pass over the output.
-"""
+"""The nightly scoring job: read a table, score it, write the run date's partition, checked
+before it counts (``leanscore.jobs.output``), and summarise the run."""
 
 from __future__ import annotations
 
@@ -25,9 +17,17 @@ from pathlib import Path
 from typing import Literal
 
 from leanscore.compression.artifact import Artifact
-from leanscore.compression.errors import LeanscoreError
 from leanscore.compression.registry import load_artifact, registry_summary
 from leanscore.jobs import shadow as shadowing
+from leanscore.jobs.output import (
+    RUN_DATE_COLUMN,
+    PhaseClock,
+    Staging,
+    TableRef,
+    check_output_location,
+    read_table,
+    write_checked,
+)
 from leanscore.jobs.shadow import ShadowConfig
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
 from leanscore.udfs.engines import (
@@ -46,33 +46,14 @@ from leanscore.udfs.options import (
 from leanscore.udfs.shadow import SHADOW_PREFIX
 from leanscore.udfs.warmup import start_warming_workers
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 log = logging.getLogger(__name__)
 
-RUN_DATE_COLUMN = "run_date"
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TableRef(_Strict):
-    """A Parquet or Delta path, or a catalog table name."""
-
-    path: str | None = None
-    table: str | None = None
-    format: Literal["delta", "parquet"] = "delta"
-
-    @model_validator(mode="after")
-    def _one_location(self):
-        if (self.path is None) == (self.table is None):
-            raise ValueError("give exactly one of 'path' or 'table'")
-        return self
-
-    def describe(self) -> str:
-        return self.table or f"{self.format} path {self.path}"
 
 
 class InputConfig(TableRef):
@@ -231,22 +212,6 @@ def parse_run_date(value: str) -> dt.date:
         raise ValueError(f"run date {value!r} is not a date in YYYY-MM-DD form") from None
 
 
-def read_table(spark: SparkSession, ref: TableRef) -> DataFrame:
-    if ref.table:
-        return spark.read.table(ref.table)
-    if ref.format == "delta":
-        from delta.tables import DeltaTable
-
-        if not DeltaTable.isDeltaTable(spark, ref.path):
-            raise FileNotFoundError(
-                f"input {ref.path} is not a Delta table (no _delta_log); check the path, or set "
-                "input.format: parquet for a Parquet directory"
-            )
-    elif not Path(ref.path).exists() and "://" not in ref.path:
-        raise FileNotFoundError(f"input Parquet path {ref.path} does not exist")
-    return spark.read.format(ref.format).load(ref.path)
-
-
 def read_input(spark: SparkSession, ref: InputConfig) -> DataFrame:
     """The input table with its ``partition`` and ``filter`` applied."""
     df = read_table(spark, ref)
@@ -268,30 +233,6 @@ def read_input(spark: SparkSession, ref: InputConfig) -> DataFrame:
             f"input.filter {ref.filter!r} is not a valid boolean Spark SQL predicate on "
             f"{ref.describe()}: {first}"
         ) from None
-
-
-def check_output_location(ref: TableRef) -> None:
-    """Refuse, before any work, an output path that cannot be written or that holds another
-    kind of table: a failed or mixed write there would be found only after the scoring."""
-    if ref.table or "://" in (ref.path or ""):
-        return
-    path = Path(ref.path)
-    holds_other_files = path.is_dir() and any(path.iterdir())
-    if ref.format == "delta" and holds_other_files and not (path / "_delta_log").is_dir():
-        raise ValueError(
-            f"output {path} exists but is not a Delta table (no _delta_log); use an empty "
-            "path, or set output.format: parquet to write Parquet there"
-        )
-    ancestor = path
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ValueError(
-            f"cannot write output {path}: {ancestor} is a file, not a directory; choose another "
-            "output.path"
-        )
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write output {path}: {ancestor} is not writable")
 
 
 def count_input(df: DataFrame, config: ScoreConfig) -> int:
@@ -377,126 +318,6 @@ def score_frame(
     ), engine
 
 
-def write_partition(df: DataFrame, ref: TableRef, run_date: dt.date) -> None:
-    writer = df.write.format(ref.format).mode("overwrite").partitionBy(RUN_DATE_COLUMN)
-    if ref.format == "delta":
-        writer = writer.option("replaceWhere", f"{RUN_DATE_COLUMN} = DATE'{run_date.isoformat()}'")
-    else:
-        writer = writer.option("partitionOverwriteMode", "dynamic")
-    if ref.table:
-        writer.saveAsTable(ref.table)
-    else:
-        writer.save(ref.path)
-
-
-class OutputCheckError(LeanscoreError, RuntimeError):
-    """The written partition failed its check; the message says whether it was restored."""
-
-
-def _sql_name(ref: TableRef) -> str:
-    return ref.table if ref.table else "delta.`" + ref.path.replace("`", "``") + "`"
-
-
-def delta_version(spark: SparkSession, ref: TableRef) -> int | None:
-    """The output's current Delta version, or None when there is no Delta table there yet."""
-    if ref.format != "delta":
-        return None
-    if ref.table:
-        if not spark.catalog.tableExists(ref.table):
-            return None
-    else:
-        from delta.tables import DeltaTable
-
-        if not DeltaTable.isDeltaTable(spark, ref.path):
-            return None
-    return int(spark.sql(f"DESCRIBE HISTORY {_sql_name(ref)} LIMIT 1").first()["version"])
-
-
-def committed_version(spark: SparkSession, ref: TableRef) -> int | None:
-    """The Delta version this session's write to ``ref`` just committed. Delta's log object in
-    the driver JVM already holds the snapshot its commit produced, so no log is read (a
-    ``DESCRIBE HISTORY`` query is the fallback: a catalog table, Spark Connect, another Delta)."""
-    if ref.format == "delta" and ref.path and not is_connect(spark):
-        try:
-            delta_log = spark._jvm.org.apache.spark.sql.delta.DeltaLog.forTable(
-                spark._jsparkSession, ref.path
-            )
-            return int(delta_log.unsafeVolatileSnapshot().version())
-        except Exception as err:  # an internal API: any change falls back to the query
-            log.debug("reading the committed version from Delta's log object failed: %s", err)
-    return delta_version(spark, ref)
-
-
-def write_checked(
-    df: DataFrame,
-    ref: TableRef,
-    run_date: dt.date,
-    *,
-    rows_in: int,
-    error_column: str,
-    max_flagged_fraction: float | None = None,
-    phases: PhaseClock | None = None,
-) -> dict:
-    """Write ``df`` as the ``run_date`` partition, counting rows and flagged rows as they are
-    written, and check them: as many rows as were read, and no more flagged than allowed. When
-    a check fails on Delta output, restore the version that was current before the write (or,
-    for a table this run created, delete the date's rows) and raise ``OutputCheckError``.
-    Returns ``{"rows_out", "flagged_rows", "version", "before"}`` (the versions after and
-    before the write); ``phases`` hears the laps
-    ``output_version`` (the version before), ``score_write`` and ``verify``."""
-    phases = phases or PhaseClock()
-    spark = df.sparkSession
-    before = delta_version(spark, ref)
-    phases.lap("output_version")
-    observed = Observation("leanscore_output_check")
-    counted = df.observe(
-        observed,
-        F.count(F.lit(1)).alias("rows"),
-        F.count(F.col(error_column)).alias("flagged"),
-    )
-    write_partition(counted, ref, run_date)
-    phases.lap("score_write")
-    metrics = observed.get
-    rows_out, flagged = int(metrics["rows"]), int(metrics["flagged"])
-    problems = []
-    if rows_out != rows_in:
-        problems.append(
-            f"wrote {rows_out} rows for {run_date} but counted {rows_in} in the input before "
-            "scoring: the input changed during the run (another writer)"
-        )
-    if max_flagged_fraction is not None and flagged > max_flagged_fraction * rows_out:
-        problems.append(
-            f"{flagged} of {rows_out} rows were flagged ({error_column} not null), more than "
-            f"max_flagged_fraction={max_flagged_fraction}"
-        )
-    version = committed_version(spark, ref)
-    phases.lap("verify")
-    if problems:
-        raise OutputCheckError("; ".join(problems) + "; " + _undo(spark, ref, run_date, before))
-    return {"rows_out": rows_out, "flagged_rows": flagged, "version": version, "before": before}
-
-
-def _undo(spark: SparkSession, ref: TableRef, run_date: dt.date, before: int | None) -> str:
-    """Put the output back as it was before this run's write; say what was done."""
-    if ref.format != "delta":
-        return (
-            "the Parquet partition was already replaced and Parquet keeps no earlier version: "
-            "rerun the date once the input is settled"
-        )
-    name = _sql_name(ref)
-    if before is None:
-        spark.sql(f"DELETE FROM {name} WHERE {RUN_DATE_COLUMN} = DATE'{run_date.isoformat()}'")
-        return f"the table was new, so this run deleted the rows it wrote for {run_date}"
-    latest = delta_version(spark, ref)
-    if latest != before + 1:
-        return (
-            f"NOT restored: the table moved from version {before} to {latest} during the run, so "
-            "another writer committed too; check its history before rerunning"
-        )
-    spark.sql(f"RESTORE TABLE {name} TO VERSION AS OF {before}")
-    return f"restored the output to version {before}, as it was before the run"
-
-
 def peak_driver_rss_mb(spark: SparkSession) -> dict[str, float | None]:
     """Peak resident memory of the driver: this Python process and, on classic local Spark,
     the driver JVM it launched (in local mode that JVM runs the tasks too)."""
@@ -538,19 +359,6 @@ def process_age_s() -> float | None:
     except (OSError, ValueError, IndexError, StopIteration):
         return None
     return round(time.time() - (boot + started_ticks / ticks), 3)
-
-
-class PhaseClock:
-    """Seconds per step of a run, each lap measured from the end of the previous one."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, phase: str) -> None:
-        now = time.perf_counter()
-        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - self._last, 3)
-        self._last = now
 
 
 @dataclass(frozen=True)
@@ -629,6 +437,9 @@ def _run(
     if shadow is not None:
         scored, observation = shadowing.observe(shadow, scored)
     phases.lap("plan")
+    staging = None
+    if shadow is not None and shadow.config.on_breach == "fail":
+        staging = Staging.beside(spark, config.output, day)  # judged before it counts
     written = write_checked(
         scored,
         config.output,
@@ -637,11 +448,25 @@ def _run(
         error_column=job.error_column,
         max_flagged_fraction=config.max_flagged_fraction,
         phases=phases,
+        staging=staging,
     )
     shadow_record = None
     if shadow is not None:
         shadow_record = _judge_shadow(spark, config, shadow, observation, written, job.name, day)
         phases.lap("shadow_record")
+    if staging is not None:
+        written = staging.publish(
+            scored.schema, day, rows=written["rows_out"], error_column=job.error_column
+        ) | {"flagged_rows": written["flagged_rows"]}
+        phases.lap("publish")
+        shadowing.record(
+            spark,
+            shadow,
+            shadow_record,
+            job=job.name,
+            output=config.output.describe(),
+            version=written["version"],
+        )
     seconds = time.perf_counter() - start
     summary = {
         "status": "succeeded",
@@ -669,15 +494,19 @@ def _run(
 
 
 def _judge_shadow(spark, config, shadow, observation, written: dict, job: str, day) -> dict:
-    """The shadow's record of this run, appended to its history; under ``on_breach: fail`` a
-    breach puts the output back as it was and raises ``ShadowBreach``."""
+    """The shadow's record of this run. Under ``on_breach: fail`` the rows wait in staging: a
+    breach discards them (the output is not touched), records the run in the history and
+    raises ``ShadowBreach``, and a pass is recorded once the rows are published. Under
+    ``warn`` the output was written, and the record goes to the history now."""
     record = shadowing.results(shadow, observation, written["rows_out"])
     output = config.output.describe()
-    if record["verdict"] == "breach" and shadow.config.on_breach == "fail":
-        undone = _undo(spark, config.output, day, written["before"])
-        record["output_restored"] = undone
-        shadowing.record(spark, shadow, record, job=job, output=output, version=None)
-        raise shadowing.ShadowBreach(f"{record['reason']}; {undone}", shadow=record)
+    if shadow.config.on_breach == "fail":
+        if record["verdict"] == "breach":
+            kept = Staging.beside(spark, config.output, day).discard()
+            record["output_restored"] = kept
+            shadowing.record(spark, shadow, record, job=job, output=output, version=None)
+            raise shadowing.ShadowBreach(f"{record['reason']}; {kept}", shadow=record)
+        return record
     shadowing.record(spark, shadow, record, job=job, output=output, version=written["version"])
     if record["reason"]:
         log.warning("%s: %s", job, record["reason"])

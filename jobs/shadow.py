@@ -9,9 +9,10 @@ scores the sample in the same tasks, from the same Arrow batches, as the compres
 collected by a Spark ``Observation`` while the output is written and is never written itself;
 the driver adds the summaries up.
 
-A breach under ``on_breach: fail`` restores the output's previous version (the write already
-committed when the single pass ends: the same undo as the output check) and raises one line
-naming the metric and its threshold; under ``warn`` the output stands and the CLI exits with
+Under ``on_breach: fail`` the pass writes to a staging table beside the output, and the rows
+are published into the output only when the sample passes: a breach leaves the output as it
+was (its current version stays current, not restored) and raises one line naming the metric
+and its threshold; under ``warn`` the output stands and the CLI exits with
 ``WARN_EXIT_CODE``. Either way the run summary and the history table (``shadow.history``, a
 Delta path, one row per run) record the metrics with their 95% intervals and the verdict.
 """
@@ -58,8 +59,8 @@ BOUNDS = {
 
 
 class ShadowBreach(LeanscoreError, RuntimeError):
-    """The shadow sample breached a threshold under ``on_breach: fail``; the output was put back
-    as it was before the run. ``shadow`` holds the run's shadow record."""
+    """The shadow sample breached a threshold under ``on_breach: fail``; the output was not
+    touched. ``shadow`` holds the run's shadow record."""
 
     def __init__(self, message: str, *, shadow: dict):
         super().__init__(message)

@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import held_out_frame
-from leanscore.jobs.score import OutputCheckError, ScoreConfig, run_score
+from leanscore.jobs.output import OutputCheckError
+from leanscore.jobs.score import ScoreConfig, run_score
 from pyspark.sql import functions as F
 
 
@@ -60,6 +61,31 @@ def test_rerun_replaces_only_its_date(spark, digits, artifact, tmp_path):
         "run_date",
     }
     assert table.select("model_sha256").distinct().first()[0] == artifact.sha256
+
+
+@pytest.mark.parametrize("fmt", ["delta", "parquet"])
+def test_a_catalog_table_output_is_created_then_replaced_a_date_at_a_time(
+    spark, digits, artifact, tmp_path, fmt
+):
+    """Output named as a catalog table (as on Databricks): the first run creates it, each run
+    replaces its date only, and the rows are counted and checked as for a path."""
+    src = str(tmp_path / "in")
+    held_out_frame(spark, digits, n=50).write.format("delta").save(src)
+    table = f"nightly_scores_{fmt}"
+    config = _config(artifact, src, "unused").model_copy(
+        update={"output": {"table": table, "format": fmt}}
+    )
+    config = ScoreConfig.model_validate(config.model_dump())
+    for day in ("2026-01-01", "2026-01-02", "2026-01-01"):
+        summary = run_score(spark, config, day)
+        assert summary["rows_out"] == 50 and summary["output"] == table
+    counts = spark.read.table(table).groupBy("run_date").count().collect()
+    assert {str(r["run_date"]): r["count"] for r in counts} == {
+        "2026-01-01": 50,
+        "2026-01-02": 50,
+    }
+    if fmt == "delta":
+        assert summary["output_version"] == 3  # created empty, then three dates written
 
 
 def _with_bad_rows(spark, digits, path):
@@ -213,7 +239,7 @@ def test_input_changing_during_the_run_restores_the_previous_version(
         return rows
 
     monkeypatch.setattr(score_job, "count_input", count_then_append)
-    with pytest.raises(score_job.OutputCheckError, match=r"wrote 70 rows .* counted 60") as err:
+    with pytest.raises(OutputCheckError, match=r"wrote 70 rows .* counted 60") as err:
         run_score(spark, config, "2026-01-01")
     assert f"restored the output to version {good_version}" in str(err.value)
     history = _history(spark, out)

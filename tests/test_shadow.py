@@ -106,6 +106,7 @@ def test_clean_passes_shifted_fails_or_warns_and_the_history_keeps_every_run(
     assert "shadow_record" in _summary(tmp_path)["phase_seconds"]
     out = spark.read.format("delta").load(str(tmp_path / "out"))
     assert not [c for c in out.columns if c.startswith("__shadow")]
+    assert not (tmp_path / "out" / "_leanscore_staging").exists()  # published, then removed
     clean_rows = out.select("row_id", "prediction").orderBy("row_id").toPandas()
 
     # the same table drifted past the calibrated range: the compressed model disagrees
@@ -114,10 +115,13 @@ def test_clean_passes_shifted_fails_or_warns_and_the_history_keeps_every_run(
     assert failed.exit_code == 1, failed.output
     (line,) = failed.stderr.strip().splitlines()
     assert "shadow agreement" in line and "below min_agreement=0.99" in line
-    assert "restored the output to version" in line
+    assert line.endswith("the output was not touched")
     failure = _summary(tmp_path)
     assert failure["status"] == "failed" and failure["shadow"]["verdict"] == "breach"
     assert sum(failure["shadow"]["out_of_range"].values()) > 1000  # the drift the guard saw
+    out_log = tmp_path / "out" / "_delta_log"
+    assert sorted(p.name for p in out_log.glob("*.json"))[-1] == "00000000000000000000.json"
+    assert not (tmp_path / "out" / "_leanscore_staging").exists()
     kept = spark.read.format("delta").load(str(tmp_path / "out"))
     pd.testing.assert_frame_equal(
         kept.select("row_id", "prediction").orderBy("row_id").toPandas(), clean_rows
@@ -135,7 +139,7 @@ def test_clean_passes_shifted_fails_or_warns_and_the_history_keeps_every_run(
     rows = history.collect()
     assert [r["verdict"] for r in rows] == ["pass", "breach", "breach"]
     assert [r["on_breach"] for r in rows] == ["fail", "fail", "warn"]
-    assert rows[1]["output_version"] is None and rows[2]["output_version"] is not None
+    assert [r["output_version"] for r in rows] == [0, None, 1]
     assert {r["model_sha256"] for r in rows} == {int8_artifact.sha256}
     assert rows[0]["reference_name"] == "digits-small-int8-reference"
     assert rows[0]["rows_scored"] == 400 and len(rows[0]["per_class"]) == 10
@@ -180,6 +184,46 @@ def _dashboard_and_chart_read(spark, tmp_path):
     rows = metrics_by_run(read_history(spark, str(tmp_path / "history")))
     assert list(rows["verdict"]) == ["pass", "pass", "breach", "breach", "breach", "breach"]
     assert plot_metrics(rows, tmp_path / "shadow.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("output", ["parquet", "table"])
+def test_a_breach_under_fail_leaves_parquet_and_catalog_outputs_untouched(
+    spark, digits, int8_artifact, tmp_path, output
+):
+    """The night's rows wait in staging until the sample is judged: a Parquet partition, which
+    keeps no earlier version to restore, and a catalog table keep the previous night's rows, and
+    no staging is left behind after a pass or a breach."""
+    src = str(tmp_path / "in")
+    held_out_frame(spark, digits, n=200).write.format("delta").save(src)
+    config = _config(tmp_path, int8_artifact, src, fraction=0.5, min_agreement=0.99)
+    table = f"shadow_out_{output}"
+    if output == "table":
+        config["output"] = {"table": table}
+        staging = f"{table}_leanscore_staging_{DAY.replace('-', '')}"
+    else:
+        config["output"] = {"path": str(tmp_path / "out"), "format": "parquet"}
+
+    def rows():
+        frame = (
+            spark.read.table(table)
+            if output == "table"
+            else spark.read.parquet(str(tmp_path / "out"))
+        )
+        return frame.select("row_id", "prediction", "scored_at").orderBy("row_id").toPandas()
+
+    def no_staging_left():
+        if output == "table":
+            return not spark.catalog.tableExists(staging)
+        return not (tmp_path / "out" / "_leanscore_staging").exists()
+
+    assert _score(tmp_path, config).exit_code == 0
+    clean = rows()
+    assert len(clean) == 200 and no_staging_left()
+    _shifted(spark, digits, 200).write.format("delta").mode("overwrite").save(src)
+    failed = _score(tmp_path, config)
+    assert failed.exit_code == 1 and "the output was not touched" in failed.stderr
+    pd.testing.assert_frame_equal(rows(), clean)
+    assert no_staging_left()
 
 
 def test_a_rerun_of_a_date_shadows_the_same_rows(spark, digits, int8_artifact, tmp_path):
