@@ -99,7 +99,7 @@ test-pythons: $(addprefix test-fast-,$(FOUND_PYTHONS))
 # Two tabular workloads into one history (bench-output/history): the digits MLP, where reading
 # the table dominates, and the wide 256-2048-1024-512-10 MLP, where the model does; then the
 # MiniLM text-embedding bench (its own report in bench-output/embed).
-bench: $(STAMP) jars
+bench: $(STAMP) jars fashion-mnist
 	$(VENV)/bin/leanscore bench --config conf/bench.yaml --out bench-output
 	$(VENV)/bin/leanscore bench --config conf/bench-wide.yaml --out bench-output/wide
 	$(VENV)/bin/leanscore bench --config conf/bench-embed.yaml --out bench-output/embed
