@@ -270,10 +270,12 @@ def _undo(spark: SparkSession, ref: TableRef, run_date: dt.date, before: int | N
 @dataclass(frozen=True)
 class Staging:
     """Where one run's rows wait for their judgement before they count: beside a path output,
-    ``<output>/_leanscore_staging/<run_date>`` (same format, same store and credentials); beside
-    a catalog table, the table ``<name>_leanscore_staging_<yyyymmdd>`` in its schema. Publishing
-    costs one more pass over the run's output rows (not its input), in exchange for an output
-    that never holds rows that failed."""
+    Parquet files under ``<output>/_leanscore_staging/<run_date>`` (the same store and
+    credentials; plain Parquet, since a staging table needs no log, and writes and reads back
+    faster than Delta); beside a catalog table, the table ``<name>_leanscore_staging_<yyyymmdd>``
+    in its schema and format (Unity Catalog manages Delta tables only). Publishing costs one
+    more pass over the run's output rows (not its input), in exchange for an output that never
+    holds rows that failed."""
 
     spark: SparkSession
     output: TableRef
@@ -285,7 +287,7 @@ class Staging:
             name = f"{output.table}_leanscore_staging_{run_date:%Y%m%d}"
             return cls(spark, output, TableRef(table=name, format=output.format))
         path = f"{output.path.rstrip('/')}/{STAGING_DIR}/{run_date.isoformat()}"
-        return cls(spark, output, TableRef(path=path, format=output.format))
+        return cls(spark, output, TableRef(path=path, format="parquet"))
 
     def read(self, schema) -> DataFrame:
         """The staged rows; Parquet is read with the schema they were written with (a

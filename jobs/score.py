@@ -467,6 +467,7 @@ def _run(
             output=config.output.describe(),
             version=written["version"],
         )
+        phases.lap("shadow_record")  # the history's append, as under warn
     seconds = time.perf_counter() - start
     summary = {
         "status": "succeeded",
