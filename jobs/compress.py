@@ -24,7 +24,7 @@ from leanscore.compression.sources import (
     text_inputs,
 )
 from leanscore.jobs.config import ConfigError, load_config, packaged_config, read_yaml, validate
-from leanscore.jobs.tables import TextTable, print_table
+from leanscore.jobs.tables import TextTable, percent, print_table
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
 
@@ -442,10 +442,6 @@ def autotune_to_artifact(
     return artifact
 
 
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}%"
-
-
 def _distinct_note(n) -> list[str]:
     return [f"Accuracy and agreement measured on {n:,} distinct held-out examples."] if n else []
 
@@ -483,8 +479,8 @@ def steps_table(metrics: dict, *, title: str) -> TextTable:
                 f"{m['rows_per_s_1thread']:,.0f}",
                 f"{vs.get('speedup_1thread', 1.0):.2f}x",
                 f"{vs.get('onnx_bytes_smaller', 1.0):.1f}x",
-                _pct(m.get("accuracy")),
-                _pct(fid.get("agreement", fid.get("cosine_mean"))),
+                percent(m.get("accuracy")),
+                percent(fid.get("agreement", fid.get("cosine_mean"))),
                 str(note),
             ]
         )
@@ -513,7 +509,7 @@ def candidates_table(rows: list[dict]) -> TextTable:
     cells = []
     for r in rows:
         interval = r.get("accuracy_interval")
-        accuracy = _pct(r["accuracy"]) + (
+        accuracy = percent(r["accuracy"]) + (
             "" if not interval else f" [{100 * interval[0]:.1f}, {100 * interval[1]:.1f}]"
         )
         cells.append(
@@ -527,7 +523,7 @@ def candidates_table(rows: list[dict]) -> TextTable:
                 "n/a" if r["zipped_bytes"] is None else f"{r['zipped_bytes']:,}",
                 accuracy,
                 "n/a" if r["accuracy_drop_points"] is None else f"{r['accuracy_drop_points']:.2f}",
-                _pct(r["fidelity"]),
+                percent(r["fidelity"]),
             ]
         )
     n = next((r.get("distinct_examples") for r in rows if r.get("distinct_examples")), None)

@@ -13,11 +13,8 @@ tokenizes and embeds. This module only adds the text options to the config.
 from __future__ import annotations
 
 import datetime as dt
-import json
-from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-import typer
 from leanscore.compression.artifact import Artifact
 from leanscore.jobs.score import NightlyConfig, NightlyJob, run_nightly, score_frame
 from leanscore.udfs.options import DEFAULT_MAX_CHARS
@@ -68,24 +65,3 @@ def score_text_table(spark: SparkSession, config: EmbedConfig, run_date: str | d
 
 
 EMBED_JOB = NightlyJob("embed", score_frame, "embedding_error", "sentences_per_s")
-
-
-app = typer.Typer(add_completion=False)
-
-
-@app.command()
-def main(
-    config: Annotated[Path, typer.Option(help="embedding job YAML (conf/nightly-embed.yaml)")],
-    run_date: Annotated[str, typer.Option(help="YYYY-MM-DD partition to (re)write")],
-    set_: Annotated[list[str] | None, typer.Option("--set", help="override: a.b=value")] = None,
-) -> None:
-    from leanscore.jobs.config import load_config
-    from leanscore.jobs.runtime.spark import get_spark
-
-    cfg = load_config(EmbedConfig, config, set_ or [])
-    summary = score_text_table(get_spark("leanscore-embed"), cfg, run_date)
-    typer.echo(json.dumps(summary, indent=2))
-
-
-if __name__ == "__main__":
-    app()

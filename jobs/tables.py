@@ -127,3 +127,8 @@ def print_table(console: Console, table: TextTable) -> None:
         return
     for line in fixed_width_lines(table):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def percent(x: float | None) -> str:
+    """A fraction as a percentage with two decimals; ``n/a`` when it was not measured."""
+    return "n/a" if x is None else f"{100 * x:.2f}%"

@@ -48,7 +48,7 @@ from leanscore.jobs.bench.prepare import PrepareConfig
 from leanscore.jobs.bench.pricing import Pricing, cost, savings
 from leanscore.jobs.bench.timing import PARTS, TaskClock, breakdown, since
 from leanscore.jobs.score import InputConfig
-from leanscore.jobs.tables import TextTable
+from leanscore.jobs.tables import TextTable, percent
 from leanscore.udfs.distribution import is_connect
 from leanscore.udfs.scan import ScanPlan, ScanUnsupported, plan_scan
 from leanscore.udfs.schema import feature_names
@@ -802,10 +802,6 @@ def _variant_result(
     }
 
 
-def _pct(x: float | None) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}%"
-
-
 def comparison_table(report: dict, title: str | None = None) -> TextTable:
     """Every variant's speed, money, quality and time shares, as a table ``print_table``
     prints complete (fitted to a terminal, or as Markdown). Says how many distinct examples
@@ -841,9 +837,9 @@ def comparison_table(report: dict, title: str | None = None) -> TextTable:
                 f"{v['monthly_usd']:,.2f}",
                 f"{v.get('savings_pct', 0.0):.0f}%",
                 accuracy_text(v),
-                _pct(fid.get("agreement")) if "agreement" in fid else "n/a",
+                percent(fid.get("agreement")) if "agreement" in fid else "n/a",
                 f"{v['model_bytes']:,}",
-                *[_pct(shares.get(k)) if shares else "n/a" for k in PARTS],
+                *[percent(shares.get(k)) if shares else "n/a" for k in PARTS],
             ]
         )
     n = report.get("distinct_examples") or report["rows"]

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from leanscore.compression.errors import LeanscoreError
 from leanscore.jobs.bench.decompose import accuracy_text, decomposition_rows
+from leanscore.jobs.tables import percent
 
 HEADLINE_START = "<!-- headline:start -->"
 HEADLINE_END = "<!-- headline:end -->"
@@ -146,10 +147,6 @@ def stamp(report: dict, source: str) -> str:
     )
 
 
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.2f}%"
-
-
 def _table(
     head: list[str], rows: list[list[str]], right_from: int = 1, *, right: set[int] | None = None
 ) -> list[str]:
@@ -209,7 +206,7 @@ def comparison_lines(report: dict, source: str) -> list[str]:
                 f"{v['usd_per_million_rows']:.5f}",
                 f"{v['monthly_usd']:,.2f}",
                 accuracy_text(v),
-                _pct(fid.get("agreement")),
+                percent(fid.get("agreement")),
             ]
         )
     n = report.get("distinct_examples") or report["rows"]
