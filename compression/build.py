@@ -47,9 +47,10 @@ def tensor_specs(onnx_bytes: bytes) -> tuple[list[dict], list[dict]]:
     return inputs, [spec(v) for v in graph.output]
 
 
-def library_versions() -> dict[str, str]:
+def library_versions(*extra: str) -> dict[str, str]:
+    """Installed versions of the libraries an artifact was made with (and ``extra`` ones)."""
     out = {}
-    for pkg in ("leanscore", "torch", "onnx", "onnxruntime", "torch-pruning"):
+    for pkg in ("leanscore", "torch", "onnx", "onnxruntime", "torch-pruning", *extra):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import warnings
 from collections.abc import Callable, Mapping
@@ -12,6 +13,7 @@ import numpy as np
 import onnx
 import torch
 from leanscore.compression.errors import LeanscoreError, RecipeError
+from leanscore.compression.text_inputs import TOKEN_INPUTS
 from torch import nn
 
 if TYPE_CHECKING:
@@ -52,6 +54,37 @@ def export_onnx(
     proto = program.model_proto
     strip_debug_info(proto)
     onnx.checker.check_model(proto, full_check=True)
+    return proto.SerializeToString()
+
+
+def export_token_model(model: nn.Module, *, output_name: str, opset: int) -> bytes:
+    """Export a model of token ids and attention mask (a BERT-family encoder or classifier)
+    to ONNX bytes, batch and sequence axes dynamic.
+
+    Uses the TorchScript exporter (``dynamo=False`` with ``dynamic_axes``): the dynamo exporter
+    specialises Hugging Face BERT's attention-mask arithmetic on the example's sequence length,
+    and the TorchScript graph is the one ONNX Runtime's BERT fusions and quantizers are tuned
+    for."""
+    model = model.eval()
+    ids = torch.tensor([[101, 7592, 2088, 102], [101, 2023, 102, 0]], dtype=torch.int64)
+    mask = (ids != 0).to(torch.int64)
+    buffer = io.BytesIO()
+    axes = {0: "batch", 1: "sequence"}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (ids, mask),
+            buffer,
+            dynamo=False,
+            input_names=list(TOKEN_INPUTS),
+            output_names=[output_name],
+            dynamic_axes={name: axes for name in TOKEN_INPUTS} | {output_name: {0: "batch"}},
+            opset_version=opset,
+            do_constant_folding=True,
+        )
+    proto = onnx.load_model_from_string(buffer.getvalue())
+    onnx.checker.check_model(proto)
     return proto.SerializeToString()
 
 

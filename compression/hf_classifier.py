@@ -16,7 +16,6 @@ hashed in the manifest like the model.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import warnings
@@ -24,18 +23,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 from leanscore.compression.data import LabelledData
-from leanscore.compression.export import check_parity
+from leanscore.compression.export import check_parity, export_token_model
 from leanscore.compression.text_inputs import (
+    TOKEN_INPUTS,
+    TOKENIZER_FILE,
     encode,
     tokenized_batches,
     tokenizer_from_bytes,
 )
 from torch import nn
 
-TOKENIZER_FILE = "tokenizer.json"
 OUTPUT_NAME = "probabilities"
 FAMILY = "text_classifier"
 PARITY_TEXTS = (
@@ -106,32 +105,9 @@ def class_labels_of(path: Path) -> list[str]:
 
 
 def export_classifier_onnx(model: nn.Module, *, opset: int) -> bytes:
-    """The classifier with its softmax, batch and sequence axes dynamic.
-
-    The TorchScript exporter (``dynamo=False`` with ``dynamic_axes``), as for the MiniLM
-    encoder: the dynamo exporter specialises the attention-mask arithmetic of Hugging Face's
-    BERT on the example's sequence length."""
-    served = WithSoftmax(model).eval()
-    ids = torch.tensor([[101, 7592, 2088, 102], [101, 2023, 102, 0]], dtype=torch.int64)
-    mask = (ids != 0).to(torch.int64)
-    buffer = io.BytesIO()
-    axes = {0: "batch", 1: "sequence"}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            served,
-            (ids, mask),
-            buffer,
-            dynamo=False,
-            input_names=["input_ids", "attention_mask"],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={"input_ids": axes, "attention_mask": axes, OUTPUT_NAME: {0: "batch"}},
-            opset_version=opset,
-            do_constant_folding=True,
-        )
-    proto = onnx.load_model_from_string(buffer.getvalue())
-    onnx.checker.check_model(proto)
-    return proto.SerializeToString()
+    """The classifier with its softmax, batch and sequence axes dynamic
+    (``export_token_model``, as for the MiniLM encoder)."""
+    return export_token_model(WithSoftmax(model), output_name=OUTPUT_NAME, opset=opset)
 
 
 def export_source(
@@ -183,7 +159,7 @@ class TextClassifierInputs:
     tokenizer_bytes: bytes
     max_length: int
     class_labels: list[str]
-    input_names: tuple[str, ...] = ("input_ids", "attention_mask")
+    input_names: tuple[str, ...] = TOKEN_INPUTS
     family: str = FAMILY
     recipe_family: str = FAMILY  # exported before the recipe: ONNX-side steps only
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from leanscore.compression.data import LabelledData
-from leanscore.compression.hf_classifier import TOKENIZER_FILE, model_folder
-from leanscore.compression.text_inputs import tokenized_batches
+from leanscore.compression.hf_classifier import model_folder
+from leanscore.compression.text_inputs import TOKEN_INPUTS, TOKENIZER_FILE, tokenized_batches
 
 RECIPE_FAMILY = "text_embedding"
 
@@ -73,7 +73,7 @@ class TextEmbeddingInputs:
 
     tokenizer_bytes: bytes
     max_length: int
-    input_names: tuple[str, ...] = ("input_ids", "attention_mask")
+    input_names: tuple[str, ...] = TOKEN_INPUTS
     family: str = "text_embedding"  # the scoring family (leanscore.udfs.families)
     recipe_family: str = RECIPE_FAMILY
     class_labels: list[str] | None = None

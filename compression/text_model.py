@@ -15,15 +15,15 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
-from leanscore.compression.export import TorchExport
-from leanscore.compression.text_inputs import DISABLED_OPTIMIZERS  # as the text families score
+from leanscore.compression.export import TorchExport, export_token_model
+from leanscore.compression.text_inputs import (  # as the text families score
+    DISABLED_OPTIMIZERS,
+    TOKENIZER_FILE,
+)
 from torch import nn
 
-INPUT_NAMES = ("input_ids", "attention_mask")
 OUTPUT_NAME = "embedding"
-TOKENIZER_FILE = "tokenizer.json"
 DEFAULT_OPSET = 17
 
 
@@ -96,34 +96,8 @@ def tokenize(tokenizer, texts: list[str], *, max_length: int) -> tuple[np.ndarra
 
 
 def export_text_onnx(encoder: nn.Module, *, opset: int = DEFAULT_OPSET) -> bytes:
-    """Export with dynamic batch and sequence axes.
-
-    Uses the TorchScript exporter (``dynamo=False`` with ``dynamic_axes``): the dynamo exporter
-    specialises the HF BERT mask arithmetic on the example's sequence length, and the
-    TorchScript graph is the one ONNX Runtime's BERT fusions and quantizers are tuned for."""
-    encoder = encoder.eval()
-    ids = torch.tensor([[101, 7592, 2088, 102], [101, 2023, 102, 0]], dtype=torch.int64)
-    mask = (ids != 0).to(torch.int64)
-    import io
-
-    buffer = io.BytesIO()
-    axes = {0: "batch", 1: "sequence"}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            encoder,
-            (ids, mask),
-            buffer,
-            dynamo=False,
-            input_names=list(INPUT_NAMES),
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={"input_ids": axes, "attention_mask": axes, OUTPUT_NAME: {0: "batch"}},
-            opset_version=opset,
-            do_constant_folding=True,
-        )
-    proto = onnx.load_model_from_string(buffer.getvalue())
-    onnx.checker.check_model(proto)
-    return proto.SerializeToString()
+    """The encoder with dynamic batch and sequence axes (``export_token_model``)."""
+    return export_token_model(encoder, output_name=OUTPUT_NAME, opset=opset)
 
 
 def baseline_onnx(path: str | Path | None = None) -> bytes:
