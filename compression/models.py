@@ -31,13 +31,6 @@ def digits_mlp(hidden: list[int] | None = None) -> MLP:
     return MLP(64, hidden or [512, 256], 10)
 
 
-def wide_mlp(hidden: list[int] | None = None) -> MLP:
-    """The bench's wide tabular classifier: 256 numeric features -> 2048-1024-512 -> 10
-    classes, about 3.2 million parameters; the workload where the model, not reading the
-    table, is what a scoring job pays for (``compression.wide_data`` makes its rows)."""
-    return MLP(256, hidden or [2048, 1024, 512], 10)
-
-
 class DigitsCNN(nn.Module):
     """A small CNN on digit images of ``input_shape`` (channels, height, width; default the 8x8
     grayscale digits). It takes the flat pixel rows a table holds, or (n, C, H, W) images as

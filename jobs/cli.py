@@ -85,7 +85,7 @@ def demo(
 ) -> None:
     """Train, compress, score and compare once on embedded data (local Spark with Delta)."""
     configure_logging("WARNING")
-    from leanscore.jobs.demo.job import chosen_workloads, run_demo
+    from leanscore.bench.demo.job import chosen_workloads, run_demo
     from leanscore.jobs.runtime.spark import get_spark
 
     with _one_line_errors():
@@ -232,8 +232,8 @@ def bench(
     MiniLM variants and the PyTorch model in predict_batch_udf, in sentences/s and cosine.
     """
     configure_logging()
-    from leanscore.jobs.bench.compare import BenchConfig
-    from leanscore.jobs.bench.embed import is_embedding_config
+    from leanscore.bench.compare import BenchConfig
+    from leanscore.bench.embed import is_embedding_config
     from leanscore.jobs.config import apply_overrides, load_config, read_yaml
     from leanscore.jobs.runtime.spark import get_spark
 
@@ -242,7 +242,7 @@ def bench(
         if is_embedding_config(apply_overrides(read_yaml(config), list(overrides or []))):
             _embedding_bench(config, out, overrides)
             return
-        from leanscore.jobs.bench.run import run_bench
+        from leanscore.bench.run import run_bench
 
         cfg = load_config(BenchConfig, config, overrides)
         run_bench(get_spark("leanscore-bench"), cfg, out, config_dir=config.resolve().parent)
@@ -259,7 +259,7 @@ def bench_nightly(
     """The nightly job end to end: `leanscore score` as a process against a PySpark job with
     the PyTorch model in predict_batch_udf, at two table sizes: wall time, rows/s, fixed cost."""
     configure_logging()
-    from leanscore.jobs.bench.nightly import NightlyBenchConfig, report_lines, run_nightly_bench
+    from leanscore.bench.nightly import NightlyBenchConfig, report_lines, run_nightly_bench
     from leanscore.jobs.config import load_config
 
     config = _config_path(config)
@@ -302,7 +302,7 @@ def report_docs(
     ] = Path("README.md"),
 ) -> None:
     """Write docs/benchmarks.md and README's headline table from bench report JSON files."""
-    from leanscore.jobs.bench.docs import DocsError, collect, write_docs
+    from leanscore.bench.docs import DocsError, collect, write_docs
 
     try:
         collect(list(report or []), reports_dir, headline=headline)
@@ -313,7 +313,7 @@ def report_docs(
 
 
 def _embedding_bench(config: Path, out: Path, overrides: list[str] | None) -> None:
-    from leanscore.jobs.bench.embed import BenchEmbedConfig, run_embed_bench, table_lines
+    from leanscore.bench.embed import BenchEmbedConfig, run_embed_bench, table_lines
     from leanscore.jobs.config import load_config
     from leanscore.jobs.runtime.spark import get_spark
 

@@ -26,8 +26,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from leanscore.jobs.bench.compare import BenchConfig
-from leanscore.jobs.bench.run import run_bench
+from leanscore.bench.compare import BenchConfig
+from leanscore.bench.run import run_bench
 from leanscore.jobs.config import load_config
 from leanscore.jobs.notebook_support import (
     notebook_spark,

@@ -70,7 +70,7 @@ missing = not (Path(config.artifact) / "manifest.json").is_file() or (
     config.input.path is not None and not Path(config.input.path).exists()
 )
 if missing:
-    from leanscore.jobs.bench.embed import BenchEmbedConfig, prepare
+    from leanscore.bench.embed import BenchEmbedConfig, prepare
     from leanscore.jobs.config import find_config, load_config
 
     bench = load_config(

@@ -152,7 +152,7 @@ def artifact(small_model, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def columns_artifact(small_model, tmp_path_factory):
-    from leanscore.jobs.demo.datagen import feature_column_names
+    from leanscore.bench.demo.datagen import feature_column_names
 
     return make_artifact(
         small_model,

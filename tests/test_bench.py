@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from leanscore.jobs.bench.compare import BenchConfig
+from leanscore.bench.compare import BenchConfig
 from leanscore.jobs.config import load_config
 
 PRICING = {
@@ -74,7 +74,7 @@ def bench_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def first_run(spark, bench_dir):
-    from leanscore.jobs.bench.run import run_bench
+    from leanscore.bench.run import run_bench
 
     path = bench_config(bench_dir)
     config = load_config(BenchConfig, path)
@@ -181,7 +181,7 @@ def test_dollar_figures_match_a_hand_computation(first_run):
 
 
 def test_history_grows_by_one_row_per_variant_per_run(spark, bench_dir, first_run):
-    from leanscore.jobs.bench.run import run_bench
+    from leanscore.bench.run import run_bench
 
     history = str(bench_dir / "history")
     before = spark.read.format("delta").load(history)
@@ -226,7 +226,7 @@ def test_html_report_is_self_contained_and_its_charts_render(bench_dir, first_ru
     Chromium, the screenshot shows the charts' colours. The same page without its images
     shows none of them (the check can fail)."""
     from browser import color_pixels, screenshot
-    from leanscore.jobs.bench.report import SHARE_COLORS
+    from leanscore.bench.report import SHARE_COLORS
 
     page = (bench_dir / "out1" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == len(first_run["charts"])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from leanscore.jobs.bench.prepare import (
+from leanscore.bench.prepare import (
     PrepareConfig,
     _file_sha256,
     build_basis,

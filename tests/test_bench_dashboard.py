@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import yaml
-from leanscore.jobs.bench.report import HISTORY_COLUMNS
+from leanscore.bench.report import HISTORY_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -4,14 +4,14 @@ follows its own ratio: true above the target, false below it (no Spark needed)."
 from __future__ import annotations
 
 import pytest
-from leanscore.compression.evaluate import accuracy_interval
-from leanscore.jobs.bench.decompose import (
+from leanscore.bench.decompose import (
     BenchTargets,
     decompose,
     decomposition_rows,
     pairs,
 )
-from leanscore.jobs.bench.timing import breakdown
+from leanscore.bench.timing import breakdown
+from leanscore.compression.evaluate import accuracy_interval
 
 
 def variant(name, model, path, engine, rows_per_s, *, compressed=False, accuracy=0.95, monthly=0):
@@ -178,7 +178,7 @@ def test_a_fast_variant_15_points_less_accurate_meets_no_target():
 
 
 def test_without_labels_the_budget_is_agreement_and_unmeasured_quality_fails():
-    from leanscore.jobs.bench.decompose import within_budget
+    from leanscore.bench.decompose import within_budget
 
     base = {"name": "base", "accuracy": None}
     t = BenchTargets()
@@ -249,8 +249,8 @@ def test_breakdown_shares_add_up_and_spark_is_the_rest():
 def test_noise_band_is_the_measured_intervals_half_width_not_a_worst_case():
     """At 97% on 450 distinct images the Wilson interval spans about +-1.5 points; the report
     says so instead of the worst case at 50% (4.6 points), which overstated the noise."""
+    from leanscore.bench.report import _half_width_points
     from leanscore.compression.evaluate import accuracy_interval
-    from leanscore.jobs.bench.report import _half_width_points
 
     variants = [
         {"accuracy_interval": accuracy_interval(0.9737, 450)},
@@ -265,7 +265,7 @@ def test_predict_batch_udf_model_clock_counts_every_job_on_reused_workers(spark)
     """predict_batch_udf reuses its predict function across tasks and jobs on a worker; the
     model seconds of a later job must still reach the driver (they read 0% before)."""
     import numpy as np
-    from leanscore.jobs.bench.timing import TaskClock, timed_predict_fn
+    from leanscore.bench.timing import TaskClock, timed_predict_fn
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql import functions as F
     from pyspark.sql.types import DoubleType
@@ -300,7 +300,7 @@ def test_predict_batch_udf_model_clock_counts_every_job_on_reused_workers(spark)
 def test_over_measured_time_is_printed_and_the_shares_show_it():
     """Clocks that add up to more than the cores had: Spark's rest is clamped at 0, so the
     excess is stated (seconds and share) rather than hidden under a 100% bar."""
-    from leanscore.jobs.bench.report import over_measured_lines
+    from leanscore.bench.report import over_measured_lines
 
     t = breakdown(
         {"read_s": 4.0, "model_s": 5.0, "python_s": 11.0, "between_s": 0.0},

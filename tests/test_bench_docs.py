@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from leanscore.jobs.bench.docs import (
+from leanscore.bench.docs import (
     HEADLINE_END,
     HEADLINE_START,
     DocsError,
@@ -93,7 +93,7 @@ def test_a_readme_without_markers_fails_naming_them(tmp_path):
 
 
 def test_the_headline_comes_from_a_comparison_report_only(tmp_path):
-    from leanscore.jobs.bench.docs import collect
+    from leanscore.bench.docs import collect
 
     nightly = tmp_path / "nightly.json"
     nightly.write_text(json.dumps({"x_pytorch": {}, "results": []}))
@@ -132,7 +132,7 @@ def test_report_docs_command_writes_the_page_and_the_headline(tmp_path):
 def test_the_demo_report_of_several_workloads_makes_one_headline_table():
     """The demo writes {"workloads": {name: comparison report}}: one row block per workload,
     stamped from the run's environment."""
-    from leanscore.jobs.bench.docs import headline_lines
+    from leanscore.bench.docs import headline_lines
 
     comparison = json.loads((REPORTS / "digits-mlp.json").read_text())
     demo = {"run_date": "2026-12-03", "workloads": {"wide-mlp": comparison, "digits": comparison}}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from leanscore.jobs.bench.nightly import (
+from leanscore.bench.nightly import (
     VARIANTS,
     NightlyBenchConfig,
     NightlyTargets,
@@ -132,8 +132,8 @@ def test_both_jobs_run_as_processes_and_write_every_row(spark, tmp_path, monkeyp
 
     import torch
     from conftest import make_artifact
+    from leanscore.bench.demo.datagen import write_digits_table
     from leanscore.compression.models import digits_mlp
-    from leanscore.jobs.demo.datagen import write_digits_table
 
     rows = 1000
     monkeypatch.setenv("LEANSCORE_SPARK_MASTER", "local[1]")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from leanscore.jobs.bench.pricing import Pricing, cost, cost_model_text, load_pricing, savings
+from leanscore.bench.pricing import Pricing, cost, cost_model_text, load_pricing, savings
 from leanscore.jobs.config import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -56,7 +56,7 @@ def test_negative_price_names_the_field_and_value(tmp_path, field):
 
 
 def test_shipped_pricing_and_bench_configs_load():
-    from leanscore.jobs.bench.compare import BenchConfig
+    from leanscore.bench.compare import BenchConfig
     from leanscore.jobs.config import load_config
 
     load_pricing(CONF / "pricing.yaml")

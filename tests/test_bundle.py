@@ -19,7 +19,7 @@ import click
 import pytest
 import typer
 import yaml
-from leanscore.jobs.bench.compare import BenchConfig
+from leanscore.bench.compare import BenchConfig
 from leanscore.jobs.cli import app
 from leanscore.jobs.config import load_config
 from leanscore.jobs.score import ScoreConfig

@@ -11,10 +11,10 @@ import re
 import pytest
 from conftest import DEMO_ROWS, DEMO_RUN_DATE
 from delta.tables import DeltaTable
+from leanscore.bench.demo.job import rows_to_halve_bill
+from leanscore.bench.pricing import load_pricing
 from leanscore.compression.artifact import Artifact
-from leanscore.jobs.bench.pricing import load_pricing
 from leanscore.jobs.config import packaged_config
-from leanscore.jobs.demo.job import rows_to_halve_bill
 
 pytestmark = pytest.mark.spark
 
@@ -104,7 +104,7 @@ def test_rows_to_halve_the_bill_follows_the_fixed_and_per_row_costs():
 
 
 def test_workloads_are_chosen_by_name_in_the_order_given():
-    from leanscore.jobs.demo.job import WORKLOADS, chosen_workloads
+    from leanscore.bench.demo.job import WORKLOADS, chosen_workloads
 
     assert chosen_workloads(None) == chosen_workloads([]) == WORKLOADS
     picked = chosen_workloads(["digits-mlp", "wide-mlp", "digits-mlp"])

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from leanscore.jobs.bench.embed import BenchEmbedConfig, _split_sentences, held_out_domains
-from leanscore.jobs.bench.embed_fidelity import PACKAGES, STDLIB, fidelity_sentences, fidelity_table
+from leanscore.bench.embed import BenchEmbedConfig, _split_sentences, held_out_domains
+from leanscore.bench.embed_fidelity import PACKAGES, STDLIB, fidelity_sentences, fidelity_table
 from leanscore.jobs.config import load_config
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -39,7 +39,7 @@ def test_a_recipe_sentence_is_never_a_fidelity_sentence():
 
 
 def test_too_few_fresh_sentences_is_an_error_naming_the_fix():
-    from leanscore.compression.text_data import stdlib_sentences
+    from leanscore.bench.text_data import stdlib_sentences
 
     with pytest.raises(ValueError, match="lower eval_rows/train_rows"):
         fidelity_sentences(set(stdlib_sentences()), 100)
@@ -49,7 +49,7 @@ def test_embedding_targets_are_met_only_when_every_check_holds():
     """The embedding bench's verdict: met with every check at or over its target; NOT met when
     one speed ratio falls short (the case the bench reports since int8 texts are scored
     alone); a faster variant that misses the fidelity targets is not the one named."""
-    from leanscore.jobs.bench.embed import Targets, _targets
+    from leanscore.bench.embed import Targets, _targets
 
     def entry(name, x_fp32, x_torch, mean, p1, speed):
         return {

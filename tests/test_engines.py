@@ -140,7 +140,7 @@ def test_configs_check_the_engine_name_with_the_registry():
     with pytest.raises(ValidationError, match="engine 'scan' reads a whole Parquet/Delta path"):
         EmbedConfig.model_validate(filtered)
     # the embedding bench's text UDF variants take the same names from the registry
-    from leanscore.jobs.bench.embed import BenchEmbedConfig
+    from leanscore.bench.embed import BenchEmbedConfig
     from leanscore.jobs.config import read_yaml
 
     bench = read_yaml(ROOT / "conf" / "bench-embed.yaml")

@@ -16,14 +16,14 @@ import zlib
 import numpy as np
 import pytest
 import yaml
-from leanscore.compression.artifact import Artifact, ImageSpec
-from leanscore.jobs.bench.fashion_data import (
+from leanscore.bench.fashion_data import (
     CLASSES,
     FASHION_DIR,
     holdout_mask,
     load_split,
     read_idx,
 )
+from leanscore.compression.artifact import Artifact, ImageSpec
 from leanscore.jobs.config import packaged_config
 from leanscore.udfs.families.image import MAX_PIXELS, decode_images
 from PIL import Image
@@ -160,9 +160,9 @@ def fashion_slice(spark, tmp_path_factory):
     the baseline trained 2 epochs on the 1,500 'fit' images, its state_dict, and the compress
     config of that slice."""
     import torch
-    from leanscore.jobs.bench.fashion_data import write_training_tables
-    from leanscore.jobs.bench.fashion_model import train_fashion_model
-    from leanscore.jobs.bench.images_prepare import compress_config
+    from leanscore.bench.fashion_data import write_training_tables
+    from leanscore.bench.fashion_model import train_fashion_model
+    from leanscore.bench.images_prepare import compress_config
 
     root = tmp_path_factory.mktemp("fashion")
     tables = write_training_tables(spark, root, holdout=500, train_limit=2_000, test_limit=1_000)
@@ -385,7 +385,7 @@ def _report(**change) -> dict:
 
 
 def test_the_targets_are_met_and_each_fails_on_its_own_case():
-    from leanscore.jobs.bench.image_targets import ImageTargets, verdict
+    from leanscore.bench.image_targets import ImageTargets, verdict
 
     targets = ImageTargets()
     rows = verdict(_report(), targets)

@@ -1,6 +1,6 @@
 """The package's layering, checked on the source: no import cycles between leanscore's modules
-(function-level imports included), compression never imports the jobs layer, and the executor
-side (udfs) never imports jobs either."""
+(function-level imports included), compression never imports the jobs layer, the executor
+side (udfs) never imports jobs either, and nothing of the product imports the bench."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ PACKAGES = {
     "compression": "leanscore.compression",
     "udfs": "leanscore.udfs",
     "jobs": "leanscore.jobs",
+    "bench": "leanscore.bench",
 }
+# The CLI's bench, demo and report commands import the bench when they run: the one way in.
+BENCH_ENTRY = {"leanscore.jobs.cli"}
 
 
 def modules() -> dict[str, Path]:
@@ -111,19 +114,33 @@ def test_lower_layers_never_import_jobs(graph, layer):
     assert upward == set()
 
 
-def test_nightly_jobs_and_the_runtime_never_import_the_bench_or_the_demo(graph):
-    """What a scheduled job loads is the CLI, its job and the runtime: benchmarks and demo
-    fixtures (and their torch, matplotlib) stay out of it."""
-    nightly = ("leanscore.jobs.score", "leanscore.jobs.embed", "leanscore.jobs.runtime")
-    reaches = {
+def product_imports_of_the_bench(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
+    """(module, bench module) for every module outside the bench, bar the CLI's commands, that
+    imports the bench."""
+    return {
         (name, target)
         for name, targets in graph.items()
-        if name.startswith(nightly)
+        if not name.startswith("leanscore.bench") and name not in BENCH_ENTRY
         for target in targets
-        if target.startswith(("leanscore.jobs.bench", "leanscore.jobs.demo"))
+        if target.startswith("leanscore.bench")
     }
-    assert reaches == set()
-    assert any(name.startswith("leanscore.jobs.runtime.") for name in graph)
+
+
+def test_nothing_of_the_product_imports_the_bench_or_the_demo(graph):
+    """What a scheduled job or a compression loads is the product: benchmarks and demo
+    fixtures (and their torch training, matplotlib) stay out of it."""
+    assert product_imports_of_the_bench(graph) == set()
+    assert any(name.startswith("leanscore.bench.demo") for name in graph)
+
+
+def test_the_bench_check_finds_a_product_module_importing_the_bench():
+    sources = {
+        "leanscore.bench.run": "",
+        "leanscore.jobs.score": "def f():\n    from leanscore.bench.run import run_bench\n",
+        "leanscore.jobs.cli": "from leanscore.bench import run\n",
+    }
+    found = product_imports_of_the_bench(import_graph(sources))
+    assert found == {("leanscore.jobs.score", "leanscore.bench.run")}
 
 
 def test_every_error_class_of_ours_derives_from_the_one_base_class():
@@ -137,7 +154,7 @@ def test_every_error_class_of_ours_derives_from_the_one_base_class():
 
     ours = []
     names = []
-    for package in ("leanscore.compression", "leanscore.udfs", "leanscore.jobs"):
+    for package in PACKAGES.values():
         path = importlib.import_module(package).__path__
         names += [info.name for info in pkgutil.walk_packages(path, f"{package}.")]
     for module_name in names:

@@ -326,8 +326,8 @@ def test_missing_mlflow_names_the_extra(monkeypatch):
 
 @pytest.mark.slow
 def test_bench_times_spark_udf_next_to_leanscore(spark, digits, artifact, int8_artifact):
-    from leanscore.jobs.bench.compare import compare_variants
-    from leanscore.jobs.bench.pricing import load_pricing
+    from leanscore.bench.compare import compare_variants
+    from leanscore.bench.pricing import load_pricing
     from leanscore.jobs.config import packaged_config
 
     df = held_out_frame(spark, digits, n=400).cache()

@@ -62,7 +62,7 @@ def test_scan_fail_policy_names_key_column_and_value(spark, digits, artifact, tm
 
 
 def test_scan_reads_parquet_columns_layout(spark, digits, columns_artifact, tmp_path):
-    from leanscore.jobs.demo.datagen import feature_column_names
+    from leanscore.bench.demo.datagen import feature_column_names
 
     names = feature_column_names()
     wide = held_out_frame(spark, digits, n=120).select(

@@ -137,7 +137,7 @@ def test_missing_input_names_the_path(spark, artifact, tmp_path):
 
 
 def test_many_numeric_columns_give_the_array_results(spark, digits, artifact, columns_artifact):
-    from leanscore.jobs.demo.datagen import feature_column_names
+    from leanscore.bench.demo.datagen import feature_column_names
     from leanscore.udfs import score_dataframe
 
     df = held_out_frame(spark, digits, n=64)

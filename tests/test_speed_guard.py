@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 from conftest import make_artifact
+from leanscore.bench.guard import speed_guard
 from leanscore.compression.data import digits_splits
-from leanscore.jobs.bench.guard import speed_guard
 
 pytestmark = pytest.mark.spark
 

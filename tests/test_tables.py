@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 from io import StringIO
 
-from leanscore.jobs.bench.compare import comparison_table, decomposition_table
-from leanscore.jobs.bench.decompose import BenchTargets, decompose
+from leanscore.bench.compare import comparison_table, decomposition_table
+from leanscore.bench.decompose import BenchTargets, decompose
 from leanscore.jobs.compress import steps_table
 from leanscore.jobs.tables import print_table
 from rich.cells import cell_len

@@ -19,7 +19,7 @@ BY_PATH = {"path_threshold_bytes": 0}
 
 @pytest.fixture(scope="session")
 def sentences():
-    from leanscore.compression.text_data import text_table
+    from leanscore.bench.text_data import text_table
 
     return list(text_table(40, seed=3)["text"])
 
@@ -50,7 +50,7 @@ def _frame(spark, texts, start=0):
 
 
 def test_stdlib_text_table_is_real_deduplicated_english():
-    from leanscore.compression.text_data import stdlib_sentences, text_table
+    from leanscore.bench.text_data import stdlib_sentences, text_table
 
     sentences = stdlib_sentences()
     assert len(sentences) > 2000 and len(set(sentences)) == len(sentences)
@@ -246,10 +246,10 @@ def test_embedding_job_writes_expected_schema_and_replaces_the_date(
 def test_fidelity_metrics_and_the_gate(minilm, sentences):
     """The embedding gate is the recipe engine's: mean cosine against min_fidelity and, when
     the recipe states it, the 1st-percentile cosine against min_cosine_p1."""
+    from leanscore.bench.text_fidelity import embedding_fidelity
     from leanscore.compression.data import LabelledData
     from leanscore.compression.evaluate import fidelity
     from leanscore.compression.recipe import AccuracyGateError, Recipe, _gate
-    from leanscore.compression.text_fidelity import embedding_fidelity
 
     rng = np.random.default_rng(0)
     ref = rng.normal(size=(30, 16)).astype(np.float32)
@@ -313,8 +313,8 @@ def test_text_sessions_leave_out_the_slow_fusion_and_recipes_keep_step_order(tex
 def test_shipped_embedding_bench_config_is_valid_and_dispatched(tmp_path):
     from pathlib import Path
 
-    from leanscore.jobs.bench.compare import resolve_path
-    from leanscore.jobs.bench.embed import BenchEmbedConfig, is_embedding_config
+    from leanscore.bench.compare import resolve_path
+    from leanscore.bench.embed import BenchEmbedConfig, is_embedding_config
     from leanscore.jobs.config import ConfigError, load_config, read_yaml
 
     conf = Path(__file__).resolve().parents[1] / "conf"
@@ -404,7 +404,7 @@ def test_leanscore_bench_runs_the_embedding_bench(spark, minilm, tmp_path):
 
 @pytest.mark.slow
 def test_ffn_pruning_refit_on_real_text_beats_weight_norm_ranking(minilm):
-    from leanscore.compression.text_data import stdlib_sentences
+    from leanscore.bench.text_data import stdlib_sentences
     from leanscore.compression.text_model import torch_embed
     from leanscore.compression.text_prune import ffn_grams, prune_ffn
 
@@ -543,8 +543,8 @@ def test_drop_distill_and_static_int8_with_the_sensitivity_sweep(sentences):
 def test_dynamic_int8_pre_processes_the_minilm_export(minilm, sentences, tmp_path, monkeypatch):
     """quant_pre_process's symbolic shape inference fails on BERT's position-id slice; the
     pre-processing falls back to ONNX shape inference and the quantized model still embeds."""
+    from leanscore.bench.text_fidelity import embedding_fidelity
     from leanscore.compression.quantize import dynamic_int8
-    from leanscore.compression.text_fidelity import embedding_fidelity
     from leanscore.compression.text_model import onnx_embed
 
     _, tokenizer, onnx_bytes = minilm

@@ -30,7 +30,7 @@ FLOAT_OPS = [
 
 @pytest.fixture(scope="module")
 def split():
-    from leanscore.compression.text_data import labelled_sentences
+    from leanscore.bench.text_data import labelled_sentences
 
     table = labelled_sentences(MODULES)
     table = table.iloc[np.random.default_rng(0).permutation(len(table))].reset_index(drop=True)

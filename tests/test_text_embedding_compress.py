@@ -45,7 +45,7 @@ def encoder_dir(tmp_path_factory):
 def tables(spark, tmp_path_factory):
     """Disjoint real sentences: train (calibration of the FFN pruning), held out (the gate),
     and the table the nightly job embeds (plus one empty text)."""
-    from leanscore.compression.text_data import text_table
+    from leanscore.bench.text_data import text_table
 
     texts = list(text_table(150, seed=7)["text"])
     root = tmp_path_factory.mktemp("text-tables")

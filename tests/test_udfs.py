@@ -82,7 +82,7 @@ def test_fail_policy_names_key_column_and_value(spark, digits, artifact, engine)
 def test_vector_double_and_numeric_columns_score_like_float_arrays(
     spark, digits, artifact, columns_artifact
 ):
-    from leanscore.jobs.demo.datagen import feature_column_names
+    from leanscore.bench.demo.datagen import feature_column_names
     from pyspark.ml.functions import array_to_vector
 
     base = held_out_frame(spark, digits, n=70).drop("label")

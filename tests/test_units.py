@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from leanscore.bench.pricing import Pricing, cost, load_pricing
 from leanscore.compression.recipe import AccuracyGateError, LabelledData, Recipe, run_recipe
-from leanscore.jobs.bench.pricing import Pricing, cost, load_pricing
 from leanscore.jobs.config import ConfigError, apply_overrides, load_config, validate
 from leanscore.udfs.batch import from_array, from_columns
 
@@ -97,7 +97,7 @@ def test_bad_pricing_names_the_field(tmp_path, change, message):
 def test_shipped_configs_are_valid():
     from pathlib import Path
 
-    from leanscore.jobs.bench.compare import BenchConfig
+    from leanscore.bench.compare import BenchConfig
     from leanscore.jobs.compress import CompressConfig
     from leanscore.jobs.score import ScoreConfig
 

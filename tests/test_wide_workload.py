@@ -8,16 +8,16 @@ import hashlib
 
 import numpy as np
 import pytest
-from leanscore.compression.wide_data import (
+from leanscore.bench.compare import BenchConfig
+from leanscore.bench.decompose import BenchTargets, decompose, decomposition_rows, pairs
+from leanscore.bench.prepare import AutotuneCandidates
+from leanscore.bench.wide_data import (
     BLOCK_ROWS,
     WIDE_CLASSES,
     WIDE_FEATURES,
     wide_rows,
     wide_sample,
 )
-from leanscore.jobs.bench.compare import BenchConfig
-from leanscore.jobs.bench.decompose import BenchTargets, decompose, decomposition_rows, pairs
-from leanscore.jobs.bench.prepare import AutotuneCandidates
 from leanscore.jobs.config import ConfigError, load_config, packaged_config, validate
 
 
@@ -55,7 +55,7 @@ def test_scored_rows_are_disjoint_from_training_calibration_and_gate_rows():
 
 
 def test_the_table_spark_writes_is_the_table_stream(spark):
-    from leanscore.jobs.demo.datagen import wide_frame
+    from leanscore.bench.demo.datagen import wide_frame
 
     df = wide_frame(spark, 3_000, partitions=3).orderBy("row_id").toPandas()
     expected, labels = wide_rows("table", 0, 3_000)
@@ -67,14 +67,15 @@ def test_the_table_spark_writes_is_the_table_stream(spark):
 def test_wide_config_autotunes_one_artifact_with_its_targets():
     config = load_config(BenchConfig, packaged_config("bench-wide.yaml"))
     assert config.workload == "wide-mlp" and config.prepare.workload == "wide"
-    assert config.torch_model.factory == "leanscore.compression.models.wide_mlp"
+    assert config.torch_model.factory == "leanscore.bench.wide_model.wide_mlp"
     fp32, tuned = config.prepare.recipes
     assert fp32 == "wide-mlp-fp32.yaml" and isinstance(tuned, AutotuneCandidates)
     assert len(tuned.candidates) >= 3 and len(config.artifacts) == 2
     t = config.targets
     assert (t.compression_x, t.accuracy_drop_points, t.end_to_end_x) == (4.0, 1.0, 8.0)
     assert config.distinct_examples is None  # every generated row is an independent draw
-    from leanscore.compression.models import count_params, wide_mlp
+    from leanscore.bench.wide_model import wide_mlp
+    from leanscore.compression.models import count_params
 
     assert count_params(wide_mlp()) > 3_000_000
 
@@ -141,9 +142,9 @@ def test_pytorch_batch_is_the_fastest_measured_size():
     import io
 
     import torch
+    from leanscore.bench.compare import sweep_torch_batch_size
+    from leanscore.bench.paths import TorchModel
     from leanscore.compression.models import digits_mlp
-    from leanscore.jobs.bench.compare import sweep_torch_batch_size
-    from leanscore.jobs.bench.paths import TorchModel
 
     buffer = io.BytesIO()
     torch.save(digits_mlp().state_dict(), buffer)

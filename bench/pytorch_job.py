@@ -7,7 +7,7 @@ nothing from leanscore's scoring on purpose: only the model's own factory (``mod
 and its state_dict, as a data engineer's script would. The bench runs it as a separate process
 with the same Spark settings ``leanscore score`` starts with, so the two differ in the job only.
 
-    python -m leanscore.jobs.bench.pytorch_job --input IN --output OUT --run-date 2026-11-28 \\
+    python -m leanscore.bench.pytorch_job --input IN --output OUT --run-date 2026-11-28 \\
         --state-dict model.pt --factory pkg.models.make_net --features features --size 64 \\
         --keep row_id,label --jars a.jar,b.jar
 """

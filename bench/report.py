@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from leanscore.jobs.bench.decompose import accuracy_text
-from leanscore.jobs.bench.timing import PARTS
+from leanscore.bench.decompose import accuracy_text
+from leanscore.bench.timing import PARTS
 from pyspark.sql import SparkSession
 
 CHARTS = {
@@ -107,7 +107,7 @@ def write_charts(report: dict, out: Path) -> dict[str, str]:
     fig.tight_layout()
     paths["decomposition"] = _save(fig, out / CHARTS["decomposition"])
 
-    from leanscore.jobs.bench.timing import PART_LABELS
+    from leanscore.bench.timing import PART_LABELS
 
     timed = [v for v in variants if v.get("time_breakdown")]
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -440,7 +440,7 @@ def torch_batch_lines(report: dict) -> list[str]:
 
 
 def decomposition_lines(report: dict) -> list[str]:
-    from leanscore.jobs.bench.decompose import candidates_lines, decomposition_rows
+    from leanscore.bench.decompose import candidates_lines, decomposition_rows
 
     d = report["decomposition"]
     lines = [
@@ -468,7 +468,7 @@ def decomposition_lines(report: dict) -> list[str]:
 
 
 def breakdown_lines(report: dict) -> list[str]:
-    from leanscore.jobs.bench.timing import PART_LABELS
+    from leanscore.bench.timing import PART_LABELS
 
     timed = [v for v in report["variants"] if v.get("time_breakdown")]
     if not timed:
@@ -478,7 +478,7 @@ def breakdown_lines(report: dict) -> list[str]:
         "## Where the time goes",
         "",
         "Shares of each variant's core-seconds (cores x wall of its median round), measured "
-        "inside its tasks (`leanscore.jobs.bench.timing`): "
+        "inside its tasks (`leanscore.bench.timing`): "
         + "; ".join(PART_LABELS[k] for k in PARTS)
         + ".",
         "",

@@ -23,7 +23,7 @@ _MIN_CHARS, _MAX_CHARS = 20, 400
 def package_sentences() -> list[str]:
     """Deduplicated English sentences from installed packages' summaries and descriptions,
     in a stable (sorted by package name) order."""
-    from leanscore.compression.text_data import _sentences
+    from leanscore.bench.text_data import _sentences
 
     seen: dict[str, None] = {}
     dists = sorted(distributions(), key=lambda d: (d.metadata.get("Name") or "").lower())
@@ -40,7 +40,7 @@ def fidelity_sentences(
     recipe_sentences: set[str], rows: int, *, seed: int = 2
 ) -> dict[str, list[str]]:
     """Up to ``rows`` sentences in all, half from each domain, none in ``recipe_sentences``."""
-    from leanscore.compression.text_data import stdlib_sentences
+    from leanscore.bench.text_data import stdlib_sentences
 
     per_domain = max(1, rows // 2)
     out = {}

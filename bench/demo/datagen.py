@@ -85,7 +85,7 @@ def wide_frame(
     """A DataFrame of ``rows`` rows of the wide workload's ``table`` split (rows no recipe
     trains, calibrates or is gated on): ``row_id``, ``label`` and a ``features``
     array<float> of 256 values; row ``i`` is the same whatever the partitioning."""
-    from leanscore.compression.wide_data import wide_rows
+    from leanscore.bench.wide_data import wide_rows
 
     if rows < 1:
         raise ValueError(f"rows must be positive, got {rows}")

@@ -24,11 +24,11 @@ from pyspark.sql import SparkSession
 from rich.console import Console
 
 IMAGE = {"channels": 1, "height": 28, "width": 28}
-FACTORY = "leanscore.jobs.bench.fashion_model:fashion_vgg"
+FACTORY = "leanscore.bench.fashion_model:fashion_vgg"
 
 
 def image_spec() -> dict:
-    from leanscore.jobs.bench.fashion_model import MEAN, STD
+    from leanscore.bench.fashion_model import MEAN, STD
 
     return {**IMAGE, "mean": [MEAN], "std": [STD], "convert": False}
 
@@ -60,7 +60,7 @@ def compress_config(
 
 
 def class_labels() -> list[str]:
-    from leanscore.jobs.bench.fashion_data import CLASSES
+    from leanscore.bench.fashion_data import CLASSES
 
     return list(CLASSES)
 
@@ -83,7 +83,7 @@ def prepare_images(
     tables_dir = Path(table_path).parent
     tables = {s: str(tables_dir / f"fashion_{s}") for s in ("train", "test")}
     if any(table_rows(spark, p) is None for p in tables.values()):
-        from leanscore.jobs.bench.fashion_data import write_training_tables
+        from leanscore.bench.fashion_data import write_training_tables
 
         console.log(f"prepare: writing the Fashion-MNIST train/test Delta tables to {tables_dir}")
         write_training_tables(spark, tables_dir, holdout=prepare.evaluation_rows, seed=prepare.seed)
@@ -97,7 +97,7 @@ def prepare_images(
             built["model"] = True
     rows = table_rows(spark, table_path)
     if rows is None or rows < prepare.rows:
-        from leanscore.jobs.bench.fashion_data import write_scoring_table
+        from leanscore.bench.fashion_data import write_scoring_table
 
         console.log(f"prepare: writing {prepare.rows:,} image rows to Delta {table_path}")
         write_scoring_table(spark, tables["test"], table_path, prepare.rows)
@@ -107,7 +107,7 @@ def prepare_images(
 
 def train_baseline(prepare, state_dict_path: str, console: Console) -> None:
     import torch
-    from leanscore.jobs.bench.fashion_model import train_fashion_model
+    from leanscore.bench.fashion_model import train_fashion_model
 
     console.log(
         f"prepare: training the Fashion-MNIST VGG for {prepare.epochs} epochs (the uncompressed "

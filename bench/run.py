@@ -6,8 +6,7 @@ import datetime as dt
 import uuid
 from pathlib import Path
 
-from leanscore.compression.registry import is_model_uri, load_artifact
-from leanscore.jobs.bench.compare import (
+from leanscore.bench.compare import (
     BenchConfig,
     compare_variants,
     comparison_table,
@@ -17,11 +16,11 @@ from leanscore.jobs.bench.compare import (
     scan_plan,
     wide_console,
 )
-from leanscore.jobs.bench.metrics import environment, source_commit
-from leanscore.jobs.bench.paths import TorchModel
-from leanscore.jobs.bench.prepare import prepare_inputs
-from leanscore.jobs.bench.pricing import cost_model_text, load_pricing
-from leanscore.jobs.bench.report import (
+from leanscore.bench.metrics import environment, source_commit
+from leanscore.bench.paths import TorchModel
+from leanscore.bench.prepare import prepare_inputs
+from leanscore.bench.pricing import cost_model_text, load_pricing
+from leanscore.bench.report import (
     append_history,
     is_table_name,
     markdown,
@@ -29,6 +28,7 @@ from leanscore.jobs.bench.report import (
     write_html,
     write_json,
 )
+from leanscore.compression.registry import is_model_uri, load_artifact
 from leanscore.jobs.score import read_input
 from leanscore.jobs.tables import print_table
 from pyspark.sql import SparkSession
@@ -107,7 +107,7 @@ def run_bench(
         "cost_model": cost_model_text(pricing),
     }
     if config.prepare is not None and config.prepare.workload == "images":
-        from leanscore.jobs.bench.image_targets import image_section
+        from leanscore.bench.image_targets import image_section
 
         report["images"] = image_section(
             report, df, artifacts[0], config.targets, rows=config.bound_rows, console=console

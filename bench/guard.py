@@ -24,8 +24,8 @@ from __future__ import annotations
 import statistics
 import time
 
+from leanscore.bench.paths import leanscore_frame, onnx_predict_fn, predict_batch_frame
 from leanscore.compression.artifact import Artifact
-from leanscore.jobs.bench.paths import leanscore_frame, onnx_predict_fn, predict_batch_frame
 from pyspark.sql import DataFrame
 
 VARIANTS = ("fp32", "compressed", "predict_batch_udf")

@@ -2,7 +2,7 @@
 batches of a Delta/Parquet table on one thread, alone, with the shadow at each fraction, and
 its reference alone (the "fraction x the reference's cost" the shadow should stay within).
 
-    python -m leanscore.jobs.bench.shadow_overhead ARTIFACT TABLE_DIR [--batches 30] [--passes 9]
+    python -m leanscore.bench.shadow_overhead ARTIFACT TABLE_DIR [--batches 30] [--passes 9]
 
 The table's Parquet files are read with pyarrow (a Delta table's current files are all of
 them right after the demo writes it); the key column is ``row_id``.

@@ -94,8 +94,8 @@ def train_fashion_model(
     return (model, fit data, hold-out data). The test split is not read. ``train_limit`` and
     ``holdout`` split as ``fashion_data.write_training_tables`` does, so the tables' 'fit' and
     'holdout' rows are the images this trains and evaluates on."""
+    from leanscore.bench.fashion_data import holdout_mask, load_split
     from leanscore.compression.models import train_classifier
-    from leanscore.jobs.bench.fashion_data import holdout_mask, load_split
 
     images, labels = load_split("train")
     images, labels = images[:train_limit], labels[:train_limit]

@@ -25,8 +25,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from leanscore.bench.decompose import accuracy_text, decomposition_rows
 from leanscore.compression.errors import LeanscoreError
-from leanscore.jobs.bench.decompose import accuracy_text, decomposition_rows
 from leanscore.jobs.tables import percent
 
 HEADLINE_START = "<!-- headline:start -->"
@@ -35,7 +35,7 @@ HEADLINE = "headline"
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 
 METHOD = """\
-How these figures are measured (the bench code is `leanscore.jobs.bench`):
+How these figures are measured (the bench code is `leanscore.bench`):
 
 - Every variant of a comparison scores the same table in the same Spark session. Each first runs
   once untimed on the very query it is timed on (so predict_batch_udf's model cache and
@@ -136,7 +136,7 @@ def stamp(report: dict, source: str) -> str:
     if missing:
         raise DocsError(
             f"{source}: the report has no {', '.join(missing)}; write it with the bench's "
-            "environment (leanscore.jobs.bench.metrics.environment) and run_at"
+            "environment (leanscore.bench.metrics.environment) and run_at"
         )
     load = ", ".join(f"{x:.2f}" for x in env["load"])
     cores = f"{env['cores']} cores" if env["cores"] else "cores n/a"

@@ -27,19 +27,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from leanscore.compression.build import compress_to_artifact
-from leanscore.compression.data import DIGITS_FEATURES, LabelledData
-from leanscore.compression.recipe import Recipe
-from leanscore.jobs.bench.compare import (
+from leanscore.bench.compare import (
     compare_variants,
     comparison_table,
     default_keep,
     scan_plan,
 )
-from leanscore.jobs.bench.metrics import environment, source_commit
-from leanscore.jobs.bench.pricing import Pricing, load_pricing
+from leanscore.bench.demo.datagen import FEATURE_COLUMN, write_digits_table, write_wide_table
+from leanscore.bench.metrics import environment, source_commit
+from leanscore.bench.pricing import Pricing, load_pricing
+from leanscore.compression.build import compress_to_artifact
+from leanscore.compression.data import DIGITS_FEATURES, LabelledData
+from leanscore.compression.recipe import Recipe
 from leanscore.jobs.config import load_config, packaged_config
-from leanscore.jobs.demo.datagen import FEATURE_COLUMN, write_digits_table, write_wide_table
 from leanscore.jobs.score import InputConfig, ScoreConfig, run_score
 from leanscore.jobs.tables import print_table
 from pyspark.sql import SparkSession
@@ -66,13 +66,13 @@ class DemoWorkload:
 
 
 def _train_wide(console: Console) -> Trained:
-    from leanscore.jobs.bench.wide_model import train_wide_model
+    from leanscore.bench.wide_model import train_wide_model
 
     return train_wide_model(train_rows=16_384, evaluation_rows=5_000, epochs=3, console=console)
 
 
 def _train_digits(console: Console) -> Trained:
-    from leanscore.jobs.demo.digits_model import train_digits_model
+    from leanscore.bench.demo.digits_model import train_digits_model
 
     return train_digits_model(epochs=8, console=console)
 

@@ -8,7 +8,7 @@ workers, verification). So both variants run as separate processes, as a schedul
 
 - ``leanscore``: the real CLI, ``leanscore score --config <real score config>``, with its count
   and checks, scoring with the compressed artifact of a bench workload;
-- ``pytorch``: ``leanscore.jobs.bench.pytorch_job``, a plain PySpark script with the
+- ``pytorch``: ``leanscore.bench.pytorch_job``, a plain PySpark script with the
   uncompressed PyTorch model in ``pyspark.ml.functions.predict_batch_udf``, at its best batch:
   the fastest of ``torch_batch_sizes`` for the model alone, swept as the tabular bench sweeps
   it (``compare.sweep_torch_batch_size``), so the baseline is not held to a batch that suits
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from leanscore.jobs.bench.metrics import cpu_info, source_commit
+from leanscore.bench.metrics import cpu_info, source_commit
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 VARIANTS = ("leanscore", "pytorch")
@@ -186,7 +186,7 @@ class Workload:
 
 
 def _resolve(path: str, base: Path) -> str:
-    from leanscore.jobs.bench.compare import resolve_path
+    from leanscore.bench.compare import resolve_path
 
     return resolve_path(path, base)
 
@@ -194,10 +194,10 @@ def _resolve(path: str, base: Path) -> str:
 def prepare_workload(config: NightlyBenchConfig, *, config_dir: Path) -> tuple[Workload, dict]:
     """Build the workload's models and table where missing (its bench's prepare step), and the
     two size tables under ``workdir``; return the workload and ``{rows: table path}``."""
+    from leanscore.bench.compare import BenchConfig
+    from leanscore.bench.paths import feature_matrix_column
+    from leanscore.bench.prepare import prepare_inputs
     from leanscore.compression.registry import load_artifact
-    from leanscore.jobs.bench.compare import BenchConfig
-    from leanscore.jobs.bench.paths import feature_matrix_column
-    from leanscore.jobs.bench.prepare import prepare_inputs
     from leanscore.jobs.config import find_config, load_config
     from leanscore.jobs.runtime.spark import get_spark
     from rich.console import Console
@@ -283,8 +283,8 @@ def _sweep_torch_batch(config: NightlyBenchConfig, factory: str, state_dict: str
     where no sizes are configured (the job then runs at ``batch_size``)."""
     if not config.torch_batch_sizes:
         return None
-    from leanscore.jobs.bench.compare import sweep_torch_batch_size
-    from leanscore.jobs.bench.paths import TorchModel, input_matrix
+    from leanscore.bench.compare import sweep_torch_batch_size
+    from leanscore.bench.paths import TorchModel, input_matrix
 
     matrix = input_matrix(source, artifact, config.torch_sweep_rows)
     return sweep_torch_batch_size(
@@ -357,7 +357,7 @@ def variant_command(
     return [
         sys.executable,
         "-m",
-        "leanscore.jobs.bench.pytorch_job",
+        "leanscore.bench.pytorch_job",
         "--input",
         table,
         "--output",

@@ -22,11 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from leanscore.compression.artifact import Artifact
-from leanscore.compression.evaluate import accuracy_interval
-from leanscore.jobs.bench.decompose import BenchTargets, accuracy_text, decompose
-from leanscore.jobs.bench.metrics import CpuMeter
-from leanscore.jobs.bench.paths import (
+from leanscore.bench.decompose import BenchTargets, accuracy_text, decompose
+from leanscore.bench.metrics import CpuMeter
+from leanscore.bench.paths import (
     TorchModel,
     feature_matrix_column,
     image_decoding,
@@ -44,9 +42,11 @@ from leanscore.jobs.bench.paths import (
     spark_udf_frame,
     torch_predict_fn,
 )
-from leanscore.jobs.bench.prepare import PrepareConfig
-from leanscore.jobs.bench.pricing import Pricing, cost, savings
-from leanscore.jobs.bench.timing import PARTS, TaskClock, breakdown, since
+from leanscore.bench.prepare import PrepareConfig
+from leanscore.bench.pricing import Pricing, cost, savings
+from leanscore.bench.timing import PARTS, TaskClock, breakdown, since
+from leanscore.compression.artifact import Artifact
+from leanscore.compression.evaluate import accuracy_interval
 from leanscore.jobs.score import InputConfig
 from leanscore.jobs.tables import TextTable, percent
 from leanscore.udfs.distribution import is_connect
@@ -860,7 +860,7 @@ def comparison_table(report: dict, title: str | None = None) -> TextTable:
 
 
 def decomposition_table(report: dict, title: str = "What each part buys") -> TextTable:
-    from leanscore.jobs.bench.decompose import candidates_lines, decomposition_rows
+    from leanscore.bench.decompose import candidates_lines, decomposition_rows
 
     return TextTable(
         f"{title} (rows/s ratios, side by side in this run)",

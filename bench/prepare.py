@@ -91,7 +91,7 @@ def prepare_inputs(
             f"{len(artifact_paths)}; give one recipe per artifact, in the same order"
         )
     if prepare.workload == "images":
-        from leanscore.jobs.bench.images_prepare import prepare_images
+        from leanscore.bench.images_prepare import prepare_images
 
         return prepare_images(
             spark,
@@ -110,7 +110,7 @@ def prepare_inputs(
         built["model"] = True
     rows = _table_rows(spark, table_path)
     if rows is None or rows < prepare.rows:
-        from leanscore.jobs.demo.datagen import write_digits_table, write_wide_table
+        from leanscore.bench.demo.datagen import write_digits_table, write_wide_table
 
         console.log(f"prepare: writing {prepare.rows:,} labelled rows to Delta {table_path}")
         if prepare.workload == "wide":
@@ -191,11 +191,11 @@ def _table_rows(spark: SparkSession, path: str) -> int | None:
 
 def _trained_model(prepare: PrepareConfig, console: Console):
     """(model, train, evaluation, feature spec, class labels) of the configured workload."""
-    from leanscore.jobs.demo.datagen import FEATURE_COLUMN
+    from leanscore.bench.demo.datagen import FEATURE_COLUMN
 
     if prepare.workload == "wide":
-        from leanscore.compression.wide_data import WIDE_CLASSES, WIDE_FEATURES
-        from leanscore.jobs.bench.wide_model import train_wide_model
+        from leanscore.bench.wide_data import WIDE_CLASSES, WIDE_FEATURES
+        from leanscore.bench.wide_model import train_wide_model
 
         console.log("prepare: training the wide MLP (the uncompressed PyTorch model)")
         model, train, evaluation = train_wide_model(
@@ -207,8 +207,8 @@ def _trained_model(prepare: PrepareConfig, console: Console):
         )
         size, classes = WIDE_FEATURES, WIDE_CLASSES
     else:
+        from leanscore.bench.demo.digits_model import train_digits_model
         from leanscore.compression.data import DIGITS_CLASSES, DIGITS_FEATURES
-        from leanscore.jobs.demo.digits_model import train_digits_model
 
         console.log("prepare: training the digits MLP (the uncompressed PyTorch model)")
         model, train, evaluation = train_digits_model(

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from leanscore.compression.text_fidelity import embedding_fidelity
-from leanscore.jobs.bench.embed_fidelity import fidelity_table
+from leanscore.bench.embed_fidelity import fidelity_table
+from leanscore.bench.text_fidelity import embedding_fidelity
 from leanscore.udfs.text import column_engine
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -147,7 +147,7 @@ def _workdir(config: BenchEmbedConfig) -> dict[str, Path]:
 
 def _split_sentences(config: BenchEmbedConfig) -> tuple[list[str], list[str]]:
     """Held-out sentences gate the recipes; different ones train/calibrate them."""
-    from leanscore.compression.text_data import stdlib_sentences
+    from leanscore.bench.text_data import stdlib_sentences
 
     sentences = stdlib_sentences()
     random.Random(1).shuffle(sentences)
@@ -158,7 +158,7 @@ def _split_sentences(config: BenchEmbedConfig) -> tuple[list[str], list[str]]:
 
 def held_out_domains(config: BenchEmbedConfig) -> dict[str, list[str]]:
     """The fidelity sentences of both text domains: none of them in any recipe's rows."""
-    from leanscore.jobs.bench.embed_fidelity import fidelity_sentences
+    from leanscore.bench.embed_fidelity import fidelity_sentences
 
     eval_texts, train_texts = _split_sentences(config)
     return fidelity_sentences(set(eval_texts) | set(train_texts), config.fidelity_rows)
@@ -179,7 +179,7 @@ def _build_key(recipe: dict, config: BenchEmbedConfig) -> str:
 def _ensure_table(spark, config: BenchEmbedConfig, table: Path) -> int:
     """Write the docstring table unless it is there with ``rows`` rows; its Delta version."""
     from delta.tables import DeltaTable
-    from leanscore.compression.text_data import text_table
+    from leanscore.bench.text_data import text_table
 
     path = str(table)
     if not (
@@ -194,9 +194,9 @@ def _ensure_table(spark, config: BenchEmbedConfig, table: Path) -> int:
 
 def prepare(spark, config: BenchEmbedConfig, *, config_dir: Path) -> tuple[dict, list[dict]]:
     """Write the table and every recipe's artifact: ({name: path}, [rejected recipes])."""
+    from leanscore.bench.compare import resolve_path
     from leanscore.compression.artifact import Artifact
     from leanscore.compression.recipe import Recipe
-    from leanscore.jobs.bench.compare import resolve_path
     from leanscore.jobs.config import load_config
 
     paths = _workdir(config)
@@ -539,7 +539,7 @@ def measure(
 def _measure(
     spark, config: BenchEmbedConfig, artifacts: dict[str, str], *, cores: int, torch_batch_size: int
 ) -> tuple[list[Variant], dict[str, np.ndarray], int]:
-    from leanscore.jobs.bench.metrics import CpuMeter
+    from leanscore.bench.metrics import CpuMeter
     from pyspark.sql import functions as F
 
     partitions = config.partitions or cores
@@ -655,9 +655,9 @@ def ort_alone(
 
 def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_dir: Path) -> dict:
     """Prepare, measure, and write ``report.json`` and ``report.md`` into ``out``."""
-    from leanscore.jobs.bench.compare import resolve_path, spark_cores
-    from leanscore.jobs.bench.metrics import environment, source_commit
-    from leanscore.jobs.bench.pricing import cost, load_pricing
+    from leanscore.bench.compare import resolve_path, spark_cores
+    from leanscore.bench.metrics import environment, source_commit
+    from leanscore.bench.pricing import cost, load_pricing
     from leanscore.udfs.text import resolve_engine
 
     out = Path(out).resolve()

@@ -85,7 +85,7 @@ def wide_sample(split: Split, rows: int, *, seed: int = 0) -> LabelledData:
     draw, so all of them count as distinct examples for an accuracy interval."""
     features, labels = wide_rows(split, 0, rows, seed=seed)
     source = {
-        "dataset": "leanscore.compression.wide_data",
+        "dataset": "leanscore.bench.wide_data",
         "split": split,
         "seed": seed,
         "distinct_examples": rows,

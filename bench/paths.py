@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from leanscore.bench.timing import TaskClock, timed_batches, timed_predict_fn
 from leanscore.compression.artifact import Artifact
-from leanscore.jobs.bench.timing import TaskClock, timed_batches, timed_predict_fn
 from leanscore.udfs.arrow_path import output_schema, record_batch_scorer
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES
 from leanscore.udfs.kernel import Scorer
