@@ -13,11 +13,10 @@ tokenizes and embeds. This module only adds the text options to the config.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
 
 from leanscore.compression.artifact import Artifact
 from leanscore.jobs.score import NightlyConfig, NightlyJob, run_nightly, score_frame
-from leanscore.udfs.options import DEFAULT_MAX_CHARS
+from leanscore.udfs.options import ArrowBatchRows, LongText, MaxChars, MaxLength
 from leanscore.udfs.text import embedding_artifact
 from pydantic import Field, model_validator
 from pyspark.sql import SparkSession
@@ -30,11 +29,11 @@ class EmbedConfig(NightlyConfig):
     texts become tokens."""
 
     text_column: str | None = Field(default=None, description="default: the artifact's column")
-    long_text: Literal["truncate", "bad"] = "truncate"
-    max_length: int | None = Field(default=None, gt=0, description="tokens; default: artifact's")
-    max_chars: int = Field(default=DEFAULT_MAX_CHARS, gt=0)
+    long_text: LongText
+    max_length: MaxLength
+    max_chars: MaxChars
     sort_by_length: bool = True
-    arrow_batch_rows: int = Field(default=2_000, gt=0, description="rows per Arrow batch")
+    arrow_batch_rows: ArrowBatchRows = 2_000  # texts cost more a row than numbers
 
     @model_validator(mode="before")
     @classmethod

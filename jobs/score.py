@@ -29,7 +29,7 @@ from leanscore.jobs.output import (
     write_checked,
 )
 from leanscore.jobs.shadow import ShadowConfig
-from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES, is_connect
+from leanscore.udfs.distribution import is_connect
 from leanscore.udfs.engines import (
     TableInput,
     check_name,
@@ -38,8 +38,12 @@ from leanscore.udfs.engines import (
     scores_shadow,
 )
 from leanscore.udfs.options import (
-    DEFAULT_ARROW_BATCH_ROWS,
-    DEFAULT_RANGE_MARGIN,
+    ArrowBatchRows,
+    BatchSize,
+    IntraOpThreads,
+    OutOfRange,
+    PathThresholdBytes,
+    RangeMargin,
     ScoringOptions,
     ShadowSpec,
 )
@@ -68,9 +72,7 @@ class InputConfig(TableRef):
 class SessionOptions(_Strict):
     """ONNX Runtime options for the executors."""
 
-    intra_op_threads: int | None = Field(
-        default=None, gt=0, description="threads per task; default spark.task.cpus"
-    )
+    intra_op_threads: IntraOpThreads
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     memory_arena: bool = True
 
@@ -93,18 +95,11 @@ class NightlyConfig(_Strict):
         default=None,
         ge=0.0,
         le=1.0,
-        description="fail (and restore the output) when more than this fraction of rows is "
+        description="fail (the output left as it was) when more than this fraction of rows is "
         "flagged; default: no limit",
     )
-    batch_size: int | None = Field(
-        default=None,
-        gt=0,
-        description="rows per ONNX Runtime call; default: the model family's (4,096 numeric "
-        "rows, 16 texts)",
-    )
-    arrow_batch_rows: int = Field(
-        default=DEFAULT_ARROW_BATCH_ROWS, gt=0, description="rows per Arrow batch"
-    )
+    batch_size: BatchSize
+    arrow_batch_rows: ArrowBatchRows
     engine: str = Field(
         default="auto",
         description="a registered engine (leanscore.udfs.engines: scan, arrow, pandas) or auto: "
@@ -112,11 +107,7 @@ class NightlyConfig(_Strict):
         "Spark's reader; scan: the scan engine or an error saying why not",
     )
     session: SessionOptions = Field(default_factory=SessionOptions)
-    path_threshold_bytes: int = Field(
-        default=DEFAULT_PATH_THRESHOLD_BYTES,
-        ge=0,
-        description="models above this size reach executors by their artifact path (0: always)",
-    )
+    path_threshold_bytes: PathThresholdBytes
     summary_path: str | None = None
     shadow: ShadowConfig | None = Field(
         default=None,
@@ -179,17 +170,8 @@ class NightlyConfig(_Strict):
 
 
 class ScoreConfig(NightlyConfig):
-    out_of_range: Literal["flag", "fail", "score_alone"] = Field(
-        default="score_alone",
-        description="rows with a feature outside the artifact's calibrated range: scored in a "
-        "call of their own (no other row's prediction can change), flagged, or failing the job",
-    )
-    range_margin: float = Field(
-        default=DEFAULT_RANGE_MARGIN,
-        ge=0.0,
-        allow_inf_nan=False,
-        description="how far past the calibrated range a value may go, in calibrated widths",
-    )
+    out_of_range: OutOfRange
+    range_margin: RangeMargin
     probabilities: bool = False
 
     def family_options(self) -> dict:

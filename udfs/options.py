@@ -14,7 +14,7 @@ applied, and its name is checked by the engine registry.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES
 from leanscore.udfs.session_cache import GraphOptimization, SessionConfig
@@ -27,6 +27,61 @@ DEFAULT_RANGE_MARGIN = 0.5
 DEFAULT_BATCH_SIZE = 4096
 DEFAULT_ARROW_BATCH_ROWS = 10_000
 DEFAULT_MAX_CHARS = 100_000
+
+# Each option's type, legal range, default and description, said once: ``ScoringOptions``,
+# ``RowPolicy`` and the nightly job configs (``leanscore.jobs.score``, ``leanscore.jobs.embed``)
+# declare their fields with these.
+BatchSize = Annotated[
+    int | None,
+    Field(
+        default=None,
+        gt=0,
+        description="rows per ONNX Runtime call; default: the model family's (4,096 numeric "
+        "rows, 16 texts)",
+    ),
+]
+ArrowBatchRows = Annotated[
+    int, Field(default=DEFAULT_ARROW_BATCH_ROWS, gt=0, description="rows per Arrow batch")
+]
+RangeMargin = Annotated[
+    float,
+    Field(
+        default=DEFAULT_RANGE_MARGIN,
+        ge=0.0,
+        allow_inf_nan=False,
+        description="how far past the calibrated range a value may go, in calibrated widths",
+    ),
+]
+OutOfRange = Annotated[
+    OutOfRangePolicy,
+    Field(
+        default="score_alone",
+        description="rows with a feature outside the artifact's calibrated range: scored in a "
+        "call of their own (no other row's prediction can change), flagged, or failing the job",
+    ),
+]
+IntraOpThreads = Annotated[
+    int | None, Field(default=None, gt=0, description="threads per task; default spark.task.cpus")
+]
+PathThresholdBytes = Annotated[
+    int,
+    Field(
+        default=DEFAULT_PATH_THRESHOLD_BYTES,
+        ge=0,
+        description="models above this size reach executors by their artifact path (0: always)",
+    ),
+]
+MaxLength = Annotated[
+    int | None, Field(default=None, gt=0, description="tokens; default: the artifact's size")
+]
+MaxChars = Annotated[
+    int,
+    Field(default=DEFAULT_MAX_CHARS, gt=0, description="longer texts are bad rows, always"),
+]
+LongText = Annotated[
+    LongTextPolicy,
+    Field(default="truncate", description="texts over max_length tokens: truncate, or bad rows"),
+]
 
 _CHOICES = (
     "bad_rows: fail|flag; out_of_range: flag|fail|score_alone; range_margin: a number >= 0; "
@@ -49,8 +104,8 @@ class RowPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     bad_rows: BadRowPolicy = "fail"
-    out_of_range: OutOfRangePolicy = "score_alone"
-    range_margin: float = Field(default=DEFAULT_RANGE_MARGIN, ge=0.0, allow_inf_nan=False)
+    out_of_range: OutOfRange
+    range_margin: RangeMargin
 
 
 def _one_line(err: ValidationError) -> ValueError:
@@ -137,20 +192,20 @@ class ScoringOptions(BaseModel):
     keep_columns: tuple[str, ...] | None = None
     output_column: str = Field(default="prediction", min_length=1)
     probabilities: bool = False
-    batch_size: int | None = Field(default=None, gt=0)
-    arrow_batch_rows: int = Field(default=DEFAULT_ARROW_BATCH_ROWS, gt=0)
+    batch_size: BatchSize
+    arrow_batch_rows: ArrowBatchRows
     bad_rows: BadRowPolicy = "fail"
-    out_of_range: OutOfRangePolicy = "score_alone"
-    range_margin: float = Field(default=DEFAULT_RANGE_MARGIN, ge=0.0, allow_inf_nan=False)
-    intra_op_threads: int | None = Field(default=None, gt=0)
+    out_of_range: OutOfRange
+    range_margin: RangeMargin
+    intra_op_threads: IntraOpThreads
     graph_optimization: GraphOptimization = "all"
     memory_arena: bool = True
     disabled_optimizers: tuple[str, ...] | None = None
-    path_threshold_bytes: int = Field(default=DEFAULT_PATH_THRESHOLD_BYTES, ge=0)
+    path_threshold_bytes: PathThresholdBytes
     max_task_bytes: int | None = Field(default=None, gt=0)
-    max_length: int | None = Field(default=None, gt=0)
-    long_text: LongTextPolicy = "truncate"
-    max_chars: int = Field(default=DEFAULT_MAX_CHARS, gt=0)
+    max_length: MaxLength
+    long_text: LongText
+    max_chars: MaxChars
     sort_by_length: bool = True
     shadow: ShadowSpec | None = None
 
