@@ -197,7 +197,7 @@ def prepare_workload(config: NightlyBenchConfig, *, config_dir: Path) -> tuple[W
     from leanscore.bench.compare import BenchConfig
     from leanscore.bench.paths import feature_matrix_column
     from leanscore.bench.prepare import prepare_inputs
-    from leanscore.compression.registry import load_artifact
+    from leanscore.compression.mlflow_registry import load_artifact
     from leanscore.jobs.config import find_config, load_config
     from leanscore.jobs.runtime.spark import get_spark
     from rich.console import Console

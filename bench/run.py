@@ -28,7 +28,7 @@ from leanscore.bench.report import (
     write_html,
     write_json,
 )
-from leanscore.compression.registry import is_model_uri, load_artifact
+from leanscore.compression.mlflow_registry import is_model_uri, load_artifact
 from leanscore.jobs.score import read_input
 from leanscore.jobs.tables import print_table
 from pyspark.sql import SparkSession

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leanscore.compression.artifact import MANIFEST_FILE, Artifact, Manifest
-from leanscore.compression.registry import SHA256_TAG, _client_call, require_mlflow
+from leanscore.compression.mlflow_registry import SHA256_TAG, _client_call, require_mlflow
 
 PYFUNC_LOADER = "leanscore.udfs.mlflow_pyfunc"
 SESSION_OPTIONS = {"intra_op_num_threads": 1}

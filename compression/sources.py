@@ -267,7 +267,12 @@ def load_model(
 def _load_mlflow(spec: MlflowModel, progress):
     """Resolve the URI to a version, download it once, and load its ONNX bytes or its torch
     module; any other flavor is refused with the URI and the flavors it has."""
-    from leanscore.compression.registry import RegistryError, download, mlmodel_flavors, resolve
+    from leanscore.compression.mlflow_registry import (
+        RegistryError,
+        download,
+        mlmodel_flavors,
+        resolve,
+    )
 
     ref = resolve(spec.uri)
     progress(f"downloading {ref.source} ({spec.uri})")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Literal
 
 from leanscore.compression.artifact import Artifact
-from leanscore.compression.registry import load_artifact, registry_summary
+from leanscore.compression.mlflow_registry import load_artifact, registry_summary
 from leanscore.jobs import shadow as shadowing
 from leanscore.jobs.output import (
     RUN_DATE_COLUMN,

@@ -27,7 +27,7 @@ from typing import Literal
 import numpy as np
 from leanscore.compression.artifact import Artifact, Manifest
 from leanscore.compression.errors import LeanscoreError
-from leanscore.compression.registry import load_artifact, registry_summary
+from leanscore.compression.mlflow_registry import load_artifact, registry_summary
 from leanscore.udfs.options import ShadowSpec
 from leanscore.udfs.shadow import COSINE, SUMMARY, date_seed, shadow_fields
 from pydantic import BaseModel, ConfigDict, Field

@@ -18,7 +18,7 @@ mlflow = pytest.importorskip("mlflow")
 
 from leanscore.compression.artifact import Artifact  # noqa: E402
 from leanscore.compression.mlflow_log import log_and_register  # noqa: E402
-from leanscore.compression.registry import (  # noqa: E402
+from leanscore.compression.mlflow_registry import (  # noqa: E402
     RegistryError,
     load_artifact,
     require_mlflow,

@@ -1,4 +1,7 @@
-"""Executor-side scoring: model distribution, per-worker ONNX Runtime sessions, pandas UDFs."""
+"""Scoring in Spark. The functions exported here run on the driver (``score_dataframe``,
+``score_table``, ``model_udf``, ``distribute``): they validate the options once and plan the
+job; the modules behind them run in the tasks (model distribution, per-worker ONNX Runtime
+sessions, the scoring kernel, the families and the engines)."""
 
 from leanscore.udfs.distribution import ModelSource, distribute, is_connect
 from leanscore.udfs.options import ScoringOptions

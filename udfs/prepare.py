@@ -13,7 +13,7 @@ import logging
 import os
 
 from leanscore.compression.artifact import Artifact
-from leanscore.compression.registry import load_artifact
+from leanscore.compression.mlflow_registry import load_artifact
 from leanscore.udfs.distribution import distribute
 from leanscore.udfs.kernel import ERROR_FIELD, Scorer, output_fields
 from leanscore.udfs.options import RowPolicy, ScoringOptions

@@ -22,7 +22,7 @@ import os
 from typing import Any
 
 from leanscore.compression.artifact import Artifact
-from leanscore.compression.registry import load_artifact
+from leanscore.compression.mlflow_registry import load_artifact
 from leanscore.udfs.engines import COLUMN, TableInput, check_name, reads_whole_tables_only, resolve
 from leanscore.udfs.engines.pandas import ModelUDF
 from leanscore.udfs.kernel import BadRowError
