@@ -50,7 +50,7 @@ from leanscore.compression.evaluate import accuracy_interval
 from leanscore.jobs.score import InputConfig
 from leanscore.jobs.tables import TextTable, percent
 from leanscore.udfs.distribution import is_connect
-from leanscore.udfs.scan import ScanPlan, ScanUnsupported, plan_scan
+from leanscore.udfs.engines.scan import ScanPlan, ScanUnsupported, plan_scan
 from leanscore.udfs.schema import feature_names
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pyspark.sql import DataFrame, SparkSession
@@ -99,7 +99,7 @@ class BenchConfig(BaseModel):
     scan: bool = Field(
         default=True,
         description="leanscore reads a whole Parquet/Delta input with its scan engine where "
-        "it applies (leanscore.udfs.scan); false: Spark's reader, like predict_batch_udf",
+        "it applies (leanscore.udfs.engines.scan); false: Spark's reader, like predict_batch_udf",
     )
     pricing: str = "pricing.yaml"
     repeats: int = Field(default=3, ge=1)
@@ -417,7 +417,7 @@ def quality(
     labels), and fidelity against the uncompressed model (PyTorch when given, else the first
     artifact): agreement of labels and the largest absolute difference of a probability, or
     the cosine of embeddings."""
-    from leanscore.udfs.predict import model_udf
+    from leanscore.udfs.api import model_udf
 
     spark = df.sparkSession
     task = artifacts[0].manifest.task

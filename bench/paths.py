@@ -1,7 +1,8 @@
 """The scoring paths the benchmark times, each a lazy DataFrame to drive into the noop sink.
 
-- ``leanscore``: this project's scoring: the scan engine (``udfs.scan``) where the input is a
-  whole Parquet/Delta table it can read, else ``leanscore.udfs.score_dataframe`` on Spark's reader.
+- ``leanscore``: this project's scoring: the scan engine (``udfs.engines.scan``) where the input
+  is a whole Parquet/Delta table it can read, else ``leanscore.udfs.score_dataframe`` on Spark's
+  reader.
 - ``predict_batch_udf``: Spark's own ``pyspark.ml.functions.predict_batch_udf``, as teams run
   a model today, around either the PyTorch model or the identical ONNX model (one thread per
   task, the same batch size), returning the same label + probability as ``leanscore``.
@@ -37,11 +38,11 @@ import numpy as np
 import pyarrow as pa
 from leanscore.bench.timing import TaskClock, timed_batches, timed_predict_fn
 from leanscore.compression.artifact import Artifact
+from leanscore.udfs.api import build_scorer, resolve_columns, score_dataframe, score_table
 from leanscore.udfs.arrow_path import output_schema, record_batch_scorer
 from leanscore.udfs.distribution import DEFAULT_PATH_THRESHOLD_BYTES
+from leanscore.udfs.engines.scan import ScanPlan, arrow_types, plan_reader, slice_frame
 from leanscore.udfs.kernel import Scorer
-from leanscore.udfs.predict import build_scorer, resolve_columns, score_dataframe
-from leanscore.udfs.scan import ScanPlan, arrow_types, plan_reader, score_table, slice_frame
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import FloatType, LongType, StructField, StructType
@@ -206,7 +207,7 @@ def leanscore_frame(
     clock: TaskClock | None = None,
 ) -> DataFrame:
     """This project's scoring of ``df``: by the scan engine when ``scan`` plans the read of
-    the same table (``udfs.scan``), else Spark's reader and the Arrow path."""
+    the same table (``udfs.engines.scan``), else Spark's reader and the Arrow path."""
     if clock is not None:
         return _timed_leanscore(
             df,

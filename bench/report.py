@@ -325,7 +325,8 @@ def markdown(report: dict) -> str:
             f"${v['monthly_savings_usd']:,.2f} ({v['savings_pct']:.0f}%) |"
         )
     readers = {
-        "scan": "the scan engine (pyarrow decodes the Parquet files inside the tasks, `udfs.scan`)",
+        "scan": "the scan engine (pyarrow decodes the Parquet files inside the tasks, "
+        "`udfs.engines.scan`)",
         "spark": "Spark's reader",
     }
     lines += [""] + [

@@ -12,7 +12,8 @@ import pytest
 from conftest import held_out_frame
 from leanscore.jobs.score import ScoreConfig, run_score
 from leanscore.udfs import score_dataframe
-from leanscore.udfs.scan import ScanUnsupported, score_table
+from leanscore.udfs.api import score_table
+from leanscore.udfs.engines.scan import ScanUnsupported
 from leanscore.udfs.storage import StoreUnsupported, store_access
 from pyspark.testing import assertDataFrameEqual
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from conftest import BAD_ROWS, held_out_frame
 from leanscore.udfs import score_dataframe
-from leanscore.udfs.scan import ScanUnsupported, plan_scan, score_table
+from leanscore.udfs.api import score_table
+from leanscore.udfs.engines.scan import ScanUnsupported, plan_scan
 from pyspark.sql import functions as F
 from pyspark.testing import assertDataFrameEqual
 
@@ -108,7 +109,7 @@ def _size(uri):
 
 
 def test_tasks_are_sized_by_bytes_and_read_every_row_group_once(spark, digits, artifact, tmp_path):
-    from leanscore.udfs.scan import open_parquet, row_groups_in
+    from leanscore.udfs.engines.scan import open_parquet, row_groups_in
 
     path = _many_row_groups(digits, tmp_path / "many")
     files = sorted(spark.read.parquet(path).inputFiles())
@@ -131,7 +132,7 @@ def test_tasks_are_sized_by_bytes_and_read_every_row_group_once(spark, digits, a
 
 
 def test_small_table_fills_whole_waves_big_table_is_sized_by_bytes_alone():
-    from leanscore.udfs.scan import size_tasks
+    from leanscore.udfs.engines.scan import size_tasks
 
     mb = 1024**2
     six = [(f"f{i}", 50 * mb) for i in range(6)]
@@ -145,7 +146,7 @@ def test_small_table_fills_whole_waves_big_table_is_sized_by_bytes_alone():
 
 
 def test_deal_balances_rows_over_tasks():
-    from leanscore.udfs.scan import deal
+    from leanscore.udfs.engines.scan import deal
 
     weighted = [(("a", 0), 100), (("a", 1), 10), (("b", 0), 60), (("b", 1), 50), (("c", 0), 40)]
     tasks = deal(weighted, 2)

@@ -47,7 +47,7 @@ def _retry_main(workdir: str) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
     from leanscore.jobs.runtime.spark import get_spark
-    from leanscore.udfs.scan import arrow_types, plan_reader, plan_scan, slice_frame
+    from leanscore.udfs.engines.scan import arrow_types, plan_reader, plan_scan, slice_frame
     from pyspark import TaskContext
 
     spark = get_spark("leanscore-retry", master="local[2,2]")

@@ -270,7 +270,7 @@ def test_score_delta_to_delta_equals_the_model_run_directly(spark, compressed, s
 
 @pytest.mark.slow
 def test_pandas_and_arrow_paths_give_the_same_rows(spark, compressed, split):
-    from leanscore.udfs.predict import score_dataframe
+    from leanscore.udfs.api import score_dataframe
 
     _, folder = compressed
     df = spark.createDataFrame(_scoring_table(split), "doc_id long, text string, label long")
@@ -285,7 +285,7 @@ def test_pandas_and_arrow_paths_give_the_same_rows(spark, compressed, split):
 
 
 def test_a_non_string_text_column_is_refused_by_name(spark, compressed):
-    from leanscore.udfs.predict import score_dataframe
+    from leanscore.udfs.api import score_dataframe
 
     _, folder = compressed
     df = spark.createDataFrame([(1, 5)], "doc_id long, text int")

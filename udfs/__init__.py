@@ -3,9 +3,7 @@
 job; the modules behind them run in the tasks (model distribution, per-worker ONNX Runtime
 sessions, the scoring kernel, the families and the engines)."""
 
-from leanscore.udfs.distribution import ModelSource, distribute, is_connect
-from leanscore.udfs.options import ScoringOptions
-from leanscore.udfs.predict import (
+from leanscore.udfs.api import (
     BadRowError,
     ModelUDF,
     RowPolicy,
@@ -13,8 +11,11 @@ from leanscore.udfs.predict import (
     model_udf,
     output_fields,
     score_dataframe,
+    score_table,
 )
-from leanscore.udfs.scan import ScanUnsupported, score_table
+from leanscore.udfs.distribution import ModelSource, distribute, is_connect
+from leanscore.udfs.engines.scan import ScanUnsupported
+from leanscore.udfs.options import ScoringOptions
 from leanscore.udfs.session_cache import SessionConfig, get_session
 
 __all__ = [

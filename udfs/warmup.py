@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 def _import_scoring_modules(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    import leanscore.udfs.scan  # noqa: F401  (the scoring path: onnxruntime, pandas, kernel)
+    import leanscore.udfs.api  # noqa: F401  (the scoring path: onnxruntime, pandas, kernel)
 
     yield from batches
 
