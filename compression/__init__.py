@@ -18,9 +18,9 @@ _EXPORTS = {
     "Recipe": "leanscore.compression.recipe",
     "run_recipe": "leanscore.compression.recipe",
     "export_onnx": "leanscore.compression.export",
-    "structured_prune": "leanscore.compression.prune",
-    "MagnitudeMask": "leanscore.compression.prune",
-    "dynamic_int8": "leanscore.compression.quantize",
+    "structured_prune": "leanscore.compression.pruning",
+    "MagnitudeMask": "leanscore.compression.pruning",
+    "dynamic_int8": "leanscore.compression.quantization",
     "evaluate_onnx": "leanscore.compression.evaluate",
 }
 

@@ -12,7 +12,11 @@ from leanscore.compression.artifact import Artifact, ModelIntegrityError
 from leanscore.compression.build import compress_to_artifact
 from leanscore.compression.evaluate import evaluate_onnx
 from leanscore.compression.export import ExportParityError, check_parity, export_onnx
-from leanscore.compression.factorize import depthwise_separable, factorize_linears, separable_convs
+from leanscore.compression.factorization import (
+    depthwise_separable,
+    factorize_linears,
+    separable_convs,
+)
 from leanscore.compression.models import (
     MLP,
     DigitsCNN,
@@ -23,7 +27,7 @@ from leanscore.compression.models import (
     shrink,
     train_classifier,
 )
-from leanscore.compression.quantize import (
+from leanscore.compression.quantization import (
     ArrayCalibrationReader,
     dynamic_int8,
     float16,
@@ -117,7 +121,7 @@ def test_low_rank_factorization_is_exact_at_full_rank_and_shrinks_below_it(small
     assert first[1].weight.shape == (64, 4)
     assert count_params(low) < count_params(small_model) / 2
 
-    from leanscore.compression.factorize import low_rank_linear
+    from leanscore.compression.factorization import low_rank_linear
 
     layer = small_model.body[2]  # 64 -> 32, full rank 32 reproduces it
     pair = low_rank_linear(layer, 32)
@@ -127,7 +131,7 @@ def test_low_rank_factorization_is_exact_at_full_rank_and_shrinks_below_it(small
 
 
 def test_energy_picks_the_fewest_singular_values():
-    from leanscore.compression.factorize import svd_rank
+    from leanscore.compression.factorization import svd_rank
 
     weight = torch.diag(torch.tensor([10.0, 1.0, 0.1, 0.01]))
     assert svd_rank(weight, rank=None, energy=0.98) == 1
@@ -187,7 +191,7 @@ def test_distill_step_reports_distilled_and_hard_label_students(small_model, dig
 
 
 def test_sparsify_drives_weights_to_zero(small_model, digits):
-    from leanscore.compression.sparsify import l1_finetune, near_zero_fraction
+    from leanscore.compression.sparsification import l1_finetune, near_zero_fraction
 
     train, _ = digits
     model = MLP(64, [64, 32], 10)
@@ -274,7 +278,7 @@ def test_static_int8_qdq_calibrated_from_an_array(fp32_bytes, digits, method):
 
 
 def test_per_tensor_dynamic_fp16_and_exclusion(fp32_bytes, digits):
-    from leanscore.compression.quantize import nodes_to_exclude
+    from leanscore.compression.quantization import nodes_to_exclude
 
     per_tensor = dynamic_int8(fp32_bytes, per_channel=False)
     per_channel = dynamic_int8(fp32_bytes, per_channel=True)

@@ -544,7 +544,7 @@ def test_dynamic_int8_pre_processes_the_minilm_export(minilm, sentences, tmp_pat
     """quant_pre_process's symbolic shape inference fails on BERT's position-id slice; the
     pre-processing falls back to ONNX shape inference and the quantized model still embeds."""
     from leanscore.bench.text_fidelity import embedding_fidelity
-    from leanscore.compression.quantize import dynamic_int8
+    from leanscore.compression.quantization import dynamic_int8
     from leanscore.compression.text_model import onnx_embed
 
     _, tokenizer, onnx_bytes = minilm

@@ -35,7 +35,7 @@ class DistillStep(Step):
 
     def apply(self, state: StepState, ctx: StepContext) -> dict:
         import torch
-        from leanscore.compression.distill import distill
+        from leanscore.compression.distillation import distill
         from leanscore.compression.models import count_params, shrink, train_classifier
 
         teacher = state.model

@@ -39,7 +39,7 @@ class FactorizeStep(Step):
         return self
 
     def apply(self, state: StepState, ctx: StepContext) -> dict:
-        from leanscore.compression.factorize import factorize_linears, separable_convs
+        from leanscore.compression.factorization import factorize_linears, separable_convs
         from leanscore.compression.models import conv_params, count_params
 
         teacher = copy.deepcopy(state.model)
@@ -63,8 +63,8 @@ class FactorizeStep(Step):
             "accuracy_before_distillation": ctx.torch_accuracy(state.model),
         }
         if self.distill_epochs:
-            from leanscore.compression.distill import distill
-            from leanscore.compression.factorize import FreshBatchNormStats
+            from leanscore.compression.distillation import distill
+            from leanscore.compression.factorization import FreshBatchNormStats
 
             fresh = FreshBatchNormStats(state.model)
             # separable pairs change what each batch norm sees; low-rank Linears feed none

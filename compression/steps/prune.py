@@ -31,7 +31,7 @@ class PruneStep(Step):
 
     def apply(self, state: StepState, ctx: StepContext) -> dict:
         from leanscore.compression.models import count_params, train_classifier
-        from leanscore.compression.prune import MagnitudeMask, structured_prune, weight_sparsity
+        from leanscore.compression.pruning import MagnitudeMask, structured_prune, weight_sparsity
 
         before = count_params(state.model)
         mask = None

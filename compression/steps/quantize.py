@@ -65,7 +65,7 @@ class QuantizeStep(Step):
             )
 
     def apply(self, state: StepState, ctx: StepContext) -> dict:
-        from leanscore.compression.quantize import nodes_to_exclude
+        from leanscore.compression.quantization import nodes_to_exclude
 
         if self.exclude_most_sensitive and self.mode == "fp16":
             raise RecipeError("quantize: exclude_most_sensitive applies to int8 modes, not fp16")
@@ -80,7 +80,7 @@ class QuantizeStep(Step):
             if ctx.calibration.batches is None:
                 calibration = np.ascontiguousarray(calibration, dtype=np.float32)
             else:  # rows the model does not read as they are (texts): the calls scoring makes
-                from leanscore.compression.quantize import FeedsCalibrationReader
+                from leanscore.compression.quantization import FeedsCalibrationReader
 
                 calls = ctx.calibration.batches(calibration, CALIBRATION_CALL_ROWS)
                 calibration = FeedsCalibrationReader(
@@ -132,7 +132,7 @@ def quantize_bytes(
 ) -> bytes:
     """``onnx_bytes`` quantized in ``mode``; ``calibration``: float rows or a calibration
     reader (static int8 only)."""
-    from leanscore.compression import quantize as q
+    from leanscore.compression import quantization as q
 
     if mode == "dynamic_int8":
         return q.dynamic_int8(

@@ -23,8 +23,8 @@ class SparsifyStep(Step):
     near_zero: float = Field(default=1e-3, gt=0.0, description="threshold reported as near zero")
 
     def apply(self, state: StepState, ctx: StepContext) -> dict:
-        from leanscore.compression.prune import weight_sparsity
-        from leanscore.compression.sparsify import l1_finetune, near_zero_fraction
+        from leanscore.compression.pruning import weight_sparsity
+        from leanscore.compression.sparsification import l1_finetune, near_zero_fraction
 
         before = near_zero_fraction(state.model, self.near_zero)
         l1_finetune(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from leanscore.compression.models import cross_entropy_loss, train_classifier
-from leanscore.compression.prune import prunable_layers
+from leanscore.compression.pruning import prunable_layers
 from torch import nn
 
 
