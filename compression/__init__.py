@@ -17,7 +17,7 @@ _EXPORTS = {
     "LabelledData": "leanscore.compression.recipe",
     "Recipe": "leanscore.compression.recipe",
     "run_recipe": "leanscore.compression.recipe",
-    "export_onnx": "leanscore.compression.export",
+    "export_onnx": "leanscore.compression.torch_export",
     "structured_prune": "leanscore.compression.pruning",
     "MagnitudeMask": "leanscore.compression.pruning",
     "dynamic_int8": "leanscore.compression.quantization",

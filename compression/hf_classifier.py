@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from leanscore.compression.data import LabelledData
-from leanscore.compression.export import check_parity, export_token_model
 from leanscore.compression.text_inputs import (
     TOKEN_INPUTS,
     TOKENIZER_FILE,
@@ -33,6 +32,7 @@ from leanscore.compression.text_inputs import (
     tokenized_batches,
     tokenizer_from_bytes,
 )
+from leanscore.compression.torch_export import check_parity, export_token_model
 from torch import nn
 
 OUTPUT_NAME = "probabilities"

@@ -34,11 +34,11 @@ from leanscore.compression.evaluate import (
     run_onnx,
     single_thread_session,
 )
-from leanscore.compression.export import TorchExport, tabular_export
 from leanscore.compression.models import conv_params, count_nonzero_params, count_params
 from leanscore.compression.steps import registered_steps
 from leanscore.compression.steps.base import StepContext, StepState
 from leanscore.compression.steps.prune import UNSTRUCTURED_NOTE
+from leanscore.compression.torch_export import TorchExport, tabular_export
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from leanscore.compression.export import TorchExport, export_token_model
 from leanscore.compression.text_inputs import (  # as the text families score
     DISABLED_OPTIMIZERS,
     TOKENIZER_FILE,
 )
+from leanscore.compression.torch_export import TorchExport, export_token_model
 from torch import nn
 
 OUTPUT_NAME = "embedding"

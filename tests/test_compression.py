@@ -11,7 +11,6 @@ import torch
 from leanscore.compression.artifact import Artifact, ModelIntegrityError
 from leanscore.compression.build import compress_to_artifact
 from leanscore.compression.evaluate import evaluate_onnx
-from leanscore.compression.export import ExportParityError, check_parity, export_onnx
 from leanscore.compression.factorization import (
     depthwise_separable,
     factorize_linears,
@@ -40,6 +39,7 @@ from leanscore.compression.recipe import (
     RecipeError,
     run_recipe,
 )
+from leanscore.compression.torch_export import ExportParityError, check_parity, export_onnx
 from leanscore.jobs.config import ConfigError, validate
 from torch import nn
 

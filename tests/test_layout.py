@@ -1,6 +1,7 @@
 """The package's layering, checked on the source: no import cycles between leanscore's modules
 (function-level imports included), compression never imports the jobs layer, the executor
-side (udfs) never imports jobs either, and nothing of the product imports the bench."""
+side (udfs) never imports jobs either, nothing of the product imports the bench, and no two
+compression modules share a name."""
 
 from __future__ import annotations
 
@@ -141,6 +142,27 @@ def test_the_bench_check_finds_a_product_module_importing_the_bench():
     }
     found = product_imports_of_the_bench(import_graph(sources))
     assert found == {("leanscore.jobs.score", "leanscore.bench.run")}
+
+
+def shared_names(names, package: str = "leanscore.compression") -> dict[str, list[str]]:
+    """Module names (the last part) that more than one module under ``package`` carries."""
+    by_name: dict[str, list[str]] = {}
+    for name in sorted(names):
+        if name.startswith(package + "."):
+            by_name.setdefault(name.rsplit(".", 1)[1], []).append(name)
+    return {short: full for short, full in by_name.items() if len(full) > 1}
+
+
+def test_no_two_compression_modules_share_a_name(graph):
+    """A technique's algorithm is named by its noun and its recipe step by its verb: a reader
+    never wonders which ``prune`` an import means."""
+    packages = {n for n, p in modules().items() if p.name == "__init__.py"}
+    assert shared_names(set(graph) - packages) == {}
+
+
+def test_the_name_check_finds_an_algorithm_and_a_step_of_one_name():
+    names = ["leanscore.compression.prune", "leanscore.compression.steps.prune"]
+    assert shared_names(names + ["leanscore.udfs.prune"]) == {"prune": names}
 
 
 def test_every_error_class_of_ours_derives_from_the_one_base_class():

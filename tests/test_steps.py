@@ -142,7 +142,7 @@ class _Difference(nn.Module):
 def test_one_parity_check_takes_feeds_by_name():
     """Tabular (one array) and text (token ids and mask) exports share one check: the feeds go
     to ONNX Runtime by name and to the torch module in order."""
-    from leanscore.compression.export import ExportParityError, check_parity
+    from leanscore.compression.torch_export import ExportParityError, check_parity
     from onnx import TensorProto, helper
 
     left = helper.make_tensor_value_info("left", TensorProto.FLOAT, [None, 3])

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
     from leanscore.compression.data import LabelledData
-    from leanscore.compression.export import TorchExport
+    from leanscore.compression.torch_export import TorchExport
 
 Side = Literal["torch", "export", "onnx"]
 

@@ -1,7 +1,8 @@
 """``export``: the torch model (as the recipe has left it) to ONNX, checked against PyTorch on
 held-out rows; the steps after it work on the ONNX graph. How a model is exported is its
-family's (``leanscore.compression.export.TorchExport``): one float tensor for tabular and image
-models, token ids and a mask for a text encoder (TorchScript exporter, opset 17 tested)."""
+family's (``leanscore.compression.torch_export.TorchExport``): one float tensor for tabular
+and image models, token ids and a mask for a text encoder (TorchScript exporter, opset 17
+tested)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ class ExportStep(Step):
     parity_atol: float = Field(default=1e-4, gt=0)
 
     def apply(self, state: StepState, ctx: StepContext) -> dict:
-        from leanscore.compression.export import check_parity
+        from leanscore.compression.torch_export import check_parity
 
         exporter = ctx.exporter
         if not state.changed and self.opset == exporter.opset and ctx.baseline is not None:
