@@ -419,37 +419,12 @@ def _run(
     if shadow is not None:
         scored, observation = shadowing.observe(shadow, scored)
     phases.lap("plan")
-    staging = None
-    if shadow is not None and shadow.config.on_breach == "fail":
-        staging = Staging.beside(spark, config.output, day)  # judged before it counts
-    written = write_checked(
-        scored,
-        config.output,
-        day,
-        rows_in=rows_in,
-        error_column=job.error_column,
-        max_flagged_fraction=config.max_flagged_fraction,
-        phases=phases,
-        staging=staging,
-    )
-    shadow_record = None
-    if shadow is not None:
-        shadow_record = _judge_shadow(spark, config, shadow, observation, written, job.name, day)
-        phases.lap("shadow_record")
-    if staging is not None:
-        written = staging.publish(
-            scored.schema, day, rows=written["rows_out"], error_column=job.error_column
-        ) | {"flagged_rows": written["flagged_rows"]}
-        phases.lap("publish")
-        shadowing.record(
-            spark,
-            shadow,
-            shadow_record,
-            job=job.name,
-            output=config.output.describe(),
-            version=written["version"],
+    if shadow is None:
+        written, shadow_record = _write(scored, config, day, rows_in, job, phases), None
+    else:
+        written, shadow_record = _write_shadowed(
+            spark, config, shadow, observation, scored, day, rows_in, job, phases
         )
-        phases.lap("shadow_record")  # the history's append, as under warn
     seconds = time.perf_counter() - start
     summary = {
         "status": "succeeded",
@@ -476,24 +451,48 @@ def _run(
     return summary
 
 
-def _judge_shadow(spark, config, shadow, observation, written: dict, job: str, day) -> dict:
-    """The shadow's record of this run. Under ``on_breach: fail`` the rows wait in staging: a
-    breach discards them (the output is not touched), records the run in the history and
-    raises ``ShadowBreach``, and a pass is recorded once the rows are published. Under
-    ``warn`` the output was written, and the record goes to the history now."""
+def _write(scored, config, day, rows_in: int, job: NightlyJob, phases, staging=None) -> dict:
+    """``write_checked`` with the job's error column and flagged-row limit."""
+    return write_checked(
+        scored,
+        config.output,
+        day,
+        rows_in=rows_in,
+        error_column=job.error_column,
+        max_flagged_fraction=config.max_flagged_fraction,
+        phases=phases,
+        staging=staging,
+    )
+
+
+def _write_shadowed(
+    spark, config, shadow, observation, scored, day, rows_in: int, job: NightlyJob, phases
+) -> tuple[dict, dict]:
+    """Write ``scored`` and judge the shadow on what the write observed; return (written,
+    shadow record), the record appended to the history either way. Under ``on_breach: fail``
+    the rows wait in staging for the verdict: a breach discards them (the output is not
+    touched) and raises ``ShadowBreach``, a pass publishes them. Under ``warn`` they are
+    written directly and a breach is logged."""
+    staged = shadow.config.on_breach == "fail"
+    staging = Staging.beside(spark, config.output, day) if staged else None
+    written = _write(scored, config, day, rows_in, job, phases, staging=staging)
     record = shadowing.results(shadow, observation, written["rows_out"])
     output = config.output.describe()
-    if shadow.config.on_breach == "fail":
-        if record["verdict"] == "breach":
-            kept = Staging.beside(spark, config.output, day).discard()
-            record["output_restored"] = kept
-            shadowing.record(spark, shadow, record, job=job, output=output, version=None)
-            raise shadowing.ShadowBreach(f"{record['reason']}; {kept}", shadow=record)
-        return record
-    shadowing.record(spark, shadow, record, job=job, output=output, version=written["version"])
-    if record["reason"]:
-        log.warning("%s: %s", job, record["reason"])
-    return record
+    if staging is not None and record["verdict"] == "breach":
+        record["output_kept"] = staging.discard()
+        shadowing.record(spark, shadow, record, job=job.name, output=output, version=None)
+        raise shadowing.ShadowBreach(f"{record['reason']}; {record['output_kept']}", shadow=record)
+    phases.lap("shadow_record")
+    if staging is not None:
+        written = staging.publish(
+            scored.schema, day, rows=written["rows_out"], error_column=job.error_column
+        ) | {"flagged_rows": written["flagged_rows"]}
+        phases.lap("publish")
+    elif record["reason"]:
+        log.warning("%s: %s", job.name, record["reason"])
+    shadowing.record(spark, shadow, record, job=job.name, output=output, version=written["version"])
+    phases.lap("shadow_record")  # the history's append
+    return written, record
 
 
 SCORE_JOB = NightlyJob("score", score_frame, "prediction_error", "rows_per_s")
