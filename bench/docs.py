@@ -292,7 +292,7 @@ def nightly_lines(report: dict, source: str) -> list[str]:
 
 RENDER = {"comparison": comparison_lines, "embedding": embedding_lines, "nightly": nightly_lines}
 TITLES = {
-    "comparison": "Tabular workloads: every variant on one table",
+    "comparison": "Tabular and image workloads: every variant on one table",
     "embedding": "Text embedding",
     "nightly": "The nightly job as a process",
 }

@@ -33,9 +33,9 @@ def test_each_kind_of_report_has_one_section_after_the_headline():
     headings = [line for line in DOCS.read_text().splitlines() if line.startswith("## ")]
     assert headings[0] == "## Headline: the workload comparison"
     assert len(headings) == len(set(headings))  # a kind's reports sit under one heading
-    tabular = headings.index("## Tabular workloads: every variant on one table")
+    tabular = headings.index("## Tabular and image workloads: every variant on one table")
     sections = DOCS.read_text().split("\n## ")
-    (body,) = [s for s in sections if s.startswith("Tabular workloads")]
+    (body,) = [s for s in sections if s.startswith("Tabular and image workloads")]
     assert body.count("### ") == len(
         [p for p in REPORTS.glob("*.json") if "decomposition" in json.loads(p.read_text())]
     ), f"every tabular report under {headings[tabular]}"
