@@ -379,10 +379,27 @@ def variant_command(
         "--jars",
         ",".join(jars),
         "--master",
-        os.environ.get("LEANSCORE_SPARK_MASTER", "local[*]"),
+        process_master(),
         "--driver-memory",
         os.environ.get("LEANSCORE_DRIVER_MEMORY", "4g"),
     ]
+
+
+def process_master() -> str:
+    """The Spark master both jobs' processes run on (leanscore's default, or the environment's)."""
+    from leanscore.jobs.runtime.spark import DEFAULT_MASTER
+
+    return os.environ.get("LEANSCORE_SPARK_MASTER", DEFAULT_MASTER)
+
+
+def local_cores(master: str) -> int | None:
+    """The cores a ``local[N]`` or ``local[*]`` master runs on; None for a cluster's master."""
+    if master == "local" or master == "local[1]":
+        return 1
+    if master.startswith("local[") and master.endswith("]"):
+        inner = master[len("local[") : -1]
+        return os.cpu_count() if inner == "*" else int(inner) if inner.isdigit() else None
+    return None
 
 
 class TreeCpuMeter:
@@ -621,6 +638,7 @@ def run_nightly_bench(config: NightlyBenchConfig, out: str | Path, *, config_dir
         "batch_size": config.batch_size,
         "torch_batch_size": workload.torch_batch_size,
         "torch_batch_sweep": workload.torch_batch_sweep,
+        "cores": local_cores(process_master()),
         "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg(),
         "run_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

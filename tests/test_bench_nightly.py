@@ -13,6 +13,7 @@ from leanscore.bench.nightly import (
     check_targets,
     committed_rows,
     line_through,
+    local_cores,
     report_lines,
     run_process,
     variant_command,
@@ -107,6 +108,14 @@ def test_cpu_meter_counts_a_child_process_of_the_process(tmp_path):
         meter.sample()
         time.sleep(0.05)
     assert 0.8 <= meter.seconds <= 3.0
+
+
+def test_the_report_states_the_cores_a_local_master_runs_on():
+    import os
+
+    assert local_cores("local[*]") == os.cpu_count()
+    assert local_cores("local[3]") == 3 and local_cores("local") == 1
+    assert local_cores("spark://driver:7077") is None  # a cluster's: not known here
 
 
 def test_config_refuses_a_torch_batch_larger_than_an_arrow_batch():
