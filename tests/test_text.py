@@ -33,7 +33,7 @@ def minilm(minilm_onnx):
 
 @pytest.fixture(scope="session")
 def text_artifact(minilm, tmp_path_factory):
-    from leanscore.compression.text_build import write_text_artifact
+    from leanscore.compression.build import write_text_artifact
 
     _, _, onnx_bytes = minilm
     return write_text_artifact(
@@ -593,7 +593,7 @@ def test_non_finite_embeddings_are_flagged_or_fail_never_written(policy, tmp_pat
     """An embedding with NaN or infinity is never written as a result: under ``flag`` the row
     gets a null embedding and the reason, under ``fail`` the job stops naming the row."""
     import pyarrow as pa
-    from leanscore.compression.text_build import write_text_artifact
+    from leanscore.compression.build import write_text_artifact
     from leanscore.udfs.arrow_path import to_arrow
     from leanscore.udfs.distribution import ModelSource
     from leanscore.udfs.engines.pandas import _to_frame
