@@ -71,9 +71,9 @@ def fashion_student() -> FashionVGG:
 
 def as_inputs(images: np.ndarray) -> np.ndarray:
     """(n, 28, 28) uint8 -> the model's normalised (n, 1, 28, 28) float32, exactly as the image
-    family decodes a PNG with ``mean``/``std`` (``udfs.families.image.normalise``)."""
+    family decodes a PNG with ``mean``/``std`` (``compression.image_inputs.normalise``)."""
     from leanscore.compression.artifact import ImageSpec
-    from leanscore.udfs.families.image import normalise
+    from leanscore.compression.image_inputs import normalise
 
     spec = ImageSpec(channels=1, height=28, width=28, mean=[MEAN], std=[STD])
     return normalise(images[:, None], spec, eight_bit=True)

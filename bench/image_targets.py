@@ -124,7 +124,7 @@ def _intervals(fp32: dict, comp: dict, distinct: int | None) -> str:
 
 def decode_seconds_per_row(values: list, column: str, spec, *, batch: int = 1024) -> float:
     """The image family's decoding of ``values`` (PNG bytes) alone, one thread, per row."""
-    from leanscore.udfs.families.image import decode_images
+    from leanscore.compression.image_inputs import decode_images
 
     decode_images(values[:batch], column, spec)  # warm
     start = time.perf_counter()

@@ -116,7 +116,7 @@ def image_decoding(make_predict_fn: Callable, artifact: Artifact) -> Callable:
     column, spec = features.image_column, features.image
 
     def make_decoding_fn():
-        from leanscore.udfs.families.image import decode_images
+        from leanscore.compression.image_inputs import decode_images
 
         predict = make_predict_fn()
 
@@ -385,7 +385,7 @@ def input_matrix(df: DataFrame, artifact: Artifact, rows: int) -> np.ndarray:
     """Up to ``rows`` rows of the model's input as one float32 matrix on the driver."""
     spec = artifact.manifest.features
     if spec.image_column is not None:  # decoded as the image family decodes for scoring
-        from leanscore.udfs.families.image import decode_images
+        from leanscore.compression.image_inputs import decode_images
 
         table = df.select(spec.image_column).limit(rows).toArrow()
         values = table.column(0).to_pylist()

@@ -151,7 +151,7 @@ def read_table_sample(
 def _image_features(values, spec: TableSample, image: ImageSpec) -> np.ndarray:
     """The (n, C, H, W) inputs of an image or pixel-array column, by the scoring code."""
     from leanscore.compression.artifact import FeatureSpec
-    from leanscore.udfs.families.image import image_batch
+    from leanscore.compression.image_inputs import image_batch
 
     layout = (
         {"image_column": spec.image_column}

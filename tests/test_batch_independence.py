@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from conftest import make_artifact
 from leanscore.compression.artifact import InputRange
+from leanscore.compression.tabular_inputs import from_array
 from leanscore.jobs.config import packaged_config, read_yaml
-from leanscore.udfs.batch import from_array
 from leanscore.udfs.distribution import ModelSource
 from leanscore.udfs.kernel import BadRowError, RowPolicy, Scorer, row_policy
 from leanscore.udfs.session_cache import SessionConfig

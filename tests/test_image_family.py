@@ -23,9 +23,9 @@ from leanscore.compression.artifact import (
     Manifest,
     write_artifact,
 )
+from leanscore.compression.image_inputs import decode_images
 from leanscore.udfs.distribution import ModelSource
 from leanscore.udfs.families import family_for
-from leanscore.udfs.families.image import decode_images
 from leanscore.udfs.kernel import BadRowError, Scorer
 from leanscore.udfs.session_cache import SessionConfig
 from PIL import Image

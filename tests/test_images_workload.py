@@ -24,8 +24,8 @@ from leanscore.bench.fashion_data import (
     read_idx,
 )
 from leanscore.compression.artifact import Artifact, ImageSpec
+from leanscore.compression.image_inputs import MAX_PIXELS, decode_images
 from leanscore.jobs.config import packaged_config
-from leanscore.udfs.families.image import MAX_PIXELS, decode_images
 from PIL import Image
 from reliability_support import run_cli, write_yaml
 
@@ -407,7 +407,7 @@ def test_the_targets_are_met_and_each_fails_on_its_own_case():
 
 
 def test_the_fast_png_path_gives_pillows_pixels_and_leaves_the_rest_to_pillow(monkeypatch):
-    import leanscore.udfs.families.image as family
+    import leanscore.compression.image_inputs as family
 
     assert family._spng is not None, "pyspng (leanscore[images]) is not installed"
     test_x, _ = load_split("test")

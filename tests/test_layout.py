@@ -1,7 +1,8 @@
 """The package's layering, checked on the source: no import cycles between leanscore's modules
-(function-level imports included), compression never imports the jobs layer, the executor
-side (udfs) never imports jobs either, nothing of the product imports the bench, and no two
-compression modules share a name."""
+(function-level imports included), compression never imports the jobs layer or the scoring
+side (udfs), udfs never imports jobs and takes from compression only what an artifact and its
+inputs are (``UDFS_USES``), nothing of the product imports the bench, and no two compression
+modules share a name."""
 
 from __future__ import annotations
 
@@ -19,6 +20,17 @@ PACKAGES = {
 }
 # The CLI's bench, demo and report commands import the bench when they run: the one way in.
 BENCH_ENTRY = {"leanscore.jobs.cli"}
+# What the scoring side takes from compression: the artifact, the error base class, the MLflow
+# registry it loads artifacts from, and the families' torch-free input modules (how a column
+# becomes the model's tensor, shared so that a model is trained on what it is scored on).
+UDFS_USES = {
+    "leanscore.compression.artifact",
+    "leanscore.compression.errors",
+    "leanscore.compression.mlflow_registry",
+    "leanscore.compression.tabular_inputs",
+    "leanscore.compression.image_inputs",
+    "leanscore.compression.text_inputs",
+}
 
 
 def modules() -> dict[str, Path]:
@@ -113,6 +125,50 @@ def test_lower_layers_never_import_jobs(graph, layer):
         if target.startswith("leanscore.jobs")
     }
     assert upward == set()
+
+
+def test_compression_never_imports_the_scoring_side(graph):
+    """A model is compressed without Spark's executor code: what both need (how a column
+    becomes a tensor) lives in compression's input modules, which udfs imports."""
+    assert imports_between(graph, "leanscore.compression", "leanscore.udfs") == set()
+
+
+def imports_between(graph, layer: str, target_layer: str) -> set[tuple[str, str]]:
+    return {
+        (name, target)
+        for name, targets in graph.items()
+        if name.startswith(layer)
+        for target in targets
+        if target.startswith(target_layer)
+    }
+
+
+def udfs_imports_outside_its_allowance(graph) -> set[tuple[str, str]]:
+    return {
+        pair
+        for pair in imports_between(graph, "leanscore.udfs", "leanscore.compression")
+        if pair[1] not in UDFS_USES
+    }
+
+
+def test_udfs_takes_from_compression_only_the_artifact_and_the_input_modules(graph):
+    assert udfs_imports_outside_its_allowance(graph) == set()
+
+
+def test_the_layer_checks_find_an_import_each_way():
+    sources = {
+        "leanscore.udfs.kernel": "from leanscore.compression.models import MLP\n",
+        "leanscore.udfs.batch": "from leanscore.compression.tabular_inputs import Batch\n",
+        "leanscore.compression.models": "from leanscore.udfs.kernel import Scorer\n",
+        "leanscore.compression.tabular_inputs": "",
+    }
+    graph = import_graph(sources)
+    assert imports_between(graph, "leanscore.compression", "leanscore.udfs") == {
+        ("leanscore.compression.models", "leanscore.udfs.kernel")
+    }
+    assert udfs_imports_outside_its_allowance(graph) == {
+        ("leanscore.udfs.kernel", "leanscore.compression.models")
+    }
 
 
 def product_imports_of_the_bench(graph: dict[str, set[str]]) -> set[tuple[str, str]]:

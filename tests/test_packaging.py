@@ -257,8 +257,8 @@ def _score_in_runtime(venv: Path, artifact, delta_in: Path, delta_out: Path, env
 def test_a_running_udf_imports_no_compression_text_or_charting_library(spark, digits, artifact):
     """The scoring UDF runs in a Python worker that imports only what scoring needs. The UDF
     reports its own process's modules after scoring a batch with the real model."""
+    from leanscore.compression.tabular_inputs import from_array
     from leanscore.udfs.api import as_artifact, build_scorer
-    from leanscore.udfs.batch import from_array
 
     frame = held_out_frame(spark, digits, n=64).repartition(2)
     scorer = build_scorer(

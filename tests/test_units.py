@@ -8,8 +8,8 @@ import pytest
 import torch
 from leanscore.bench.pricing import Pricing, cost, load_pricing
 from leanscore.compression.recipe import AccuracyGateError, LabelledData, Recipe, run_recipe
+from leanscore.compression.tabular_inputs import from_array, from_columns
 from leanscore.jobs.config import ConfigError, apply_overrides, load_config, validate
-from leanscore.udfs.batch import from_array, from_columns
 
 
 def test_from_columns_casts_and_flags_nulls():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from leanscore.udfs.batch import Batch, value_text
+from leanscore.compression.tabular_inputs import Batch, value_text
 
 
 def to_float32(values: pa.Array, name: str) -> np.ndarray:

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from leanscore.compression.artifact import FeatureSpec, Manifest
 from leanscore.compression.errors import LeanscoreError
-from leanscore.udfs.batch import Batch
+from leanscore.compression.tabular_inputs import Batch
 from leanscore.udfs.distribution import ModelSource
 from leanscore.udfs.families import Family, family_for
 from leanscore.udfs.options import (

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from leanscore.compression.artifact import Artifact
-from leanscore.udfs.batch import Batch, from_array
+from leanscore.compression.tabular_inputs import Batch, from_array
 from leanscore.udfs.distribution import ModelSource
 from leanscore.udfs.kernel import Scorer
 from leanscore.udfs.options import ScoringOptions

@@ -18,7 +18,7 @@ from leanscore.udfs.options import DEFAULT_BATCH_SIZE
 if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
-    from leanscore.udfs.batch import Batch
+    from leanscore.compression.tabular_inputs import Batch
     from leanscore.udfs.options import ScoringOptions
     from leanscore.udfs.session_cache import SessionConfig
 

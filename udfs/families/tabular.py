@@ -1,8 +1,9 @@
 """The tabular family: numeric columns, or one numeric array / ML Vector column, as one float32
 matrix; a classifier's class probabilities, a regression's value or an embedding as outputs.
 
-Type coercion is ``leanscore.udfs.schema``'s; the matrix is built by ``leanscore.udfs.batch``
-(pandas) and ``leanscore.udfs.arrow_batch`` (Arrow), which give the same values.
+Type coercion is ``leanscore.udfs.schema``'s; the matrix is built by
+``leanscore.compression.tabular_inputs`` (pandas; ``leanscore compress`` reads its training rows
+with it too) and ``leanscore.udfs.arrow_batch`` (Arrow), which give the same values.
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class TabularFamily(Family):
                 )
 
     def from_pandas(self, columns):
-        from leanscore.udfs.batch import from_array, from_columns
+        from leanscore.compression.tabular_inputs import from_array, from_columns
 
         spec = self.manifest.features
         if spec.array_column is not None:

@@ -31,6 +31,7 @@ from typing import ClassVar
 
 import numpy as np
 from leanscore.compression.artifact import verify_sha256
+from leanscore.compression.tabular_inputs import Batch
 from leanscore.compression.text_inputs import (
     DISABLED_OPTIMIZERS,
     call_groups,
@@ -38,7 +39,6 @@ from leanscore.compression.text_inputs import (
     feeds,
     token_matrix,
 )
-from leanscore.udfs.batch import Batch
 from leanscore.udfs.families.base import Family
 from leanscore.udfs.options import DEFAULT_MAX_CHARS
 

@@ -1,6 +1,9 @@
-"""Turn one Arrow/pandas batch into the model's float32 matrix, and find the bad rows.
+"""Turn one pandas batch of feature columns (or one array or ML Vector column) into the
+model's float32 matrix, and find the bad rows: the tabular families' input, and the image
+family's for an array column (``image_inputs``).
 
-Pure numpy and pandas: no Spark, no ONNX Runtime, so it is tested on its own.
+Pure numpy and pandas: no Spark, no ONNX Runtime, no torch, so executors import it and it is
+tested on its own.
 Type coercion: any numeric column (int, long, float, double, decimal) and any numeric array or
 ML Vector element is cast to float32. A null, NaN or infinity, or an array of the wrong length,
 makes the row bad; what happens to bad rows is the caller's policy.
