@@ -408,7 +408,7 @@ def test_a_label_output_that_is_not_the_most_probable_class_is_refused(cancer):
 def test_truncation_records_no_agreement_it_did_not_measure_and_counts_distinct_rows():
     """A regressor has no classes to agree on: its agreement is None, not a perfect 1.0; a
     classifier's interval counts distinct evaluation rows, not copies of them."""
-    from leanscore.compression.tree_step import truncate_within_budget
+    from leanscore.compression.steps.truncate_trees import truncate_within_budget
     from skl2onnx import to_onnx
     from sklearn.datasets import load_diabetes
     from sklearn.ensemble import GradientBoostingRegressor
@@ -437,7 +437,7 @@ def test_truncation_records_no_agreement_it_did_not_measure_and_counts_distinct_
 
 def test_truncation_interval_counts_distinct_examples(cancer):
     from leanscore.compression.evaluate import accuracy_interval, run_onnx
-    from leanscore.compression.tree_step import truncate_within_budget
+    from leanscore.compression.steps.truncate_trees import truncate_within_budget
 
     x = np.concatenate([cancer["x_test"]] * 10)  # ten copies of each held-out row
     y = np.concatenate([cancer["y_test"]] * 10)
