@@ -271,8 +271,8 @@ class _MiniLMEngine:
     @classmethod
     def start(cls, config: BenchEmbedConfig) -> _MiniLMEngine:
         from leanscore.compression.data import LabelledData
-        from leanscore.compression.hf_encoder import TextEmbeddingInputs, load_source
         from leanscore.compression.recipe import AccuracyGateError, measure_baseline
+        from leanscore.compression.sources.hf_encoder import TextEmbeddingInputs, load_source
         from leanscore.compression.text_model import minilm_dir
 
         encoder, _ = load_source(minilm_dir(), max_length=config.max_length)

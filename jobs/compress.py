@@ -238,7 +238,7 @@ def run_compress(
             class_labels, train=train, evaluation=evaluation, calibration=calibration, also=also
         )
         if io.label_output is not None:
-            from leanscore.compression.onnx_io import check_label_output
+            from leanscore.compression.sources.onnx_model import check_label_output
 
             check_label_output(model, io, evaluation.features, class_labels)
         scoring = {"result_output": io.result_output, "family": AS_GIVEN_FAMILY}
@@ -333,7 +333,7 @@ def _as_given(config: CompressConfig, config_dir: Path):
     spec = config.model
     if not isinstance(spec, OnnxModel) or not spec.as_given:
         return None
-    from leanscore.compression.onnx_io import resolve_io
+    from leanscore.compression.sources.onnx_model import resolve_io
 
     path = Path(spec.path) if Path(spec.path).is_absolute() else config_dir / spec.path
     if not path.is_file():
@@ -359,7 +359,7 @@ def _check_width(io, **samples) -> None:
 def _labels_as_classes(class_labels, *, train, evaluation, calibration, also):
     """Label values that are the model's classes (2, 5, 7) as the probability columns they
     name (0, 1, 2); labels already 0..k-1 stay as they are."""
-    from leanscore.compression.onnx_io import label_indices
+    from leanscore.compression.sources.onnx_model import label_indices
 
     if not class_labels or class_labels == [str(i) for i in range(len(class_labels))]:
         return train, evaluation, calibration, also

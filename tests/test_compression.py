@@ -502,7 +502,7 @@ def test_cnn_recipe_factorizes_and_distills(tiny_cnn, digits):
 
 def test_delta_sample_feeds_calibration_with_lineage(spark, fp32_bytes, digits, tmp_path):
     from leanscore.bench.demo.datagen import write_digits_table
-    from leanscore.compression.table_data import TableSample, read_table_sample
+    from leanscore.compression.sources.table import TableSample, read_table_sample
 
     path = str(tmp_path / "calib")
     version = write_digits_table(spark, path, 600, partitions=2)

@@ -375,8 +375,12 @@ def test_a_null_feature_follows_bad_rows(spark, compressed, cancer, tmp_path, po
 
 
 def test_a_label_output_that_is_not_the_most_probable_class_is_refused(cancer):
-    from leanscore.compression.onnx_io import check_label_output, label_indices, resolve_io
     from leanscore.compression.sources import OnnxModel
+    from leanscore.compression.sources.onnx_model import (
+        check_label_output,
+        label_indices,
+        resolve_io,
+    )
 
     spec = OnnxModel.model_validate(
         {

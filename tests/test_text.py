@@ -450,8 +450,8 @@ def _run_minilm_recipe(recipe: dict, sentences: list[str], *, train_rows: int):
     Face encoder with task embedding: the first ``train_rows`` sentences train and calibrate,
     the rest gate."""
     from leanscore.compression.data import LabelledData
-    from leanscore.compression.hf_encoder import TextEmbeddingInputs, load_source
     from leanscore.compression.recipe import Recipe, run_recipe
+    from leanscore.compression.sources.hf_encoder import TextEmbeddingInputs, load_source
     from leanscore.compression.text_model import minilm_dir
 
     encoder, _ = load_source(minilm_dir(), max_length=MAX_LENGTH)

@@ -1,7 +1,13 @@
 """Where a model and its data come from: a PyTorch factory plus a state_dict checkpoint, an
 existing ONNX file, a model logged to MLflow (``mlflow.pytorch`` or ``mlflow.onnx``, named by a
 ``models:/`` or ``runs:/`` URI), or a built-in digits model trained on the spot; labelled rows from
-scikit-learn's digits (optionally augmented) or from a Parquet/Delta table sample."""
+scikit-learn's digits (optionally augmented) or from a Parquet/Delta table sample.
+
+This module holds each ``model.kind``'s config and loads it; what a kind needs beyond a few
+lines has a module of its own here: ``onnx_model`` (an ONNX file's inputs and outputs),
+``hf_classifier`` and ``hf_encoder`` (Hugging Face models exported with their tokenizer),
+``table`` (a labelled sample of a Parquet/Delta table); the MLflow registry is
+``compression.mlflow_registry``, shared with the scoring side."""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ import numpy as np
 import torch
 from leanscore.compression.artifact import ImageSpec
 from leanscore.compression.data import LabelledData
-from leanscore.compression.table_data import TableSample, read_table_sample
+from leanscore.compression.sources.table import TableSample, read_table_sample
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
@@ -47,7 +53,7 @@ class TorchModel(_Spec):
 
 class OnnxOutputs(_Spec):
     """Which of an ONNX file's outputs hold what (checked against the graph by
-    ``leanscore.compression.onnx_io``): a classifier's class ``probabilities`` (scored and
+    ``sources.onnx_model``): a classifier's class ``probabilities`` (scored and
     measured) and, optionally, its ``label`` (checked to be the most probable class); a
     regression's ``value``."""
 
@@ -129,9 +135,9 @@ class HuggingFaceModel(_Spec):
     weights, tokenizer.json); the data are texts (a table's ``text_column``). The compress
     config's ``task`` says what it is: ``classification``, a sequence classifier exported to
     ONNX with its softmax before the recipe (ONNX-side steps apply;
-    ``leanscore.compression.hf_classifier``), or ``embedding``, an encoder with mean pooling
+    ``leanscore.compression.sources.hf_classifier``), or ``embedding``, an encoder with mean pooling
     that the recipe gets as a torch module (text steps, export, quantize;
-    ``leanscore.compression.hf_encoder``)."""
+    ``leanscore.compression.sources.hf_encoder``)."""
 
     kind: Literal["huggingface"]
     path: str
@@ -238,14 +244,14 @@ def load_model(
     if isinstance(spec, TorchModel):
         return _load_torch(spec, base_dir)
     if isinstance(spec, HuggingFaceModel) and task == "embedding":
-        from leanscore.compression.hf_encoder import load_source
+        from leanscore.compression.sources.hf_encoder import load_source
 
         encoder, info = load_source(
             _resolve(spec.path, base_dir), max_length=spec.max_length, progress=progress
         )
         return encoder, None, info
     if isinstance(spec, HuggingFaceModel):
-        from leanscore.compression.hf_classifier import export_source
+        from leanscore.compression.sources.hf_classifier import export_source
 
         texts = None
         if train is not None and train.features.dtype == object:
@@ -432,9 +438,9 @@ def text_inputs(spec, *, base_dir: Path, task: str = "classification"):
         return None
     path = _resolve(spec.path, base_dir)
     if task == "embedding":
-        from leanscore.compression.hf_encoder import TextEmbeddingInputs
+        from leanscore.compression.sources.hf_encoder import TextEmbeddingInputs
 
         return TextEmbeddingInputs.of(path, max_length=spec.max_length)
-    from leanscore.compression.hf_classifier import TextClassifierInputs
+    from leanscore.compression.sources.hf_classifier import TextClassifierInputs
 
     return TextClassifierInputs.of(path, max_length=spec.max_length)

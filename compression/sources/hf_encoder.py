@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from leanscore.compression.data import LabelledData
-from leanscore.compression.hf_classifier import model_folder
+from leanscore.compression.sources.hf_classifier import model_folder
 from leanscore.compression.text_inputs import TOKEN_INPUTS, TOKENIZER_FILE, tokenized_batches
 
 RECIPE_FAMILY = "text_embedding"
