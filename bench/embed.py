@@ -125,7 +125,7 @@ def is_embedding_config(data: dict) -> bool:
 
 
 @dataclass
-class Variant:
+class TextVariant:
     name: str
     model: str  # "onnx" | "pytorch" | "none" (the bound: the model call left out)
     path: str  # how Spark runs it
@@ -355,7 +355,7 @@ def _torch_predict_fn(max_length: int):
     return make_predict_fn
 
 
-def sweep_torch_batch_size(config: BenchEmbedConfig, texts: list[str]) -> dict:
+def sweep_torch_text_batch_size(config: BenchEmbedConfig, texts: list[str]) -> dict:
     """PyTorch's best batch for predict_batch_udf: the predict function the UDF runs, here in
     the driver on one thread, over ``texts`` in table order at each configured size, in
     ``torch_sweep_rounds`` interleaved rounds (medians, as the tabular bench sweeps); the
@@ -409,7 +409,7 @@ NO_MODEL = "no model (Spark path + tokenizer only)"
 
 def _variants(
     spark, config: BenchEmbedConfig, artifacts: dict[str, str], *, torch_batch_size: int
-) -> list[Variant]:
+) -> list[TextVariant]:
     from leanscore.compression.artifact import Artifact
     from leanscore.compression.text_model import minilm_dir
     from leanscore.udfs.text import TextEmbeddingUDF, text_embedding_udf
@@ -417,7 +417,7 @@ def _variants(
     from pyspark.sql import functions as F
     from pyspark.sql.types import ArrayType, FloatType
 
-    def onnx_variant(name: str, path: str, *, sort: bool, batch: int | None = None) -> Variant:
+    def onnx_variant(name: str, path: str, *, sort: bool, batch: int | None = None) -> TextVariant:
         artifact = Artifact.load(path)
         embed = text_embedding_udf(
             artifact,
@@ -434,7 +434,7 @@ def _variants(
             return df.select("doc_id", embed("text", key="doc_id")["embedding"].alias("embedding"))
 
         metrics = artifact.manifest.metrics
-        return Variant(
+        return TextVariant(
             name=name,
             model="onnx",
             path="leanscore text UDF" + ("" if sort else " (rows in table order)"),
@@ -469,7 +469,7 @@ def _variants(
         engine=base.engine.name,
     )
     variants.append(
-        Variant(
+        TextVariant(
             name=NO_MODEL,
             model="none",
             path="leanscore text UDF, model call left out",
@@ -493,7 +493,7 @@ def _variants(
             batch_size=torch_batch_size,
         )
         variants.append(
-            Variant(
+            TextVariant(
                 name=TORCH_VARIANT,
                 model="pytorch",
                 path=f"predict_batch_udf, batches of {torch_batch_size} in table order",
@@ -521,7 +521,7 @@ def measure(
     *,
     cores: int,
     torch_batch_size: int | None = None,
-) -> tuple[list[Variant], dict[str, np.ndarray], int]:
+) -> tuple[list[TextVariant], dict[str, np.ndarray], int]:
     """Time every variant on the same cached table; collect embeddings for fidelity."""
     key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     previous = spark.conf.get(key, None)
@@ -538,7 +538,7 @@ def measure(
 
 def _measure(
     spark, config: BenchEmbedConfig, artifacts: dict[str, str], *, cores: int, torch_batch_size: int
-) -> tuple[list[Variant], dict[str, np.ndarray], int]:
+) -> tuple[list[TextVariant], dict[str, np.ndarray], int]:
     from leanscore.bench.metrics import CpuMeter
     from pyspark.sql import functions as F
 
@@ -670,7 +670,7 @@ def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_
     cores = spark_cores(spark)
     torch_batch = None
     if config.include_torch:
-        torch_batch = sweep_torch_batch_size(
+        torch_batch = sweep_torch_text_batch_size(
             config, _first_sentences(spark, config, config.torch_sweep_rows)
         )
     load_before = _loadavg()
@@ -760,7 +760,7 @@ def run_embed_bench(spark, config: BenchEmbedConfig, out: str | Path, *, config_
     report["seconds"]["total"] = round(time.perf_counter() - clock, 1)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "report.md").write_text(markdown(report))
+    (out / "report.md").write_text(embed_markdown(report))
     return report
 
 
@@ -829,7 +829,7 @@ def table_lines(report: dict) -> list[str]:
     return lines
 
 
-def markdown(report: dict) -> str:
+def embed_markdown(report: dict) -> str:
     env, t = report["environment"], report["targets"]
     first = report["variants"][0]
     lines = [

@@ -158,7 +158,9 @@ def time_split(variant: dict, decode_s_per_row: float | None) -> dict | None:
     }
 
 
-def markdown(rows: list[dict], splits: dict[str, dict | None], decode_rate: float | None) -> str:
+def targets_markdown(
+    rows: list[dict], splits: dict[str, dict | None], decode_rate: float | None
+) -> str:
     """The verdict and the time split as a report section."""
     lines = ["", "## The seed's targets on real photos", ""]
     lines += ["| measure | value | target | verdict | compared | note |", "|---" * 6 + "|"]
@@ -212,5 +214,5 @@ def image_section(report: dict, df, artifact, bench_targets, *, rows: int, conso
         "targets": rows_,
         "decode_images_per_s_one_thread": round(1 / per_row, 1),
         "time_split": splits,
-        "markdown": markdown(rows_, splits, 1 / per_row),
+        "markdown": targets_markdown(rows_, splits, 1 / per_row),
     }
