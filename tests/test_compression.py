@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -275,6 +277,35 @@ def test_static_int8_qdq_calibrated_from_an_array(fp32_bytes, digits, method):
     m, _ = evaluate_onnx(data, held_out.features, held_out.labels, base_probs)
     assert m["fidelity"]["agreement"] > 0.95
     assert abs(m["accuracy"] - base["accuracy"]) < 0.03
+
+
+def widest_int8_weight(onnx_bytes: bytes) -> int:
+    from onnx import numpy_helper
+
+    graph = onnx.load_model_from_string(onnx_bytes).graph
+    weights = [
+        numpy_helper.to_array(i)
+        for i in graph.initializer
+        if i.data_type == onnx.TensorProto.INT8 and len(i.dims) >= 2
+    ]
+    assert weights, "no int8 weight matrix in the graph"
+    return max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+
+
+def test_int8_weights_keep_to_seven_bits_so_no_cpu_saturates(fp32_bytes, digits):
+    """On CPUs without VNNI, ONNX Runtime adds pairs of uint8 x int8 products in 16 bits:
+    255 * 127 * 2 overflows, 255 * 64 * 2 does not. Both int8 modes keep weights in 7 bits."""
+    static = static_int8(fp32_bytes, digits[0].features[:128])
+    for data in (dynamic_int8(fp32_bytes), static):
+        assert widest_int8_weight(data) <= 64
+    # the check can fail: ONNX Runtime's full 8-bit range reaches past 64
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp, "in.onnx"), Path(tmp, "out.onnx")
+        src.write_bytes(fp32_bytes)
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=True)
+        assert widest_int8_weight(dst.read_bytes()) > 64
 
 
 def test_per_tensor_dynamic_fp16_and_exclusion(fp32_bytes, digits):
