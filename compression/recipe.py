@@ -315,10 +315,11 @@ def run_recipe(
         )
         say(f"baseline: {describe_metrics(baseline.metrics)}")
 
-    if onnx_source:
-        state = StepState(model=None, original=None, onnx_bytes=bytes(model))
-    else:
-        state = StepState(model=copy.deepcopy(model), original=model)
+    state = (
+        StepState(model=None, original=None, onnx_bytes=bytes(model))
+        if onnx_source
+        else StepState(model=copy.deepcopy(model), original=model)
+    )
     ctx = StepContext(
         example_input=example_input,
         train=train,
@@ -333,15 +334,7 @@ def run_recipe(
         result_output=result_output,
         family=family,
     )
-    steps: list[dict] = []
-    for index, step in enumerate(recipe.steps):
-        say(f"step {index} {step.step} ...")
-        detail = step.apply(state, ctx)
-        state.changed = state.changed or step.side == "torch"
-        metrics = _measure(state, ctx)
-        steps.append({"index": index, "step": step.step, **detail, **metrics})
-        say(f"step {index} {step.step}: {describe_metrics(metrics)}")
-
+    steps = _run_steps(recipe, state, ctx)
     if state.onnx_bytes is None:
         state.onnx_bytes = state.measured
     final = {k: v for k, v in steps[-1].items() if k in _METRIC_KEYS}
@@ -361,6 +354,19 @@ def run_recipe(
     if gate.get("uncertainty"):
         say(f"gate passed: {gate['uncertainty']}")
     return CompressionResult(state.onnx_bytes, baseline.onnx_bytes, metrics, recipe)
+
+
+def _run_steps(recipe: Recipe, state: StepState, ctx: StepContext) -> list[dict]:
+    """Each step applied in order and measured after it: what it did and the model's numbers."""
+    steps: list[dict] = []
+    for index, step in enumerate(recipe.steps):
+        ctx.say(f"step {index} {step.step} ...")
+        detail = step.apply(state, ctx)
+        state.changed = state.changed or step.side == "torch"
+        metrics = _measure(state, ctx)
+        steps.append({"index": index, "step": step.step, **detail, **metrics})
+        ctx.say(f"step {index} {step.step}: {describe_metrics(metrics)}")
+    return steps
 
 
 _METRIC_KEYS = (

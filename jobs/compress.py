@@ -3,6 +3,7 @@ and the data; it writes an artifact. Parsing and printing live here, the work in
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,7 @@ from leanscore.compression.build import (
     data_lineage,
     write_result,
 )
+from leanscore.compression.data import LabelledData
 from leanscore.compression.recipe import AccuracyGateError, Recipe
 from leanscore.compression.sources import (
     DataSpec,
@@ -201,9 +203,52 @@ def run_compress(
         if config.recipe is not None
         else [load_recipe(r, config_dir) for r in config.candidates]
     )
-    data = config.data
     io = _as_given(config, config_dir)  # before any data is read: a bad mapping fails now
     say("loading data")
+    sets = _load_datasets(config, config_dir)
+    model, example, source = load_model(
+        config.model, base_dir=config_dir, train=sets.train, progress=say, task=config.task
+    )
+    text = text_inputs(config.model, base_dir=config_dir, task=config.task)  # None: not text
+    sets, class_labels, scoring = _fit_to_model(config, sets, model, text, io)
+    common = dict(
+        example_input=example,
+        train=sets.train,
+        evaluation=sets.evaluation,
+        calibration=sets.calibration,
+        task=config.task,
+        also_evaluate=sets.also or None,
+        progress=say,
+        recipe_family=_recipe_family(config, text, io),
+        exporter=text.exporter() if text is not None else None,
+    )
+    if text is not None:
+        features = text.features(getattr(config.data.evaluation, "text_column", None) or "text")
+    else:
+        features = _features(config, int(np.prod(sets.evaluation.features.shape[1:])))
+    named = dict(features=features, class_labels=class_labels, model_source=source)
+    if config.candidates is not None:
+        return autotune_to_artifact(
+            recipes, model, out, common=common, console=console, scoring=scoring, **named
+        )
+    artifact = compress_to_artifact(recipes[0], model, out, **named, **scoring, **common)
+    print_table(console, steps_table(artifact.manifest.metrics, title=recipes[0].name))
+    console.print(accuracy_line(artifact.manifest.metrics, sets.evaluation))
+    return artifact
+
+
+@dataclass(frozen=True)
+class Datasets:
+    """The labelled rows of one compression: trained on, gated on, calibrated on, reported."""
+
+    train: LabelledData | None
+    evaluation: LabelledData
+    calibration: LabelledData | None
+    also: dict[str, LabelledData]
+
+
+def _load_datasets(config: CompressConfig, config_dir: Path) -> Datasets:
+    data = config.data
     specs = [data.train, data.evaluation, data.calibration, *data.also_evaluate.values()]
     if any(getattr(spec, "kind", None) == "table" for spec in specs):
         from leanscore.jobs.runtime.spark import get_spark, mentions_s3a
@@ -211,79 +256,49 @@ def run_compress(
         # the session the table samples are read with
         get_spark("leanscore-compress", s3a=mentions_s3a(config))
     read = dict(base_dir=config_dir, image=config.image)
-    train = load_data(data.train, **read) if data.train else None
-    evaluation = load_data(data.evaluation, **read)
-    calibration = load_data(data.calibration, **read) if data.calibration else None
-    also = {k: load_data(v, **read) for k, v in data.also_evaluate.items()}
-    model, example, source = load_model(
-        config.model, base_dir=config_dir, train=train, progress=say, task=config.task
+    return Datasets(
+        train=load_data(data.train, **read) if data.train else None,
+        evaluation=load_data(data.evaluation, **read),
+        calibration=load_data(data.calibration, **read) if data.calibration else None,
+        also={k: load_data(v, **read) for k, v in data.also_evaluate.items()},
     )
-    scoring: dict = {}  # manifest fields the family needs: family, result_output, extra_files
-    # None unless the model reads text
-    text = text_inputs(config.model, base_dir=config_dir, task=config.task)
+
+
+def _fit_to_model(
+    config: CompressConfig, sets: Datasets, model, text, io
+) -> tuple[Datasets, list[str] | None, dict]:
+    """(the rows as the model reads them, its class labels, the manifest fields its scoring
+    family needs: family, result_output, extra_files). A text model tokenizes the rows; an
+    ONNX model as given checks their width and maps label values to its class columns."""
+    scoring: dict = {}
     if text is not None:
-        train, evaluation, calibration = (
-            None if d is None else text.attach(d, name=n)
-            for d, n in ((train, "train"), (evaluation, "evaluation"), (calibration, "calibration"))
+        sets = Datasets(
+            *(
+                None if d is None else text.attach(d, name=n)
+                for d, n in (
+                    (sets.train, "train"),
+                    (sets.evaluation, "evaluation"),
+                    (sets.calibration, "calibration"),
+                )
+            ),
+            also={k: text.attach(v, name=f"also_evaluate.{k}") for k, v in sets.also.items()},
         )
-        also = {k: text.attach(v, name=f"also_evaluate.{k}") for k, v in also.items()}
         scoring = {"family": text.family, "extra_files": text.files()}
     class_labels = config.class_labels or (text.class_labels if text is not None else None)
     if class_labels is None and config.model.kind.startswith("builtin-digits"):
         class_labels = [str(d) for d in range(10)]
     if io is not None:
-        _check_width(io, train=train, evaluation=evaluation, calibration=calibration, also=also)
+        _check_width(io, sets)
         class_labels = class_labels or io.class_labels
-        train, evaluation, calibration, also = _labels_as_classes(
-            class_labels, train=train, evaluation=evaluation, calibration=calibration, also=also
-        )
+        sets = _labels_as_classes(class_labels, sets)
         if io.label_output is not None:
             from leanscore.compression.sources.onnx_model import check_label_output
 
-            check_label_output(model, io, evaluation.features, class_labels)
+            check_label_output(model, io, sets.evaluation.features, class_labels)
         scoring = {"result_output": io.result_output, "family": AS_GIVEN_FAMILY}
-    common = dict(
-        example_input=example,
-        train=train,
-        evaluation=evaluation,
-        calibration=calibration,
-        task=config.task,
-        also_evaluate=also or None,
-        progress=say,
-        recipe_family=_recipe_family(config, text, io),
-        exporter=text.exporter() if text is not None else None,
-    )
-    if text is not None:
-        features = text.features(getattr(data.evaluation, "text_column", None) or "text")
-    else:
-        features = _features(config, int(np.prod(evaluation.features.shape[1:])))
     if config.image is not None:
         scoring["family"] = "image"
-    if config.candidates is None:
-        artifact = compress_to_artifact(
-            recipes[0],
-            model,
-            out,
-            features=features,
-            class_labels=class_labels,
-            model_source=source,
-            **scoring,
-            **common,
-        )
-        print_table(console, steps_table(artifact.manifest.metrics, title=recipes[0].name))
-        console.print(accuracy_line(artifact.manifest.metrics, evaluation))
-        return artifact
-    return autotune_to_artifact(
-        recipes,
-        model,
-        out,
-        common=common,
-        features=features,
-        class_labels=class_labels,
-        model_source=source,
-        console=console,
-        scoring=scoring,
-    )
+    return sets, class_labels, scoring
 
 
 def _recipe_family(config: CompressConfig, text, io) -> str:
@@ -341,13 +356,19 @@ def _as_given(config: CompressConfig, config_dir: Path):
     return resolve_io(path.read_bytes(), spec, task=config.task, path=str(path))
 
 
-def _check_width(io, **samples) -> None:
+def _named(sets: Datasets) -> dict[str, LabelledData]:
+    """Each set of rows under its config key, in the config's order; absent ones left out."""
+    named = {"data.train": sets.train, "data.evaluation": sets.evaluation}
+    named["data.calibration"] = sets.calibration
+    named |= {f"data.also_evaluate.{k}": v for k, v in sets.also.items()}
+    return {where: data for where, data in named.items() if data is not None}
+
+
+def _check_width(io, sets: Datasets) -> None:
     """Every sample must have as many features as the graph's input takes."""
     if io.width is None:
         return
-    named = {f"data.{k}": v for k, v in samples.items() if k != "also" and v is not None}
-    named |= {f"data.also_evaluate.{k}": v for k, v in samples["also"].items()}
-    for where, data in named.items():
+    for where, data in _named(sets).items():
         if data.features.shape[1] != io.width:
             raise ValueError(
                 f"{where} has {data.features.shape[1]} features per row but input {io.input!r} "
@@ -356,13 +377,13 @@ def _check_width(io, **samples) -> None:
             )
 
 
-def _labels_as_classes(class_labels, *, train, evaluation, calibration, also):
+def _labels_as_classes(class_labels, sets: Datasets) -> Datasets:
     """Label values that are the model's classes (2, 5, 7) as the probability columns they
     name (0, 1, 2); labels already 0..k-1 stay as they are."""
     from leanscore.compression.sources.onnx_model import label_indices
 
     if not class_labels or class_labels == [str(i) for i in range(len(class_labels))]:
-        return train, evaluation, calibration, also
+        return sets
 
     def mapped(data, where):
         if data is None or data.labels is None:
@@ -370,11 +391,11 @@ def _labels_as_classes(class_labels, *, train, evaluation, calibration, also):
         labels = label_indices(data.labels, class_labels, where=where)
         return type(data)(data.features, labels, data.source)
 
-    return (
-        mapped(train, "data.train"),
-        mapped(evaluation, "data.evaluation"),
-        mapped(calibration, "data.calibration"),
-        {k: mapped(v, f"data.also_evaluate.{k}") for k, v in also.items()},
+    return Datasets(
+        train=mapped(sets.train, "data.train"),
+        evaluation=mapped(sets.evaluation, "data.evaluation"),
+        calibration=mapped(sets.calibration, "data.calibration"),
+        also={k: mapped(v, f"data.also_evaluate.{k}") for k, v in sets.also.items()},
     )
 
 

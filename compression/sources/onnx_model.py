@@ -63,13 +63,20 @@ def resolve_io(onnx_bytes: bytes, spec: OnnxModel, *, task: str, path: str) -> R
     """Check ``spec``'s mapping against the graph; every error names the config key, the bad
     name or width, and lists what the graph has."""
     model = onnx.load_model_from_string(onnx_bytes)
-    graph = model.graph
+    fed, width = _checked_input(model.graph, spec, path)
+    result, label, result_dims = _checked_outputs(model.graph, spec, task, path)
+    class_labels = graph_class_labels(model) if task == "classification" else None
+    n_classes = result_dims[-1] if len(result_dims) == 2 else None
+    if class_labels is not None and isinstance(n_classes, int) and len(class_labels) != n_classes:
+        class_labels = None  # the probabilities are not the classifier node's: labels unknown
+    return ResolvedIO(fed.name, width, result, label, class_labels)
+
+
+def _checked_input(graph, spec: OnnxModel, path: str):
+    """(the graph's one float [rows, features] input, its width; None where symbolic)."""
     initializers = {i.name for i in graph.initializer}
     inputs = [v for v in graph.input if v.name not in initializers]
-    outputs = {v.name: v for v in graph.output}
     input_list = ", ".join(_describe(v) for v in inputs)
-    output_list = ", ".join(_describe(v) for v in outputs.values())
-
     if spec.input is not None and spec.input not in {v.name for v in inputs}:
         raise ValueError(
             f"model.input: {spec.input!r} is not an input of {path}; its inputs are {input_list}"
@@ -100,7 +107,13 @@ def resolve_io(onnx_bytes: bytes, spec: OnnxModel, *, task: str, path: str) -> R
             f"{_describe(fed)} of {path}, which takes {width} features; list its {width} "
             "columns in the order the model was trained on"
         )
+    return fed, width
 
+
+def _checked_outputs(graph, spec: OnnxModel, task: str, path: str):
+    """(the output holding the result, the label output or None, the result's dims)."""
+    outputs = {v.name: v for v in graph.output}
+    output_list = ", ".join(_describe(v) for v in outputs.values())
     declared = spec.outputs.model_dump(exclude_none=True) if spec.outputs else {}
     for role, name in declared.items():
         if name not in outputs:
@@ -136,11 +149,7 @@ def resolve_io(onnx_bytes: bytes, spec: OnnxModel, *, task: str, path: str) -> R
                 f"model.outputs.label: output {_describe(label_value)} of {path} is not an int64 "
                 f"or string [rows] tensor; its outputs are {output_list}"
             )
-    class_labels = graph_class_labels(model) if task == "classification" else None
-    n_classes = result_dims[-1] if len(result_dims) == 2 else None
-    if class_labels is not None and isinstance(n_classes, int) and len(class_labels) != n_classes:
-        class_labels = None  # the probabilities are not the classifier node's: labels unknown
-    return ResolvedIO(fed.name, width, result, label, class_labels)
+    return result, label, result_dims
 
 
 def check_label_output(onnx_bytes: bytes, io: ResolvedIO, features: np.ndarray, class_labels):

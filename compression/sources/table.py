@@ -66,6 +66,39 @@ def read_table_sample(
     With ``image``, the image column (or the pixel array column) becomes (n, C, H, W) inputs
     through the image family's own decoding, so training, calibration and scoring see
     identical tensors; a row that does not decode stops the sample, naming it."""
+    _check_layout(spec, image)
+    df, version = _open(spec, spark)
+    column = spec.text_column or spec.image_column or spec.feature_column
+    wanted = [column] if column else list(spec.feature_columns)
+    if spec.label_column:
+        wanted.append(spec.label_column)
+    missing = [c for c in wanted if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"table {spec.path} has no column(s) {missing}; its columns are {df.columns}"
+        )
+    if spec.filter:
+        df = df.where(spec.filter)
+    pdf = df.select(*wanted).limit(spec.limit).toPandas()
+    if len(pdf) == 0:
+        raise ValueError(f"table {spec.path} gave no rows (filter {spec.filter!r})")
+    features = _features(pdf, spec, image)
+    source = {
+        "path": spec.path,
+        "format": spec.format,
+        "delta_version": version,
+        "rows": len(features),
+        "filter": spec.filter,
+        "feature_column": spec.feature_column,
+        "feature_columns": spec.feature_columns,
+        "image_column": spec.image_column,
+        "text_column": spec.text_column,
+        "label_column": spec.label_column,
+    }
+    return LabelledData(np.ascontiguousarray(features), _labels(pdf, spec), source)
+
+
+def _check_layout(spec: TableSample, image: ImageSpec | None) -> None:
     if spec.image_column is not None and image is None:
         raise ValueError(
             f"table {spec.path}: image_column {spec.image_column!r} needs the config's 'image' "
@@ -76,6 +109,10 @@ def read_table_sample(
             f"table {spec.path}: an image model reads one image_column or one feature_column "
             "(a pixel array), not feature_columns"
         )
+
+
+def _open(spec: TableSample, spark):
+    """(the table as a DataFrame, the Delta version it is pinned to; None for Parquet)."""
     if spark is None:
         from pyspark.sql import SparkSession
 
@@ -97,55 +134,36 @@ def read_table_sample(
             ) from err
         reader = reader.option("versionAsOf", version)
     try:
-        df = reader.load(spec.path)
+        return reader.load(spec.path), version
     except Exception as err:  # noqa: BLE001
         raise FileNotFoundError(
             f"cannot read {spec.format} table {spec.path}: {str(err).splitlines()[0]}"
         ) from err
-    column = spec.text_column or spec.image_column or spec.feature_column
-    wanted = [column] if column else list(spec.feature_columns)
-    if spec.label_column:
-        wanted.append(spec.label_column)
-    missing = [c for c in wanted if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"table {spec.path} has no column(s) {missing}; its columns are {df.columns}"
-        )
-    if spec.filter:
-        df = df.where(spec.filter)
-    pdf = df.select(*wanted).limit(spec.limit).toPandas()
-    if len(pdf) == 0:
-        raise ValueError(f"table {spec.path} gave no rows (filter {spec.filter!r})")
+
+
+def _features(pdf, spec: TableSample, image: ImageSpec | None) -> np.ndarray:
     if spec.text_column:
-        features = _texts(pdf[spec.text_column], spec)
-    elif image is not None:
-        features = _image_features(pdf[column], spec, image)
+        return _texts(pdf[spec.text_column], spec)
+    if image is not None:
+        features = _image_features(pdf[spec.image_column or spec.feature_column], spec, image)
     elif spec.feature_column:
         features = np.stack([np.asarray(v, dtype=np.float32) for v in pdf[spec.feature_column]])
     else:
         features = pdf[list(spec.feature_columns)].to_numpy(dtype=np.float32)
-    if not spec.text_column and not np.isfinite(features).all():
+    if not np.isfinite(features).all():
         raise ValueError(f"table {spec.path} has null/NaN/infinite features in the sample")
-    labels = None
-    if spec.label_column:
-        labels = pdf[spec.label_column].to_numpy()
-        if pdf[spec.label_column].isna().any():
-            raise ValueError(f"label column {spec.label_column!r} of {spec.path} has nulls")
-        if not (spec.text_column and labels.dtype == object):  # text: class names allowed
-            labels = labels.astype(np.int64)
-    source = {
-        "path": spec.path,
-        "format": spec.format,
-        "delta_version": version,
-        "rows": len(features),
-        "filter": spec.filter,
-        "feature_column": spec.feature_column,
-        "feature_columns": spec.feature_columns,
-        "image_column": spec.image_column,
-        "text_column": spec.text_column,
-        "label_column": spec.label_column,
-    }
-    return LabelledData(np.ascontiguousarray(features), labels, source)
+    return features
+
+
+def _labels(pdf, spec: TableSample) -> np.ndarray | None:
+    if not spec.label_column:
+        return None
+    labels = pdf[spec.label_column].to_numpy()
+    if pdf[spec.label_column].isna().any():
+        raise ValueError(f"label column {spec.label_column!r} of {spec.path} has nulls")
+    if not (spec.text_column and labels.dtype == object):  # text: class names allowed
+        labels = labels.astype(np.int64)
+    return labels
 
 
 def _image_features(values, spec: TableSample, image: ImageSpec) -> np.ndarray:
