@@ -59,8 +59,34 @@ def get_spark(
 
     # Python workers must run this interpreter (the project's venv), not the PATH's python3.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = _local_builder(app_name, master)
+    # e.g. -XX:TieredStopAtLevel=1: no C2 compiling, about half a short job's fixed CPU time
+    # on 2 cores, at a higher cost per row (docs/data-engineer.md)
+    java_options = os.environ.get("LEANSCORE_DRIVER_JAVA_OPTIONS", "").strip()
+    local = builder._options["spark.master"].startswith("local")
+    if local:
+        builder = _with_s3a_jars(builder, fetch=s3a)
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
+    archive = _class_archive(builder._options, java_options) if local else None
+    if archive is not None:
+        java_options = f"{java_options} {archive.java_options()}".strip()
+    if java_options:
+        builder = builder.config("spark.driver.extraJavaOptions", java_options)
+    with _stderr_to(jvm_log):
+        spark = builder.getOrCreate()
+    _quiet_accumulator_hang_up(spark)
+    if archive is not None:
+        class_archive.attach(archive, spark)
+    spark.sparkContext.setLogLevel(os.environ.get("LEANSCORE_SPARK_LOG_LEVEL", "ERROR"))
+    return spark
+
+
+def _local_builder(app_name: str, master: str | None):
+    """The session leanscore starts itself: Delta's jars and catalog, Arrow, no UI, and the
+    sizes its environment variables may change."""
     jars = cached_jars() or resolve_jars(delta_coordinates())
-    builder = (
+    return (
         SparkSession.builder.appName(app_name)
         .master(master or os.environ.get("LEANSCORE_SPARK_MASTER", DEFAULT_MASTER))
         .config("spark.jars", ",".join(jars))
@@ -77,32 +103,18 @@ def get_spark(
         .config("spark.driver.memory", os.environ.get("LEANSCORE_DRIVER_MEMORY", "4g"))
         .config("spark.sql.warehouse.dir", os.environ.get("LEANSCORE_WAREHOUSE", "spark-warehouse"))
     )
-    # e.g. -XX:TieredStopAtLevel=1: no C2 compiling, about half a short job's fixed CPU time
-    # on 2 cores, at a higher cost per row (docs/data-engineer.md)
-    java_options = os.environ.get("LEANSCORE_DRIVER_JAVA_OPTIONS", "").strip()
-    local = builder._options["spark.master"].startswith("local")
+
+
+def _with_s3a_jars(builder, *, fetch: bool):
+    """S3A and the AWS SDK on a local driver's class path where cached (fetched first when
+    ``fetch``): spark.jars would copy their ~700 MB into every session's work directory. A
+    cluster takes them from its own image or --jars/--packages."""
     s3a_jars = cached_jars(hadoop_aws_coordinates())
-    if s3a and local and not s3a_jars:
+    if fetch and not s3a_jars:
         s3a_jars = resolve_jars(hadoop_aws_coordinates())
-    if s3a_jars and local:
-        # On the driver's class path, where a local master runs its tasks: spark.jars would
-        # copy the ~700 MB of S3A and AWS SDK into every session's work directory. A cluster
-        # takes them from its own image or --jars/--packages.
-        builder = builder.config("spark.driver.extraClassPath", os.pathsep.join(s3a_jars))
-    for key, value in (conf or {}).items():
-        builder = builder.config(key, value)
-    archive = _class_archive(builder._options, java_options) if local else None
-    if archive is not None:
-        java_options = f"{java_options} {archive.java_options()}".strip()
-    if java_options:
-        builder = builder.config("spark.driver.extraJavaOptions", java_options)
-    with _stderr_to(jvm_log):
-        spark = builder.getOrCreate()
-    _quiet_accumulator_hang_up(spark)
-    if archive is not None:
-        class_archive.attach(archive, spark)
-    spark.sparkContext.setLogLevel(os.environ.get("LEANSCORE_SPARK_LOG_LEVEL", "ERROR"))
-    return spark
+    if not s3a_jars:
+        return builder
+    return builder.config("spark.driver.extraClassPath", os.pathsep.join(s3a_jars))
 
 
 @contextlib.contextmanager
