@@ -66,8 +66,8 @@ def autotune(
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ValueError(f"candidates: recipe names must be unique, {dupes} repeat")
-    baseline = measure_baseline(
-        model,
+    # what the baseline and every candidate are measured on, said once
+    measured_on = dict(
         example_input=example_input,
         evaluation=evaluation,
         task=task,
@@ -75,6 +75,7 @@ def autotune(
         result_output=result_output,
         exporter=exporter,
     )
+    baseline = measure_baseline(model, **measured_on)
     results: dict[str, CompressionResult] = {}
     rows = []
     for i, recipe in enumerate(recipes, 1):
@@ -83,16 +84,11 @@ def autotune(
             result = run_recipe(
                 recipe,
                 model,
-                example_input=example_input,
+                **measured_on,
                 train=train,
-                evaluation=evaluation,
                 calibration=calibration,
-                task=task,
-                also_evaluate=also_evaluate,
                 baseline=baseline,
-                result_output=result_output,
                 family=recipe_family,
-                exporter=exporter,
                 progress=lambda msg: say(f"  {msg}"),
             )
         except AccuracyGateError as err:
@@ -105,17 +101,23 @@ def autotune(
             continue
         results[recipe.name] = result
         rows.append(_row(recipe, result.metrics, passed=True, reason="within budget"))
-    # cheapest = most rows per core-second; ties go to the smaller file
+    ranked = _ranked(rows)
+    best = ranked[0] if ranked and ranked[0]["passed"] else None
+    if best:
+        best["chosen"] = True
+    return AutotuneResult(results[best["recipe"]] if best else None, ranked, baseline.metrics)
+
+
+def _ranked(rows: list[dict]) -> list[dict]:
+    """Passed first, then the cheapest (most rows per core-second; ties go to the smaller
+    file), each numbered by its rank."""
     ranked = sorted(
         rows,
         key=lambda r: (not r["passed"], -(r["rows_per_s_per_core"] or 0), r["onnx_bytes"] or 0),
     )
     for rank, row in enumerate(ranked, 1):
         row["rank"] = rank
-    best = ranked[0] if ranked and ranked[0]["passed"] else None
-    if best:
-        best["chosen"] = True
-    return AutotuneResult(results[best["recipe"]] if best else None, ranked, baseline.metrics)
+    return ranked
 
 
 def _row(recipe: Recipe, metrics: dict | None, *, passed: bool, reason: str) -> dict:
