@@ -17,6 +17,11 @@ ratio of two variants is the median over the rounds of their ratio within a roun
 compressed / fp32 >= ``min_compression_x`` (what compression must buy on a model-bound
 workload) and fp32 leanscore / fp32 ``predict_batch_udf`` >= ``min_vs_predict_batch_udf`` (the
 Arrow path may not cost more than Spark's own UDF on the same model).
+
+``min_compression_x`` is 1.2, what dynamic int8 (7-bit weights) buys on the guard's workload
+on a CPU without VNNI: a median of 1.43 over 5 rounds (rounds from 1.29 to 1.65) on a 2-core
+AVX2 AMD EPYC, where earlier runs on a CPU with AVX-512 VNNI passed 1.5. The deliberately
+slow kernel (four times the work) stays below it: the guard's test checks both.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def speed_guard(
     keep: list[str],
     rounds: int = 5,
     batch_size: int = 4096,
-    min_compression_x: float = 1.5,
+    min_compression_x: float = 1.2,
     min_vs_predict_batch_udf: float = 0.9,
 ) -> dict:
     """Time the three variants over ``df`` and check the two ratios; returns the walls per
