@@ -263,3 +263,21 @@ def test_cli_finds_our_error_in_spark_text_by_its_class():
     assert _spark_error(RuntimeError("[SPARK_FAILURE] the JVM died\nat x")) == (
         "[SPARK_FAILURE] the JVM died"
     )
+
+
+def test_the_step_registry_loads_neither_torch_nor_onnx():
+    """Recipes are validated against the registry wherever a config is read; each step imports
+    its heavy libraries where it does its work."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import leanscore.compression.steps\n"
+        "heavy = {'torch', 'onnx'} & set(sys.modules)\n"
+        "assert not heavy, sorted(heavy)\n"
+        "import leanscore.compression.trees\n"
+        "assert 'onnx' in sys.modules\n"  # the check can fail
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -11,13 +11,14 @@ gate decides on; report an unbiased figure with ``data.also_evaluate``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import numpy as np
-from leanscore.compression import trees
-from leanscore.compression.data import LabelledData
 from leanscore.compression.steps.base import RecipeError, Step, StepContext, StepState
 from pydantic import Field
+
+if TYPE_CHECKING:  # the step registry loads without onnx: it is imported where the work is
+    import numpy as np
+    from leanscore.compression.data import LabelledData
 
 
 class TruncateTreesStep(Step):
@@ -39,6 +40,8 @@ class TruncateTreesStep(Step):
     stride: int = Field(default=1, ge=1, description="the search tries every stride-th count")
 
     def check_graph(self, ops: set[str], where: str) -> None:
+        from leanscore.compression import trees
+
         if not ops & set(trees.TREE_OPS):
             raise RecipeError(
                 f"{where} cuts a tree ensemble, but the graph holds none (its ops: "
@@ -46,6 +49,8 @@ class TruncateTreesStep(Step):
             )
 
     def apply(self, state: StepState, ctx: StepContext) -> dict:
+        from leanscore.compression import trees
+
         budget = ctx.recipe
         try:
             state.onnx_bytes, detail = truncate_within_budget(
@@ -92,6 +97,7 @@ def truncate_within_budget(
     """(the cut graph, what the step reports): stages and trees before and after, bytes,
     accuracy with its Wilson 95% interval, agreement with the full model, and the curve of
     every count tried."""
+    from leanscore.compression import trees
     from leanscore.compression.evaluate import accuracy, fidelity, run_onnx, single_thread_session
 
     before = trees.describe(onnx_bytes)
