@@ -3,6 +3,7 @@ and the data; it writes an artifact. Parsing and printing live here, the work in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -246,6 +247,22 @@ class Datasets:
     calibration: LabelledData | None
     also: dict[str, LabelledData]
 
+    def named(self) -> dict[str, LabelledData]:
+        """Each set present, under its key in the config's ``data``, in the config's order."""
+        named = {
+            "train": self.train,
+            "evaluation": self.evaluation,
+            "calibration": self.calibration,
+            **{f"also_evaluate.{k}": v for k, v in self.also.items()},
+        }
+        return {key: data for key, data in named.items() if data is not None}
+
+    def map(self, fn: Callable[[LabelledData, str], LabelledData]) -> Datasets:
+        """Each present set replaced by ``fn(set, its key)``."""
+        new = {key: fn(data, key) for key, data in self.named().items()}
+        also = {k: new[f"also_evaluate.{k}"] for k in self.also}
+        return Datasets(new.get("train"), new["evaluation"], new.get("calibration"), also)
+
 
 def _load_datasets(config: CompressConfig, config_dir: Path) -> Datasets:
     data = config.data
@@ -272,17 +289,7 @@ def _fit_to_model(
     ONNX model as given checks their width and maps label values to its class columns."""
     scoring: dict = {}
     if text is not None:
-        sets = Datasets(
-            *(
-                None if d is None else text.attach(d, name=n)
-                for d, n in (
-                    (sets.train, "train"),
-                    (sets.evaluation, "evaluation"),
-                    (sets.calibration, "calibration"),
-                )
-            ),
-            also={k: text.attach(v, name=f"also_evaluate.{k}") for k, v in sets.also.items()},
-        )
+        sets = sets.map(lambda data, key: text.attach(data, name=key))
         scoring = {"family": text.family, "extra_files": text.files()}
     class_labels = config.class_labels or (text.class_labels if text is not None else None)
     if class_labels is None and config.model.kind.startswith("builtin-digits"):
@@ -356,22 +363,14 @@ def _as_given(config: CompressConfig, config_dir: Path):
     return resolve_io(path.read_bytes(), spec, task=config.task, path=str(path))
 
 
-def _named(sets: Datasets) -> dict[str, LabelledData]:
-    """Each set of rows under its config key, in the config's order; absent ones left out."""
-    named = {"data.train": sets.train, "data.evaluation": sets.evaluation}
-    named["data.calibration"] = sets.calibration
-    named |= {f"data.also_evaluate.{k}": v for k, v in sets.also.items()}
-    return {where: data for where, data in named.items() if data is not None}
-
-
 def _check_width(io, sets: Datasets) -> None:
     """Every sample must have as many features as the graph's input takes."""
     if io.width is None:
         return
-    for where, data in _named(sets).items():
+    for key, data in sets.named().items():
         if data.features.shape[1] != io.width:
             raise ValueError(
-                f"{where} has {data.features.shape[1]} features per row but input {io.input!r} "
+                f"data.{key} has {data.features.shape[1]} features per row but input {io.input!r} "
                 f"of model.path takes {io.width}; read the model's feature columns (a table "
                 "sample with model.feature_columns)"
             )
@@ -385,18 +384,13 @@ def _labels_as_classes(class_labels, sets: Datasets) -> Datasets:
     if not class_labels or class_labels == [str(i) for i in range(len(class_labels))]:
         return sets
 
-    def mapped(data, where):
-        if data is None or data.labels is None:
+    def mapped(data, key):
+        if data.labels is None:
             return data
-        labels = label_indices(data.labels, class_labels, where=where)
+        labels = label_indices(data.labels, class_labels, where=f"data.{key}")
         return type(data)(data.features, labels, data.source)
 
-    return Datasets(
-        train=mapped(sets.train, "data.train"),
-        evaluation=mapped(sets.evaluation, "data.evaluation"),
-        calibration=mapped(sets.calibration, "data.calibration"),
-        also={k: mapped(v, f"data.also_evaluate.{k}") for k, v in sets.also.items()},
-    )
+    return sets.map(mapped)
 
 
 def autotune_to_artifact(
