@@ -315,11 +315,7 @@ def run_recipe(
         )
         say(f"baseline: {describe_metrics(baseline.metrics)}")
 
-    state = (
-        StepState(model=None, original=None, onnx_bytes=bytes(model))
-        if onnx_source
-        else StepState(model=copy.deepcopy(model), original=model)
-    )
+    state = _start_state(model)
     ctx = StepContext(
         example_input=example_input,
         train=train,
@@ -337,8 +333,25 @@ def run_recipe(
     steps = _run_steps(recipe, state, ctx)
     if state.onnx_bytes is None:
         state.onnx_bytes = state.measured
+    metrics = _gated_metrics(recipe, baseline, steps, state, ctx)
+    return CompressionResult(state.onnx_bytes, baseline.onnx_bytes, metrics, recipe)
+
+
+def _start_state(model: nn.Module | bytes) -> StepState:
+    """ONNX bytes start on the ONNX side; a torch model is copied, so the caller's stays the
+    baseline."""
+    if isinstance(model, bytes | bytearray):
+        return StepState(model=None, original=None, onnx_bytes=bytes(model))
+    return StepState(model=copy.deepcopy(model), original=model)
+
+
+def _gated_metrics(
+    recipe: Recipe, baseline: Baseline, steps: list[dict], state: StepState, ctx: StepContext
+) -> dict:
+    """The run's metrics, once the final model has passed the recipe's accuracy gate
+    (``AccuracyGateError`` carries them when it has not)."""
     final = {k: v for k, v in steps[-1].items() if k in _METRIC_KEYS}
-    gate = _gate(recipe, baseline.metrics, final, task, evaluation)
+    gate = _gate(recipe, baseline.metrics, final, ctx.task, ctx.evaluation)
     metrics = {
         "baseline": baseline.metrics,
         "steps": steps,
@@ -352,8 +365,8 @@ def run_recipe(
     if not gate["passed"]:
         raise AccuracyGateError(gate["message"], metrics=metrics)
     if gate.get("uncertainty"):
-        say(f"gate passed: {gate['uncertainty']}")
-    return CompressionResult(state.onnx_bytes, baseline.onnx_bytes, metrics, recipe)
+        ctx.say(f"gate passed: {gate['uncertainty']}")
+    return metrics
 
 
 def _run_steps(recipe: Recipe, state: StepState, ctx: StepContext) -> list[dict]:
