@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from leanscore.compression.models import train_classifier
+from leanscore.compression.models import LearningRateSchedule, train_classifier
 from torch import nn
 from torch.nn import functional as F
 
@@ -47,8 +47,11 @@ def distill(
     lr: float = 1e-3,
     seed: int = 0,
     progress: Callable[[int, float], None] | None = None,
+    schedule: LearningRateSchedule = "constant",
+    batch_size: int = 256,
 ) -> nn.Module:
-    """Train ``student`` in place from ``teacher``; without labels only the soft term is used."""
+    """Train ``student`` in place from ``teacher``; without labels only the soft term is used.
+    ``schedule``: the learning rate's course (``train_classifier``)."""
     if labels is None:
         alpha = 1.0
         labels = np.zeros(len(features), dtype=np.int64)
@@ -61,4 +64,6 @@ def distill(
         seed=seed,
         loss_fn=distillation_loss(teacher, temperature=temperature, alpha=alpha),
         progress=progress,
+        schedule=schedule,
+        batch_size=batch_size,
     )

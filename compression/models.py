@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 import torch
@@ -132,6 +133,7 @@ def count_nonzero_params(model: nn.Module) -> int:
     return sum(int(torch.count_nonzero(p)) for p in model.parameters())
 
 
+LearningRateSchedule = Literal["constant", "one_cycle"]
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -155,9 +157,14 @@ def train_classifier(
     after_step: Callable[[nn.Module], None] | None = None,
     progress: Callable[[int, float], None] | None = None,
     threads: int | None = 1,
+    schedule: LearningRateSchedule = "constant",
 ) -> nn.Module:
     """Train ``model`` in place with Adam; ``loss_fn`` lets sparsification and distillation add
     their terms, ``after_step`` lets pruning re-apply its masks.
+
+    ``schedule``: ``constant`` keeps ``lr``; ``one_cycle`` warms up to ``lr`` and anneals to
+    near zero over the run (Smith's one-cycle policy): a small student trained from scratch
+    settles in its last epochs instead of ending on a step of the full rate.
 
     ``threads``: torch intra-op threads while training (None keeps torch's setting). These
     models are small; on a busy machine several threads per process oversubscribe the cores
@@ -170,6 +177,13 @@ def train_classifier(
         x_all = torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))
         y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))
         optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        scheduler = (
+            torch.optim.lr_scheduler.OneCycleLR(
+                optimizer, max_lr=lr, total_steps=epochs * -(-len(x_all) // batch_size)
+            )
+            if schedule == "one_cycle"
+            else None
+        )
         model.train()
         for epoch in range(epochs):
             order = torch.randperm(len(x_all), generator=generator)
@@ -181,6 +195,8 @@ def train_classifier(
                 loss = loss_fn(model, x, y, model(x))
                 loss.backward()
                 optimizer.step()
+                if scheduler is not None:
+                    scheduler.step()
                 if after_step is not None:
                     after_step(model)
                 total += loss.item() * len(idx)

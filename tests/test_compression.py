@@ -82,6 +82,7 @@ def tiny_cnn(digits):
         ([{"step": "prune", "ratio": 0.5}], {}, "steps.0.prune.kind: Field required"),
         ([{"step": "prune", "kind": "structured", "ratio": 1.5}], {}, "steps.0.prune.ratio"),
         ([{"step": "distill", "width": 2}], {}, "steps.0.distill.width"),
+        ([{"step": "distill", "schedule": "cosine"}], {}, "steps.0.distill.schedule"),
         ([{"step": "quantize", "calibration": "median"}], {}, "steps.0.quantize.calibration"),
         (
             [{"step": "factorize", "method": "low_rank"}],
@@ -190,6 +191,35 @@ def test_distill_step_reports_distilled_and_hard_label_students(small_model, dig
     assert step["distillation_gain_points"]["evaluation"] == pytest.approx(
         100 * (distilled - hard), abs=1e-3
     )
+
+
+@pytest.mark.parametrize(("schedule", "settles"), [("one_cycle", True), ("constant", False)])
+def test_one_cycle_schedule_anneals_the_last_steps(digits, schedule, settles):
+    """one_cycle ends the run with near-zero steps (the weights settle); a constant rate keeps
+    taking full steps to the end, which is the case the schedule exists for."""
+    train, _ = _data(digits)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(train.features.shape[1], 10))
+    moves: list[float] = []
+    last = [p.detach().clone() for p in model.parameters()]
+
+    def record(m: nn.Module) -> None:
+        now = [p.detach().clone() for p in m.parameters()]
+        moves.append(sum(float((a - b).abs().sum()) for a, b in zip(now, last, strict=True)))
+        last[:] = now
+
+    train_classifier(
+        model,
+        train.features,
+        train.labels,
+        epochs=2,
+        lr=1e-2,
+        batch_size=32,
+        after_step=record,
+        schedule=schedule,
+    )
+    assert len(moves) == 2 * -(-len(train.features) // 32)
+    assert (moves[-1] < 0.05 * max(moves)) is settles
 
 
 def test_sparsify_drives_weights_to_zero(small_model, digits):

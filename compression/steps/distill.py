@@ -28,6 +28,11 @@ class DistillStep(Step):
     temperature: float = Field(default=4.0, gt=0.0)
     alpha: float = Field(default=0.7, ge=0.0, le=1.0, description="weight of the soft term")
     lr: float = Field(default=2e-3, gt=0)
+    schedule: Literal["constant", "one_cycle"] = Field(
+        default="constant",
+        description="one_cycle: warm up to lr, then anneal to near zero (a student from scratch)",
+    )
+    batch_size: int = Field(default=256, ge=1, description="rows per training step")
     seed: int = 0
     compare_hard_labels: bool = Field(
         default=True, description="also train the same student on hard labels alone and report"
@@ -59,6 +64,8 @@ class DistillStep(Step):
             lr=self.lr,
             seed=self.seed,
             progress=ctx.epochs("distill", self.epochs),
+            schedule=self.schedule,
+            batch_size=self.batch_size,
         )
         detail = {
             "teacher_params": count_params(teacher),
@@ -67,6 +74,7 @@ class DistillStep(Step):
             "temperature": self.temperature,
             "alpha": self.alpha,
             "epochs": self.epochs,
+            "schedule": self.schedule,
             "teacher_accuracy": ctx.torch_accuracy(teacher),
             "distilled_student_accuracy": ctx.torch_accuracy(student),
         }
@@ -80,6 +88,8 @@ class DistillStep(Step):
                 lr=self.lr,
                 seed=self.seed,
                 progress=ctx.epochs("hard-label student", self.epochs),
+                schedule=self.schedule,
+                batch_size=self.batch_size,
             )
             detail["hard_label_student_accuracy"] = ctx.torch_accuracy(untrained)
             detail["distillation_gain_points"] = {
