@@ -89,7 +89,7 @@ def verdict(report: dict, targets: ImageTargets) -> list[dict]:
             targets.monthly_bill_ratio,
             at_least=False,
             pair=pair,
-            note=f"${comp['monthly_usd']:,.2f} vs ${fp32['monthly_usd']:,.2f} a month",
+            note=_bill_note(fp32, comp, report),
         ),
     ]
     return rows
@@ -105,6 +105,22 @@ def _row(measure, value, target, *, at_least: bool, pair: str, note: str | None 
         "compared": pair,
         "note": note or ("not measured" if value is None else ""),
     }
+
+
+def _bill_note(fp32: dict, comp: dict, report: dict) -> str:
+    """The two bills, and the floor the nightly fixed cost puts under their ratio: with a free
+    model the compressed bill would still hold the fixed cost, so no target below that floor
+    can be met at the priced volume."""
+    note = f"${comp['monthly_usd']:,.2f} vs ${fp32['monthly_usd']:,.2f} a month"
+    fixed, nightly = comp.get("fixed_usd_per_night"), fp32.get("nightly_usd")
+    if fixed is None or not nightly:
+        return note
+    rows = (report.get("pricing") or {}).get("nightly_rows")
+    volume = f" at {rows:,} rows a night" if rows else ""
+    return (
+        f"{note}; the fixed cost alone (${fixed:,.2f} a night: start-up, driver) is "
+        f"{fixed / nightly:.2f} of fp32's bill, the lowest ratio any model reaches{volume}"
+    )
 
 
 def _intervals(fp32: dict, comp: dict, distinct: int | None) -> str:

@@ -407,6 +407,23 @@ def test_the_targets_are_met_and_each_fails_on_its_own_case():
         assert [r["met"] for r in rows] == [i != index for i in range(5)], (index, rows)
 
 
+def test_the_bill_note_gives_the_floor_the_fixed_cost_sets():
+    """A bill target below the fixed cost's share of fp32's bill cannot be met by any model:
+    the verdict says where that floor is."""
+    from leanscore.bench.image_targets import ImageTargets, verdict
+
+    report = _report(comp_bill=700.0)
+    for variant in report["variants"]:
+        variant.update(fixed_usd_per_night=0.5, nightly_usd=0.8)
+    report["pricing"] = {"nightly_rows": 100_000_000}
+    bill = verdict(report, ImageTargets())[4]
+    assert bill["met"] is False and bill["value"] == 0.7
+    assert bill["note"] == (
+        "$700.00 vs $1,000.00 a month; the fixed cost alone ($0.50 a night: start-up, driver) "
+        "is 0.62 of fp32's bill, the lowest ratio any model reaches at 100,000,000 rows a night"
+    )
+
+
 def test_the_fast_png_path_gives_pillows_pixels_and_leaves_the_rest_to_pillow(monkeypatch):
     import leanscore.compression.image_inputs as family
 
