@@ -338,6 +338,56 @@ def test_int8_weights_keep_to_seven_bits_so_no_cpu_saturates(fp32_bytes, digits)
         assert widest_int8_weight(dst.read_bytes()) > 64
 
 
+def _optimized_ops(onnx_bytes: bytes, tmp: Path) -> list[str]:
+    """The op types of the graph ONNX Runtime runs, after its basic (constant folding) pass."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(tmp / "optimized.onnx")
+    ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
+    return _ops((tmp / "optimized.onnx").read_bytes())
+
+
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_weight_only_int8_stores_int8_and_runs_the_float_graph(
+    fp32_bytes, tiny_cnn, digits, tmp_path, per_channel
+):
+    """Conv and Gemm weights are stored in int8 (the file about 4x smaller) and folded back to
+    float when the session is built: ONNX Runtime runs the same graph as for the float model,
+    so the float kernels' speed stays; the outputs stay within 8-bit rounding of float."""
+    import onnxruntime as ort
+    from leanscore.compression.quantization import weight_only_int8
+
+    features = digits[1].features[:256]
+    cnn_bytes = export_onnx(WithSoftmax(tiny_cnn), torch.from_numpy(features[:4]))
+    for data in (fp32_bytes, cnn_bytes):
+        stored = weight_only_int8(data, per_channel=per_channel)
+        sizes = dict.fromkeys(onnx.TensorProto.DataType.values(), 0)
+        for t in onnx.load_model_from_string(stored).graph.initializer:
+            sizes[t.data_type] += int(np.prod(t.dims))
+        # what stays float is biases and scales
+        assert sizes[onnx.TensorProto.FLOAT] < 0.1 * sizes[onnx.TensorProto.INT8]
+        if data is fp32_bytes:  # the tiny CNN's file is mostly graph, not weights
+            assert len(stored) < 0.4 * len(data)
+        assert _optimized_ops(stored, tmp_path) == _optimized_ops(data, tmp_path)
+        name = ort.InferenceSession(data).get_inputs()[0].name
+        before = ort.InferenceSession(data).run(None, {name: features})[0]
+        after = ort.InferenceSession(stored).run(None, {name: features})[0]
+        assert np.abs(after - before).max() < 0.05
+        assert (after.argmax(1) == before.argmax(1)).mean() > 0.95  # near ties may flip
+    weightless = onnx.helper.make_model(
+        onnx.helper.make_graph(
+            [onnx.helper.make_node("Relu", ["x"], ["y"])],
+            "relu",
+            [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [None, 4])],
+            [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [None, 4])],
+        )
+    )
+    with pytest.raises(ValueError, match="no float Conv, Gemm or MatMul weight"):
+        weight_only_int8(weightless.SerializeToString())
+
+
 def test_per_tensor_dynamic_fp16_and_exclusion(fp32_bytes, digits):
     from leanscore.compression.quantization import nodes_to_exclude
 

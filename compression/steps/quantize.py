@@ -1,8 +1,10 @@
 """``quantize``: ONNX Runtime quantization of the ONNX graph, for every family: dynamic int8,
 static int8 (QDQ, calibrated on the calibration rows, or on texts tokenized as scoring does),
-fp16; nodes left in float by name, by op type, or by a sensitivity sweep
-(``exclude_most_sensitive``: the model quantized with each weight MatMul left in float in turn,
-measured on the held-out rows; the N whose quantization costs most fidelity stay in float)."""
+weight-only int8 (weights stored in int8, arithmetic in float: about a 4x smaller file at
+float speed, for CPUs whose int8 kernels do not pay), fp16; nodes left in float by name, by
+op type, or by a sensitivity sweep (``exclude_most_sensitive``: the model quantized with each
+weight MatMul left in float in turn, measured on the held-out rows; the N whose quantization
+costs most fidelity stay in float)."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ class QuantizeStep(Step):
     families: ClassVar[frozenset[str]] = FAMILIES
 
     step: Literal["quantize"]
-    mode: Literal["dynamic_int8", "static_int8", "fp16"] = "static_int8"
+    mode: Literal["dynamic_int8", "static_int8", "weight_only_int8", "fp16"] = "static_int8"
     per_channel: bool = True
     calibration: Literal["minmax", "entropy", "percentile"] = "minmax"
     percentile: float = Field(default=99.999, gt=90.0, le=100.0)
@@ -150,6 +152,8 @@ def quantize_bytes(
             nodes_to_exclude=exclude,
             pre_process=pre_process,
         )
+    if mode == "weight_only_int8":
+        return q.weight_only_int8(onnx_bytes, nodes_to_exclude=exclude, per_channel=per_channel)
     return q.float16(onnx_bytes, nodes_to_exclude=exclude, op_types=exclude_op_types)
 
 
