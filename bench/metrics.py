@@ -163,7 +163,7 @@ def source_commit() -> str | None:
     ``+dirty`` where the tree has uncommitted changes; None for an installed wheel."""
     import subprocess
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[1]  # bench/metrics.py -> the checkout
     try:
         head = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"],

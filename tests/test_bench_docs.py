@@ -148,3 +148,21 @@ def test_a_demo_report_among_the_sections_is_refused(tmp_path):
     (tmp_path / "demo-run.json").write_text((REPORTS / "headline.json").read_text())
     with pytest.raises(DocsError, match="demo-run.json: a demo report is read as README's"):
         benchmarks_markdown(tmp_path, relative_to=tmp_path)
+
+
+def test_reports_are_stamped_with_the_checkouts_commit():
+    """Every bench report carries the commit it measured; reading it from a directory that is
+    not the checkout (as the bench did once its package moved) stamps nothing."""
+    import subprocess
+
+    from leanscore.bench.metrics import source_commit
+
+    repo = Path(__file__).resolve().parents[1]
+    head = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    stamp = source_commit()
+    assert stamp is not None and stamp.removesuffix("+dirty") == head
