@@ -1,10 +1,10 @@
 """The images workload's models: a VGG-style CNN for Fashion-MNIST (blocks of stacked 3x3
 convolutions with batch norm and ReLU, each block closed by 2x2 max pooling, then fully
 connected layers, as in VGG and the seed's VGG16-based classifier), its smaller distillation
-student, and the training entry points the bench's ``prepare`` and the demo call.
+students, and the training entry points the bench's ``prepare`` and the demo call.
 
 Sizes, measured on 2 shared cores: the baseline (16-16 | 32-32 channels, 128 hidden units,
-218,954 parameters, 0.88 MB as fp32 ONNX) trains 5 epochs on 54,000 images in minutes; the
+218,682 parameters, 0.88 MB as fp32 ONNX) trains 5 epochs on 54,000 images in minutes; the
 demo's entry point trains the same network 2 epochs on 20,000 images in about a minute.
 
 Bench and demo code: nothing in the product imports it. Compress configs name the factories
