@@ -265,6 +265,21 @@ def kept_columns(df: DataFrame, config) -> list[str]:
     return keep
 
 
+LINEAGE_COLUMNS = ("model_name", "model_version", "model_sha256", "scored_at")
+"""Which model scored each row and when: the same on every row of a run."""
+
+
+def statistics_columns(scored: DataFrame, config) -> list[str]:
+    """The output columns a Delta output the job creates keeps file statistics on: the keys
+    and the model's outputs, which readers filter on. Not the lineage columns (one value per
+    run, and the run date's partition already selects a run) nor the passthrough columns
+    (copies of input columns, text among them), whose statistics Delta would compute row by
+    row for no reader (``leanscore.jobs.output.statistics_property``)."""
+    copied = set(config.passthrough_columns) - set(config.key_columns)
+    skipped = copied | set(LINEAGE_COLUMNS) | {RUN_DATE_COLUMN}
+    return [c for c in scored.columns if c not in skipped and not c.startswith(SHADOW_PREFIX)]
+
+
 def score_frame(
     df: DataFrame,
     config: NightlyConfig,
@@ -288,13 +303,14 @@ def score_frame(
     )
     manifest = artifact.manifest
     outputs = [c for c in scored.columns if c not in keep and not c.startswith(SHADOW_PREFIX)]
+    name, version, sha256, scored_at = LINEAGE_COLUMNS
     return scored.select(
         *keep,
         *outputs,
-        F.lit(manifest.name).alias("model_name"),
-        F.lit(manifest.version).alias("model_version"),
-        F.lit(manifest.sha256).alias("model_sha256"),
-        F.current_timestamp().alias("scored_at"),
+        F.lit(manifest.name).alias(name),
+        F.lit(manifest.version).alias(version),
+        F.lit(manifest.sha256).alias(sha256),
+        F.current_timestamp().alias(scored_at),
         F.lit(run_date).cast("date").alias(RUN_DATE_COLUMN),
         *[c for c in scored.columns if c.startswith(SHADOW_PREFIX)],
     ), engine
@@ -462,6 +478,7 @@ def _write(scored, config, day, rows_in: int, job: NightlyJob, phases, staging=N
         max_flagged_fraction=config.max_flagged_fraction,
         phases=phases,
         staging=staging,
+        statistics_columns=statistics_columns(scored, config),
     )
 
 
@@ -485,7 +502,11 @@ def _write_shadowed(
     phases.lap("shadow_record")
     if staging is not None:
         written = staging.publish(
-            scored.schema, day, rows=written["rows_out"], error_column=job.error_column
+            scored.schema,
+            day,
+            rows=written["rows_out"],
+            error_column=job.error_column,
+            statistics_columns=statistics_columns(scored, config),
         ) | {"flagged_rows": written["flagged_rows"]}
         phases.lap("publish")
     elif record["reason"]:

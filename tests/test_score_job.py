@@ -63,6 +63,53 @@ def test_rerun_replaces_only_its_date(spark, digits, artifact, tmp_path):
     assert table.select("model_sha256").distinct().first()[0] == artifact.sha256
 
 
+def _file_statistics(path) -> list[dict]:
+    """The statistics of the files the table's latest commit added, from its log."""
+    from pathlib import Path
+
+    latest = sorted(Path(path, "_delta_log").glob("*.json"))[-1]
+    actions = [json.loads(line) for line in latest.read_text().splitlines()]
+    return [json.loads(a["add"]["stats"]) for a in actions if "add" in a]
+
+
+def test_a_new_output_keeps_statistics_on_keys_and_outputs_and_an_existing_one_its_own(
+    spark, digits, artifact, tmp_path
+):
+    """Delta computes each indexed column's min and max row by row as it writes: the table the
+    job creates indexes the keys and the model's outputs, not the lineage strings nor the
+    passthrough columns; a table that already exists keeps the statistics its owner chose."""
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    held_out_frame(spark, digits, n=60).write.format("delta").save(src)
+    config = _config(artifact, src, out)
+    run_score(spark, config, "2026-01-01")
+    properties = dict(spark.sql(f"SHOW TBLPROPERTIES delta.`{out}`").collect())
+    assert properties["delta.dataSkippingStatsColumns"] == (
+        "`row_id`,`prediction`,`probability`,`prediction_error`"
+    )
+    files = _file_statistics(out)
+    for stats in files:
+        assert set(stats["minValues"]) == {"row_id", "prediction", "probability"}
+        assert set(stats["nullCount"]) == {
+            "row_id",
+            "prediction",
+            "probability",
+            "prediction_error",
+        }
+    assert sum(stats["numRecords"] for stats in files) == 60
+    # Data skipping still works on what readers filter by.
+    assert spark.read.format("delta").load(out).where("row_id = 7").count() == 1
+
+    owned = str(tmp_path / "owned")
+    run_score(spark, _config(artifact, src, owned), "2026-01-01")
+    spark.sql(f"ALTER TABLE delta.`{owned}` UNSET TBLPROPERTIES ('delta.dataSkippingStatsColumns')")
+    run_score(spark, _config(artifact, src, owned), "2026-01-02")
+    properties = dict(spark.sql(f"SHOW TBLPROPERTIES delta.`{owned}`").collect())
+    assert "delta.dataSkippingStatsColumns" not in properties
+    latest = spark.sql(f"DESCRIBE HISTORY delta.`{owned}` LIMIT 1").first()["version"]
+    newest = _file_statistics(owned)[-1]
+    assert latest == 2 and "model_sha256" in newest["minValues"]  # Delta's default: all
+
+
 @pytest.mark.parametrize("fmt", ["delta", "parquet"])
 def test_a_catalog_table_output_is_created_then_replaced_a_date_at_a_time(
     spark, digits, artifact, tmp_path, fmt
@@ -86,6 +133,31 @@ def test_a_catalog_table_output_is_created_then_replaced_a_date_at_a_time(
     }
     if fmt == "delta":
         assert summary["output_version"] == 3  # created empty, then three dates written
+        properties = dict(spark.sql(f"SHOW TBLPROPERTIES {table}").collect())
+        assert properties["delta.dataSkippingStatsColumns"] == (
+            "`row_id`,`prediction`,`probability`,`prediction_error`"
+        )
+
+
+def test_statistics_property_quotes_names_and_skips_types_delta_does_not_index(spark, tmp_path):
+    from leanscore.jobs.output import statistics_property
+
+    frame = spark.createDataFrame(
+        [(1, "a", [1.0], "x", "2026-01-01")],
+        "`id.1` long, `odd``name` string, embedding array<float>, note string, run_date string",
+    ).withColumn("run_date", F.col("run_date").cast("date"))
+    property_ = statistics_property(frame, ["id.1", "odd`name", "embedding"])
+    assert property_ == {"delta.dataSkippingStatsColumns": "`id.1`,`odd``name`"}
+    assert statistics_property(frame, ["embedding"]) == {"delta.dataSkippingNumIndexedCols": "0"}
+    assert statistics_property(frame, None) == {}
+    path = str(tmp_path / "odd")
+    writer = frame.write.format("delta").partitionBy("run_date")
+    for key, value in property_.items():
+        writer = writer.option(key, value)
+    writer.save(path)
+    (stats,) = _file_statistics(path)
+    assert set(stats["minValues"]) == {"id.1", "odd`name"}
+    assert set(stats["nullCount"]) == {"id.1", "odd`name"}
 
 
 def _with_bad_rows(spark, digits, path):
@@ -268,3 +340,30 @@ def test_too_many_flagged_rows_fail_and_a_new_table_is_left_empty(
         spark, config.model_copy(update={"max_flagged_fraction": 0.2}), "2026-01-01"
     )
     assert summary["flagged_rows"] == 10 and summary["rows_out"] == 50
+
+
+def test_the_output_version_is_read_from_deltas_log_and_sees_another_writers_commit(
+    spark, tmp_path
+):
+    """The version before the write comes from the driver's Delta log object, refreshed from
+    the log's listing: a commit another process made is seen, as the restore needs."""
+    import shutil
+
+    from leanscore.jobs.output import TableRef, _log_version, delta_version
+
+    path, elsewhere = tmp_path / "table", tmp_path / "copy"
+    spark.range(5).write.format("delta").save(str(path))
+    ref = TableRef(path=str(path), format="delta")
+    assert _log_version(spark, str(path), refresh=True) == delta_version(spark, ref) == 0
+    # Another writer: commit 1 made on a copy, its log entry and files copied in on disk, out of
+    # this JVM's sight.
+    shutil.copytree(path, elsewhere)
+    spark.range(5, 8).write.format("delta").mode("append").save(str(elsewhere))
+    for item in elsewhere.iterdir():
+        if item.suffix == ".parquet" and not (path / item.name).exists():
+            shutil.copy(item, path / item.name)
+    shutil.copy(elsewhere / "_delta_log" / f"{1:020d}.json", path / "_delta_log")
+    assert delta_version(spark, ref) == 1
+    history = spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()["version"]
+    assert history == 1 and spark.read.format("delta").load(str(path)).count() == 8
+    assert delta_version(spark, TableRef(path=str(tmp_path / "none"), format="delta")) is None
