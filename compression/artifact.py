@@ -93,12 +93,12 @@ class FeatureSpec(_Strict):
     """How table columns map onto the model's single input.
 
     Either ``columns`` (many numeric columns, in input order) or ``array_column`` (one array or
-    vector column of ``size`` elements), or, for text models, ``text_column`` (one string
-    column) with ``tokenizer`` naming a tokenizer file stored in the artifact (listed in the
-    manifest's ``files``) and ``size`` the largest number of tokens the model reads. Image
-    models give ``image`` (an ``ImageSpec``) with ``image_column`` (one binary column of
-    PNG/JPEG bytes) or ``array_column`` (channels x height x width numbers); ``size`` is then
-    channels x height x width.
+    vector column of ``size`` elements, or a binary column of their float32 bytes), or, for
+    text models, ``text_column`` (one string column) with ``tokenizer`` naming a tokenizer file
+    stored in the artifact (listed in the manifest's ``files``) and ``size`` the largest number
+    of tokens the model reads. Image models give ``image`` (an ``ImageSpec``) with
+    ``image_column`` (one binary column of PNG/JPEG bytes) or ``array_column`` (channels x
+    height x width numbers); ``size`` is then channels x height x width.
     """
 
     columns: list[str] | None = None

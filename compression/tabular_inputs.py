@@ -5,8 +5,10 @@ family's for an array column (``image_inputs``).
 Pure numpy and pandas: no Spark, no ONNX Runtime, no torch, so executors import it and it is
 tested on its own.
 Type coercion: any numeric column (int, long, float, double, decimal) and any numeric array or
-ML Vector element is cast to float32. A null, NaN or infinity, or an array of the wrong length,
-makes the row bad; what happens to bad rows is the caller's policy.
+ML Vector element is cast to float32; a binary column holds each row's float32 numbers as
+little-endian bytes (a tensor's raw bytes, ``numpy.ndarray.tobytes`` on a little-endian host).
+A null, NaN or infinity, or an array (or bytes) of the wrong length, makes the row bad; what
+happens to bad rows is the caller's policy.
 """
 
 from __future__ import annotations
@@ -45,15 +47,29 @@ def from_columns(columns: list[pd.Series], names: list[str]) -> Batch:
     return Batch(matrix, bad, reasons)
 
 
+def bytes_reason(name: str, nbytes: int, size: int) -> str:
+    """Why a binary feature value of ``nbytes`` bytes is not a row of ``size`` float32s."""
+    return (
+        f"column {name!r} has {nbytes} bytes, the model expects {4 * size} ({size} float32 "
+        "numbers, little-endian)"
+    )
+
+
 def from_array(series: pd.Series, name: str, size: int) -> Batch:
-    """One array<float|double> or ML Vector column -> (n, size) float32."""
+    """One array<float|double>, ML Vector or binary (float32 bytes) column -> (n, size)
+    float32."""
     n = len(series)
+    wrong_bytes: dict[int, int] = {}
+    from_bytes = False  # a float32 read from bytes is never a null
     if isinstance(series, pd.DataFrame):
         values = _vectors_from_struct(series)
     else:
         values = series.to_numpy()
         if n and _is_vector(values):
             values = np.array([None if v is None else v.toArray() for v in values], dtype=object)
+        elif n and _is_bytes(values):
+            values, wrong_bytes = _float32s_from_bytes(values, size)
+            from_bytes = True
     lengths = np.fromiter((-1 if v is None else len(v) for v in values), dtype=np.int64, count=n)
     good_len = lengths == size
     matrix = np.zeros((n, size), dtype=np.float32)
@@ -66,17 +82,40 @@ def from_array(series: pd.Series, name: str, size: int) -> Batch:
     bad = ~(good_len & finite)
     reasons: list[str | None] = [None] * n
     for i in np.flatnonzero(bad):
-        if lengths[i] == -1:
+        if i in wrong_bytes:
+            reasons[i] = bytes_reason(name, wrong_bytes[i], size)
+        elif lengths[i] == -1:
             reasons[i] = f"column {name!r} is null"
         elif lengths[i] != size:
             reasons[i] = f"column {name!r} has {lengths[i]} elements, the model expects {size}"
         else:
             k = int(np.flatnonzero(~np.isfinite(matrix[i]))[0])
             reasons[i] = (
-                f"column {name!r} element {k} is {value_text(values[i][k], maybe_null=True)}"
+                f"column {name!r} element {k} is "
+                f"{value_text(values[i][k], maybe_null=not from_bytes)}"
             )
         matrix[i] = 0.0
     return Batch(matrix, bad, reasons)
+
+
+def _is_bytes(values: np.ndarray) -> bool:
+    first = next((v for v in values if v is not None), None)
+    return isinstance(first, bytes | bytearray | memoryview)
+
+
+def _float32s_from_bytes(values: np.ndarray, size: int) -> tuple[np.ndarray, dict[int, int]]:
+    """Each binary value as its float32 numbers; a value of another length than ``4 * size``
+    bytes becomes an empty array (a bad row), its length kept for the message."""
+    out = np.empty(len(values), dtype=object)
+    wrong: dict[int, int] = {}
+    for i, v in enumerate(values):
+        if v is None:
+            out[i] = None
+        elif len(v) != 4 * size:
+            wrong[i], out[i] = len(v), np.empty(0, np.float32)
+        else:
+            out[i] = np.frombuffer(v, dtype="<f4")
+    return out, wrong
 
 
 def _vectors_from_struct(frame: pd.DataFrame) -> np.ndarray:

@@ -62,6 +62,36 @@ def test_scan_fail_policy_names_key_column_and_value(spark, digits, artifact, tm
         scored.collect()
 
 
+def test_scan_reads_ml_vectors_dense_and_sparse_like_sparks_reader(
+    spark, digits, artifact, tmp_path
+):
+    """An ML Vector column read by the scan engine as Parquet stores it: dense rows, sparse rows
+    and a null vector give the predictions and reasons of Spark's reader, row for row."""
+    from pyspark.ml.functions import array_to_vector
+    from pyspark.ml.linalg import SparseVector, VectorUDT
+
+    dense = held_out_frame(spark, digits, n=60).select(
+        "row_id", array_to_vector("features").alias("features")
+    )
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    schema = StructType([StructField("row_id", LongType()), StructField("features", VectorUDT())])
+    sparse = spark.createDataFrame(
+        [(2000, SparseVector(64, {3: 1.0, 40: 16.0})), (2001, None)], schema
+    )
+    path = str(tmp_path / "vectors")
+    dense.unionByName(sparse).repartition(2).write.format("delta").save(path)
+    options = dict(key_columns=["row_id"], bad_rows="flag")
+    scanned = score_table(spark, path, artifact, engine="scan", **options)
+    reference = score_dataframe(spark.read.format("delta").load(path), artifact, **options)
+    got, want = _sorted(scanned), _sorted(reference)
+    assert len(got) == 62
+    for column in ("row_id", "prediction", "prediction_error"):
+        assert got[column].fillna(-1).tolist() == want[column].fillna(-1).tolist(), column
+    np.testing.assert_array_equal(got["probability"].to_numpy(), want["probability"].to_numpy())
+    assert got["prediction_error"].tolist()[-1] == "column 'features' is null"
+
+
 def test_scan_reads_parquet_columns_layout(spark, digits, columns_artifact, tmp_path):
     from leanscore.bench.demo.datagen import feature_column_names
 

@@ -182,6 +182,33 @@ def test_arrow_matrix_is_the_arrow_buffer_when_rows_are_regular():
     )
 
 
+def test_float32_bytes_read_as_the_tensor_they_hold_alike_in_arrow_and_pandas():
+    """A binary column of each row's float32 bytes: a view of the Arrow buffer where every row
+    is whole, and bad rows (null, short, NaN) flagged with the same reasons by both paths."""
+    from leanscore.compression.tabular_inputs import from_array
+
+    matrix = np.arange(16, dtype=np.float32).reshape(4, 4)
+    matrix[3, 2] = np.nan
+    values = [matrix[0].tobytes(), None, matrix[2].tobytes()[:12], matrix[3].tobytes()]
+    by_arrow = from_arrow_list(pa.array(values, pa.binary()), "t", 4)
+    by_pandas = from_array(pd.Series(values, dtype=object), "t", 4)
+    for batch in (by_arrow, by_pandas):
+        assert batch.bad.tolist() == [False, True, True, True]
+        assert batch.reasons[1:] == [
+            "column 't' is null",
+            "column 't' has 12 bytes, the model expects 16 (4 float32 numbers, little-endian)",
+            "column 't' element 2 is NaN",
+        ]
+        np.testing.assert_array_equal(batch.matrix[0], matrix[0])
+        assert not batch.matrix[1:].any()
+    whole = pa.array([row.tobytes() for row in matrix[:3]], pa.binary())
+    batch = from_arrow_list(whole.slice(1), "t", 4)
+    np.testing.assert_array_equal(batch.matrix, matrix[1:3])
+    assert np.shares_memory(batch.matrix, np.frombuffer(whole.buffers()[2], dtype=np.uint8))
+    fixed = pa.array([row.tobytes() for row in matrix[:3]], pa.binary(16))
+    np.testing.assert_array_equal(from_arrow_list(fixed, "t", 4).matrix, matrix[:3])
+
+
 def test_arrow_columns_cast_and_flag_like_pandas():
     cols = [
         pa.array([1, 2, None], pa.int64()),

@@ -38,7 +38,7 @@ from leanscore.udfs.engines.base import Engine, EngineUnavailable, TableInput, T
 from leanscore.udfs.kernel import Scorer
 from leanscore.udfs.options import ScoringOptions
 from leanscore.udfs.prepare import build_scorer, columns_for
-from leanscore.udfs.schema import feature_names, is_vector, preview
+from leanscore.udfs.schema import feature_names, preview
 from leanscore.udfs.storage import StoreAccess, StoreUnsupported, store_access
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
@@ -397,16 +397,6 @@ def score_plan(
     return slice_frame(spark, plan).mapInArrow(score_slices, schema)
 
 
-def feature_list(artifact: Artifact, df: DataFrame) -> list[str]:
-    """The stored columns the model reads; ML Vector features are read by Spark."""
-    names = feature_names(artifact.manifest)
-    types = {f.name: f.dataType for f in df.schema.fields}
-    vectors = [n for n in names if is_vector(types[n])]
-    if vectors:
-        raise ScanUnsupported(f"ML Vector column {vectors[0]!r} is read by Spark")
-    return names
-
-
 class ScanEngine(Engine):
     """Reads a whole Parquet directory or Delta table with pyarrow inside the tasks: ``auto``
     tries it first wherever the input is such a path, and falls back when ``plan_scan`` says
@@ -430,7 +420,8 @@ class ScanEngine(Engine):
         df = table.df
         spark = df.sparkSession
         keys, keep, fields, names = columns_for(df, artifact, options)
-        features = feature_list(artifact, df)
+        # an ML Vector column is read as its stored struct (arrow_batch.vector_values)
+        features = feature_names(artifact.manifest)
         plan = plan_scan(
             spark,
             table.path,

@@ -1,5 +1,6 @@
-"""The tabular family: numeric columns, or one numeric array / ML Vector column, as one float32
-matrix; a classifier's class probabilities, a regression's value or an embedding as outputs.
+"""The tabular family: numeric columns, or one numeric array, ML Vector or float32-bytes column,
+as one float32 matrix; a classifier's class probabilities, a regression's value or an embedding
+as outputs.
 
 Type coercion is ``leanscore.udfs.schema``'s; the matrix is built by
 ``leanscore.compression.tabular_inputs`` (pandas; ``leanscore compress`` reads its training rows
@@ -52,16 +53,18 @@ class TabularFamily(Family):
 
     def check_input_types(self, types: dict) -> None:
         from leanscore.udfs.schema import is_vector
-        from pyspark.sql.types import ArrayType, NumericType
+        from pyspark.sql.types import ArrayType, BinaryType, NumericType
 
         array_layout = self.manifest.features.array_column is not None
         for name in self.input_columns():
             dtype = types[name]
             if array_layout:
                 ok = (
-                    isinstance(dtype, ArrayType) and isinstance(dtype.elementType, NumericType)
-                ) or is_vector(dtype)
-                expect = "array<float>, array<double> or an ML Vector"
+                    (isinstance(dtype, ArrayType) and isinstance(dtype.elementType, NumericType))
+                    or is_vector(dtype)
+                    or isinstance(dtype, BinaryType)
+                )
+                expect = "array<float>, array<double>, an ML Vector or binary (float32 bytes)"
             else:
                 ok = isinstance(dtype, NumericType)
                 expect = "a numeric type"
