@@ -14,7 +14,7 @@ WORKDIR ?= demo-output
 ROWS ?= 50000
 
 .PHONY: setup jars jars-s3 browser fashion-mnist demo test test-fast bench bench-nightly docs-figures lint format clean
-.PHONY: test-pythons
+.PHONY: test-pythons bench-nightly-large bench-layouts
 
 setup: $(STAMP) jars-s3 browser fashion-mnist
 
@@ -98,17 +98,20 @@ test-pythons: $(addprefix test-fast-,$(FOUND_PYTHONS))
 
 # Two tabular workloads into one history (bench-output/history): the digits MLP, where reading
 # the table dominates, and the wide 256-2048-1024-512-10 MLP, where the model does; then the
-# MiniLM text-embedding bench (its own report in bench-output/embed).
+# MiniLM text-embedding bench (its own report in bench-output/embed), the Fashion-MNIST images,
+# the nightly job as a process, and what the table's feature layout costs.
 bench: $(STAMP) jars fashion-mnist
 	$(VENV)/bin/leanscore bench --config conf/bench.yaml --out bench-output
 	$(VENV)/bin/leanscore bench --config conf/bench-wide.yaml --out bench-output/wide
 	$(VENV)/bin/leanscore bench --config conf/bench-embed.yaml --out bench-output/embed
 	$(VENV)/bin/leanscore bench --config conf/bench-images.yaml --out bench-output/images
 	$(VENV)/bin/leanscore bench-nightly --config conf/bench-nightly.yaml --out bench-output/nightly
+	$(VENV)/bin/leanscore bench-layouts --config conf/bench-layouts.yaml --out bench-output/layouts
 	$(VENV)/bin/leanscore report docs --report bench-output/report.json \
 	  --report bench-output/wide/report.json --report bench-output/embed/report.json \
 	  --report bench-output/images/report.json \
-	  --report bench-output/nightly/nightly.json $(if $(HEADLINE),--headline $(HEADLINE))
+	  --report bench-output/nightly/nightly.json --report bench-output/layouts/layouts.json \
+	  $(if $(HEADLINE),--headline $(HEADLINE))
 
 # docs/benchmarks.md and README's headline table from the reports in docs/reports (the last
 # bench's, copied there by `make bench`). HEADLINE=<report.json>: the comparison README's
@@ -117,9 +120,22 @@ HEADLINE ?=
 docs-figures: $(STAMP)
 	$(VENV)/bin/leanscore report docs $(if $(HEADLINE),--headline $(HEADLINE))
 
-# The nightly job as a process, leanscore vs PyTorch in predict_batch_udf, at two table sizes.
+# The nightly job as a process, leanscore vs PyTorch in predict_batch_udf, at two table sizes,
+# with leanscore's score+write against its limit (reading, the model and writing alone).
 bench-nightly: $(STAMP) jars
 	$(VENV)/bin/leanscore bench-nightly --config conf/bench-nightly.yaml --out bench-output/nightly
+
+# The same rows as array<float>, array<double>, an ML vector, float columns and float32 bytes:
+# each read alone and scored by leanscore (a few minutes).
+bench-layouts: $(STAMP) jars
+	$(VENV)/bin/leanscore bench-layouts --config conf/bench-layouts.yaml --out bench-output/layouts
+
+# The same at 2,000,000 and 10,000,000 rows: about 40 minutes on 2 cores and 30 GB of tables
+# (the wide workload's 256 floats a row), so not part of `make bench`.
+NIGHTLY_LARGE := bench-output/nightly-large
+bench-nightly-large: $(STAMP) jars
+	$(VENV)/bin/leanscore bench-nightly --config conf/bench-nightly.yaml --out $(NIGHTLY_LARGE) \
+	  --set small_rows=2000000 --set large_rows=10000000 --set workdir=$(NIGHTLY_LARGE)
 
 lint:
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

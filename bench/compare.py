@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ from leanscore.bench.paths import (
 )
 from leanscore.bench.prepare import PrepareConfig
 from leanscore.bench.pricing import Pricing, cost, savings
-from leanscore.bench.timing import PARTS, TaskClock, breakdown, since
+from leanscore.bench.timing import PARTS, TaskClock, breakdown, noop_seconds, since
 from leanscore.compression.artifact import Artifact
 from leanscore.compression.evaluate import accuracy_interval
 from leanscore.jobs.score import InputConfig
@@ -339,10 +338,6 @@ def scan_plan(
     return None
 
 
-def _noop(df: DataFrame) -> None:
-    df.write.format("noop").mode("overwrite").save()
-
-
 WARM_UP_NOTE = (
     "Warm-up: one untimed pass of each variant's timed query over the whole input, so the "
     "rounds run the very frames that were warmed (predict_batch_udf's model cache is keyed by "
@@ -365,9 +360,7 @@ def time_variants(
     the model while leanscore's session cache (keyed by the model's hash) stayed warm."""
     frames = [v.frame(df) for v in variants]
     for v, frame in zip(variants, frames, strict=True):
-        t0 = time.perf_counter()
-        _noop(frame)
-        console.log(f"  warm-up {v.name}: {time.perf_counter() - t0:.1f}s")
+        console.log(f"  warm-up {v.name}: {noop_seconds(frame):.1f}s")
     runs: list[list[dict]] = [[] for _ in variants]
     for r in range(repeats):
         order = [(i + r) % len(variants) for i in range(len(variants))]
@@ -375,9 +368,7 @@ def time_variants(
             mark = meter.mark()
             clock = variants[i].clock
             before = clock.values() if clock is not None else None
-            start = time.perf_counter()
-            _noop(frames[i])
-            wall = time.perf_counter() - start
+            wall = noop_seconds(frames[i])
             tasks = since(clock, before)
             runs[i].append({"wall_s": wall, **meter.since(mark), "task_s": tasks})
             console.log(f"  round {r + 1}/{repeats} {variants[i].name}: {wall:.2f}s")
@@ -537,13 +528,11 @@ def measure_bound(
         )
     read_only = {}
     for reader, frame in passes.items():
-        _noop(frame)
+        noop_seconds(frame)
         reads, in_task = [], []
         for _ in range(repeats):
             before = clock.values() if clock is not None else None
-            start = time.perf_counter()
-            _noop(frame)
-            reads.append(time.perf_counter() - start)
+            reads.append(noop_seconds(frame))
             if reader == "spark-to-python":
                 in_task.append(since(clock, before)["read_s"])
         wall = statistics.median(reads)

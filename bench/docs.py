@@ -85,17 +85,25 @@ def report_kind(report: dict) -> str:
         return "demo"
     if report.get("kind") == "embedding":
         return "embedding"
+    if report.get("kind") == "layouts":
+        return "layouts"
     if "x_pytorch" in report:
         return "nightly"
     if "variants" in report and "decomposition" in report:
         return "comparison"
-    raise DocsError("not a bench report: no variants/decomposition, embedding or nightly keys")
+    raise DocsError(
+        "not a bench report: no variants/decomposition, embedding, layouts or nightly keys"
+    )
 
 
 def report_name(report: dict) -> str:
+    """The report's file name in the reports folder: a comparison's workload; a nightly run's
+    larger table size (two runs at other sizes are two reports); else its kind."""
     kind = report_kind(report)
     if kind == "comparison":
         return report.get("workload") or "comparison"
+    if kind == "nightly" and report.get("sizes"):
+        return f"nightly-{max(report['sizes'])}"
     return kind
 
 
@@ -278,8 +286,9 @@ def nightly_lines(report: dict, source: str) -> list[str]:
                 "" if ratio is None else f"{ratio:.2f}x",
             ]
         )
+    sizes = " and ".join(f"{n:,}" for n in report.get("sizes", []))
     return [
-        "### the nightly job as a process",
+        "### the nightly job as a process" + (f", {sizes} rows" if sizes else ""),
         "",
         stamp(report, source),
         "",
@@ -287,14 +296,60 @@ def nightly_lines(report: dict, source: str) -> list[str]:
         "",
         f"PyTorch in predict_batch_udf at batches of {report.get('torch_batch_size', 'n/a')}; "
         f"each process run {report.get('repeats', 1)} times, median shown.",
+        *limit_lines(report),
     ]
 
 
-RENDER = {"comparison": comparison_lines, "embedding": embedding_lines, "nightly": nightly_lines}
+def limit_lines(report: dict) -> list[str]:
+    """leanscore's score+write phase against its parts alone, where the bench measured them."""
+    if not report.get("limit"):
+        return []
+    rows = [
+        [
+            f"{int(size):,}",
+            "" if p["score_write_s"] is None else f"{p['score_write_s']:.2f}",
+            f"{p['read_s']:.2f}",
+            f"{p['model_s']:.2f}",
+            f"{p['write_s']:.2f}",
+            f"{p['limit_s']:.2f}",
+            "" if p["x"] is None else f"{p['x']:.2f}x",
+        ]
+        for size, p in report["limit"].items()
+    ]
+    header = ["rows", "score+write s", "read alone s", "model alone s", "write alone s"]
+    return [
+        "",
+        f"leanscore's limit: {report.get('limit_how') or 'each part alone'}.",
+        "",
+        *_table([*header, "limit s (sum)", "score+write / limit"], rows, right_from=0),
+    ]
+
+
+def layouts_lines(report: dict, source: str) -> list[str]:
+    from leanscore.bench.layouts import HEADER, summary_line, table_rows
+
+    return [
+        "### feature layouts",
+        "",
+        stamp(report, source),
+        "",
+        *_table(HEADER, table_rows(report), right={1, 2, 3, 4}),
+        "",
+        summary_line(report),
+    ]
+
+
+RENDER = {
+    "comparison": comparison_lines,
+    "embedding": embedding_lines,
+    "nightly": nightly_lines,
+    "layouts": layouts_lines,
+}
 TITLES = {
     "comparison": "Tabular and image workloads: every variant on one table",
     "embedding": "Text embedding",
     "nightly": "The nightly job as a process",
+    "layouts": "Feature layouts: what the table's storage costs",
 }
 
 

@@ -35,6 +35,7 @@ from typing import Literal
 import numpy as np
 from leanscore.bench.embed_fidelity import fidelity_table
 from leanscore.bench.text_fidelity import embedding_fidelity
+from leanscore.bench.timing import noop_seconds
 from leanscore.udfs.text import column_engine
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -508,12 +509,6 @@ def _variants(
     return variants
 
 
-def _timed(df) -> float:
-    start = time.perf_counter()
-    df.write.format("noop").mode("overwrite").save()
-    return time.perf_counter() - start
-
-
 def measure(
     spark,
     config: BenchEmbedConfig,
@@ -553,12 +548,12 @@ def _measure(
     meter = CpuMeter(spark)
     for v in variants:  # every worker builds its session / loads the model before timing
         log.info("warm-up %s", v.name)
-        _timed(v.frame(warm))
+        noop_seconds(v.frame(warm))
     for r in range(config.repeats):
         shift = r % len(variants)  # rotate the order so no variant always runs first
         for v in variants[shift:] + variants[:shift]:  # every variant in every round
             mark = meter.mark()
-            seconds = _timed(v.frame(table))
+            seconds = noop_seconds(v.frame(table))
             cpu = meter.since(mark)["process_cpu_s"]
             v.seconds.append(seconds)
             if cpu is not None:

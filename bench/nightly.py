@@ -54,6 +54,12 @@ class NightlyTargets(_Strict):
     fixed_cost_cut_x: float = Field(
         default=2.0, gt=0, description="today's fixed cost / leanscore's fixed cost now"
     )
+    limit_x: float = Field(
+        default=2.0,
+        gt=0,
+        description="the most leanscore's score+write may take, in multiples of its limit "
+        "(read, model and write alone), large table",
+    )
 
 
 class NightlyBenchConfig(_Strict):
@@ -88,6 +94,14 @@ class NightlyBenchConfig(_Strict):
     )
     fixed_cost_before_s: float | None = Field(
         default=None, gt=0, description="leanscore's fixed cost before it was cut, seconds"
+    )
+    limit: bool = Field(
+        default=True,
+        description="also measure leanscore's limit at each size: reading, the model and "
+        "writing alone (leanscore.bench.limit), against the job's score+write phase",
+    )
+    limit_model_rows: int = Field(
+        default=200_000, gt=0, description="rows the model alone runs on, scaled to the table"
     )
     targets: NightlyTargets = Field(default_factory=NightlyTargets)
 
@@ -141,6 +155,7 @@ def check_targets(
     fixed_s: float,
     targets: NightlyTargets,
     fixed_cost_before_s: float | None,
+    limit_x: float | None = None,
 ) -> list[dict]:
     """One row per target: its measured value, the target and whether it is met."""
     rows = [
@@ -165,6 +180,15 @@ def check_targets(
                 "value": cut,
                 "want": f">= {targets.fixed_cost_cut_x:g}x",
                 "met": cut >= targets.fixed_cost_cut_x,
+            }
+        )
+    if limit_x is not None:
+        rows.append(
+            {
+                "target": "leanscore score+write / its limit (read, model, write alone), large",
+                "value": limit_x,
+                "want": f"<= {targets.limit_x:g}x",
+                "met": limit_x <= targets.limit_x,
             }
         )
     return rows
@@ -194,46 +218,30 @@ def _resolve(path: str, base: Path) -> str:
 def prepare_workload(config: NightlyBenchConfig, *, config_dir: Path) -> tuple[Workload, dict]:
     """Build the workload's models and table where missing (its bench's prepare step), and the
     two size tables under ``workdir``; return the workload and ``{rows: table path}``."""
-    from leanscore.bench.compare import BenchConfig
     from leanscore.bench.paths import feature_matrix_column
-    from leanscore.bench.prepare import prepare_inputs
+    from leanscore.bench.workload import delta_rows, prepare_workload_source, workload_config
     from leanscore.compression.mlflow_registry import load_artifact
-    from leanscore.jobs.config import find_config, load_config
     from leanscore.jobs.runtime.spark import get_spark
-    from rich.console import Console
 
-    workload_path = find_config(
-        config.workload if Path(config.workload).exists() else config_dir / config.workload
-    )
-    bench = load_config(BenchConfig, workload_path)
-    base = workload_path.resolve().parent
+    bench, workload_path = workload_config(config.workload, config_dir=config_dir)
     if bench.torch_model is None:
         raise ValueError(
             f"workload {workload_path} has no torch_model: the baseline job needs the "
             "uncompressed PyTorch model (state_dict and factory)"
         )
-    if not bench.input.path or bench.input.format != "delta":
-        raise ValueError(f"workload {workload_path}: input must be a Delta path")
-    artifacts = [_resolve(a, base) for a in bench.artifacts]
-    state_dict = _resolve(bench.torch_model.state_dict, base)
-    table = _resolve(bench.input.path, base)
     # the size tables (and a prepared source) are the workload's own: a table cut for another
     # workload under the same workdir is never taken for this one's
     tables_dir = Path(config.workdir, "tables", workload_path.stem)
-    if bench.prepare is not None:
-        # a source table of its own, large_rows long: the workload's bench keeps its table size
-        table = str((tables_dir / "source").resolve())
     spark = get_spark("leanscore-bench-nightly")
     try:
-        if bench.prepare is not None:
-            prepare_inputs(
-                spark,
-                bench.prepare.model_copy(update={"rows": config.large_rows}),
-                table_path=table,
-                artifact_paths=artifacts,
-                state_dict_path=state_dict,
-                console=Console(stderr=True),
-            )
+        prepared = prepare_workload_source(
+            spark,
+            config.workload,
+            config_dir=config_dir,
+            rows=config.large_rows,
+            tables_dir=tables_dir,
+        )
+        artifacts, state_dict, table = prepared.artifacts, prepared.state_dict, prepared.table
         artifact_path = _resolve(config.artifact, config_dir) if config.artifact else artifacts[-1]
         artifact = load_artifact(artifact_path)
         features, shapes = feature_matrix_column(artifact)
@@ -252,7 +260,7 @@ def prepare_workload(config: NightlyBenchConfig, *, config_dir: Path) -> tuple[W
         tables = {}
         for rows in (config.small_rows, config.large_rows):
             path = (tables_dir / f"input-{rows}").resolve()
-            if _delta_rows(spark, path) != rows:
+            if delta_rows(spark, path) != rows:
                 (
                     source.limit(rows)
                     .repartition(max(2, rows // 250_000))
@@ -290,12 +298,6 @@ def _sweep_torch_batch(config: NightlyBenchConfig, factory: str, state_dict: str
     return sweep_torch_batch_size(
         TorchModel.load(factory, state_dict), matrix, config.torch_batch_sizes, rounds=3
     )
-
-
-def _delta_rows(spark, path: Path) -> int | None:
-    if not (path / "_delta_log").is_dir():
-        return None
-    return spark.read.format("delta").load(str(path)).count()
 
 
 def committed_rows(table: str | Path) -> int:
@@ -504,8 +506,72 @@ def measure(config: NightlyBenchConfig, workload: Workload, tables: dict[int, st
     return [median_run(r) for r in runs.values()]
 
 
-def analyse(results: list[dict], config: NightlyBenchConfig) -> dict:
-    """Ratios per size, fixed and per-row cost per variant and per leanscore phase, targets."""
+def measure_limits(
+    config: NightlyBenchConfig, workload: Workload, tables: dict[int, str]
+) -> dict[int, dict]:
+    """leanscore's limit at each size (``leanscore.bench.limit``), in one Spark session on the
+    jobs' master, with the same score config the job ran."""
+    from leanscore.bench.limit import measure_limit
+    from leanscore.jobs.runtime.spark import get_spark
+    from leanscore.jobs.score import ScoreConfig, parse_run_date
+
+    cores = limit_cores()
+    scratch = Path(config.workdir, "limit").resolve()
+    scratch.mkdir(parents=True, exist_ok=True)
+    spark = get_spark("leanscore-bench-limit")
+    try:
+        limits = {}
+        for rows, table in tables.items():
+            # the job's own config; the limit writes only under scratch, never to its output
+            job = ScoreConfig.model_validate(
+                score_config(config, workload, table, scratch / "output", scratch / "summary.json")
+            )
+            limits[rows] = measure_limit(
+                spark,
+                job,
+                parse_run_date(config.run_date),
+                cores=cores,
+                rounds=config.repeats,
+                model_rows=config.limit_model_rows,
+                scratch=scratch,
+            )
+        return limits
+    finally:
+        spark.stop()
+
+
+def limit_cores() -> int:
+    """The cores the limit's parts run on: the jobs' local master's; a cluster's master is
+    refused (its cores are not this machine's)."""
+    cores = local_cores(process_master())
+    if cores is None:
+        raise ValueError(
+            f"the limit is measured on a local master's cores; {process_master()} is a "
+            "cluster's: set limit: false"
+        )
+    return cores
+
+
+def limit_rows(results: list[dict], limits: dict[int, dict]) -> dict[str, dict]:
+    """Per size: leanscore's score+write phase (its median run's) beside the parts alone and
+    their sum; ``x`` is the phase over the sum."""
+    by = {r["rows"]: r for r in results if r["variant"] == "leanscore"}
+    rows = {}
+    for size, limit in sorted(limits.items()):
+        phase = (by.get(size, {}).get("phases") or {}).get("score_write")
+        parts = {k: limit[k] for k in ("read_s", "model_s", "write_s", "limit_s")}
+        rows[str(size)] = parts | {
+            "score_write_s": phase,
+            "x": phase / limit["limit_s"] if phase is not None and limit["limit_s"] > 0 else None,
+        }
+    return rows
+
+
+def analyse(
+    results: list[dict], config: NightlyBenchConfig, limits: dict[int, dict] | None = None
+) -> dict:
+    """Ratios per size, fixed and per-row cost per variant and per leanscore phase, leanscore's
+    score+write against its limit where ``limits`` are given, targets."""
     by = {(r["variant"], r["rows"]): r for r in results}
     sizes = [config.small_rows, config.large_rows]
     lines = {
@@ -528,6 +594,7 @@ def analyse(results: list[dict], config: NightlyBenchConfig) -> dict:
             "fixed_s": line.fixed_s,
             "per_million_rows_s": line.per_row_s * 1e6,
         }
+    against_limit = limit_rows(results, limits) if limits else {}
     cpu_lines = {
         v: line_through(sizes, [by[(v, n)]["cpu_s"] for n in sizes])
         for v in VARIANTS
@@ -546,12 +613,15 @@ def analyse(results: list[dict], config: NightlyBenchConfig) -> dict:
             for v, line in lines.items()
         },
         "leanscore_phases": phase_lines,
+        "limit": against_limit,
+        "limit_how": next(iter(limits.values()))["how"] if limits else None,
         "targets": check_targets(
             small_x=ratios[sizes[0]],
             large_x=ratios[sizes[1]],
             fixed_s=lines["leanscore"].fixed_s,
             targets=config.targets,
             fixed_cost_before_s=config.fixed_cost_before_s,
+            limit_x=(against_limit.get(str(sizes[1])) or {}).get("x"),
         ),
     }
 
@@ -603,6 +673,9 @@ def report_lines(report: dict) -> list[str]:
                 f"| {phase} | {p['small_s']:.2f} | {p['large_s']:.2f} | {p['fixed_s']:.2f} | "
                 f"{p['per_million_rows_s']:.2f} |"
             )
+    from leanscore.bench.docs import limit_lines
+
+    lines += limit_lines(report)
     lines += ["", "| target | measured | want | met |", "| --- | ---: | --- | --- |"]
     for t in report["targets"]:
         lines.append(
@@ -630,9 +703,12 @@ def run_nightly_bench(config: NightlyBenchConfig, out: str | Path, *, config_dir
     """Prepare, run both jobs at both sizes, write ``nightly.json`` and ``nightly.md``."""
     out = Path(out).resolve()
     commit = source_commit()  # the code measured: taken before the run, not after it
+    if config.limit:
+        limit_cores()  # a master the limit cannot be measured on fails before any work
     workload, tables = prepare_workload(config, config_dir=config_dir)
     results = measure(config, workload, tables)
-    report = analyse(results, config) | {
+    limits = measure_limits(config, workload, tables) if config.limit else None
+    report = analyse(results, config, limits) | {
         "artifact": workload.artifact,
         "repeats": config.repeats,
         "batch_size": config.batch_size,

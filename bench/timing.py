@@ -61,6 +61,14 @@ class TaskClock:
         }
 
 
+def noop_seconds(df) -> float:
+    """Wall seconds to run ``df`` into Spark's noop sink: every row computed, nothing written
+    (how every bench times a query without timing a sink)."""
+    start = time.perf_counter()
+    df.write.format("noop").mode("overwrite").save()
+    return time.perf_counter() - start
+
+
 def since(clock: TaskClock | None, before: dict[str, float] | None) -> dict[str, float] | None:
     """The seconds the tasks added since ``before`` (a ``values()`` snapshot)."""
     if clock is None or before is None:

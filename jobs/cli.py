@@ -260,16 +260,42 @@ def bench_nightly(
     the PyTorch model in predict_batch_udf, at two table sizes: wall time, rows/s, fixed cost."""
     configure_logging()
     from leanscore.bench.nightly import NightlyBenchConfig, report_lines, run_nightly_bench
+
+    _report_bench(
+        NightlyBenchConfig, run_nightly_bench, report_lines, config, out, overrides, "nightly"
+    )
+
+
+@app.command("bench-layouts")
+def bench_layouts(
+    config: ConfigOpt = Path("conf/bench-layouts.yaml"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report directory.")] = Path(
+        "bench-output/layouts"
+    ),
+    overrides: SetOpt = None,
+) -> None:
+    """What the feature layout costs: the same rows as array<float>, array<double>, an ML
+    vector, float columns and float32 bytes, each read alone and scored by leanscore."""
+    configure_logging()
+    from leanscore.bench.layouts import LayoutsConfig, report_lines, run_layouts_bench
+
+    _report_bench(LayoutsConfig, run_layouts_bench, report_lines, config, out, overrides, "layouts")
+
+
+def _report_bench(model, run, report_lines, config: Path, out: Path, overrides, name: str) -> None:
+    """Load ``model`` from ``config``, ``run(cfg, out, config_dir=...)``, print the report's
+    ``report_lines`` and where ``{name}.json`` and ``{name}.md`` are; a bad config or a failed
+    run exits 1 with its message."""
     from leanscore.jobs.config import load_config
 
     config = _config_path(config)
     try:
-        cfg = load_config(NightlyBenchConfig, config, overrides)
-        report = run_nightly_bench(cfg, out, config_dir=config.resolve().parent)
+        cfg = load_config(model, config, overrides)
+        report = run(cfg, out, config_dir=config.resolve().parent)
     except (ValueError, FileNotFoundError, RuntimeError, TypeError) as err:
         _fail(err)
     typer.echo("\n".join(report_lines(report)))
-    typer.echo(f"report: {Path(out).resolve() / 'nightly.json'}, nightly.md")
+    typer.echo(f"report: {Path(out).resolve() / f'{name}.json'}, {name}.md")
 
 
 report_app = typer.Typer(help="Generated documents from bench reports.", no_args_is_help=True)

@@ -92,6 +92,15 @@ def test_a_readme_without_markers_fails_naming_them(tmp_path):
     assert readme.read_text() == "# title\n"
 
 
+def test_nightly_reports_of_other_sizes_are_kept_side_by_side():
+    from leanscore.bench.docs import report_name
+
+    small = {"x_pytorch": {}, "results": [], "sizes": [200_000, 1_000_000]}
+    large = small | {"sizes": [2_000_000, 10_000_000]}
+    assert [report_name(small), report_name(large)] == ["nightly-1000000", "nightly-10000000"]
+    assert report_name({"x_pytorch": {}, "results": []}) == "nightly"
+
+
 def test_the_headline_comes_from_a_comparison_report_only(tmp_path):
     from leanscore.bench.docs import collect
 

@@ -12,6 +12,7 @@ from leanscore.bench.nightly import (
     analyse,
     check_targets,
     committed_rows,
+    limit_rows,
     line_through,
     local_cores,
     report_lines,
@@ -60,6 +61,16 @@ def test_targets_met_and_not_met():
     assert len(no_reference) == 2
 
 
+def test_the_limit_target_is_met_at_or_under_its_multiple_and_missed_over_it():
+    targets = NightlyTargets(limit_x=2.0)
+    common = {"small_x": 1.0, "large_x": 1.0, "fixed_s": 1.0, "fixed_cost_before_s": None}
+    met = check_targets(**common, targets=targets, limit_x=2.0)[-1]
+    missed = check_targets(**common, targets=targets, limit_x=2.01)[-1]
+    assert "limit" in met["target"] and met["met"] and met["want"] == "<= 2x"
+    assert not missed["met"]
+    assert len(check_targets(**common, targets=targets)) == 2  # no limit measured: no row
+
+
 def _result(variant, rows, wall, phases=None):
     return {"variant": variant, "rows": rows, "wall_s": wall, "rows_per_s": rows / wall} | (
         {"phases": phases} if phases else {}
@@ -88,6 +99,69 @@ def test_analyse_splits_each_variant_and_phase_and_checks_the_ratios():
     assert "| NO |" in text
 
 
+def test_score_write_is_set_against_the_sum_of_its_parts_alone_at_each_size():
+    config = NightlyBenchConfig(small_rows=1000, large_rows=3000)
+    results = [
+        _result("leanscore", 1000, 6.0, {"score_write": 3.0}),
+        _result("leanscore", 3000, 9.0, {"score_write": 6.0}),
+        _result("pytorch", 1000, 12.0),
+        _result("pytorch", 3000, 24.0),
+    ]
+
+    def parts(read, model, write):
+        return {"read_s": read, "model_s": model, "write_s": write, "how": "alone"} | {
+            "limit_s": read + model + write
+        }
+
+    limits = {1000: parts(0.5, 0.25, 0.25), 3000: parts(1.0, 0.5, 1.0)}
+    table = limit_rows(results, limits)
+    assert table["1000"]["x"] == pytest.approx(3.0) and table["3000"]["x"] == pytest.approx(2.4)
+    report = analyse(results, config, limits)
+    assert report["limit"] == table and report["limit_how"] == "alone"
+    limit_target = report["targets"][-1]
+    assert limit_target["value"] == pytest.approx(2.4) and not limit_target["met"]
+    text = "\n".join(report_lines(report | {"artifact": "a"}))
+    assert "| 3,000 | 6.00 | 1.00 | 0.50 | 1.00 | 2.50 | 2.40x |" in text
+    assert "limit" not in analyse(results, config)["targets"][-1]["target"]
+
+
+@pytest.mark.slow
+def test_the_limit_measures_each_part_of_a_real_job_alone(spark, artifact, tmp_path):
+    """Reading, the model and writing alone for a real score config on a real Delta table, with
+    a real ONNX Runtime model: every part takes time, the write leaves nothing behind, and the
+    output rows are the job's (its keys, outputs and lineage)."""
+    import datetime as dt
+
+    from leanscore.bench.demo.datagen import write_digits_table
+    from leanscore.bench.limit import measure_limit
+    from leanscore.jobs.score import ScoreConfig
+
+    table = str(tmp_path / "input")
+    write_digits_table(spark, table, 2000, partitions=2)
+    config = ScoreConfig.model_validate(
+        {
+            "artifact": str(artifact.path),
+            "input": {"path": table, "format": "delta"},
+            "output": {"path": str(tmp_path / "never-written"), "format": "delta"},
+            "key_columns": ["row_id"],
+            "passthrough_columns": ["label"],
+            "batch_size": 256,
+        }
+    )
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    limit = measure_limit(
+        spark, config, dt.date(2026, 11, 28), cores=2, rounds=1, model_rows=500, scratch=scratch
+    )
+    assert limit["rows"] == 2000 and limit["output_rows"] == 2000 and limit["model_rows"] == 500
+    for part in ("read_s", "model_s", "write_s"):
+        assert limit[part] > 0 and len(limit["all_s"][part[:-2]]) == 1
+    assert limit["limit_s"] == pytest.approx(limit["read_s"] + limit["model_s"] + limit["write_s"])
+    assert "2 sessions side by side" in limit["how"] and "500 rows in memory" in limit["how"]
+    assert not list(scratch.iterdir())  # every table it wrote is gone
+    assert not (tmp_path / "never-written").exists()
+
+
 def test_cpu_meter_counts_a_child_process_of_the_process(tmp_path):
     """A child that burns CPU for about a second, under a parent that sleeps: the parent's tree
     is charged the child's CPU time."""
@@ -108,6 +182,17 @@ def test_cpu_meter_counts_a_child_process_of_the_process(tmp_path):
         meter.sample()
         time.sleep(0.05)
     assert 0.8 <= meter.seconds <= 3.0
+
+
+def test_the_limit_is_refused_up_front_on_a_clusters_master(monkeypatch, tmp_path):
+    from leanscore.bench.nightly import limit_cores, run_nightly_bench
+
+    monkeypatch.setenv("LEANSCORE_SPARK_MASTER", "local[2]")
+    assert limit_cores() == 2
+    monkeypatch.setenv("LEANSCORE_SPARK_MASTER", "spark://driver:7077")
+    config = NightlyBenchConfig(workload=str(tmp_path / "missing.yaml"))
+    with pytest.raises(ValueError, match="set limit: false"):
+        run_nightly_bench(config, tmp_path, config_dir=tmp_path)  # before the missing workload
 
 
 def test_the_report_states_the_cores_a_local_master_runs_on():

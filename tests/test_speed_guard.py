@@ -65,3 +65,11 @@ def test_the_guard_fails_on_a_deliberately_slow_kernel(workload):
     result = speed_guard(df, fp32, slow, keep=["row_id"], rounds=3)
     assert result["checks"]["compressed_vs_fp32"]["passed"] is False, result
     assert result["passed"] is False
+
+
+def test_each_check_passes_at_its_floor_and_fails_under_it():
+    from leanscore.bench.guard import _check
+
+    assert _check([0.70, 0.75, 0.90], 0.75)["passed"]  # the median is the floor
+    failed = _check([0.60, 0.74, 1.30], 0.75)
+    assert not failed["passed"] and failed["median"] == 0.74

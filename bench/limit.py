@@ -1,0 +1,161 @@
+"""The nightly job's limit: what scoring and writing a table would take if each part cost only
+itself, measured on the job's own table, model, output rows and cores.
+
+A job's score+write phase reads the input, runs the model and writes the output, all in one
+pass. When it takes much longer than those three parts alone, the time goes to what joins
+them (row formats, conversions, task layout), and that is where the next cut is. Each part is
+measured here in one warm Spark session, on the job's table, model and output rows:
+
+- read alone: the columns the job reads (features, keys, passthrough), Spark's reader into
+  its noop sink (the job may read with the scan engine instead: the same files and columns);
+- model alone: ONNX Runtime on rows already in memory, one session per core with the job's
+  session settings (one intra-op thread per task), in the job's batches, all cores at once;
+  measured on up to ``model_rows`` rows of the table and scaled to the whole table;
+- write alone: the job's output rows (``score_frame``: keys, passthrough, outputs, lineage)
+  persisted in memory first, then written into a new Delta table as the job writes its run
+  date's partition, with the same file statistics property.
+
+Each is a warm-up then the median of ``rounds`` runs. The sum is a reference, not a strict
+floor: in the job the parts overlap in time, so it may come in under the sum, and the job runs
+in a cold process where these run warm.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from leanscore.bench.paths import feature_matrix_column, input_matrix
+from leanscore.bench.timing import noop_seconds
+from leanscore.compression.mlflow_registry import load_artifact
+from leanscore.jobs.output import TableRef, statistics_property, write_partition
+from leanscore.jobs.score import kept_columns, read_input, score_frame, statistics_columns
+from pyspark import StorageLevel
+from pyspark.sql import SparkSession
+
+
+def median_seconds(action: Callable[[], object], rounds: int) -> tuple[float, list[float]]:
+    """A warm-up run of ``action``, then the median wall time of ``rounds`` more (and all)."""
+    action()
+    walls = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        action()
+        walls.append(time.perf_counter() - start)
+    return statistics.median(walls), walls
+
+
+def model_alone_s(
+    model_bytes: bytes,
+    session_options,
+    matrix: np.ndarray,
+    *,
+    batch_size: int,
+    cores: int,
+    rounds: int,
+) -> list[float]:
+    """Seconds, for each of ``rounds`` runs, for ``cores`` ONNX Runtime sessions, one per thread
+    as one per Python worker in the job, to run every row of ``matrix`` in batches of
+    ``batch_size``, each its share of the rows (ONNX Runtime releases the GIL while it
+    computes, so the threads run side by side). The sessions are built once."""
+    import onnxruntime as ort
+
+    sessions = [
+        ort.InferenceSession(model_bytes, session_options, providers=["CPUExecutionProvider"])
+        for _ in range(cores)
+    ]
+    name = sessions[0].get_inputs()[0].name
+    shares = np.array_split(matrix, cores)
+
+    def run(i: int) -> None:
+        rows = shares[i]
+        for start in range(0, len(rows), batch_size):
+            sessions[i].run(None, {name: rows[start : start + batch_size]})
+
+    walls = []
+    with ThreadPoolExecutor(cores) as pool:
+        for i in range(cores):  # a warm-up batch each: allocations, first-run kernels
+            sessions[i].run(None, {name: shares[i][:batch_size]})
+        for _ in range(rounds):
+            start = time.perf_counter()
+            list(pool.map(run, range(cores)))
+            walls.append(time.perf_counter() - start)
+    return walls
+
+
+def measure_limit(
+    spark: SparkSession,
+    config,
+    run_date: dt.date,
+    *,
+    cores: int,
+    rounds: int = 3,
+    model_rows: int = 200_000,
+    scratch: str | Path | None = None,
+) -> dict:
+    """Read, model and write alone for the ``leanscore score`` job ``config`` (a
+    ``ScoreConfig``) on ``cores`` task slots; seconds each (medians), their sum, and how."""
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.arrow_batch_rows))
+    artifact = load_artifact(config.artifact)
+    source = read_input(spark, config.input)
+    keep = kept_columns(source, config)
+    features, _ = feature_matrix_column(artifact)
+    rows = source.count()
+
+    read = source.select(*dict.fromkeys([*features, *keep]))
+    read_s, read_all = median_seconds(lambda: noop_seconds(read), rounds)
+
+    matrix = np.ascontiguousarray(input_matrix(source, artifact, min(rows, model_rows)))
+    options = config.scoring_options(keep).session_config(spark).session_options()
+    model_bytes = artifact.read_model_bytes()
+    model_all = [
+        wall * rows / len(matrix)
+        for wall in model_alone_s(
+            model_bytes, options, matrix, batch_size=config.batch_size, cores=cores, rounds=rounds
+        )
+    ]
+    model_s = statistics.median(model_all)
+    del matrix
+
+    scored, _ = score_frame(source, config, artifact, run_date)
+    output_rows = scored.persist(StorageLevel.MEMORY_AND_DISK)
+    written = output_rows.count()
+    properties = statistics_property(output_rows, statistics_columns(output_rows, config))
+    root = Path(tempfile.mkdtemp(prefix="leanscore-limit-", dir=scratch))
+    tables = iter(range(rounds + 1))  # a table of its own for each write: none finds another's
+
+    def write() -> None:
+        ref = TableRef(path=str(root / f"output-{next(tables)}"), format="delta")
+        write_partition(output_rows, ref, run_date, new_table_properties=properties)
+
+    try:
+        write_s, write_all = median_seconds(write, rounds)
+    finally:
+        output_rows.unpersist()
+        shutil.rmtree(root, ignore_errors=True)
+    return {
+        "rows": rows,
+        "output_rows": written,
+        "read_s": read_s,
+        "model_s": model_s,
+        "write_s": write_s,
+        "limit_s": read_s + model_s + write_s,
+        "all_s": {"read": read_all, "model": model_all, "write": write_all},
+        "model_rows": min(rows, model_rows),
+        "cores": cores,
+        "how": (
+            f"each part alone in one warm Spark session, a warm-up then the median of {rounds}: "
+            f"reading the {len(read.columns)} columns the job reads into Spark's noop sink; "
+            f"ONNX Runtime on {min(rows, model_rows):,} rows in memory, {cores} sessions side "
+            f"by side in batches of {config.batch_size}, scaled to the table's rows; the job's "
+            "output rows, persisted in memory, written into a new Delta table's run date "
+            "partition with the job's statistics property"
+        ),
+    }
