@@ -20,8 +20,8 @@ Arrow path may not cost more than Spark's own UDF on the same model).
 
 ``min_compression_x`` is 1.2, what dynamic int8 (7-bit weights) buys on the guard's workload
 on a CPU without VNNI: a median of 1.43 over 5 rounds (rounds from 1.29 to 1.65) on a 2-core
-AVX2 AMD EPYC, where earlier runs on a CPU with AVX-512 VNNI passed 1.5. The deliberately
-slow kernel (four times the work) stays below it: the guard's test checks both.
+AVX2 AMD EPYC, where earlier runs on a CPU with AVX-512 VNNI passed 1.5. A deliberately slow
+model (four times the fp32 work) stays below it on any CPU: the guard's test checks both.
 
 ``min_vs_predict_batch_udf`` is 0.75. Both sides run the same fp32 model on a model-bound
 workload, so the ratio sits near 1 and only the overhead around the model moves it: on the
