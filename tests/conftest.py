@@ -311,3 +311,35 @@ def pytest_runtest_teardown(item, nextitem):
 
         for cluster in _started_clusters:
             stop_cluster(cluster)
+
+
+def _free_gb(path: str) -> float:
+    import shutil
+
+    return shutil.disk_usage(path).free / 1e9
+
+
+def pytest_sessionstart(session):
+    import tempfile
+
+    session.config.stash[_FREE_AT_START] = {
+        "temp folder": (tempfile.gettempdir(), _free_gb(tempfile.gettempdir())),
+        "checkout": (str(session.config.rootpath), _free_gb(str(session.config.rootpath))),
+    }
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Free disk at the start and the end of the run, last in the output: a run needs a few GB
+    (tables, venvs, clusters' work folders), and a full disk fails tests far from its cause."""
+    start = config.stash.get(_FREE_AT_START, None)
+    if start is None:
+        return
+    parts = [
+        f"{name} {path}: {before:.1f} GB free at the start, {_free_gb(path):.1f} GB at the end"
+        for name, (path, before) in start.items()
+    ]
+    terminalreporter.write_line("disk: " + "; ".join(parts))
+
+
+_FREE_AT_START = pytest.StashKey[dict]()

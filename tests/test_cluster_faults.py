@@ -128,6 +128,9 @@ def cluster_runs(spark, artifact, scoring_input, standalone_cluster, tmp_path_fa
             orphans = kill_worker_jvm(cluster, worker)
             injected["worker_jvm"] = {"pid": worker, "alive_workers_before": 2}
             proc.wait(timeout=420)
+        except AssertionError as err:  # say why: the driver's and the cluster's own logs
+            driver_log = (root / "driver.log").read_text(errors="replace")
+            raise AssertionError(f"{err}\n{driver_log[-6000:]}\n{cluster.logs()}") from None
         finally:
             if proc.poll() is None:
                 proc.kill()
