@@ -14,7 +14,7 @@ WORKDIR ?= demo-output
 ROWS ?= 50000
 
 .PHONY: setup jars jars-s3 browser fashion-mnist demo test test-fast bench bench-nightly docs-figures lint format clean
-.PHONY: test-pythons bench-nightly-large bench-layouts
+.PHONY: test-pythons bench-nightly-large bench-nightly-user bench-layouts
 
 setup: $(STAMP) jars-s3 browser fashion-mnist
 
@@ -136,6 +136,15 @@ NIGHTLY_LARGE := bench-output/nightly-large
 bench-nightly-large: $(STAMP) jars
 	$(VENV)/bin/leanscore bench-nightly --config conf/bench-nightly.yaml --out $(NIGHTLY_LARGE) \
 	  --set small_rows=2000000 --set large_rows=10000000 --set workdir=$(NIGHTLY_LARGE)
+
+# The same sizes on a user's own mid-sized model (conf/bench-user-mlp.yaml: 128 features,
+# 1024-512 hidden), where after compression the pipeline around the model is most of the job:
+# about 25 minutes on 2 cores and 15 GB of tables.
+NIGHTLY_USER := bench-output/nightly-user
+bench-nightly-user: $(STAMP) jars
+	$(VENV)/bin/leanscore bench-nightly --config conf/bench-nightly.yaml --out $(NIGHTLY_USER) \
+	  --set workload=bench-user-mlp.yaml --set small_rows=2000000 --set large_rows=10000000 \
+	  --set workdir=$(NIGHTLY_USER)
 
 lint:
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .

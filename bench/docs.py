@@ -96,14 +96,20 @@ def report_kind(report: dict) -> str:
     )
 
 
+# The nightly bench's only workload before its reports named theirs.
+NIGHTLY_DEFAULT_WORKLOAD = "wide-mlp"
+
+
 def report_name(report: dict) -> str:
     """The report's file name in the reports folder: a comparison's workload; a nightly run's
-    larger table size (two runs at other sizes are two reports); else its kind."""
+    workload and larger table size (runs of other workloads or sizes are other reports); else
+    its kind."""
     kind = report_kind(report)
     if kind == "comparison":
         return report.get("workload") or "comparison"
     if kind == "nightly" and report.get("sizes"):
-        return f"nightly-{max(report['sizes'])}"
+        workload = report.get("workload") or NIGHTLY_DEFAULT_WORKLOAD
+        return f"nightly-{workload}-{max(report['sizes'])}"
     return kind
 
 
@@ -288,7 +294,9 @@ def nightly_lines(report: dict, source: str) -> list[str]:
         )
     sizes = " and ".join(f"{n:,}" for n in report.get("sizes", []))
     return [
-        "### the nightly job as a process" + (f", {sizes} rows" if sizes else ""),
+        "### the nightly job as a process"
+        + f", {report.get('workload') or NIGHTLY_DEFAULT_WORKLOAD}"
+        + (f", {sizes} rows" if sizes else ""),
         "",
         stamp(report, source),
         "",

@@ -198,6 +198,7 @@ def check_targets(
 class Workload:
     """What the two jobs score: the table, the compressed artifact, the PyTorch model."""
 
+    name: str  # the bench config's workload, as its reports name it
     table: str
     artifact: str
     state_dict: str
@@ -273,6 +274,7 @@ def prepare_workload(config: NightlyBenchConfig, *, config_dir: Path) -> tuple[W
     finally:
         spark.stop()
     workload = Workload(
+        name=bench.workload,
         table=table,
         artifact=str(artifact.path),
         state_dict=state_dict,
@@ -709,6 +711,7 @@ def run_nightly_bench(config: NightlyBenchConfig, out: str | Path, *, config_dir
     results = measure(config, workload, tables)
     limits = measure_limits(config, workload, tables) if config.limit else None
     report = analyse(results, config, limits) | {
+        "workload": workload.name,
         "artifact": workload.artifact,
         "repeats": config.repeats,
         "batch_size": config.batch_size,

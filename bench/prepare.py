@@ -1,16 +1,16 @@
 """Make what the benchmark measures when it is absent, so ``make bench`` runs on a clean clone.
 
-Two workloads. ``digits`` (the reader-bound case): the demo's MLP trained on scikit-learn's
-real digits (``demo.digits_model.train_digits_model``) and a table of augmented held-out digits.
-``wide`` (the model-bound case): a 256-2048-1024-512-10 MLP trained on generated rows
-(``wide_model.train_wide_model``, ``compression.wide_data``) and a table of rows from a stream
-no recipe sees. Either way the trained model's state_dict is saved for the PyTorch baseline and
-every artifact is written from that same model: an entry of ``recipes`` is one recipe file, or
-``{candidates: [...]}``, which autotune runs, keeping the cheapest within budget
-(``compress.autotune_to_artifact``; the candidates table lands next to the artifact). What
-already exists is kept: the model and its artifacts are rebuilt together (never one without the
-others, so the baseline is always the model the artifacts were made from), the table only when
-it is missing or too small.
+Two workloads. ``digits`` (the reader-bound case): the demo's MLP trained on scikit-learn's real
+digits (``demo.digits_model.train_digits_model``) and a table of augmented held-out digits. ``wide``
+(the model-bound case): a 256-2048-1024-512-10 MLP (or the ``features`` and ``hidden`` given)
+trained on generated rows (``wide_model.train_wide_model``, ``bench.wide_data``) and a table of rows
+from a stream no recipe sees. Either way the trained model's state_dict is saved for the PyTorch
+baseline and every artifact is written from that same model: an entry of ``recipes`` is one recipe
+file, or ``{candidates: [...]}``, which autotune runs, keeping the cheapest within budget
+(``compress.autotune_to_artifact``; the candidates table lands next to the artifact). What already
+exists is kept: the model and its artifacts are rebuilt together (never one without the others, so
+the baseline is always the model the artifacts were made from), the table only when it is missing or
+too small.
 
 "Exists" means built from what the config names now: every artifact carries a build key
 (``build_basis``: its recipe files' text, how the source model is trained, the data's version
@@ -25,10 +25,10 @@ import hashlib
 import json
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from leanscore.jobs.config import packaged_config
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pyspark.sql import SparkSession
 from rich.console import Console
 
@@ -72,7 +72,25 @@ class PrepareConfig(BaseModel):
     recipe_train_rows: int = Field(
         default=20_000, gt=0, description="images: 'fit' rows the recipes fine-tune on"
     )
+    features: int | None = Field(
+        default=None, gt=0, description="wide: numeric features per row (default 256)"
+    )
+    hidden: list[Annotated[int, Field(gt=0)]] | None = Field(
+        default=None,
+        min_length=1,
+        description="wide: the MLP's hidden layer widths (default 2048, 1024, 512); the bench "
+        "config's torch_model.factory must build the same network",
+    )
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _wide_shape_only_for_wide(self) -> PrepareConfig:
+        if self.workload != "wide" and (self.features is not None or self.hidden is not None):
+            raise ValueError(
+                f"prepare.features and prepare.hidden shape the wide workload's MLP; "
+                f"workload {self.workload!r} takes neither: remove them"
+            )
+        return self
 
 
 def prepare_inputs(
@@ -114,7 +132,9 @@ def prepare_inputs(
 
         console.log(f"prepare: writing {prepare.rows:,} labelled rows to Delta {table_path}")
         if prepare.workload == "wide":
-            write_wide_table(spark, table_path, prepare.rows, seed=prepare.seed)
+            write_wide_table(
+                spark, table_path, prepare.rows, seed=prepare.seed, features=prepare.features
+            )
         else:
             write_digits_table(spark, table_path, prepare.rows, split="held_out")
         built["table"] = True
@@ -140,7 +160,7 @@ def build_basis(prepare: PrepareConfig, entry: str | AutotuneCandidates) -> dict
     version."""
     return {
         "recipes": [hashlib.sha256(t.encode()).hexdigest() for t in _recipe_texts(entry)],
-        "training": prepare.model_dump(exclude={"rows", "recipes"}),
+        "training": prepare.model_dump(exclude={"rows", "recipes"}, exclude_none=True),
         "data_version": {
             "workload": prepare.workload,
             "seed": prepare.seed,
@@ -198,14 +218,17 @@ def _trained_model(prepare: PrepareConfig, console: Console):
         from leanscore.bench.wide_model import train_wide_model
 
         console.log("prepare: training the wide MLP (the uncompressed PyTorch model)")
+        size = prepare.features or WIDE_FEATURES
         model, train, evaluation = train_wide_model(
             train_rows=prepare.train_rows,
             evaluation_rows=prepare.evaluation_rows,
             epochs=prepare.epochs,
             seed=prepare.seed,
+            features=size,
+            hidden=prepare.hidden,
             console=console,
         )
-        size, classes = WIDE_FEATURES, WIDE_CLASSES
+        classes = WIDE_CLASSES
     else:
         from leanscore.bench.demo.digits_model import train_digits_model
         from leanscore.compression.data import DIGITS_CLASSES, DIGITS_FEATURES

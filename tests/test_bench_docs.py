@@ -92,12 +92,17 @@ def test_a_readme_without_markers_fails_naming_them(tmp_path):
     assert readme.read_text() == "# title\n"
 
 
-def test_nightly_reports_of_other_sizes_are_kept_side_by_side():
+def test_nightly_reports_of_other_sizes_and_workloads_are_kept_side_by_side():
     from leanscore.bench.docs import report_name
 
     small = {"x_pytorch": {}, "results": [], "sizes": [200_000, 1_000_000]}
     large = small | {"sizes": [2_000_000, 10_000_000]}
-    assert [report_name(small), report_name(large)] == ["nightly-1000000", "nightly-10000000"]
+    user = large | {"workload": "user-mlp"}
+    assert [report_name(small), report_name(large), report_name(user)] == [
+        "nightly-wide-mlp-1000000",
+        "nightly-wide-mlp-10000000",
+        "nightly-user-mlp-10000000",
+    ]
     assert report_name({"x_pytorch": {}, "results": []}) == "nightly"
 
 

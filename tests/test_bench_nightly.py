@@ -241,6 +241,7 @@ def test_both_jobs_run_as_processes_and_write_every_row(spark, tmp_path, monkeyp
     table = str(tmp_path / "input")
     write_digits_table(spark, table, rows, partitions=1)
     workload = Workload(
+        name="tiny",
         table=table,
         artifact=str(artifact.path),
         state_dict=str(state_dict),

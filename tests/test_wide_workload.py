@@ -80,6 +80,41 @@ def test_wide_config_autotunes_one_artifact_with_its_targets():
     assert count_params(wide_mlp()) > 3_000_000
 
 
+def test_rows_of_another_width_come_from_the_same_streams():
+    x, y = wide_rows("table", 0, BLOCK_ROWS + 10, features=128)
+    assert x.shape == (BLOCK_ROWS + 10, 128) and x.dtype == np.float32
+    assert np.array_equal(y, wide_rows("table", 0, BLOCK_ROWS + 10)[1])  # the same labels
+    part, _ = wide_rows("table", BLOCK_ROWS - 3, BLOCK_ROWS + 10, features=128)
+    assert np.array_equal(part, x[BLOCK_ROWS - 3 :])
+    assert wide_sample("evaluation", 20, features=128).source["features"] == 128
+    with pytest.raises(ValueError, match="features must be positive"):
+        wide_rows("table", 0, 10, features=0)
+
+
+def test_the_user_model_config_trains_what_its_factory_builds():
+    import importlib
+
+    from leanscore.bench.wide_model import wide_mlp
+
+    config = load_config(BenchConfig, packaged_config("bench-user-mlp.yaml"))
+    module, _, name = config.torch_model.factory.rpartition(".")
+    built = getattr(importlib.import_module(module), name)()
+    trained = wide_mlp(config.prepare.hidden, config.prepare.features)
+    shapes = {k: tuple(v.shape) for k, v in built.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in trained.state_dict().items()}
+    assert shapes["body.0.weight"] == (1024, 128) and shapes["head.weight"] == (10, 512)
+
+
+def test_the_wide_shape_is_refused_for_other_workloads():
+    from leanscore.bench.prepare import PrepareConfig
+
+    PrepareConfig(workload="wide", rows=10, recipes=["a.yaml"], features=128, hidden=[64])
+    with pytest.raises(ValueError, match="workload 'digits' takes neither"):
+        PrepareConfig(workload="digits", rows=10, recipes=["a.yaml"], features=128)
+    with pytest.raises(ValueError, match="greater than 0"):
+        PrepareConfig(workload="wide", rows=10, recipes=["a.yaml"], hidden=[64, 0])
+
+
 def test_a_bad_autotune_entry_and_an_oversized_torch_batch_are_refused():
     base = load_config(BenchConfig, packaged_config("bench-wide.yaml")).model_dump()
     bad = {**base, "prepare": {**base["prepare"], "recipes": [{"candidate": ["x.yaml"]}]}}

@@ -80,12 +80,20 @@ def write_digits_table(
 
 
 def wide_frame(
-    spark: SparkSession, rows: int, *, seed: int = 0, partitions: int | None = None
+    spark: SparkSession,
+    rows: int,
+    *,
+    seed: int = 0,
+    partitions: int | None = None,
+    features: int | None = None,
 ) -> DataFrame:
     """A DataFrame of ``rows`` rows of the wide workload's ``table`` split (rows no recipe
     trains, calibrates or is gated on): ``row_id``, ``label`` and a ``features``
-    array<float> of 256 values; row ``i`` is the same whatever the partitioning."""
-    from leanscore.bench.wide_data import wide_rows
+    array<float> of 256 values (or ``features``); row ``i`` is the same whatever the
+    partitioning."""
+    from leanscore.bench.wide_data import WIDE_FEATURES, wide_rows
+
+    width = features or WIDE_FEATURES
 
     if rows < 1:
         raise ValueError(f"rows must be positive, got {rows}")
@@ -99,9 +107,9 @@ def wide_frame(
             start, stop = int(ids[0]), int(ids[-1]) + 1
             if stop - start != len(ids):  # spark.range hands each task a contiguous run
                 raise RuntimeError(f"row ids {start}..{stop} are not contiguous")
-            features, labels = wide_rows("table", start, stop, seed=seed)
+            x, labels = wide_rows("table", start, stop, seed=seed, features=width)
             yield pa.RecordBatch.from_arrays(
-                [pa.array(ids, pa.int64()), pa.array(labels.astype(np.int32)), _list(features)],
+                [pa.array(ids, pa.int64()), pa.array(labels.astype(np.int32)), _list(x)],
                 names=["row_id", "label", FEATURE_COLUMN],
             )
 
@@ -116,9 +124,10 @@ def write_wide_table(
     *,
     fmt: Literal["delta", "parquet"] = "delta",
     seed: int = 0,
+    features: int | None = None,
 ) -> int:
     """Write the wide workload's table (overwriting); return its Delta version (0: Parquet)."""
-    return _write(wide_frame(spark, rows, seed=seed), path, fmt)
+    return _write(wide_frame(spark, rows, seed=seed, features=features), path, fmt)
 
 
 def _list(features: np.ndarray) -> pa.ListArray:
