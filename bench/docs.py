@@ -304,7 +304,40 @@ def nightly_lines(report: dict, source: str) -> list[str]:
         "",
         f"PyTorch in predict_batch_udf at batches of {report.get('torch_batch_size', 'n/a')}; "
         f"each process run {report.get('repeats', 1)} times, median shown.",
+        *fixed_cost_lines(report),
         *limit_lines(report),
+    ]
+
+
+def fixed_cost_lines(report: dict) -> list[str]:
+    """Each job's fixed cost and cost per row, from the line through its two sizes: what a job
+    pays every night whatever the table, and what grows with it."""
+    wall = report.get("fixed_and_per_row") or {}
+    cpu = report.get("cpu_fixed_and_per_row") or {}
+    if not wall:
+        return []
+    rows = [
+        [
+            variant,
+            f"{line['fixed_s']:.2f}",
+            f"{line['per_million_rows_s']:.2f}",
+            *(
+                [
+                    f"{cpu[variant]['fixed_cpu_s']:.2f}",
+                    f"{cpu[variant]['per_million_rows_cpu_s']:.2f}",
+                ]
+                if variant in cpu
+                else ["", ""]
+            ),
+        ]
+        for variant, line in wall.items()
+    ]
+    header = ["variant", "fixed s", "s per million rows", "fixed CPU s", "CPU s per million rows"]
+    return [
+        "",
+        "From the two sizes, time = fixed + rows x per-row (CPU: the process tree's):",
+        "",
+        *_table(header, rows),
     ]
 
 
