@@ -36,7 +36,7 @@ from __future__ import annotations
 import statistics
 
 from leanscore.bench.paths import leanscore_frame, onnx_predict_fn, predict_batch_frame
-from leanscore.bench.timing import noop_seconds
+from leanscore.bench.timing import interleaved_noop_seconds
 from leanscore.compression.artifact import Artifact
 from pyspark.sql import DataFrame
 
@@ -63,13 +63,7 @@ def speed_guard(
             df, fp32, onnx_predict_fn(fp32.read_model_bytes()), batch_size=batch_size, keep=keep
         ),
     }
-    for frame in frames.values():  # warm-up: the very frames the rounds time
-        noop_seconds(frame)
-    walls: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for r in range(rounds):
-        for i in range(len(VARIANTS)):
-            name = VARIANTS[(i + r) % len(VARIANTS)]
-            walls[name].append(noop_seconds(frames[name]))
+    walls = interleaved_noop_seconds(frames, rounds)  # each warmed first, then timed
     compression = [f / c for f, c in zip(walls["fp32"], walls["compressed"], strict=True)]
     vs_pbu = [p / f for p, f in zip(walls["predict_batch_udf"], walls["fp32"], strict=True)]
     checks = {

@@ -76,7 +76,7 @@ def prepare_images(
     table_rows,
 ) -> dict[str, bool]:
     """Build whatever of (tables, baseline, artifacts, scoring table) is missing.
-    ``table_rows``: rows of a Delta table, None when there is none (``prepare._table_rows``)."""
+    ``table_rows``: rows of a Delta table, None when there is none (``prepare.delta_rows``)."""
     if state_dict_path is None:
         raise ValueError("the images workload needs torch_model.state_dict (the cached baseline)")
     built = {"model": False, "table": False}

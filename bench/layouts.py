@@ -30,8 +30,8 @@ from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-from leanscore.bench.timing import noop_seconds
-from leanscore.bench.workload import delta_rows
+from leanscore.bench.prepare import delta_rows
+from leanscore.bench.timing import interleaved_noop_seconds
 from pydantic import BaseModel, ConfigDict, Field
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -165,14 +165,7 @@ def measure_layouts(
             on_fallback=reasons.append,
         )
         engines[layout] = ("Spark's reader: " + reasons[0]) if reasons else "scan"
-    for frame in frames.values():  # warm-up: workers, sessions, first-run code paths
-        noop_seconds(frame)
-    walls: dict[tuple[str, str], list[float]] = {key: [] for key in frames}
-    keys = list(frames)
-    for round_ in range(config.repeats):
-        shift = round_ % len(keys)
-        for key in keys[shift:] + keys[:shift]:
-            walls[key].append(noop_seconds(frames[key]))
+    walls = interleaved_noop_seconds(frames, config.repeats)
     results = {}
     for layout, path in tables.items():
         read_s = statistics.median(walls[(layout, "read")])

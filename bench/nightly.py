@@ -220,7 +220,8 @@ def prepare_workload(config: NightlyBenchConfig, *, config_dir: Path) -> tuple[W
     """Build the workload's models and table where missing (its bench's prepare step), and the
     two size tables under ``workdir``; return the workload and ``{rows: table path}``."""
     from leanscore.bench.paths import feature_matrix_column
-    from leanscore.bench.workload import delta_rows, prepare_workload_source, workload_config
+    from leanscore.bench.prepare import delta_rows
+    from leanscore.bench.workload import prepare_workload_source, workload_config
     from leanscore.compression.mlflow_registry import load_artifact
     from leanscore.jobs.runtime.spark import get_spark
 
@@ -647,23 +648,9 @@ def report_lines(report: dict) -> list[str]:
             f"| {r['variant']} | {r['rows']:,} | {r['wall_s']:.2f} | {cpu} | "
             f"{r['rows_per_s']:,.0f} | " + (f"{ratio:.2f}x |" if ratio is not None else "|")
         )
-    lines += [
-        "",
-        "| variant | fixed cost s (intercept) | s per million rows (slope) |",
-        "| --- | ---: | ---: |",
-    ]
-    for variant, line in report["fixed_and_per_row"].items():
-        lines.append(f"| {variant} | {line['fixed_s']:.2f} | {line['per_million_rows_s']:.2f} |")
-    if report.get("cpu_fixed_and_per_row"):
-        lines += [
-            "",
-            "| variant | fixed CPU s (process tree) | CPU s per million rows |",
-            "| --- | ---: | ---: |",
-        ]
-        for variant, line in report["cpu_fixed_and_per_row"].items():
-            lines.append(
-                f"| {variant} | {line['fixed_cpu_s']:.2f} | {line['per_million_rows_cpu_s']:.2f} |"
-            )
+    from leanscore.bench.docs import fixed_cost_lines, limit_lines
+
+    lines += fixed_cost_lines(report)
     if report["leanscore_phases"]:
         lines += [
             "",
@@ -675,8 +662,6 @@ def report_lines(report: dict) -> list[str]:
                 f"| {phase} | {p['small_s']:.2f} | {p['large_s']:.2f} | {p['fixed_s']:.2f} | "
                 f"{p['per_million_rows_s']:.2f} |"
             )
-    from leanscore.bench.docs import limit_lines
-
     lines += limit_lines(report)
     lines += ["", "| target | measured | want | met |", "| --- | ---: | --- | --- |"]
     for t in report["targets"]:

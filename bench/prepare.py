@@ -118,7 +118,7 @@ def prepare_inputs(
             artifact_paths=artifact_paths,
             state_dict_path=state_dict_path,
             console=console,
-            table_rows=_table_rows,
+            table_rows=delta_rows,
         )
     built = {"model": False, "table": False}
     stale = stale_artifacts(prepare, artifact_paths, state_dict_path)
@@ -126,7 +126,7 @@ def prepare_inputs(
         console.log("prepare: rebuilding the model and its artifacts: " + "; ".join(stale))
         _build_models(prepare, artifact_paths, state_dict_path, console)
         built["model"] = True
-    rows = _table_rows(spark, table_path)
+    rows = delta_rows(spark, table_path)
     if rows is None or rows < prepare.rows:
         from leanscore.bench.demo.datagen import write_digits_table, write_wide_table
 
@@ -201,9 +201,12 @@ def stale_artifacts(
     return why
 
 
-def _table_rows(spark: SparkSession, path: str) -> int | None:
+def delta_rows(spark: SparkSession, path: str | Path) -> int | None:
+    """Rows of the Delta table at ``path``; None where there is none (a table a bench wrote
+    earlier is kept when it already holds the rows it needs)."""
     from delta.tables import DeltaTable
 
+    path = str(path)
     if not Path(path).exists() or not DeltaTable.isDeltaTable(spark, path):
         return None
     return spark.read.format("delta").load(path).count()

@@ -69,6 +69,21 @@ def noop_seconds(df) -> float:
     return time.perf_counter() - start
 
 
+def interleaved_noop_seconds(frames: dict, rounds: int) -> dict[object, list[float]]:
+    """Each frame once untimed (workers, sessions, first-run code paths warm), then ``rounds``
+    rounds that run every frame into the noop sink, in an order rotated by one per round so no
+    frame always runs first; ``{key: wall seconds per round}``."""
+    for frame in frames.values():
+        noop_seconds(frame)
+    keys = list(frames)
+    walls: dict[object, list[float]] = {key: [] for key in keys}
+    for r in range(rounds):
+        shift = r % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            walls[key].append(noop_seconds(frames[key]))
+    return walls
+
+
 def since(clock: TaskClock | None, before: dict[str, float] | None) -> dict[str, float] | None:
     """The seconds the tasks added since ``before`` (a ``values()`` snapshot)."""
     if clock is None or before is None:

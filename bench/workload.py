@@ -58,11 +58,3 @@ def prepare_workload_source(
             console=Console(stderr=True),
         )
     return PreparedWorkload(bench, path, artifacts, state_dict, table)
-
-
-def delta_rows(spark: SparkSession, path: str | Path) -> int | None:
-    """Rows of the Delta table at ``path``; None where there is none (a table a bench wrote
-    earlier is kept when it already holds the rows it needs)."""
-    if not (Path(path) / "_delta_log").is_dir():
-        return None
-    return spark.read.format("delta").load(str(path)).count()
