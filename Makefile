@@ -139,7 +139,7 @@ bench-nightly-large: $(STAMP) jars
 
 # The same sizes on a user's own mid-sized model (conf/bench-user-mlp.yaml: 128 features,
 # 1024-512 hidden), where after compression the pipeline around the model is most of the job:
-# about 25 minutes on 2 cores and 15 GB of tables.
+# 16 minutes on 2 cores here with its set-up, and about 15 GB of tables.
 NIGHTLY_USER := bench-output/nightly-user
 bench-nightly-user: $(STAMP) jars
 	$(VENV)/bin/leanscore bench-nightly --config conf/bench-nightly.yaml --out $(NIGHTLY_USER) \
