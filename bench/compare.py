@@ -42,7 +42,7 @@ from leanscore.bench.paths import (
     torch_predict_fn,
 )
 from leanscore.bench.prepare import PrepareConfig
-from leanscore.bench.pricing import Pricing, cost, savings
+from leanscore.bench.pricing import Pricing, cost, rounded_cost, savings
 from leanscore.bench.timing import PARTS, TaskClock, breakdown, noop_seconds, since
 from leanscore.compression.artifact import Artifact
 from leanscore.compression.evaluate import accuracy_interval
@@ -787,7 +787,7 @@ def _variant_result(
         "accuracy_interval": accuracy_interval(q["accuracy"], distinct_examples or rows),
         "fidelity": q["fidelity"],
         "time_breakdown": times,
-        **{k: round(x, 6) for k, x in money.items()},
+        **rounded_cost(money),
     }
 
 

@@ -108,11 +108,14 @@ def _row(measure, value, target, *, at_least: bool, pair: str, note: str | None 
 
 
 def _bill_note(fp32: dict, comp: dict, report: dict) -> str:
-    """The two bills, and the floor the nightly fixed cost puts under their ratio: with a free
-    model the compressed bill would still hold the fixed cost, so no target below that floor
-    can be met at the priced volume."""
+    """The two bills (and the workers each is priced on), and the floor the nightly fixed cost
+    puts under their ratio: a free model's bill would still hold the fixed cost of the
+    smallest cluster it may run on, so no target below that floor can be met at the priced
+    volume."""
     note = f"${comp['monthly_usd']:,.2f} vs ${fp32['monthly_usd']:,.2f} a month"
-    fixed, nightly = comp.get("fixed_usd_per_night"), fp32.get("nightly_usd")
+    if comp.get("workers") and fp32.get("workers"):
+        note += f" on {comp['workers']} vs {fp32['workers']} workers"
+    fixed, nightly = _floor_fixed(comp, report), fp32.get("nightly_usd")
     if fixed is None or not nightly:
         return note
     rows = (report.get("pricing") or {}).get("nightly_rows")
@@ -121,6 +124,19 @@ def _bill_note(fp32: dict, comp: dict, report: dict) -> str:
         f"{note}; the fixed cost alone (${fixed:,.2f} a night: start-up, driver) is "
         f"{fixed / nightly:.2f} of fp32's bill, the lowest ratio any model reaches{volume}"
     )
+
+
+def _floor_fixed(comp: dict, report: dict) -> float | None:
+    """The fixed cost a free model would pay: the fewest workers the report's pricing allows
+    (its window sizes the cluster), else the compressed variant's own fixed cost."""
+    from leanscore.bench.pricing import Pricing, cost
+    from pydantic import ValidationError
+
+    try:
+        pricing = Pricing.model_validate(report.get("pricing") or {})
+    except ValidationError:
+        return comp.get("fixed_usd_per_night")
+    return cost(pricing, rows=10**9, wall_s=1e-9, cores=1)["fixed_usd_per_night"]
 
 
 def _intervals(fp32: dict, comp: dict, distinct: int | None) -> str:

@@ -11,10 +11,18 @@ driver node for the scoring hours. The monthly bill is the nightly bill times th
 month. A faster variant shrinks only the per-row part (and the driver's scoring hours), so
 the bill falls less than the speed ratio: the reports state the saving on the bill.
 Throughput is assumed to scale with cores, as scoring is embarrassingly parallel.
+
+The cluster's size: ``workers`` nodes, or, where the pricing gives a nightly window
+(``window_hours``), the fewest workers, up to ``workers``, whose cores score the night's rows
+within it. That is how a team sizes a job cluster for a deadline, and it is where a faster
+model also cuts the fixed cost: it needs fewer nodes, each of which pays the start-up minutes.
+A variant that cannot finish in the window even on ``workers`` nodes is priced on all of them
+and marked ``within_window: false``.
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from leanscore.jobs.config import load_config
@@ -39,7 +47,16 @@ class Pricing(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     instance: Instance
-    workers: int = Field(gt=0, description="worker nodes in the nightly cluster")
+    workers: int = Field(
+        gt=0,
+        description="worker nodes in the nightly cluster; with window_hours, the most it may have",
+    )
+    window_hours: float | None = Field(
+        default=None,
+        gt=0,
+        description="hours the nightly scoring may take: each variant is priced on the fewest "
+        "workers (up to `workers`) that finish in them; none: always `workers`",
+    )
     driver: Instance | None = Field(
         default=None, description="the driver node, billed for start-up and scoring; none: free"
     )
@@ -61,11 +78,11 @@ def cost(pricing: Pricing, *, rows: int, wall_s: float, cores: int) -> dict[str,
     core_s_per_m = cores * wall_s / rows * 1e6
     usd_per_m = core_s_per_m * pricing.instance.usd_per_core_second
     scoring = usd_per_m * pricing.nightly_rows / 1e6
-    cluster_cores = pricing.workers * pricing.instance.cores
-    hours = core_s_per_m * pricing.nightly_rows / 1e6 / cluster_cores / 3600.0
+    workers, within = cluster_workers(pricing, core_s_per_m * pricing.nightly_rows / 1e6)
+    hours = core_s_per_m * pricing.nightly_rows / 1e6 / (workers * pricing.instance.cores) / 3600
     startup_h = pricing.startup_minutes / 60.0
     driver_hourly = node_usd_per_hour(pricing.driver) if pricing.driver else 0.0
-    fixed = startup_h * (pricing.workers * node_usd_per_hour(pricing.instance) + driver_hourly)
+    fixed = startup_h * (workers * node_usd_per_hour(pricing.instance) + driver_hourly)
     driver_scoring = driver_hourly * hours
     nightly = scoring + fixed + driver_scoring
     return {
@@ -77,7 +94,25 @@ def cost(pricing: Pricing, *, rows: int, wall_s: float, cores: int) -> dict[str,
         "nightly_usd": nightly,
         "monthly_usd": nightly * pricing.nights_per_month,
         "nightly_hours": hours,
+        "workers": workers,
+        "within_window": within,
     }
+
+
+def cluster_workers(pricing: Pricing, core_seconds: float) -> tuple[int, bool | None]:
+    """The workers a night of ``core_seconds`` is priced on, and whether it finishes within
+    the window (None without one): see the module docstring."""
+    if pricing.window_hours is None:
+        return pricing.workers, None
+    node_core_s = pricing.instance.cores * pricing.window_hours * 3600.0
+    # a hair of slack so that a night filling the window exactly needs no extra node
+    needed = max(1, math.ceil(core_seconds / node_core_s - 1e-9))
+    return min(needed, pricing.workers), needed <= pricing.workers
+
+
+def rounded_cost(figures: dict) -> dict:
+    """A ``cost`` result as reports keep it: money and hours to 6 places, the rest as is."""
+    return {k: round(x, 6) if isinstance(x, float) else x for k, x in figures.items()}
 
 
 def node_usd_per_hour(instance: Instance) -> float:
@@ -103,26 +138,40 @@ def cost_model_text(pricing: Pricing) -> str:
         else ""
     )
     driver = pricing.driver
+    nodes = (
+        f"its {pricing.workers} workers"
+        if pricing.window_hours is None
+        else "every worker it runs on"
+    )
     fixed = (
-        f" Every run also pays {pricing.startup_minutes:g} start-up minutes on all "
-        f"{pricing.workers} workers"
+        f" Every run also pays {pricing.startup_minutes:g} start-up minutes on {nodes}"
         + (
             f" and the driver ({driver.name}, ${node_usd_per_hour(driver):.3f}/hour), and the "
             "driver for the scoring hours"
             if driver
             else ""
         )
-        + ": the fixed cost per night, the same whatever the variant."
+        + (
+            ": the fixed cost per night, the same whatever the variant."
+            if pricing.window_hours is None
+            else ": the fixed cost per night, which falls with the workers a variant needs."
+        )
         if pricing.startup_minutes or driver
         else " Start-up and driver costs are not priced (pricing.startup_minutes, driver)."
+    )
+    cluster = (
+        f"on {pricing.workers} such nodes"
+        if pricing.window_hours is None
+        else f"within {pricing.window_hours:g} hours on the fewest such nodes, at most "
+        f"{pricing.workers}, that finish in time"
     )
     return (
         f"A worker node ({inst.name}, {inst.cores} cores) costs ${inst.usd_per_hour:g}/hour{dbu}, "
         f"that is ${inst.usd_per_core_second * 3600:.4f} per core-hour. A variant that keeps the "
         "benchmark's cores busy for its measured wall time spends cores x wall seconds; per "
         "million rows that is its core-seconds per million rows, and at the core-second price "
-        f"its $ per million rows. A nightly job scores {pricing.nightly_rows:,} rows on "
-        f"{pricing.workers} such nodes; its scoring costs $ per million rows x "
+        f"its $ per million rows. A nightly job scores {pricing.nightly_rows:,} rows "
+        f"{cluster}; its scoring costs $ per million rows x "
         f"{pricing.nightly_rows / 1e6:,g}.{fixed} The month has {pricing.nights_per_month} "
         "nights. Throughput is assumed to scale linearly with cores (scoring is embarrassingly "
         "parallel) and one benchmark core is taken to be worth one cloud vCPU; storage is left "

@@ -106,3 +106,48 @@ def test_fixed_costs_per_night_make_the_bill_fall_less_than_the_speed_ratio():
 def test_shipped_pricing_prices_start_up_and_driver():
     pricing = load_pricing(CONF / "pricing.yaml")
     assert pricing.startup_minutes > 0 and pricing.driver is not None
+
+
+WINDOWED = {
+    **GOOD,
+    "workers": 8,
+    "window_hours": 1.0,
+    "driver": {"name": "d", "usd_per_hour": 0.5, "cores": 4},
+    "startup_minutes": 6,
+    "nightly_rows": 100_000_000,
+}
+
+
+def test_a_window_prices_each_variant_on_the_fewest_workers_that_finish_in_it():
+    pricing = Pricing.model_validate(WINDOWED)
+    node_hour_core_s = 4 * 3600  # one 4-core node for the 1-hour window
+    # 2 cores for 100 s per million rows: 20,000 core-s a night, 2 nodes' worth of the hour
+    slow = cost(pricing, rows=1_000_000, wall_s=100.0, cores=2)
+    fast = cost(pricing, rows=1_000_000, wall_s=10.0, cores=2)  # 2,000 core-s: one node
+    assert 1 < 20_000 / node_hour_core_s <= 2
+    assert (slow["workers"], fast["workers"]) == (2, 1)
+    assert slow["within_window"] is True and fast["within_window"] is True
+    assert slow["nightly_hours"] == pytest.approx(20_000 / (2 * 4) / 3600)
+    assert slow["fixed_usd_per_night"] == pytest.approx(0.1 * (2 * 2.0 + 0.5))
+    assert fast["fixed_usd_per_night"] == pytest.approx(0.1 * (1 * 2.0 + 0.5))
+    # the per-row part is the cores' time whatever the cluster's size
+    fixed_size = Pricing.model_validate({**WINDOWED, "window_hours": None})
+    assert cost(fixed_size, rows=1_000_000, wall_s=100.0, cores=2)["workers"] == 8
+    assert slow["scoring_usd_per_night"] == pytest.approx(
+        cost(fixed_size, rows=1_000_000, wall_s=100.0, cores=2)["scoring_usd_per_night"]
+    )
+    assert "within 1 hours on the fewest such nodes, at most 8" in cost_model_text(pricing)
+
+
+def test_a_night_too_long_for_the_window_takes_every_worker_and_says_so():
+    pricing = Pricing.model_validate(WINDOWED)
+    # 2 cores for 1,000 s per million rows: 200,000 core-s, 14 nodes' worth of the hour
+    late = cost(pricing, rows=1_000_000, wall_s=1_000.0, cores=2)
+    assert late["workers"] == 8 and late["within_window"] is False
+    assert late["nightly_hours"] == pytest.approx(200_000 / (8 * 4) / 3600)
+    assert cost(Pricing.model_validate(GOOD), rows=1, wall_s=1.0, cores=1)["within_window"] is None
+
+
+def test_a_window_must_be_positive():
+    with pytest.raises(ValueError, match="window_hours"):
+        Pricing.model_validate({**WINDOWED, "window_hours": 0})

@@ -11,7 +11,7 @@ import re
 import pytest
 from conftest import DEMO_ROWS, DEMO_RUN_DATE
 from delta.tables import DeltaTable
-from leanscore.bench.demo.job import rows_to_halve_bill
+from leanscore.bench.demo.job import nightly_usd, rows_to_halve_bill
 from leanscore.bench.pricing import load_pricing
 from leanscore.compression.artifact import Artifact
 from leanscore.jobs.config import packaged_config
@@ -87,20 +87,36 @@ def test_demo_terminal_is_clean_and_fits_100_columns(demo_run):
 
 
 def test_rows_to_halve_the_bill_follows_the_fixed_and_per_row_costs():
-    pricing = load_pricing(packaged_config(".") / "pricing.yaml")
-    fixed = 0.5
-
-    def result(per_row_usd: float) -> dict:
-        return {
-            "fixed_usd_per_night": fixed,
-            "nightly_usd": fixed + per_row_usd * pricing.nightly_rows,
-        }
-
-    # a model 4x cheaper per row halves the bill once rows outweigh the fixed cost
-    rows = rows_to_halve_bill(pricing, result(4e-9), result(1e-9))
-    assert rows == int(fixed / 2 / (2e-9 - 1e-9)) + 1
+    fixed_cluster = load_pricing(packaged_config(".") / "pricing.yaml").model_copy(
+        update={"window_hours": None}
+    )
+    slow, fast = {"core_seconds_per_million_rows": 40.0}, {"core_seconds_per_million_rows": 10.0}
+    rows = rows_to_halve_bill(fixed_cluster, slow, fast)
+    # on a cluster of fixed size the bill is a line: fixed + per-row x rows, the same fixed
+    # part for both, so it halves where the per-row saving pays half the fixed part
+    fixed = nightly_usd(fixed_cluster.model_copy(update={"nightly_rows": 1}), slow)
+    billion = fixed_cluster.model_copy(update={"nightly_rows": 10**9})
+    per_row = [(nightly_usd(billion, v) - fixed) / 1e9 for v in (slow, fast)]
+    assert rows == pytest.approx(fixed / 2 / (per_row[0] / 2 - per_row[1]), abs=2)
     # one only 10% cheaper per row never does, however many rows
-    assert rows_to_halve_bill(pricing, result(4e-9), result(3.6e-9)) is None
+    assert rows_to_halve_bill(fixed_cluster, slow, {"core_seconds_per_million_rows": 36.0}) is None
+
+
+def test_a_nightly_window_halves_the_bill_at_fewer_rows_and_exactly_from_that_row():
+    windowed = load_pricing(packaged_config(".") / "pricing.yaml").model_copy(
+        update={"window_hours": 1.0}
+    )
+    slow, fast = {"core_seconds_per_million_rows": 40.0}, {"core_seconds_per_million_rows": 10.0}
+    rows = rows_to_halve_bill(windowed, slow, fast)
+    fixed_rows = rows_to_halve_bill(windowed.model_copy(update={"window_hours": None}), slow, fast)
+    # small nights run on one node instead of all of them: less start-up to outweigh
+    assert rows is not None and fixed_rows is not None and rows < fixed_rows
+
+    def ratio(n: int) -> float:
+        night = windowed.model_copy(update={"nightly_rows": n})
+        return nightly_usd(night, fast) / nightly_usd(night, slow)
+
+    assert ratio(rows) <= 0.5 < ratio(rows - 1)
 
 
 def test_workloads_are_chosen_by_name_in_the_order_given():

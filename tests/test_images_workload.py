@@ -425,6 +425,30 @@ def test_the_bill_note_gives_the_floor_the_fixed_cost_sets():
     )
 
 
+def test_with_a_window_the_bill_floor_is_the_smallest_clusters_fixed_cost():
+    """Where the pricing sizes the cluster for a window, a free model would run on one worker:
+    the floor is that cluster's start-up and driver, not the fixed cost fp32's cluster pays."""
+    from leanscore.bench.image_targets import ImageTargets, verdict
+
+    report = _report(comp_bill=300.0)
+    for variant in report["variants"]:
+        workers = 1 if variant["compressed"] else 3
+        variant.update(fixed_usd_per_night=0.1 * workers, nightly_usd=1.0, workers=workers)
+    report["pricing"] = {
+        "instance": {"name": "n", "usd_per_hour": 1.0, "cores": 8},
+        "driver": {"name": "d", "usd_per_hour": 1.0, "cores": 4},
+        "workers": 8,
+        "window_hours": 1.0,
+        "startup_minutes": 6,
+        "nightly_rows": 100_000_000,
+    }
+    bill = verdict(report, ImageTargets())[4]
+    assert bill["met"] is True and bill["value"] == 0.3
+    # 6 minutes on one worker and the driver at $1 an hour each
+    assert bill["note"].startswith("$300.00 vs $1,000.00 a month on 1 vs 3 workers; ")
+    assert "the fixed cost alone ($0.20 a night: start-up, driver) is 0.20" in bill["note"]
+
+
 def test_the_fast_png_path_gives_pillows_pixels_and_leaves_the_rest_to_pillow(monkeypatch):
     import leanscore.compression.image_inputs as family
 

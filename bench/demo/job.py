@@ -35,7 +35,7 @@ from leanscore.bench.compare import (
 )
 from leanscore.bench.demo.datagen import FEATURE_COLUMN, write_digits_table, write_wide_table
 from leanscore.bench.metrics import environment, source_commit
-from leanscore.bench.pricing import Pricing, load_pricing
+from leanscore.bench.pricing import Pricing, cost, load_pricing
 from leanscore.compression.build import compress_to_artifact
 from leanscore.compression.data import DIGITS_FEATURES, LabelledData
 from leanscore.compression.recipe import Recipe
@@ -279,19 +279,35 @@ def _title(workload: DemoWorkload, report: dict, day: str) -> str:
 
 def rows_to_halve_bill(pricing: Pricing, baseline: dict, variant: dict) -> int | None:
     """The rows per night from which ``variant``'s nightly bill is at most half the
-    baseline's under ``pricing``, or None where it never is (the fixed cost per night is the
-    same for both, so the per-row part must more than halve). Both are compare results."""
+    baseline's under ``pricing`` (and stays so for every larger night, up to a trillion
+    rows), or None where it never does: the fixed cost per night must be paid whatever the
+    model, so the per-row part must more than halve. Both are compare results; each night is
+    priced as ``cost`` prices it, the cluster sized for that night where the pricing has a
+    window. Found on a grid of 40 points a decade, then narrowed to the row."""
 
-    def line(result: dict) -> tuple[float, float]:
-        fixed = result["fixed_usd_per_night"]
-        return fixed, (result["nightly_usd"] - fixed) / pricing.nightly_rows
+    def halved(rows: int) -> bool:
+        night = pricing.model_copy(update={"nightly_rows": rows})
+        return nightly_usd(night, variant) <= nightly_usd(night, baseline) / 2
 
-    fixed, base_per_row = line(baseline)
-    _, variant_per_row = line(variant)
-    margin = base_per_row / 2 - variant_per_row
-    if margin <= 0:
+    grid = [int(10 ** (k / 40)) for k in range(12 * 40 + 1)]
+    if not halved(grid[-1]):
         return None
-    return int(fixed / 2 / margin) + 1
+    first = len(grid) - 1
+    while first > 0 and halved(grid[first - 1]):
+        first -= 1
+    if first == 0:
+        return 1
+    low, high = grid[first - 1], grid[first]  # not halved at low, halved at high
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if halved(mid) else (mid, high)
+    return high
+
+
+def nightly_usd(pricing: Pricing, result: dict) -> float:
+    """A compare result's nightly bill under ``pricing``, from its core-seconds per row."""
+    core_s = result["core_seconds_per_million_rows"]
+    return cost(pricing, rows=1_000_000, wall_s=core_s, cores=1)["nightly_usd"]
 
 
 def _bill_sentence(report: dict, pricing: Pricing) -> str:
