@@ -154,9 +154,16 @@ def stamp(report: dict, source: str) -> str:
         )
     load = ", ".join(f"{x:.2f}" for x in env["load"])
     cores = f"{env['cores']} cores" if env["cores"] else "cores n/a"
+    repriced = report.get("repriced")
+    priced = (
+        f" Priced {repriced['at'][:10]} at commit `{repriced['commit'] or 'unknown'}` under "
+        f"`{Path(repriced['pricing']).name}` (`leanscore report reprice`)."
+        if repriced
+        else ""
+    )
     return (
         f"_Measured {env['run_at'][:10]} at commit `{env['commit'] or 'unknown'}` on "
-        f"{env['cpu_model']}, {cores} of {env['machine_cores']}, load average {load}. "
+        f"{env['cpu_model']}, {cores} of {env['machine_cores']}, load average {load}.{priced} "
         f"Source: `{source}`._"
     )
 

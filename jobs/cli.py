@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
@@ -336,6 +337,30 @@ def report_docs(
     except DocsError as err:
         _fail(err)
     typer.echo(f"wrote {out}" + (f" and the headline of {readme}" if readme else ""))
+
+
+@report_app.command("reprice")
+def report_reprice(
+    report: Annotated[Path, typer.Argument(help="A bench or demo report JSON.")],
+    pricing: Annotated[Path, typer.Option(help="The pricing file to price its runs under.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Where to write the re-priced report; default: in place.")
+    ] = None,
+) -> None:
+    """Price a bench or demo report's measured runs under another pricing file: each variant's
+    cost, savings and the bill's verdict are recomputed, nothing measured changes."""
+    from leanscore.bench.docs import DocsError, load_report
+    from leanscore.bench.pricing import load_pricing
+    from leanscore.bench.reprice import reprice
+    from leanscore.jobs.config import ConfigError
+
+    try:
+        priced = reprice(load_report(report), load_pricing(pricing), pricing_source=str(pricing))
+    except (DocsError, ConfigError, ValueError, KeyError) as err:
+        _fail(err if not isinstance(err, KeyError) else ValueError(f"{report}: no {err} in it"))
+    target = out or report
+    target.write_text(json.dumps(priced, indent=2) + "\n")
+    typer.echo(f"wrote {target}, priced under {pricing}")
 
 
 def _embedding_bench(config: Path, out: Path, overrides: list[str] | None) -> None:
