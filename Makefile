@@ -51,7 +51,7 @@ fashion-mnist:
 	  || { apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist > /dev/null; } \
 	  || echo "warning: install Debian's dataset-fashion-mnist package (the images workload needs it)"
 
-demo: $(STAMP) jars
+demo: $(STAMP) jars fashion-mnist
 	$(VENV)/bin/leanscore demo --workdir $(WORKDIR) --rows $(ROWS)
 
 # Two pytest workers (pytest-xdist), one test file each at a time: the suite waits on JVMs,

@@ -79,8 +79,8 @@ def demo(
     workload: Annotated[
         list[str] | None,
         typer.Option(
-            help="Run only this workload (repeatable): wide-mlp, digits-mlp. Default: both, "
-            "the first as the headline."
+            help="Run only this workload (repeatable): fashion-cnn, digits-mlp, wide-mlp. "
+            "Default: fashion-cnn and digits-mlp, the first named as the headline."
         ),
     ] = None,
 ) -> None:

@@ -1,5 +1,6 @@
 """A small run of the whole story, as a user runs it: train, compress, write Delta, score,
-compare, for the headline workload (where compression pays) and the digits MLP.
+compare, for the headline workload (the CNN on Fashion-MNIST's photos, where compression
+pays) and the digits MLP (where reading the table is the cost).
 
 The run is the session's ``demo_run`` (conftest): the notebook and spark-submit tests score
 its digits table with its artifacts, so the demo runs once per session."""
@@ -27,9 +28,9 @@ JAVA_LINE = re.compile(
 
 def test_demo_builds_both_workloads_artifacts_and_tables(spark, demo_run):
     workdir, report, _ = demo_run
-    assert list(report["workloads"]) == ["wide-mlp", "digits-mlp"]
+    assert list(report["workloads"]) == ["fashion-cnn", "digits-mlp"]
     for name, (fp32, small), table in (
-        ("wide-mlp", ("wide-mlp-fp32", "wide-mlp-distilled-tiny-int8"), "wide_features"),
+        ("fashion-cnn", ("fashion-cnn-fp32", "fashion-cnn-tiny-student-w8"), "fashion_scoring"),
         ("digits-mlp", ("digits-mlp-fp32", "digits-mlp-pruned-int8"), "digits_features"),
     ):
         big = Artifact.load(workdir / "artifacts" / fp32)
@@ -52,24 +53,49 @@ def test_demo_builds_both_workloads_artifacts_and_tables(spark, demo_run):
         assert workload["variants"][1]["fidelity"]["agreement"] > 0.9
 
 
-def test_digits_accuracy_interval_counts_distinct_images_not_augmented_rows(demo_run):
+def test_accuracy_intervals_count_distinct_images_not_repeated_rows(demo_run):
     _, report, _ = demo_run
-    digits, wide = report["workloads"]["digits-mlp"], report["workloads"]["wide-mlp"]
+    digits, photos = report["workloads"]["digits-mlp"], report["workloads"]["fashion-cnn"]
     assert digits["distinct_examples"] == 450  # held-out images, each copied many times
     low, high = digits["variants"][0]["accuracy_interval"]
     assert high - low > 0.02  # about +-1.5 points over 450 images, not +-0.3 over 4,000 rows
-    assert wide["distinct_examples"] is None  # every wide row is an independent draw
+    assert photos["distinct_examples"] == DEMO_ROWS  # the first 4,000 test photos, once each
+
+
+def test_each_workload_is_priced_with_its_own_pricing_file(demo_run):
+    _, report, _ = demo_run
+    conf = packaged_config(".")
+    for name, pricing_file in (
+        ("fashion-cnn", "pricing-images.yaml"),
+        ("digits-mlp", "pricing.yaml"),
+    ):
+        pricing = load_pricing(conf / pricing_file)
+        assert report["workloads"][name]["pricing"] == pricing.model_dump(), name
+
+
+def test_the_photo_table_repeats_the_test_split_to_the_rows_asked(spark, tmp_path):
+    from leanscore.bench.demo.datagen import fashion_distinct_examples, write_fashion_table
+    from pyspark.sql import functions as F
+
+    path = str(tmp_path / "photos")
+    assert write_fashion_table(spark, path, 12_500) == 0
+    table = spark.read.format("delta").load(path)
+    assert table.count() == 12_500 and fashion_distinct_examples(12_500) == 10_000
+    assert table.select(F.countDistinct("row_id")).first()[0] == 12_500
+    per_image = table.groupBy("example_id").count().groupBy("count").count().collect()
+    # the first 2,500 photos twice, the other 7,500 once: no photo dropped, none a third time
+    assert sorted((r[0], r[1]) for r in per_image) == [(1, 7_500), (2, 2_500)]
 
 
 def test_the_headline_compressed_model_runs_as_the_nightly_job(spark, demo_run):
     workdir, report, _ = demo_run
-    job = report["workloads"]["wide-mlp"]["nightly_job"]
+    job = report["workloads"]["fashion-cnn"]["nightly_job"]
     preds = spark.read.format("delta").load(job["predictions"])
     assert preds.count() == job["rows_out"] == DEMO_ROWS
     assert [r[0].isoformat() for r in preds.select("run_date").distinct().collect()] == [
         DEMO_RUN_DATE
     ]
-    assert (workdir / "runs" / f"wide-mlp-distilled-tiny-int8-{DEMO_RUN_DATE}.json").is_file()
+    assert (workdir / "runs" / f"fashion-cnn-tiny-student-w8-{DEMO_RUN_DATE}.json").is_file()
 
 
 def test_demo_terminal_is_clean_and_fits_100_columns(demo_run):
@@ -125,5 +151,8 @@ def test_workloads_are_chosen_by_name_in_the_order_given():
     assert chosen_workloads(None) == chosen_workloads([]) == WORKLOADS
     picked = chosen_workloads(["digits-mlp", "wide-mlp", "digits-mlp"])
     assert [w.name for w in picked] == ["digits-mlp", "wide-mlp"]
-    with pytest.raises(ValueError, match="unknown demo workload 'wide': choose from wide-mlp, "):
+    with pytest.raises(
+        ValueError,
+        match="unknown demo workload 'wide': choose from fashion-cnn, wide-mlp, digits-mlp",
+    ):
         chosen_workloads(["wide"])

@@ -142,3 +142,47 @@ def _write(df: DataFrame, path: str, fmt: str) -> int:
     from delta.tables import DeltaTable
 
     return int(DeltaTable.forPath(df.sparkSession, path).history(1).select("version").first()[0])
+
+
+def write_fashion_table(spark: SparkSession, path: str, rows: int) -> int:
+    """Fashion-MNIST's test photos as PNG bytes with labels, repeated to ``rows`` rows (the
+    first ``rows`` of the test split where fewer): ``row_id``, ``example_id`` (the test image),
+    ``image``, ``label``. No recipe sees the test split, so every row is held out; where
+    ``rows`` is not a multiple of the distinct images, the first ones appear once more.
+    Returns the table's Delta version."""
+    import pandas as pd
+    from leanscore.bench.fashion_data import load_split, png_bytes
+    from pyspark.sql import functions as F
+
+    images, labels = load_split("test")
+    distinct = min(rows, len(images))
+    test = spark.createDataFrame(
+        pd.DataFrame(
+            {
+                "example_id": np.arange(distinct, dtype=np.int64),
+                "image": png_bytes(images[:distinct]),
+                "label": labels[:distinct].astype(np.int32),
+            }
+        ),
+        schema="example_id long, image binary, label int",
+    )
+    copies = spark.range(-(-rows // distinct)).withColumnRenamed("id", "copy")
+    frame = (
+        copies.crossJoin(test)
+        .select(
+            (F.col("copy") * distinct + F.col("example_id")).alias("row_id"),
+            "example_id",
+            "image",
+            "label",
+        )
+        .where(F.col("row_id") < rows)
+        .repartition(max(2, rows // 100_000))
+    )
+    return _write(frame, path, "delta")
+
+
+def fashion_distinct_examples(rows: int) -> int:
+    """The distinct test photos behind ``write_fashion_table``'s ``rows`` rows."""
+    from leanscore.bench.fashion_data import TEST_IMAGES
+
+    return min(rows, TEST_IMAGES)
