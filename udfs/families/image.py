@@ -15,8 +15,7 @@ class ImageFamily(Family):
     name = "image"
     # Rows per ONNX Runtime call. A CNN's activations grow with the batch (a 1,024-image batch
     # of 28x28 photos through 8 channels is 25 MB): small batches keep them in the core's
-    # cache. Measured on one thread over Fashion-MNIST's test photos, 32 rows against 1,024:
-    # the fp32 VGG 1.1x, the distilled tiny student 1.6x faster.
+    # cache, which matters most for the small, fast models compression makes.
     default_batch_size = 32
 
     @property
