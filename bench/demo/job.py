@@ -53,6 +53,7 @@ from leanscore.compression.recipe import Recipe
 from leanscore.jobs.config import load_config, packaged_config
 from leanscore.jobs.score import InputConfig, ScoreConfig, run_score
 from leanscore.jobs.tables import print_table
+from leanscore.udfs.families.image import ImageFamily
 from pyspark.sql import SparkSession
 from rich.console import Console
 
@@ -75,6 +76,7 @@ class DemoWorkload:
     write_table: Callable[[SparkSession, str, int], int]  # returns the Delta version
     distinct_examples: Callable[[LabelledData, int], int | None]  # (evaluation, rows)
     pricing: str = "pricing.yaml"  # in conf/
+    batch_size: int = 4096  # rows per ONNX Runtime call, both models
     class_labels: tuple[str, ...] = tuple(str(d) for d in range(10))
 
 
@@ -122,6 +124,7 @@ FASHION = DemoWorkload(
     distinct_examples=lambda evaluation, rows: fashion_distinct_examples(rows),
     pricing="pricing-images.yaml",
     class_labels=_fashion_classes(),
+    batch_size=ImageFamily.default_batch_size,  # a CNN's activations stay in the core's cache
 )
 WIDE = DemoWorkload(
     name="wide-mlp",
@@ -251,6 +254,7 @@ def _run_workload(
         pricing,
         label_column="label",
         repeats=2,
+        batch_size=workload.batch_size,
         console=details,
         keep=keep,
         scan=scan_plan(spark, whole_table, artifacts[0], keep, details),
