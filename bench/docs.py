@@ -252,7 +252,29 @@ def comparison_lines(report: dict, source: str) -> list[str]:
             decomposition,
             right={1},
         ),
+        *image_target_lines(report),
     ]
+
+
+def image_target_lines(report: dict) -> list[str]:
+    """The images workload's own targets (``bench/image_targets.py``), as its report judged
+    them; nothing for other workloads."""
+    section = report.get("images")
+    if not section:
+        return []
+    rows = [
+        [
+            r["measure"],
+            "n/a" if r["value"] is None else f"{r['value']:g}",
+            r["target"],
+            "met" if r["met"] else "NOT met",
+            f"`{r['compared']}`",
+            r["note"],
+        ]
+        for r in section["targets"]
+    ]
+    head = ["target on real photos", "value", "target", "verdict", "compared", "note"]
+    return ["", *_table(head, rows, right={1})]
 
 
 def embedding_lines(report: dict, source: str) -> list[str]:

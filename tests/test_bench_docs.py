@@ -180,3 +180,19 @@ def test_reports_are_stamped_with_the_checkouts_commit():
     ).stdout.strip()
     stamp = source_commit()
     assert stamp is not None and stamp.removesuffix("+dirty") == head
+
+
+def test_the_images_targets_are_printed_as_the_report_judged_them():
+    import json
+
+    from leanscore.bench.docs import image_target_lines
+
+    root = Path(__file__).resolve().parents[1]
+    report = json.loads((root / "docs" / "reports" / "fashion-cnn.json").read_text())
+    lines = image_target_lines(report)
+    rows = [line for line in lines if line.startswith("| ") and "target on real photos" not in line]
+    assert len(rows) == 1 + len(report["images"]["targets"])  # the alignment row, then one each
+    report["images"]["targets"][2]["met"] = False
+    failing = image_target_lines(report)
+    assert "| NOT met |" in failing[5] and "| met |" in failing[4]
+    assert image_target_lines({k: v for k, v in report.items() if k != "images"}) == []
