@@ -703,7 +703,7 @@ def compare_variants(
     ]
     base_cost = results[0]
     for res in results:
-        res.update({k: round(x, 6) for k, x in savings(base_cost, res).items()})
+        res.update(rounded_cost(savings(base_cost, res)))
         res["speedup"] = round(res["rows_per_s"] / base_cost["rows_per_s"], 3)
     return {
         "rows": rows,

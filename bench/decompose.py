@@ -265,18 +265,27 @@ def _bill(variants: list[dict], baseline: dict, targets: BenchTargets) -> dict |
     if best is None or not baseline.get("monthly_usd"):
         return None
     within, why = within_budget(best, baseline, targets)
-    ratio = best["monthly_usd"] / baseline["monthly_usd"]
     return {
         "variant": best["name"],
         "reference": baseline["name"],
-        "monthly_usd": best["monthly_usd"],
-        "reference_monthly_usd": baseline["monthly_usd"],
-        "ratio": round(ratio, 4),
         "target": targets.monthly_bill_ratio,
         "within_budget": within,
         "budget": why,
         **who,
-        "met": bool(ratio <= targets.monthly_bill_ratio and within),
+        **bill_verdict(best, baseline, targets.monthly_bill_ratio, within),
+    }
+
+
+def bill_verdict(variant: dict, reference: dict, target: float, within: bool) -> dict:
+    """The bill effect's priced figures: both monthly bills, their ratio, and met (the ratio
+    reaches ``target`` and the variant is ``within`` its quality budget). Re-pricing a report
+    recomputes these alone."""
+    ratio = variant["monthly_usd"] / reference["monthly_usd"]
+    return {
+        "monthly_usd": variant["monthly_usd"],
+        "reference_monthly_usd": reference["monthly_usd"],
+        "ratio": round(ratio, 4),
+        "met": bool(ratio <= target and within),
     }
 
 

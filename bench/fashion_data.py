@@ -96,7 +96,8 @@ def png_bytes(images: np.ndarray) -> list[bytes]:
     return out
 
 
-def _frame(spark: SparkSession, images, labels, ids, extra: dict | None = None) -> DataFrame:
+def photo_frame(spark: SparkSession, images, labels, ids, extra: dict | None = None) -> DataFrame:
+    """Photos as ``row_id``, ``image`` (PNG bytes), ``label`` and any ``extra`` string columns."""
     import pandas as pd
 
     data = {"row_id": np.asarray(ids, np.int64), "image": png_bytes(images)}
@@ -133,7 +134,7 @@ def write_training_tables(
             part = np.where(holdout_mask(len(images), holdout, seed), "holdout", "fit")
             extra = {"part": part}
         path = str(out / f"fashion_{split}")
-        frame = _frame(spark, images, labels, np.arange(len(images)), extra)
+        frame = photo_frame(spark, images, labels, np.arange(len(images)), extra)
         frame.repartition(2).write.format("delta").mode("overwrite").save(path)
         paths[split] = path
     return paths
@@ -152,13 +153,24 @@ def write_scoring_table(
             f"rows ({rows:,}) must be a multiple of the {distinct:,} test images, so that each "
             "counts equally in the accuracy"
         )
-    copies = spark.range(rows // distinct).withColumnRenamed("id", "copy")
-    frame = copies.crossJoin(test).select(
-        (F.col("copy") * distinct + F.col("row_id")).alias("row_id"),
-        F.col("row_id").alias("example_id"),
-        "image",
-        "label",
-    )
+    frame = repeated_photos(test, distinct, rows)
     parts = partitions or max(2, rows // 100_000)
     frame.repartition(parts).write.format("delta").mode("overwrite").save(path)
     return distinct
+
+
+def repeated_photos(photos: DataFrame, distinct: int, rows: int) -> DataFrame:
+    """``photos`` (``row_id`` 0 to ``distinct`` - 1, ``image``, ``label``) repeated to ``rows``
+    rows: ``row_id``, ``example_id`` (the photo's own row id), ``image``, ``label``. Where
+    ``rows`` is not a multiple of ``distinct``, the first photos appear once more."""
+    copies = photos.sparkSession.range(-(-rows // distinct)).withColumnRenamed("id", "copy")
+    return (
+        copies.crossJoin(photos)
+        .select(
+            (F.col("copy") * distinct + F.col("row_id")).alias("row_id"),
+            F.col("row_id").alias("example_id"),
+            "image",
+            "label",
+        )
+        .where(F.col("row_id") < rows)
+    )

@@ -45,6 +45,22 @@ def _pair(report: dict) -> tuple[dict, dict, dict | None]:
     return fp32, best, torch
 
 
+# ImageTargets' fields in the order of verdict's rows.
+TARGET_ORDER = (
+    "bytes_x",
+    "accuracy_drop_points",
+    "compression_x",
+    "vs_pytorch_x",
+    "monthly_bill_ratio",
+)
+
+
+def stated_targets(rows: list[dict]) -> ImageTargets:
+    """The targets a report's verdict rows were judged against (their ``target`` column)."""
+    stated = [float(row["target"].split()[-1]) for row in rows]
+    return ImageTargets(**dict(zip(TARGET_ORDER, stated, strict=True)))
+
+
 def verdict(report: dict, targets: ImageTargets) -> list[dict]:
     """One row per target: measure, value, target, met, and the two variants compared."""
     fp32, comp, torch = _pair(report)

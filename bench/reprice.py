@@ -13,18 +13,10 @@ from __future__ import annotations
 import copy
 import datetime as dt
 
+from leanscore.bench.decompose import bill_verdict
 from leanscore.bench.docs import report_kind
 from leanscore.bench.metrics import source_commit
 from leanscore.bench.pricing import Pricing, cost, cost_model_text, rounded_cost, savings
-
-# The images verdict's rows, in order, and the ImageTargets field each row's target is.
-_IMAGE_TARGET_FIELDS = (
-    "bytes_x",
-    "accuracy_drop_points",
-    "compression_x",
-    "vs_pytorch_x",
-    "monthly_bill_ratio",
-)
 
 
 def reprice(report: dict, pricing: Pricing, *, pricing_source: str) -> dict:
@@ -53,18 +45,12 @@ def _reprice_comparison(report: dict, pricing: Pricing) -> None:
     for v in variants:
         v.update(rounded_cost(cost(pricing, rows=v["rows"], wall_s=v["wall_s"], cores=cores)))
     for v in variants:
-        v.update({k: round(x, 6) for k, x in savings(variants[0], v).items()})
+        v.update(rounded_cost(savings(variants[0], v)))
     bill = (report.get("decomposition") or {}).get("monthly_bill")
     if bill:
         by_name = {v["name"]: v for v in variants}
         ours, reference = by_name[bill["variant"]], by_name[bill["reference"]]
-        ratio = ours["monthly_usd"] / reference["monthly_usd"]
-        bill.update(
-            monthly_usd=ours["monthly_usd"],
-            reference_monthly_usd=reference["monthly_usd"],
-            ratio=round(ratio, 4),
-            met=bool(ratio <= bill["target"] and bill["within_budget"]),
-        )
+        bill.update(bill_verdict(ours, reference, bill["target"], bill["within_budget"]))
     report["pricing"] = pricing.model_dump()
     report["cost_model"] = cost_model_text(pricing)
     if "images" in report:
@@ -72,12 +58,10 @@ def _reprice_comparison(report: dict, pricing: Pricing) -> None:
 
 
 def _reprice_images(report: dict) -> None:
-    from leanscore.bench.image_targets import ImageTargets, targets_markdown, verdict
+    from leanscore.bench.image_targets import stated_targets, targets_markdown, verdict
 
     section = report["images"]
-    stated = [float(row["target"].split()[-1]) for row in section["targets"]]
-    targets = ImageTargets(**dict(zip(_IMAGE_TARGET_FIELDS, stated, strict=True)))
-    section["targets"] = verdict(report, targets)
+    section["targets"] = verdict(report, stated_targets(section["targets"]))
     section["markdown"] = targets_markdown(
         section["targets"], section["time_split"], section["decode_images_per_s_one_thread"]
     )

@@ -150,34 +150,12 @@ def write_fashion_table(spark: SparkSession, path: str, rows: int) -> int:
     ``image``, ``label``. No recipe sees the test split, so every row is held out; where
     ``rows`` is not a multiple of the distinct images, the first ones appear once more.
     Returns the table's Delta version."""
-    import pandas as pd
-    from leanscore.bench.fashion_data import load_split, png_bytes
-    from pyspark.sql import functions as F
+    from leanscore.bench.fashion_data import load_split, photo_frame, repeated_photos
 
     images, labels = load_split("test")
-    distinct = min(rows, len(images))
-    test = spark.createDataFrame(
-        pd.DataFrame(
-            {
-                "example_id": np.arange(distinct, dtype=np.int64),
-                "image": png_bytes(images[:distinct]),
-                "label": labels[:distinct].astype(np.int32),
-            }
-        ),
-        schema="example_id long, image binary, label int",
-    )
-    copies = spark.range(-(-rows // distinct)).withColumnRenamed("id", "copy")
-    frame = (
-        copies.crossJoin(test)
-        .select(
-            (F.col("copy") * distinct + F.col("example_id")).alias("row_id"),
-            "example_id",
-            "image",
-            "label",
-        )
-        .where(F.col("row_id") < rows)
-        .repartition(max(2, rows // 100_000))
-    )
+    distinct = fashion_distinct_examples(rows)
+    photos = photo_frame(spark, images[:distinct], labels[:distinct], np.arange(distinct))
+    frame = repeated_photos(photos, distinct, rows).repartition(max(2, rows // 100_000))
     return _write(frame, path, "delta")
 
 

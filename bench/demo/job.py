@@ -45,6 +45,7 @@ from leanscore.bench.demo.datagen import (
     write_fashion_table,
     write_wide_table,
 )
+from leanscore.bench.images_prepare import class_labels, image_spec
 from leanscore.bench.metrics import environment, source_commit
 from leanscore.bench.pricing import Pricing, cost, load_pricing
 from leanscore.compression.build import compress_to_artifact
@@ -93,17 +94,10 @@ def _train_fashion(console: Console) -> Trained:
 
 
 def _fashion_features() -> dict:
-    from leanscore.bench.images_prepare import image_spec
     from leanscore.compression.artifact import ImageSpec
 
     spec = ImageSpec(**image_spec())
     return {"image_column": "image", "image": spec.model_dump(), "size": spec.size}
-
-
-def _fashion_classes() -> tuple[str, ...]:
-    from leanscore.bench.fashion_data import CLASSES
-
-    return tuple(CLASSES)
 
 
 def _train_digits(console: Console) -> Trained:
@@ -123,7 +117,7 @@ FASHION = DemoWorkload(
     # the table repeats the test split's photos, which no recipe saw
     distinct_examples=lambda evaluation, rows: fashion_distinct_examples(rows),
     pricing="pricing-images.yaml",
-    class_labels=_fashion_classes(),
+    class_labels=tuple(class_labels()),
     batch_size=ImageFamily.default_batch_size,  # a CNN's activations stay in the core's cache
 )
 WIDE = DemoWorkload(
