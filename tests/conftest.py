@@ -4,6 +4,7 @@ MiniLM export among them), each made once per session where tests can share it."
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -165,6 +166,103 @@ def columns_artifact(small_model, tmp_path_factory):
 # The session's one small demo run (see the ``demo_run`` fixture).
 DEMO_ROWS = 4000
 DEMO_RUN_DATE = "2026-01-15"
+DEMO_TIMEOUT_S = 1200
+
+
+class SharedDemo:
+    """The session's one ``leanscore demo`` process, shared by every pytest worker through
+    files in the directory above the workers' own: the first worker to ask starts it (under a
+    file lock), any worker waits for the exit status the process leaves beside its output.
+    Started as the session starts, not when its first test is reached, so both workers run
+    other files while it trains (its baseline training keeps one core)."""
+
+    def __init__(self, tmp_path_factory, worker_id):
+        base = tmp_path_factory.getbasetemp()
+        self.shared = base if worker_id == "master" else base.parent
+        self.workdir = self.shared / "demo"
+        self.stdout, self.stderr = self.shared / "demo.stdout", self.shared / "demo.stderr"
+        self.status = self.shared / "demo.returncode"
+        self.pid = self.shared / "demo.pid"
+
+    def args(self) -> list[str]:
+        import sys
+        from pathlib import Path
+
+        leanscore = str(Path(sys.executable).parent / "leanscore")
+        return [leanscore, "demo", "--workdir", str(self.workdir)] + [
+            "--rows",
+            str(DEMO_ROWS),
+            "--run-date",
+            DEMO_RUN_DATE,
+        ]
+
+    def start(self) -> bool:
+        """Start the demo unless a worker did; says whether this call started it."""
+        import shlex
+        import subprocess
+
+        from filelock import FileLock
+
+        with FileLock(str(self.shared / "demo.lock")):
+            if self.pid.is_file():
+                return False
+            self.workdir.mkdir()
+            # a terminal 100 columns wide, as rich sees it
+            env = {**os.environ, "TTY_COMPATIBLE": "1", "COLUMNS": "100"}
+            # the shell writes the demo's exit status last, through a rename: a worker that
+            # did not start it reads a whole status or none
+            script = (
+                f"{shlex.join(self.args())} >{shlex.quote(str(self.stdout))} "
+                f"2>{shlex.quote(str(self.stderr))}; echo $? >{self.status}.part && "
+                f"mv {self.status}.part {self.status}"
+            )
+            proc = subprocess.Popen(
+                ["sh", "-c", script], cwd=self.workdir, env=env, start_new_session=True
+            )
+            self.pid.write_text(str(proc.pid))
+            return True
+
+    def stop(self) -> None:
+        """Stop the demo's process group if it still runs."""
+        import signal
+
+        if not self.status.is_file():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(int(self.pid.read_text()), signal.SIGTERM)
+
+    def wait(self):
+        """The finished process (its arguments, exit status and output); stopped and failed
+        after DEMO_TIMEOUT_S."""
+        import subprocess
+        import time
+
+        deadline = time.monotonic() + DEMO_TIMEOUT_S
+        while not self.status.is_file():
+            if time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"the shared demo ran past {DEMO_TIMEOUT_S} s; stopped")
+            time.sleep(1)
+        return subprocess.CompletedProcess(
+            self.args(),
+            int(self.status.read_text()),
+            self.stdout.read_text(),
+            self.stderr.read_text(),
+        )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def demo_started_early(request, tmp_path_factory, worker_id):
+    """Start the shared demo with the session when any collected test needs it. The worker
+    that started it waits for it at its end (another worker may still need it) unless the
+    session is stopping early, and stops it then."""
+    demo = SharedDemo(tmp_path_factory, worker_id)
+    started = any("demo_run" in i.fixturenames for i in request.session.items) and demo.start()
+    yield
+    if started:
+        if request.session.shouldstop or request.session.shouldfail:
+            demo.stop()
+        else:
+            demo.wait()
 
 
 @pytest.fixture(scope="session")
@@ -172,43 +270,16 @@ def demo_run(tmp_path_factory, worker_id):
     """One small ``leanscore demo`` (train, compress, write Delta, score, compare), run once as
     a user runs it: a process of its own, its terminal output kept. test_demo checks the run and
     what it printed; its digits artifacts and Delta table are the inputs of the notebook and
-    spark-submit tests. Run once for the whole session, however many pytest workers need it:
-    the first takes a file lock and runs it, the others wait and read what it left (a demo is
-    minutes of two busy cores). Returns the workdir, the report and the finished process."""
+    spark-submit tests. One process for the whole session, however many pytest workers need it
+    (a demo is minutes of two busy cores). Returns the workdir, the report and the finished
+    process."""
     import json
-    import subprocess
-    import sys
-    from pathlib import Path
 
-    from filelock import FileLock
-
-    base = tmp_path_factory.getbasetemp()
-    shared = base if worker_id == "master" else base.parent
-    workdir = shared / "demo"
-    finished = shared / "demo-process.json"
-    with FileLock(str(shared / "demo.lock")):
-        if not finished.is_file():
-            workdir.mkdir()
-            # a terminal 100 columns wide, as rich sees it
-            env = {**os.environ, "TTY_COMPATIBLE": "1", "COLUMNS": "100"}
-            proc = subprocess.run(
-                [str(Path(sys.executable).parent / "leanscore"), "demo", "--workdir", str(workdir)]
-                + ["--rows", str(DEMO_ROWS), "--run-date", DEMO_RUN_DATE],
-                env=env,
-                cwd=workdir,
-                capture_output=True,
-                text=True,
-                timeout=1200,
-            )
-            finished.write_text(
-                json.dumps(
-                    {"args": proc.args, "returncode": proc.returncode}
-                    | {"stdout": proc.stdout, "stderr": proc.stderr}
-                )
-            )
-    proc = subprocess.CompletedProcess(**json.loads(finished.read_text()))
+    demo = SharedDemo(tmp_path_factory, worker_id)
+    demo.start()  # already started, unless this test was not collected with the session
+    proc = demo.wait()
     assert proc.returncode == 0, f"demo failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return workdir, json.loads((workdir / "report.json").read_text()), proc
+    return demo.workdir, json.loads((demo.workdir / "report.json").read_text()), proc
 
 
 @pytest.fixture(scope="session")
