@@ -335,6 +335,7 @@ def nightly_lines(report: dict, source: str) -> list[str]:
         f"each process run {report.get('repeats', 1)} times, median shown.",
         *fixed_cost_lines(report),
         *limit_lines(report),
+        *ceiling_lines(report),
     ]
 
 
@@ -393,6 +394,29 @@ def limit_lines(report: dict) -> list[str]:
         "",
         *_table([*header, "limit s (sum)", "score+write / limit"], rows, right_from=0),
     ]
+
+
+def ceiling_lines(report: dict) -> list[str]:
+    """How far the nightly targets can go on this machine (the report's ``ceilings``, made by
+    ``nightly.ceilings``)."""
+    reach = report.get("ceilings") or {}
+    if not reach.get("x_with_no_per_row_cost"):
+        return []
+    at = " and ".join(
+        f"{x:.2f}x at {int(n):,} rows" for n, x in reach["x_with_no_per_row_cost"].items()
+    )
+    text = (
+        "What these ratios can reach here: with no cost per row at all, leanscore's job would "
+        f"run at most {at} as fast as PyTorch's (PyTorch's whole run over leanscore's fixed "
+        "cost)"
+    )
+    if "per_row_x_at_limit" in reach:
+        text += (
+            "; with score+write at its limit, leanscore's cost per row would be at most "
+            f"{reach['per_row_x_at_limit']:.2f}x lower than PyTorch's (PyTorch's slope over "
+            "the slope of the limit's sum)"
+        )
+    return ["", text + "."]
 
 
 def layouts_lines(report: dict, source: str) -> list[str]:

@@ -60,6 +60,11 @@ class NightlyTargets(_Strict):
         description="the most leanscore's score+write may take, in multiples of its limit "
         "(read, model and write alone), large table",
     )
+    per_row_x: float = Field(
+        default=8.0,
+        gt=0,
+        description="PyTorch job's cost per row / leanscore's (slopes through the two sizes)",
+    )
 
 
 class NightlyBenchConfig(_Strict):
@@ -156,6 +161,7 @@ def check_targets(
     targets: NightlyTargets,
     fixed_cost_before_s: float | None,
     limit_x: float | None = None,
+    per_row_x: float | None = None,
 ) -> list[dict]:
     """One row per target: its measured value, the target and whether it is met."""
     rows = [
@@ -191,7 +197,41 @@ def check_targets(
                 "met": limit_x <= targets.limit_x,
             }
         )
+    if per_row_x is not None:
+        rows.append(
+            {
+                "target": "leanscore cost per row vs PyTorch's (slopes through the two sizes)",
+                "value": per_row_x,
+                "want": f">= {targets.per_row_x:g}x",
+                "met": per_row_x >= targets.per_row_x,
+            }
+        )
     return rows
+
+
+def ceilings(report: dict) -> dict:
+    """What the ratios can reach on this machine whatever leanscore does per row, from a
+    report's measured lines: the whole job's ratio at each size if leanscore's cost per row
+    were nothing (PyTorch's run over leanscore's fixed cost), and the per-row ratio if
+    score+write took only its limit (PyTorch's slope over the slope of the limit's sum). A
+    target above its ceiling needs the fixed cost, or reading and writing alone, to fall."""
+    lines = report.get("fixed_and_per_row") or {}
+    if not {"leanscore", "pytorch"} <= lines.keys():
+        return {}
+    walls = {r["rows"]: r["wall_s"] for r in report["results"] if r["variant"] == "pytorch"}
+    fixed = lines["leanscore"]["fixed_s"]
+    out: dict = {
+        "x_with_no_per_row_cost": {
+            str(n): walls[n] / fixed for n in report["sizes"] if n in walls and fixed > 0
+        }
+    }
+    limit = report.get("limit") or {}
+    if len(limit) >= 2:
+        sizes = sorted(int(n) for n in limit)
+        slope = line_through(sizes, [limit[str(n)]["limit_s"] for n in sizes]).per_row_s * 1e6
+        if slope > 0:
+            out["per_row_x_at_limit"] = lines["pytorch"]["per_million_rows_s"] / slope
+    return out
 
 
 @dataclass(frozen=True)
@@ -574,7 +614,8 @@ def analyse(
     results: list[dict], config: NightlyBenchConfig, limits: dict[int, dict] | None = None
 ) -> dict:
     """Ratios per size, fixed and per-row cost per variant and per leanscore phase, leanscore's
-    score+write against its limit where ``limits`` are given, targets."""
+    score+write against its limit where ``limits`` are given, targets, and how far the ratios
+    can go (``ceilings``)."""
     by = {(r["variant"], r["rows"]): r for r in results}
     sizes = [config.small_rows, config.large_rows]
     lines = {
@@ -598,12 +639,13 @@ def analyse(
             "per_million_rows_s": line.per_row_s * 1e6,
         }
     against_limit = limit_rows(results, limits) if limits else {}
+    per_row = {v: line.per_row_s for v, line in lines.items()}
     cpu_lines = {
         v: line_through(sizes, [by[(v, n)]["cpu_s"] for n in sizes])
         for v in VARIANTS
         if all("cpu_s" in by.get((v, n), {}) for n in sizes)
     }
-    return {
+    report = {
         "sizes": sizes,
         "results": results,
         "cpu_fixed_and_per_row": {
@@ -625,8 +667,14 @@ def analyse(
             targets=config.targets,
             fixed_cost_before_s=config.fixed_cost_before_s,
             limit_x=(against_limit.get(str(sizes[1])) or {}).get("x"),
+            per_row_x=(
+                per_row["pytorch"] / per_row["leanscore"]
+                if len(per_row) == 2 and per_row["leanscore"] > 0
+                else None
+            ),
         ),
     }
+    return report | {"ceilings": ceilings(report)}
 
 
 def report_lines(report: dict) -> list[str]:
@@ -648,7 +696,7 @@ def report_lines(report: dict) -> list[str]:
             f"| {r['variant']} | {r['rows']:,} | {r['wall_s']:.2f} | {cpu} | "
             f"{r['rows_per_s']:,.0f} | " + (f"{ratio:.2f}x |" if ratio is not None else "|")
         )
-    from leanscore.bench.docs import fixed_cost_lines, limit_lines
+    from leanscore.bench.docs import ceiling_lines, fixed_cost_lines, limit_lines
 
     lines += fixed_cost_lines(report)
     if report["leanscore_phases"]:
@@ -663,6 +711,7 @@ def report_lines(report: dict) -> list[str]:
                 f"{p['per_million_rows_s']:.2f} |"
             )
     lines += limit_lines(report)
+    lines += ceiling_lines(report)
     lines += ["", "| target | measured | want | met |", "| --- | ---: | --- | --- |"]
     for t in report["targets"]:
         lines.append(

@@ -10,6 +10,7 @@ from leanscore.bench.nightly import (
     TreeCpuMeter,
     Workload,
     analyse,
+    ceilings,
     check_targets,
     committed_rows,
     limit_rows,
@@ -92,8 +93,10 @@ def test_analyse_splits_each_variant_and_phase_and_checks_the_ratios():
     assert report["x_pytorch"] == {"1000": pytest.approx(2.0), "3000": pytest.approx(3.0)}
     assert report["leanscore_phases"]["count"]["fixed_s"] == pytest.approx(1.0)
     assert report["leanscore_phases"]["score_write"]["fixed_s"] == pytest.approx(1.0)
-    # 2x and 3x fall short of 4x and 6x; the fixed cost 5 s is exactly half of 10 s
-    assert [t["met"] for t in report["targets"]] == [False, False, True]
+    # 2x and 3x fall short of 4x and 6x; the fixed cost 5 s is exactly half of 10 s; per row
+    # PyTorch costs 6 s per thousand rows against leanscore's 1 s: 6x, short of 8x
+    assert [t["met"] for t in report["targets"]] == [False, False, True, False]
+    assert report["targets"][-1]["value"] == pytest.approx(6.0)
     text = "\n".join(report_lines(report | {"artifact": "a"}))
     assert "| leanscore | 3,000 | 8.00 |  | 375 | 3.00x |" in text
     assert "| NO |" in text
@@ -118,11 +121,49 @@ def test_score_write_is_set_against_the_sum_of_its_parts_alone_at_each_size():
     assert table["1000"]["x"] == pytest.approx(3.0) and table["3000"]["x"] == pytest.approx(2.4)
     report = analyse(results, config, limits)
     assert report["limit"] == table and report["limit_how"] == "alone"
-    limit_target = report["targets"][-1]
+    (limit_target,) = [t for t in report["targets"] if "limit" in t["target"]]
     assert limit_target["value"] == pytest.approx(2.4) and not limit_target["met"]
     text = "\n".join(report_lines(report | {"artifact": "a"}))
     assert "| 3,000 | 6.00 | 1.00 | 0.50 | 1.00 | 2.50 | 2.40x |" in text
-    assert "limit" not in analyse(results, config)["targets"][-1]["target"]
+    assert not [t for t in analyse(results, config)["targets"] if "limit" in t["target"]]
+
+
+def test_the_per_row_target_is_met_at_or_over_its_multiple_and_missed_under_it():
+    targets = NightlyTargets(per_row_x=8.0)
+    common = {"small_x": 1.0, "large_x": 1.0, "fixed_s": 1.0, "fixed_cost_before_s": None}
+    met = check_targets(**common, targets=targets, per_row_x=8.0)[-1]
+    missed = check_targets(**common, targets=targets, per_row_x=7.99)[-1]
+    assert "per row" in met["target"] and met["met"] and met["want"] == ">= 8x"
+    assert not missed["met"]
+    assert len(check_targets(**common, targets=targets)) == 2  # no slopes: no row
+
+
+def test_ceilings_say_how_far_the_ratios_can_go_from_the_fixed_cost_and_the_limit():
+    config = NightlyBenchConfig(small_rows=1000, large_rows=3000)
+    results = [
+        _result("leanscore", 1000, 6.0, {"score_write": 3.0}),
+        _result("leanscore", 3000, 9.0, {"score_write": 6.0}),
+        _result("pytorch", 1000, 12.0),
+        _result("pytorch", 3000, 24.0),
+    ]
+    alone = {"read_s": 0.5, "model_s": 0.25, "write_s": 0.25, "how": "alone"}
+    limits = {1000: alone | {"limit_s": 1.0}, 3000: alone | {"limit_s": 2.5}}
+    report = analyse(results, config, limits)
+    reach = report["ceilings"]
+    assert reach == ceilings(report)
+    # leanscore's fixed cost is 4.5 s: PyTorch's 12 s and 24 s runs over it
+    assert reach["x_with_no_per_row_cost"] == {
+        "1000": pytest.approx(12 / 4.5),
+        "3000": pytest.approx(24 / 4.5),
+    }
+    # PyTorch 6 s per thousand rows, the limit's sum 0.75 s per thousand
+    assert reach["per_row_x_at_limit"] == pytest.approx(8.0)
+    text = "\n".join(report_lines(report | {"artifact": "a"}))
+    assert "at most 2.67x at 1,000 rows and 5.33x at 3,000 rows as fast" in text
+    assert "at most 8.00x lower than PyTorch's" in text
+    # without the limit only the fixed cost's ceiling; without PyTorch none
+    assert "per_row_x_at_limit" not in analyse(results, config)["ceilings"]
+    assert ceilings({**report, "fixed_and_per_row": {"leanscore": {"fixed_s": 4.5}}}) == {}
 
 
 @pytest.mark.slow
