@@ -336,6 +336,7 @@ def nightly_lines(report: dict, source: str) -> list[str]:
         *fixed_cost_lines(report),
         *limit_lines(report),
         *ceiling_lines(report),
+        *nightly_target_lines(report),
     ]
 
 
@@ -394,6 +395,17 @@ def limit_lines(report: dict) -> list[str]:
         "",
         *_table([*header, "limit s (sum)", "score+write / limit"], rows, right_from=0),
     ]
+
+
+def nightly_target_lines(report: dict) -> list[str]:
+    """The nightly bench's targets as its report judged them."""
+    rows = [
+        [t["target"], f"{t['value']:.2f}x", t["want"], "yes" if t["met"] else "NO"]
+        for t in report.get("targets") or []
+    ]
+    if not rows:
+        return []
+    return ["", *_table(["target", "measured", "want", "met"], rows, right={1})]
 
 
 def ceiling_lines(report: dict) -> list[str]:

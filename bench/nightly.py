@@ -696,7 +696,12 @@ def report_lines(report: dict) -> list[str]:
             f"| {r['variant']} | {r['rows']:,} | {r['wall_s']:.2f} | {cpu} | "
             f"{r['rows_per_s']:,.0f} | " + (f"{ratio:.2f}x |" if ratio is not None else "|")
         )
-    from leanscore.bench.docs import ceiling_lines, fixed_cost_lines, limit_lines
+    from leanscore.bench.docs import (
+        ceiling_lines,
+        fixed_cost_lines,
+        limit_lines,
+        nightly_target_lines,
+    )
 
     lines += fixed_cost_lines(report)
     if report["leanscore_phases"]:
@@ -710,14 +715,7 @@ def report_lines(report: dict) -> list[str]:
                 f"| {phase} | {p['small_s']:.2f} | {p['large_s']:.2f} | {p['fixed_s']:.2f} | "
                 f"{p['per_million_rows_s']:.2f} |"
             )
-    lines += limit_lines(report)
-    lines += ceiling_lines(report)
-    lines += ["", "| target | measured | want | met |", "| --- | ---: | --- | --- |"]
-    for t in report["targets"]:
-        lines.append(
-            f"| {t['target']} | {t['value']:.2f}x | {t['want']} | {'yes' if t['met'] else 'NO'} |"
-        )
-    return lines
+    return lines + limit_lines(report) + ceiling_lines(report) + nightly_target_lines(report)
 
 
 def _batch_lines(report: dict) -> list[str]:
