@@ -5,7 +5,9 @@ the PyTorch model inside ``pyspark.ml.functions.predict_batch_udf`` (one torch t
 task), write the run date's partition of a Delta table (``replaceWhere``), exit. It uses
 nothing from leanscore's scoring on purpose: only the model's own factory (``module.function``)
 and its state_dict, as a data engineer's script would. The bench runs it as a separate process
-with the same Spark settings ``leanscore score`` starts with, so the two differ in the job only.
+with the same Spark settings ``leanscore score`` starts with, and its driver JVM starts as
+leanscore's does (the same JVM options, a class archive of its own), so the two differ in the
+job only.
 
     python -m leanscore.bench.pytorch_job --input IN --output OUT --run-date 2026-11-28 \\
         --state-dict model.pt --factory pkg.models.make_net --features features --size 64 \\
@@ -70,6 +72,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     started = time.perf_counter()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from leanscore.jobs.runtime import class_archive
+    from leanscore.jobs.runtime.spark import with_driver_jvm_options
     from pyspark.ml.functions import predict_batch_udf
     from pyspark.sql import SparkSession
     from pyspark.sql import functions as F
@@ -94,7 +98,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.jars:
         builder = builder.config("spark.jars", args.jars)
+    # the driver JVM starts as leanscore's does (its JVM options, a class archive of its own)
+    builder, archive = with_driver_jvm_options(builder)
     spark = builder.getOrCreate()
+    if archive is not None:
+        class_archive.attach(archive, spark)
     spark.sparkContext.setLogLevel("ERROR")
 
     with open(args.state_dict, "rb") as f:

@@ -261,8 +261,8 @@ def test_config_wants_a_larger_second_size():
 def test_both_jobs_run_as_processes_and_write_every_row(spark, tmp_path, monkeypatch):
     """One tiny run of each job as its own process, side by side: the real CLI with a real
     config, and the PySpark script with the PyTorch model, Delta in and out. One task slot each
-    (the rows do not matter here, the processes do). leanscore's first run of a class path
-    writes its driver JVM's class archive at exit, which must pass its check."""
+    (the rows do not matter here, the processes do). Each job's driver JVM starts alike: the
+    first run of a class path writes its class archive at exit, which must pass its check."""
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
@@ -310,8 +310,9 @@ def test_both_jobs_run_as_processes_and_write_every_row(spark, tmp_path, monkeyp
     phases = results["leanscore"]["phases"]
     assert {"before_job", "count", "score_write", "verify", "exit"} <= set(phases)
     assert sum(phases.values()) == pytest.approx(results["leanscore"]["wall_s"])
+    # one archive per job: leanscore's class path carries S3A's jars, the PyTorch script's not
     archives = list((tmp_path / "class-archives").glob("*.jsa"))
-    assert len(archives) == 1 and not list((tmp_path / "class-archives").glob("*.unusable"))
+    assert len(archives) == 2 and not list((tmp_path / "class-archives").glob("*.unusable"))
     labels = {
         v: spark.read.format("delta")
         .load(str(tmp_path / v / "output"))

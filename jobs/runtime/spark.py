@@ -60,19 +60,11 @@ def get_spark(
     # Python workers must run this interpreter (the project's venv), not the PATH's python3.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = _local_builder(app_name, master)
-    # e.g. -XX:TieredStopAtLevel=1: no C2 compiling, about half a short job's fixed CPU time
-    # on 2 cores, at a higher cost per row (docs/data-engineer.md)
-    java_options = os.environ.get("LEANSCORE_DRIVER_JAVA_OPTIONS", "").strip()
-    local = builder._options["spark.master"].startswith("local")
-    if local:
+    if builder._options["spark.master"].startswith("local"):
         builder = _with_s3a_jars(builder, fetch=s3a)
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
-    archive = _class_archive(builder._options, java_options) if local else None
-    if archive is not None:
-        java_options = f"{java_options} {archive.java_options()}".strip()
-    if java_options:
-        builder = builder.config("spark.driver.extraJavaOptions", java_options)
+    builder, archive = with_driver_jvm_options(builder)
     with _stderr_to(jvm_log):
         spark = builder.getOrCreate()
     _quiet_accumulator_hang_up(spark)
@@ -80,6 +72,26 @@ def get_spark(
         class_archive.attach(archive, spark)
     spark.sparkContext.setLogLevel(os.environ.get("LEANSCORE_SPARK_LOG_LEVEL", "ERROR"))
     return spark
+
+
+def with_driver_jvm_options(
+    builder: SparkSession.Builder,
+) -> tuple[SparkSession.Builder, class_archive.ClassArchive | None]:
+    """``builder`` with the driver JVM start options leanscore gives a session it starts:
+    ``LEANSCORE_DRIVER_JAVA_OPTIONS`` and, on a local master, the class archive this key uses
+    or creates (pass it to ``class_archive.attach`` once the session runs). The nightly bench's
+    PyTorch job starts its JVM through this too, so the two jobs differ in the job, not in
+    how their JVMs start."""
+    # e.g. -XX:TieredStopAtLevel=1: no C2 compiling, about half a short job's fixed CPU time
+    # on 2 cores, at a higher cost per row (docs/data-engineer.md)
+    java_options = os.environ.get("LEANSCORE_DRIVER_JAVA_OPTIONS", "").strip()
+    local = builder._options.get("spark.master", "").startswith("local")
+    archive = _class_archive(builder._options, java_options) if local else None
+    if archive is not None:
+        java_options = f"{java_options} {archive.java_options()}".strip()
+    if java_options:
+        builder = builder.config("spark.driver.extraJavaOptions", java_options)
+    return builder, archive
 
 
 def _local_builder(app_name: str, master: str | None):
