@@ -211,10 +211,10 @@ class SharedDemo:
             env = {**os.environ, "TTY_COMPATIBLE": "1", "COLUMNS": "100"}
             # the shell writes the demo's exit status last, through a rename: a worker that
             # did not start it reads a whole status or none
+            status, part = (shlex.quote(str(p)) for p in (self.status, f"{self.status}.part"))
             script = (
                 f"{shlex.join(self.args())} >{shlex.quote(str(self.stdout))} "
-                f"2>{shlex.quote(str(self.stderr))}; echo $? >{self.status}.part && "
-                f"mv {self.status}.part {self.status}"
+                f"2>{shlex.quote(str(self.stderr))}; echo $? >{part} && mv {part} {status}"
             )
             proc = subprocess.Popen(
                 ["sh", "-c", script], cwd=self.workdir, env=env, start_new_session=True
