@@ -639,7 +639,6 @@ def analyse(
             "per_million_rows_s": line.per_row_s * 1e6,
         }
     against_limit = limit_rows(results, limits) if limits else {}
-    per_row = {v: line.per_row_s for v, line in lines.items()}
     cpu_lines = {
         v: line_through(sizes, [by[(v, n)]["cpu_s"] for n in sizes])
         for v in VARIANTS
@@ -668,8 +667,8 @@ def analyse(
             fixed_cost_before_s=config.fixed_cost_before_s,
             limit_x=(against_limit.get(str(sizes[1])) or {}).get("x"),
             per_row_x=(
-                per_row["pytorch"] / per_row["leanscore"]
-                if len(per_row) == 2 and per_row["leanscore"] > 0
+                lines["pytorch"].per_row_s / lines["leanscore"].per_row_s
+                if "pytorch" in lines and lines["leanscore"].per_row_s > 0
                 else None
             ),
         ),
