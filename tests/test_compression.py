@@ -727,3 +727,27 @@ def test_distinct_rows_counts_repeated_rows_once_for_numbers_and_texts():
     assert distinct_rows(np.array([[1, 2], [1, 2], [3, 4]], dtype=np.float32)) == 2
     assert distinct_rows(np.array(["a", "b", "a"], dtype=object)) == 2
     assert distinct_rows(np.zeros((0, 3), dtype=np.float32)) == 0
+
+
+@pytest.mark.parametrize(("budget_seconds", "timed_passes"), [(0.0, 3), (float("inf"), 7)])
+def test_speed_passes_stop_at_their_budget_after_three(
+    fp32_bytes, digits, budget_seconds, timed_passes
+):
+    """Held-out rows given as calls (texts) are all timed: a transformer's pass takes seconds,
+    so the passes stop after three once they took the budget, and run all seven within it."""
+    from leanscore.compression.evaluate import rows_per_second, single_thread_session
+
+    session = single_thread_session(fp32_bytes)
+    name = session.get_inputs()[0].name
+    features = digits[1].features[:200]
+    passes = []
+
+    def calls(rows, batch_rows):
+        passes.append(len(rows))
+        yield np.arange(len(rows)), {name: rows}
+
+    rate = rows_per_second(
+        session, features, repeats=7, budget_seconds=budget_seconds, batches=calls
+    )
+    assert passes == [200] * (1 + timed_passes)  # the warm-up covered every row: no second
+    assert rate > 0
