@@ -14,7 +14,7 @@ WORKDIR ?= demo-output
 ROWS ?= 50000
 
 .PHONY: setup jars jars-s3 browser fashion-mnist demo test test-fast bench bench-nightly docs-figures lint format clean
-.PHONY: test-pythons bench-nightly-large bench-nightly-user bench-layouts
+.PHONY: test-pythons python-venvs bench-nightly-large bench-nightly-user bench-layouts
 
 setup: $(STAMP) jars-s3 browser fashion-mnist
 
@@ -59,9 +59,13 @@ demo: $(STAMP) jars fashion-mnist
 # minutes from a clean clone where one after the other took 20. TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 
+# The other interpreters' venvs (downloads and unpacking, mostly) are built while the suite
+# runs, into a log printed when one fails; their fast tiers run after it.
 test: setup
 	$(PY) -m ruff check .
-	$(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile
+	@$(MAKE) --no-print-directory python-venvs > $(VENV)/python-venvs.log 2>&1 & venvs=$$!; \
+	  $(VENV)/bin/pytest -n $(TEST_WORKERS) --dist loadfile; suite=$$?; \
+	  wait $$venvs || { cat $(VENV)/python-venvs.log; exit 1; }; exit $$suite
 	$(MAKE) --no-print-directory test-pythons
 
 # No Spark and nothing slow: the fast tier, under a minute.
@@ -90,6 +94,8 @@ $(VENV)-%/.installed: $(STAMP) pyproject.toml $(CONSTRAINTS)
 test-fast-%: $(VENV)-%/.installed
 	@echo "fast tier on Python $$($(VENV)-$*/bin/python -c 'import platform; print(platform.python_version())')"
 	$(VENV)-$*/bin/pytest -m "not spark and not slow" -n $(TEST_WORKERS) --dist loadfile
+
+python-venvs: $(foreach v,$(FOUND_PYTHONS),$(VENV)-$(v)/.installed)
 
 test-pythons: $(addprefix test-fast-,$(FOUND_PYTHONS))
 	@echo "fast tier run on Python: $(or $(strip $(FOUND_PYTHONS)),none)"
