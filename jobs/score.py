@@ -29,6 +29,7 @@ from leanscore.jobs.output import (
     write_checked,
 )
 from leanscore.jobs.shadow import ShadowConfig
+from leanscore.udfs.delta_log import DeltaFiles, read_delta_log
 from leanscore.udfs.distribution import is_connect
 from leanscore.udfs.engines import (
     TableInput,
@@ -220,19 +221,36 @@ def read_input(spark: SparkSession, ref: InputConfig) -> DataFrame:
 def count_input(df: DataFrame, config: ScoreConfig) -> int:
     """Rows in the input, refusing an empty input (it would replace the run date's rows with
     nothing) and null keys (a null key names no row), before anything is written, without
-    reading the data where the table's metadata answers: Delta counts the rows of an
-    unfiltered table from its log's per-file record counts, and the look for null keys skips
-    every Delta file or Parquet row group whose statistics say it holds none."""
-    rows = df.count()
+    reading the data where the table's metadata answers: a whole Delta table's rows and null
+    keys are summed from its log's per-file statistics (``leanscore.udfs.delta_log``, no Spark
+    job); otherwise Spark counts, Delta from the same statistics after rebuilding the table's
+    state, and the look for null keys skips every file or Parquet row group whose statistics
+    say it holds none."""
+    keys = [k for k in config.key_columns if k in df.columns]
+    logged = whole_delta_log(df, config.input)
+    rows = logged.rows if logged is not None and logged.rows is not None else df.count()
     if rows == 0:
         raise RuntimeError(
             f"input {config.input.describe()} has no rows (after input.filter/partition); "
             "nothing was written. Check the upstream table or the filter"
         )
-    problem = null_key_problem(df, [k for k in config.key_columns if k in df.columns], rows)
+    if logged is not None and logged.rows is not None and set(keys) <= logged.null_counts.keys():
+        problem = null_key_message(
+            next(((k, logged.null_counts[k]) for k in keys if logged.null_counts[k]), None), rows
+        )
+    else:
+        problem = null_key_problem(df, keys, rows)
     if problem:
         raise ValueError(problem)
     return rows
+
+
+def whole_delta_log(df: DataFrame, ref: InputConfig) -> DeltaFiles | None:
+    """The log's account of a whole Delta table read by path (None for anything else, or where
+    Delta Kernel cannot read it here)."""
+    if ref.format != "delta" or not scans_whole_table(ref):
+        return None
+    return read_delta_log(df.sparkSession, ref.path)
 
 
 def null_key_problem(df: DataFrame, keys: list[str], rows: int) -> str | None:
@@ -246,7 +264,16 @@ def null_key_problem(df: DataFrame, keys: list[str], rows: int) -> str | None:
     row = null_keys.agg(
         *[F.count(F.when(F.col(k).isNull(), 1)).alias(f"null_{i}") for i, k in enumerate(keys)]
     ).first()
-    key, nulls = next((k, row[f"null_{i}"]) for i, k in enumerate(keys) if row[f"null_{i}"])
+    return null_key_message(
+        next((k, row[f"null_{i}"]) for i, k in enumerate(keys) if row[f"null_{i}"]), rows
+    )
+
+
+def null_key_message(null_key: tuple[str, int] | None, rows: int) -> str | None:
+    """The error for the first key column found null (and in how many rows), else None."""
+    if null_key is None:
+        return None
+    key, nulls = null_key
     return (
         f"key column {key!r} is null in {nulls} of {rows} input rows; "
         "keys must identify rows: fix the input or filter those rows out"

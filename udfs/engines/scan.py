@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from leanscore.compression.artifact import Artifact
 from leanscore.udfs.arrow_path import output_schema, record_batch_scorer
+from leanscore.udfs.delta_log import read_delta_log
 from leanscore.udfs.distribution import is_connect
 from leanscore.udfs.engines.base import Engine, EngineUnavailable, TableInput, Target
 from leanscore.udfs.kernel import Scorer
@@ -88,19 +89,41 @@ def open_parquet(uri: str, access: StoreAccess | None = None) -> pq.ParquetFile:
     return (access or StoreAccess("local")).open_parquet(uri)
 
 
-def _check_delta(spark: SparkSession, path: str) -> None:
+def _delta_files(spark: SparkSession, path: str, df: DataFrame) -> list[str]:
+    """The current files of the Delta table at ``path`` after checking the scan engine reads
+    them as they are: from its log through Delta Kernel (no Spark job), or from Spark's Delta
+    reader where Kernel cannot be used."""
+    logged = read_delta_log(spark, path)
+    if logged is not None:
+        _check_delta_layout(
+            path,
+            list(logged.partition_columns),
+            set(logged.reader_features),
+            logged.column_mapping,
+        )
+        return sorted(uri for uri, _ in logged.files)
     from delta.tables import DeltaTable
 
     detail = DeltaTable.forPath(spark, path).detail().first().asDict()
-    if detail.get("partitionColumns"):
-        raise ScanUnsupported(f"Delta table {path} is partitioned by {detail['partitionColumns']}")
-    features = set(detail.get("tableFeatures") or [])
+    _check_delta_layout(
+        path,
+        list(detail.get("partitionColumns") or []),
+        set(detail.get("tableFeatures") or []),
+        (detail.get("properties") or {}).get("delta.columnMapping.mode", "none"),
+    )
+    return sorted(df.inputFiles())
+
+
+def _check_delta_layout(
+    path: str, partition_columns: list[str], features: set[str], column_mapping: str
+) -> None:
+    if partition_columns:
+        raise ScanUnsupported(f"Delta table {path} is partitioned by {partition_columns}")
     for feature in _UNSUPPORTED_DELTA_FEATURES:
         if feature in features:
             raise ScanUnsupported(f"Delta table {path} uses {feature}")
-    mode = (detail.get("properties") or {}).get("delta.columnMapping.mode", "none")
-    if mode != "none":
-        raise ScanUnsupported(f"Delta table {path} uses column mapping ({mode})")
+    if column_mapping != "none":
+        raise ScanUnsupported(f"Delta table {path} uses column mapping ({column_mapping})")
 
 
 def _bytes_setting(spark: SparkSession, key: str, default: int) -> int:
@@ -135,22 +158,21 @@ def plan_scan(
     """The slices of ``path`` the tasks will read, after checking the scan engine applies and
     that pyarrow opens the table's files with the settings Spark reads them with.
 
-    The file list comes from Spark (for Delta: the current snapshot's files), so the scan reads
-    exactly what ``spark.read`` would. Tasks are sized by bytes as Spark sizes its file splits:
-    at most ``max_task_bytes`` each (default ``spark.sql.files.maxPartitionBytes``, 128 MiB),
-    smaller for a table too small to fill every core (never under
-    ``spark.sql.files.openCostInBytes``). Files larger than a task are cut into byte ranges.
-    The plan depends on the cores present only where a table fills fewer than a few waves."""
+    The file list is what ``spark.read`` would read: for Delta the current snapshot's files,
+    from the log (``leanscore.udfs.delta_log``). Tasks are sized by bytes as Spark sizes its
+    file splits: at most ``max_task_bytes`` each (default
+    ``spark.sql.files.maxPartitionBytes``, 128 MiB), smaller for a table too small to fill every
+    core (never under ``spark.sql.files.openCostInBytes``). Files larger than a task are cut
+    into byte ranges. The plan depends on the cores present only where a table fills fewer
+    than a few waves."""
     if max_task_bytes is not None and max_task_bytes < 1:
         raise ValueError(f"max_task_bytes must be a positive number, got {max_task_bytes}")
     if format not in ("delta", "parquet"):
         raise ScanUnsupported(f"format {format!r} is read by Spark")
-    if format == "delta":
-        if is_connect(spark):
-            raise ScanUnsupported("Delta tables on Spark Connect are read by Spark")
-        _check_delta(spark, path)
+    if format == "delta" and is_connect(spark):
+        raise ScanUnsupported("Delta tables on Spark Connect are read by Spark")
     df = spark.read.format(format).load(path)
-    files = sorted(df.inputFiles())
+    files = _delta_files(spark, path, df) if format == "delta" else sorted(df.inputFiles())
     case_sensitive = str(spark.conf.get("spark.sql.caseSensitive", "false")).lower() == "true"
     try:
         access = store_access(spark, files[0] if files else path)
