@@ -72,13 +72,18 @@ def _read(spark: SparkSession, path: str) -> DeltaFiles:
     rows: int | None = 0
     nulls: dict[str, int] | None = None
     batches = snapshot.getScanBuilder().build().getScanFiles(engine, True)
+    at = None  # the scan rows' column positions, the same in every row: found once
     try:
         while batches.hasNext():
             scan_rows = batches.next().getRows()
             while scan_rows.hasNext():
-                add = _struct(scan_rows.next(), "add")
-                files.append((_absolute(root, str(add.getString(_index(add, "path")))), _size(add)))
-                stats = _stats(add)
+                row = scan_rows.next()
+                at = at or _AddColumns.of(row)
+                add = row.getStruct(at.add)
+                files.append(
+                    (_absolute(root, str(add.getString(at.path))), int(add.getLong(at.size)))
+                )
+                stats = None if add.isNullAt(at.stats) else json.loads(str(add.getString(at.stats)))
                 if stats is None or "numRecords" not in stats:
                     rows = None
                 elif rows is not None:
@@ -109,23 +114,21 @@ def _read(spark: SparkSession, path: str) -> DeltaFiles:
     )
 
 
-def _index(row, name: str) -> int:
-    return row.getSchema().indexOf(name)
+@dataclass(frozen=True)
+class _AddColumns:
+    """Where a scan file row keeps its ``add`` action, and that action its path, size and
+    statistics: a py4j call each, so found once for all rows rather than once a row."""
 
+    add: int
+    path: int
+    size: int
+    stats: int
 
-def _struct(row, name: str):
-    return row.getStruct(_index(row, name))
-
-
-def _size(add) -> int:
-    return int(add.getLong(_index(add, "size")))
-
-
-def _stats(add) -> dict | None:
-    at = _index(add, "stats")
-    if at < 0 or add.isNullAt(at):
-        return None
-    return json.loads(str(add.getString(at)))
+    @classmethod
+    def of(cls, row) -> _AddColumns:
+        add = row.getSchema().indexOf("add")
+        schema = row.getStruct(add).getSchema()
+        return cls(add, schema.indexOf("path"), schema.indexOf("size"), schema.indexOf("stats"))
 
 
 def _absolute(root: str, file_path: str) -> str:
