@@ -63,3 +63,19 @@ def test_only_a_whole_delta_table_by_path_is_read_from_its_log(spark, tmp_path):
     assert whole_delta_log(df, InputConfig(path=path, filter="row_id > 2")) is None
     assert read_delta_log(spark, str(tmp_path / "missing")) is None
     assert count_input(df.where("row_id > 2"), _Config(path, filter="row_id > 2")) == 2
+
+
+def test_column_mapping_leaves_the_null_look_to_spark(spark, tmp_path):
+    """Statistics name physical columns: after swapping two names by rename, the log's null
+    count for 'row_id' would be another column's, so the job asks Spark."""
+    path = str(tmp_path / "renamed")
+    spark.createDataFrame([(1, None), (2, 5)], "row_id long, other long").write.format(
+        "delta"
+    ).option("delta.columnMapping.mode", "name").save(path)
+    for old, new in (("row_id", "tmp"), ("other", "row_id"), ("tmp", "other")):
+        spark.sql(f"ALTER TABLE delta.`{path}` RENAME COLUMN {old} TO {new}")
+    logged = read_delta_log(spark, path)
+    assert logged.column_mapping == "name" and logged.null_counts == {} and logged.rows == 2
+    df = spark.read.format("delta").load(path)
+    with pytest.raises(ValueError, match=r"key column 'row_id' is null in 1 of 2 input rows"):
+        count_input(df, _Config(path))

@@ -39,7 +39,8 @@ class DeltaFiles:
     rows: int | None
     """Rows in the snapshot; None where a file has no statistics or rows may be deleted."""
     null_counts: dict[str, int]
-    """Nulls per top-level column, for the columns every file's statistics count."""
+    """Nulls per top-level column, for the columns every file's statistics count (none under
+    deletion vectors or column mapping)."""
 
 
 def read_delta_log(spark: SparkSession, path: str) -> DeltaFiles | None:
@@ -102,6 +103,8 @@ def _read(spark: SparkSession, path: str) -> DeltaFiles:
         batches.close()
     if "deletionVectors" in reader_features:
         rows = None  # a file's numRecords counts the rows its deletion vector removes
+    # Under column mapping statistics name physical columns, which a rename leaves behind.
+    trusted_nulls = "deletionVectors" not in reader_features and column_mapping == "none"
     return DeltaFiles(
         path=path,
         version=int(snapshot.getVersion()),
@@ -110,7 +113,7 @@ def _read(spark: SparkSession, path: str) -> DeltaFiles:
         reader_features=reader_features,
         column_mapping=column_mapping,
         rows=rows,
-        null_counts={} if (nulls is None or "deletionVectors" in reader_features) else nulls,
+        null_counts=nulls if nulls is not None and trusted_nulls else {},
     )
 
 
