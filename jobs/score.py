@@ -228,13 +228,14 @@ def count_input(df: DataFrame, config: ScoreConfig) -> int:
     say it holds none."""
     keys = [k for k in config.key_columns if k in df.columns]
     logged = whole_delta_log(df, config.input)
-    rows = logged.rows if logged is not None and logged.rows is not None else df.count()
+    from_log = logged is not None and logged.rows is not None
+    rows = logged.rows if from_log else df.count()
     if rows == 0:
         raise RuntimeError(
             f"input {config.input.describe()} has no rows (after input.filter/partition); "
             "nothing was written. Check the upstream table or the filter"
         )
-    if logged is not None and logged.rows is not None and set(keys) <= logged.null_counts.keys():
+    if from_log and set(keys) <= logged.null_counts.keys():
         problem = null_key_message(
             next(((k, logged.null_counts[k]) for k in keys if logged.null_counts[k]), None), rows
         )

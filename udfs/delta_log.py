@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 class DeltaFiles:
     """One snapshot of a Delta table, as its log states it."""
 
-    path: str
     version: int
     files: tuple[tuple[str, int], ...]
     """(absolute URI as Spark's ``inputFiles()`` writes it, bytes) of every current file."""
@@ -106,7 +105,6 @@ def _read(spark: SparkSession, path: str) -> DeltaFiles:
     # Under column mapping statistics name physical columns, which a rename leaves behind.
     trusted_nulls = "deletionVectors" not in reader_features and column_mapping == "none"
     return DeltaFiles(
-        path=path,
         version=int(snapshot.getVersion()),
         files=tuple(files),
         partition_columns=tuple(str(c) for c in snapshot.getPartitionColumnNames()),
