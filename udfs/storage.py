@@ -24,6 +24,11 @@ import pyarrow.parquet as pq
 from leanscore.compression.errors import LeanscoreError
 
 S3_SCHEMES = ("s3a", "s3", "s3n")
+# A local file's column chunks are read in pieces of this size as they are decoded, not each
+# read whole into memory first: a 250,000-row file of 128 floats a row (a 128 MB chunk) decodes
+# about a quarter faster (0.16 against 0.21 s, medians of 5) and a task holds 1 MiB, not the
+# chunk. Object stores keep whole-chunk reads: a buffered read there is one request per piece.
+LOCAL_READ_BUFFER_BYTES = 1024 * 1024
 
 
 class StoreUnsupported(LeanscoreError, ValueError):
@@ -41,7 +46,7 @@ class StoreAccess:
     def open_parquet(self, uri: str) -> pq.ParquetFile:
         filesystem, path = self.filesystem_and_path(uri)
         if filesystem is None:
-            return pq.ParquetFile(path)
+            return pq.ParquetFile(path, buffer_size=LOCAL_READ_BUFFER_BYTES)
         return pq.ParquetFile(filesystem.open_input_file(path))
 
     def file_sizes(self, uris: list[str]) -> list[int]:
