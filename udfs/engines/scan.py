@@ -24,6 +24,7 @@ next engine (Spark's reader) then scores the table, a named ``scan`` engine fail
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -390,7 +391,16 @@ def slice_frame(spark: SparkSession, plan: ScanPlan) -> DataFrame:
         frame = spark.createDataFrame(rows, SLICE_SCHEMA)
         # every key sampled, so the range bounds put exactly one task in each partition
         return frame.repartitionByRange(len(rows), "task") if len(rows) > 1 else frame
-    return spark.createDataFrame(spark.sparkContext.parallelize(rows, len(rows)), SLICE_SCHEMA)
+    # Parallelized in the JVM as JSON lines, one to a partition: a Python RDD here would start
+    # a second kind of Python worker (its own daemon, its own imports) in every scoring task's
+    # first wave, only to pickle each task's slices into a row.
+    lines = [json.dumps({"task": i, "slices": slices}) for i, slices in rows]
+    context, session = spark.sparkContext, spark._jsparkSession
+    texts = session.createDataset(
+        context._jsc.parallelize(lines, len(lines)).rdd(),
+        context._jvm.org.apache.spark.sql.Encoders.STRING(),
+    )
+    return DataFrame(session.read().schema(SLICE_SCHEMA).json(texts), spark)
 
 
 def score_plan(
