@@ -3,7 +3,8 @@ model's float32 matrix, and find the bad rows: the tabular families' input, and 
 family's for an array column (``image_inputs``).
 
 Pure numpy and pandas: no Spark, no ONNX Runtime, no torch, so executors import it and it is
-tested on its own.
+tested on its own. pandas is imported by the functions that take pandas objects, not with the
+module: a driver that only plans the job does not wait for it.
 Type coercion: any numeric column (int, long, float, double, decimal) and any numeric array or
 ML Vector element is cast to float32; a binary column holds each row's float32 numbers as
 little-endian bytes (a tensor's raw bytes, ``numpy.ndarray.tobytes`` on a little-endian host).
@@ -14,9 +15,12 @@ happens to bad rows is the caller's policy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -58,6 +62,8 @@ def bytes_reason(name: str, nbytes: int, size: int) -> str:
 def from_array(series: pd.Series, name: str, size: int) -> Batch:
     """One array<float|double>, ML Vector or binary (float32 bytes) column -> (n, size)
     float32."""
+    import pandas as pd
+
     n = len(series)
     wrong_bytes: dict[int, int] = {}
     from_bytes = False  # a float32 read from bytes is never a null
@@ -121,6 +127,8 @@ def _float32s_from_bytes(values: np.ndarray, size: int) -> tuple[np.ndarray, dic
 def _vectors_from_struct(frame: pd.DataFrame) -> np.ndarray:
     """pandas UDFs receive an ML Vector column as its struct: type (0 sparse, 1 dense), size,
     indices, values."""
+    import pandas as pd
+
     out = np.empty(len(frame), dtype=object)
     for i, (kind, size, indices, values) in enumerate(
         zip(frame["type"], frame["size"], frame["indices"], frame["values"], strict=True)
@@ -144,6 +152,8 @@ def _is_vector(values: np.ndarray) -> bool:
 def value_text(value, *, maybe_null: bool = False) -> str:
     """How a bad value reads in an error. pandas turns nulls into NaN, so there a NaN reads
     "NaN (or null)"; the Arrow path knows the difference."""
+    import pandas as pd
+
     if value is None or (not isinstance(value, float | np.floating) and pd.isna(value)):
         return "null"
     if isinstance(value, float | np.floating) and np.isnan(value):

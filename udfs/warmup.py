@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 
 
 def _import_scoring_modules(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    import leanscore.udfs.api  # noqa: F401  (the scoring path: onnxruntime, pandas, kernel)
+    import leanscore.udfs.api  # noqa: F401  (the scoring path: onnxruntime, kernel)
+    import pandas  # noqa: F401  (pyarrow imports it on a batch's first conversion to numpy)
 
     yield from batches
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from pathlib import Path
 
 from leanscore.jobs.runtime import class_archive
@@ -65,6 +66,7 @@ def get_spark(
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
     builder, archive = with_driver_jvm_options(builder)
+    _import_while_the_jvm_starts()
     with _stderr_to(jvm_log):
         spark = builder.getOrCreate()
     _quiet_accumulator_hang_up(spark)
@@ -72,6 +74,18 @@ def get_spark(
         class_archive.attach(archive, spark)
     spark.sparkContext.setLogLevel(os.environ.get("LEANSCORE_SPARK_LOG_LEVEL", "ERROR"))
     return spark
+
+
+def _import_while_the_jvm_starts() -> None:
+    """Import, in the background, the modules PySpark imports on its first call into the new
+    JVM: its value converters load ``pyspark.testing.utils`` and with it pandas (about 0.9 s
+    here), while this process otherwise only waits for the JVM to start."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):  # PySpark imports it again itself if this failed
+            import pyspark.testing.utils  # noqa: F401
+
+    threading.Thread(target=load, name="leanscore-import-pyspark", daemon=True).start()
 
 
 def with_driver_jvm_options(

@@ -1,16 +1,14 @@
 """The pandas engine: a pandas UDF (Iterator of Series -> DataFrame), the column-expression API
 behind ``model_udf``, and the engine that scores a DataFrame through it. It runs on any Spark
-with pandas UDFs; the Arrow and scan engines give bitwise identical results."""
+with pandas UDFs; the Arrow and scan engines give bitwise identical results. The function its
+workers run is ``leanscore.udfs.pandas_path``'s, imported when this engine builds a UDF, so that
+importing the engines (as every job's driver does) does not import pandas."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import numpy as np
-import pandas as pd
 from leanscore.compression.artifact import Artifact
 from leanscore.udfs.engines.base import Engine, EngineUnavailable, Target
-from leanscore.udfs.kernel import ERROR_FIELD, Scored, Scorer, output_fields
+from leanscore.udfs.kernel import Scorer, output_fields
 from leanscore.udfs.options import ScoringOptions
 from leanscore.udfs.prepare import build_scorer, columns_for, key_expression
 from leanscore.udfs.schema import preview
@@ -56,54 +54,6 @@ class ModelUDF:
         return self._udfs[with_key](*args)
 
 
-def _pandas_iterator(scorer: Scorer, with_key: bool):
-    family = scorer.family
-
-    def predict(batches: Iterator[tuple[pd.Series, ...]]) -> Iterator[pd.DataFrame]:
-        session, input_name = scorer.session()
-        for cols in batches:
-            if isinstance(cols, pd.Series):
-                cols = (cols,)
-            keys = cols[-1] if with_key else None
-            feats = cols[:-1] if with_key else cols
-            batch = family.from_pandas(list(feats))
-            key_of = keys.iloc.__getitem__ if keys is not None else None
-            yield _to_frame(scorer.score(session, input_name, batch, key_of), scorer)
-
-    return predict
-
-
-def _to_frame(scored: Scored, scorer: Scorer) -> pd.DataFrame:
-    n, good, any_bad = scored.n, scored.good, scored.any_bad
-    columns: dict[str, object] = {}
-    for name, values in scorer.columns(scored).items():
-        if values.ndim == 2:
-            columns[name] = _rows(values, good, any_bad, n)
-        else:
-            columns[name] = _nullable(values, good, any_bad)
-    columns[ERROR_FIELD] = pd.Series(scored.batch.reasons, dtype=object) if any_bad else [None] * n
-    return pd.DataFrame(columns)
-
-
-def _nullable(values: np.ndarray, good: np.ndarray, any_bad: bool):
-    """Values with nulls where rows were flagged (a masked pandas array becomes Arrow nulls)."""
-    if not any_bad:
-        return values
-    full = np.zeros(len(good), dtype=values.dtype)
-    full[good] = values
-    array_type = pd.arrays.IntegerArray if values.dtype.kind == "i" else pd.arrays.FloatingArray
-    return array_type(full, ~good)
-
-
-def _rows(out: np.ndarray, good: np.ndarray, any_bad: bool, n: int) -> list:
-    if not any_bad:
-        return list(out)
-    rows: list = [None] * n
-    for pos, i in enumerate(np.flatnonzero(good)):
-        rows[i] = out[pos]
-    return rows
-
-
 class PandasEngine(Engine):
     """Scores through ``pandas_udf``: any Spark, any DataFrame; the last resort of ``auto``."""
 
@@ -130,4 +80,6 @@ class PandasEngine(Engine):
         return scored.select(*[F.col(c) for c in keep], *outputs)
 
     def column_udf(self, scorer, with_key: bool, return_type: str):
-        return pandas_udf(_pandas_iterator(scorer, with_key), return_type)
+        from leanscore.udfs.pandas_path import batch_predictor
+
+        return pandas_udf(batch_predictor(scorer, with_key), return_type)
