@@ -36,7 +36,13 @@ from leanscore.bench.paths import feature_matrix_column, input_matrix
 from leanscore.bench.timing import noop_seconds
 from leanscore.compression.mlflow_registry import load_artifact
 from leanscore.jobs.output import TableRef, statistics_property, write_partition
-from leanscore.jobs.score import kept_columns, read_input, score_frame, statistics_columns
+from leanscore.jobs.score import (
+    kept_columns,
+    lineage_columns,
+    read_input,
+    score_frame,
+    statistics_columns,
+)
 from pyspark import StorageLevel
 from pyspark.sql import SparkSession
 
@@ -133,7 +139,13 @@ def measure_limit(
 
     def write() -> None:
         ref = TableRef(path=str(root / f"output-{next(tables)}"), format="delta")
-        write_partition(output_rows, ref, run_date, new_table_properties=properties)
+        write_partition(
+            output_rows,
+            ref,
+            run_date,
+            new_table_properties=properties,
+            constant_columns=lineage_columns(output_rows),
+        )
 
     try:
         write_s, write_all = median_seconds(write, rounds)

@@ -16,10 +16,12 @@ only when the judgement passes, so the output never holds, even for a moment, ro
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -146,15 +148,60 @@ def write_partition(
     *,
     whole_table: bool = False,
     new_table_properties: dict[str, str] | None = None,
+    constant_columns: Sequence[str] = (),
 ) -> None:
     """Replace the ``run_date`` partition of ``ref`` with ``df``; with ``whole_table``, replace
     the table, schema too (a staging table, whatever an earlier run left there).
     ``new_table_properties``: the properties of the Delta table this write creates (the caller
-    knows there is none yet); an existing table keeps its own."""
+    knows there is none yet); an existing table keeps its own. ``constant_columns``: columns
+    holding one value in the whole write (the lineage), written without Parquet footer
+    statistics (``footer_statistics_off``)."""
     properties = new_table_properties if ref.format == "delta" else None
-    if ref.table:
-        _write_catalog_table(df, ref, run_date, whole_table=whole_table, properties=properties)
-        return
+    with footer_statistics_off(df.sparkSession, constant_columns):
+        if ref.table:
+            _write_catalog_table(df, ref, run_date, whole_table=whole_table, properties=properties)
+        else:
+            _write_path(df, ref, run_date, whole_table=whole_table, properties=properties)
+
+
+@contextlib.contextmanager
+def footer_statistics_off(spark: SparkSession, columns: Sequence[str]) -> Iterator[None]:
+    """Writes in this block keep no Parquet footer statistics (min, max) for ``columns``.
+
+    Parquet's writer compares every value with the running min and max of its column; for the
+    lineage strings (a 64-character hash among them) that was a sixth of writing the output
+    rows of a small model (4,000,000 rows alone: 2.72 against 2.27 s, medians of 3), for
+    statistics that let a reader skip nothing: the run date's partition holds one value.
+    The setting is parquet-mr's per-column ``parquet.column.statistics.enabled#<column>``, set
+    on the session for the block and then put back. A runtime that refuses it (or a writer
+    that ignores it) writes the statistics as before."""
+    changed: dict[str, str | None] = {}
+    try:
+        for column in columns:
+            key = f"parquet.column.statistics.enabled#{column}"
+            before = spark.conf.get(key, None)
+            spark.conf.set(key, "false")
+            changed[key] = before
+    except Exception as err:  # e.g. a serverless runtime that allows only listed settings
+        log.debug("Parquet footer statistics kept: %s", err)
+    try:
+        yield
+    finally:
+        for key, before in changed.items():
+            if before is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, before)
+
+
+def _write_path(
+    df: DataFrame,
+    ref: TableRef,
+    run_date: dt.date,
+    *,
+    whole_table: bool,
+    properties: dict[str, str] | None,
+) -> None:
     writer = df.write.format(ref.format).mode("overwrite").partitionBy(RUN_DATE_COLUMN)
     for key, value in (properties or {}).items():
         writer = writer.option(key, value)
@@ -268,6 +315,7 @@ def write_checked(
     phases: PhaseClock | None = None,
     staging: Staging | None = None,
     statistics_columns: list[str] | None = None,
+    constant_columns: Sequence[str] = (),
 ) -> dict:
     """Write ``df`` as the ``run_date`` partition, counting rows and flagged rows as they are
     written, and check them: as many rows as were read, and no more flagged than allowed. When
@@ -275,7 +323,8 @@ def write_checked(
     for a table this run created, delete the date's rows) and raise ``OutputCheckError``.
     With ``staging``, the rows go to the staging table instead and a failed check discards
     it; the output is not touched. A Delta output this write creates keeps file statistics
-    on ``statistics_columns`` alone (``statistics_property``; None: Delta's default).
+    on ``statistics_columns`` alone (``statistics_property``; None: Delta's default);
+    ``constant_columns`` are written without Parquet footer statistics (``write_partition``).
     Returns ``{"rows_out", "flagged_rows", "version", "before"}`` (the versions after and
     before the write); ``phases`` hears the laps
     ``output_version`` (the version before), ``score_write`` and ``verify``."""
@@ -290,10 +339,18 @@ def write_checked(
         F.count(F.col(error_column)).alias("flagged"),
     )
     if staging:
-        write_partition(counted, staging.ref, run_date, whole_table=True)
+        write_partition(
+            counted, staging.ref, run_date, whole_table=True, constant_columns=constant_columns
+        )
     else:
         created = statistics_property(df, statistics_columns) if before is None else None
-        write_partition(counted, ref, run_date, new_table_properties=created)
+        write_partition(
+            counted,
+            ref,
+            run_date,
+            new_table_properties=created,
+            constant_columns=constant_columns,
+        )
     phases.lap("score_write")
     metrics = observed.get
     rows_out, flagged = int(metrics["rows"]), int(metrics["flagged"])
@@ -377,6 +434,7 @@ class Staging:
         rows: int,
         error_column: str,
         statistics_columns: list[str] | None = None,
+        constant_columns: Sequence[str] = (),
     ) -> dict:
         """Copy the staged rows into the output's ``run_date`` partition, checked as any write
         (the same row count, else the output's previous version is restored), then discard
@@ -388,6 +446,7 @@ class Staging:
             rows_in=rows,
             error_column=error_column,
             statistics_columns=statistics_columns,
+            constant_columns=constant_columns,
         )
         self.discard()
         return written

@@ -308,6 +308,11 @@ def statistics_columns(scored: DataFrame, config) -> list[str]:
     return [c for c in scored.columns if c not in skipped and not c.startswith(SHADOW_PREFIX)]
 
 
+def lineage_columns(scored: DataFrame) -> list[str]:
+    """The lineage columns among ``scored``'s: one value each for the whole run."""
+    return [c for c in LINEAGE_COLUMNS if c in scored.columns]
+
+
 def score_frame(
     df: DataFrame,
     config: NightlyConfig,
@@ -507,6 +512,7 @@ def _write(scored, config, day, rows_in: int, job: NightlyJob, phases, staging=N
         phases=phases,
         staging=staging,
         statistics_columns=statistics_columns(scored, config),
+        constant_columns=lineage_columns(scored),
     )
 
 
@@ -535,6 +541,7 @@ def _write_shadowed(
             rows=written["rows_out"],
             error_column=job.error_column,
             statistics_columns=statistics_columns(scored, config),
+            constant_columns=lineage_columns(scored),
         ) | {"flagged_rows": written["flagged_rows"]}
         phases.lap("publish")
     elif record["reason"]:

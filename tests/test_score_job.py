@@ -110,6 +110,49 @@ def test_a_new_output_keeps_statistics_on_keys_and_outputs_and_an_existing_one_i
     assert latest == 2 and "model_sha256" in newest["minValues"]  # Delta's default: all
 
 
+def _footer_min_max(path) -> dict[str, bool]:
+    """Whether each column of a data file under ``path`` has min and max in its footer."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    first = next(Path(path).rglob("*.parquet"))
+    group = pq.ParquetFile(first).metadata.row_group(0)
+    columns = [group.column(i) for i in range(group.num_columns)]
+    return {c.path_in_schema: bool(c.is_stats_set and c.statistics.has_min_max) for c in columns}
+
+
+def test_lineage_columns_are_written_without_parquet_footer_statistics(
+    spark, digits, artifact, tmp_path
+):
+    """Parquet's min and max of the run's constant lineage values cost the writer a compare per
+    row and skip nothing; the keys, outputs and passthrough columns keep theirs, readers still
+    filter on lineage correctly, and the session's own setting is put back after the write."""
+    from leanscore.jobs.output import footer_statistics_off
+
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    held_out_frame(spark, digits, n=60).write.format("delta").save(src)
+    key = "parquet.column.statistics.enabled#model_version"
+    spark.conf.set(key, "true")  # the user's own choice, before the job
+    try:
+        run_score(spark, _config(artifact, src, out), "2026-01-01")
+        assert spark.conf.get(key) == "true"
+        assert spark.conf.get("parquet.column.statistics.enabled#model_sha256", None) is None
+    finally:
+        spark.conf.unset(key)
+    footer = _footer_min_max(out)
+    assert not any(footer[c] for c in ("model_name", "model_version", "model_sha256", "scored_at"))
+    assert all(footer[c] for c in ("row_id", "label", "prediction", "probability"))
+    table = spark.read.format("delta").load(out)
+    assert table.where(F.col("model_sha256") == artifact.sha256).count() == 60
+    assert table.where(F.col("model_sha256") == "other").count() == 0
+
+    plain = str(tmp_path / "plain")  # without the block, Parquet keeps them (the check can fail)
+    with footer_statistics_off(spark, []):
+        table.write.format("parquet").save(plain)
+    assert _footer_min_max(plain)["model_sha256"]
+
+
 @pytest.mark.parametrize("fmt", ["delta", "parquet"])
 def test_a_catalog_table_output_is_created_then_replaced_a_date_at_a_time(
     spark, digits, artifact, tmp_path, fmt
