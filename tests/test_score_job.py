@@ -128,7 +128,7 @@ def test_lineage_columns_are_written_without_parquet_footer_statistics(
     """Parquet's min and max of the run's constant lineage values cost the writer a compare per
     row and skip nothing; the keys, outputs and passthrough columns keep theirs, readers still
     filter on lineage correctly, and the session's own setting is put back after the write."""
-    from leanscore.jobs.output import footer_statistics_off
+    from leanscore.jobs.output import session_settings, write_settings
 
     src, out = str(tmp_path / "in"), str(tmp_path / "out")
     held_out_frame(spark, digits, n=60).write.format("delta").save(src)
@@ -147,10 +147,35 @@ def test_lineage_columns_are_written_without_parquet_footer_statistics(
     assert table.where(F.col("model_sha256") == artifact.sha256).count() == 60
     assert table.where(F.col("model_sha256") == "other").count() == 0
 
-    plain = str(tmp_path / "plain")  # without the block, Parquet keeps them (the check can fail)
-    with footer_statistics_off(spark, []):
+    plain = str(tmp_path / "plain")  # without the setting Parquet keeps them (the check can fail)
+    with session_settings(spark, write_settings(spark, [])):
         table.write.format("parquet").save(plain)
     assert _footer_min_max(plain)["model_sha256"]
+
+
+def test_a_write_runs_unsorted_under_its_settings_and_leaves_the_sessions_own(spark):
+    """Spark sorts a partitioned write's rows by date unless it may keep a few files open; a
+    run's write holds one date, so the job allows that for its write and puts back the
+    session's settings after, a value the user chose kept as it was."""
+    from leanscore.jobs.output import session_settings, write_settings
+
+    writers = "spark.sql.maxConcurrentOutputFileWriters"
+    assert write_settings(spark, ["model_name"]) == {
+        "parquet.column.statistics.enabled#model_name": "false",
+        writers: "2",
+    }
+    with session_settings(spark, write_settings(spark, [])):
+        assert spark.conf.get(writers) == "2"
+    assert spark.conf.get(writers) == "0"
+    spark.conf.set(writers, "16")
+    try:
+        assert writers not in write_settings(spark, [])
+        with session_settings(spark, {"parquet.column.statistics.enabled#x": "false"}):
+            assert spark.conf.get("parquet.column.statistics.enabled#x") == "false"
+        assert spark.conf.get(writers) == "16"
+        assert spark.conf.get("parquet.column.statistics.enabled#x", None) is None
+    finally:
+        spark.conf.unset(writers)
 
 
 @pytest.mark.parametrize("fmt", ["delta", "parquet"])
