@@ -161,6 +161,22 @@ def test_tasks_are_sized_by_bytes_and_read_every_row_group_once(spark, digits, a
     assertDataFrameEqual(scanned, score_dataframe(spark.read.parquet(path), artifact))
 
 
+def test_each_task_receives_exactly_its_own_slices(spark):
+    """The slice frame is built in the JVM: one row per partition, row i holding task i's
+    slices as given, whatever characters a file name holds."""
+    from leanscore.udfs.engines.scan import ScanPlan, slice_frame
+    from pyspark.sql.types import StructType
+
+    odd = 'file:/data/it\'s a "table"/part-0 é,{}.parquet'
+    tasks = tuple(((f"file:/data/part-{i}.parquet", 0, 10 + i), (odd, 7 * i, 5)) for i in range(5))
+    frame = slice_frame(spark, ScanPlan("/data", "parquet", StructType([]), tasks))
+    by_partition = frame.rdd.glom().collect()
+    assert [len(rows) for rows in by_partition] == [1] * 5
+    for i, (row,) in enumerate(by_partition):
+        assert row.task == i
+        assert tuple((s.uri, s.start, s.length) for s in row.slices) == tasks[i]
+
+
 def test_small_table_fills_whole_waves_big_table_is_sized_by_bytes_alone():
     from leanscore.udfs.engines.scan import size_tasks
 

@@ -596,9 +596,9 @@ def test_non_finite_embeddings_are_flagged_or_fail_never_written(policy, tmp_pat
     from leanscore.compression.build import write_text_artifact
     from leanscore.udfs.arrow_path import to_arrow
     from leanscore.udfs.distribution import ModelSource
-    from leanscore.udfs.engines.pandas import _to_frame
     from leanscore.udfs.kernel import Scorer
     from leanscore.udfs.options import ScoringOptions
+    from leanscore.udfs.pandas_path import _to_frame
     from leanscore.udfs.text import BadTextError
 
     artifact = write_text_artifact(
