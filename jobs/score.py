@@ -378,18 +378,18 @@ def write_summary(config, summary: dict, *, job: str = "score") -> None:
 
 def process_age_s() -> float | None:
     """Seconds since this process started (Linux ``/proc``; None elsewhere): what passed before
-    the job's first step, the interpreter, imports and the Spark session with Delta."""
+    the job's first step, the interpreter, imports and the Spark session with Delta.
+
+    ``/proc/self/stat`` counts the start in clock ticks since boot on the boot-time clock, so
+    it is read against that clock: the wall clock minus ``btime`` (whole seconds) would add
+    up to a second."""
     try:
         ticks = os.sysconf("SC_CLK_TCK")
         started_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
-        boot = next(
-            int(line.split()[1])
-            for line in Path("/proc/stat").read_text().splitlines()
-            if line.startswith("btime ")
-        )
-    except (OSError, ValueError, IndexError, StopIteration):
+        now = time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (OSError, ValueError, IndexError, AttributeError):
         return None
-    return round(time.time() - (boot + started_ticks / ticks), 3)
+    return round(now - started_ticks / ticks, 3)
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -435,3 +438,15 @@ def test_the_output_version_is_read_from_deltas_log_and_sees_another_writers_com
     history = spark.sql(f"DESCRIBE HISTORY delta.`{path}` LIMIT 1").first()["version"]
     assert history == 1 and spark.read.format("delta").load(str(path)).count() == 8
     assert delta_version(spark, TableRef(path=str(tmp_path / "none"), format="delta")) is None
+
+
+def test_the_time_before_the_job_is_at_most_the_process_lifetime_seen_from_outside():
+    child = (
+        "import time; time.sleep(0.3); "
+        "from leanscore.jobs.score import process_age_s; print(process_age_s())"
+    )
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, check=True)
+    lifetime = time.monotonic() - started
+    age = float(out.stdout)
+    assert 0.3 <= age <= lifetime + 0.02  # one clock tick; a whole-second boot time overstates
