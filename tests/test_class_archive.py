@@ -187,3 +187,30 @@ def test_user_driver_options_are_never_replaced(tmp_path, monkeypatch):
     assert _user_driver_java_options({"spark.driver.extraJavaOptions": "-Xss4m"})
     (tmp_path / "spark-defaults.conf").write_text("spark.driver.extraJavaOptions  -Xss4m\n")
     assert _user_driver_java_options({})
+
+
+def test_a_local_driver_leaves_c2_to_per_row_code_unless_the_user_set_its_options(
+    tmp_path, monkeypatch
+):
+    from leanscore.jobs.runtime.spark import LOCAL_DRIVER_JIT_OPTIONS, with_driver_jvm_options
+    from pyspark import SparkContext
+    from pyspark.sql import SparkSession
+
+    monkeypatch.delenv("PYSPARK_SUBMIT_ARGS", raising=False)
+    monkeypatch.setenv("SPARK_CONF_DIR", str(tmp_path))
+    monkeypatch.setenv("LEANSCORE_CLASS_ARCHIVE", "0")
+    monkeypatch.setattr(SparkContext, "_gateway", None)  # as in a process with no JVM yet
+    monkeypatch.setenv("LEANSCORE_DRIVER_JAVA_OPTIONS", "-XX:Tier4InvocationThreshold=5000")
+
+    builder, _ = with_driver_jvm_options(SparkSession.Builder().master("local[2]"))
+    options = builder._options["spark.driver.extraJavaOptions"].split()
+    assert options[: len(LOCAL_DRIVER_JIT_OPTIONS.split())] == LOCAL_DRIVER_JIT_OPTIONS.split()
+    assert options[-1] == "-XX:Tier4InvocationThreshold=5000"  # the user's, last, wins
+
+    mine = SparkSession.Builder().master("local[2]").config("spark.driver.extraJavaOptions", "x")
+    builder, _ = with_driver_jvm_options(mine)
+    assert builder._options["spark.driver.extraJavaOptions"] == "-XX:Tier4InvocationThreshold=5000"
+
+    monkeypatch.delenv("LEANSCORE_DRIVER_JAVA_OPTIONS")
+    cluster, _ = with_driver_jvm_options(SparkSession.Builder().master("spark://host:7077"))
+    assert "spark.driver.extraJavaOptions" not in cluster._options

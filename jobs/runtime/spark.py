@@ -6,9 +6,10 @@ jars, quiet logs and no UI is started; on a local master S3A (``s3a://``) comes 
 cached (``python -m leanscore.jobs.runtime.jars --with-s3``), or when the caller says its
 paths need it (``s3a=True``: resolved on that first use, cached after).
 ``LEANSCORE_DRIVER_JAVA_OPTIONS`` sets the driver JVM's options of such a session. On a local
-master its driver JVM starts from a class-data archive of Spark's and Delta's classes, which the
-first run writes (``jobs/runtime/class_archive.py``), unless the user set driver JVM options of
-their own.
+master, unless the user set driver JVM options of their own, its driver JVM starts from a
+class-data archive of Spark's and Delta's classes, which the first run writes
+(``jobs/runtime/class_archive.py``), and leaves the optimising compiler to the code that runs
+per row (``LOCAL_DRIVER_JIT_OPTIONS``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,20 @@ from leanscore.jobs.runtime.jars import (
 from pyspark.sql import SparkSession
 
 DEFAULT_MASTER = "local[*]"
+
+LOCAL_DRIVER_JIT_OPTIONS = (
+    "-XX:Tier4InvocationThreshold=150000 -XX:Tier4MinInvocationThreshold=18000 "
+    "-XX:Tier4CompileThreshold=450000 -XX:Tier4BackEdgeThreshold=1200000"
+)
+"""HotSpot's thresholds for its optimising compiler (C2), 30 times the JDK's own.
+
+A local job's driver JVM is also its executor. With the JDK's thresholds, C2 compiles thousands
+of methods that turn warm once (session start, Delta's log, planning, the commit) and its
+compiler threads take cores from the tasks; at 30 times, C2 still compiles the code that runs
+for every row (Parquet encoding, Arrow conversion), which the quicker compiler (C1) runs until
+then. Measured on the nightly bench's table, 2 cores, against the JDK's thresholds, 3 and 100
+times them and C1 alone (docs/data-engineer.md). A user's own driver options replace it;
+``LEANSCORE_DRIVER_JAVA_OPTIONS`` comes after it, so a threshold given there wins."""
 
 
 def active_session() -> SparkSession | None:
@@ -92,15 +107,17 @@ def with_driver_jvm_options(
     builder: SparkSession.Builder,
 ) -> tuple[SparkSession.Builder, class_archive.ClassArchive | None]:
     """``builder`` with the driver JVM start options leanscore gives a session it starts:
-    ``LEANSCORE_DRIVER_JAVA_OPTIONS`` and, on a local master, the class archive this key uses
-    or creates (pass it to ``class_archive.attach`` once the session runs). The nightly bench's
-    PyTorch job starts its JVM through this too, so the two jobs differ in the job, not in
-    how their JVMs start."""
-    # e.g. -XX:TieredStopAtLevel=1: no C2 compiling, about half a short job's fixed CPU time
-    # on 2 cores, at a higher cost per row (docs/data-engineer.md)
+    ``LEANSCORE_DRIVER_JAVA_OPTIONS`` and, on a local master where the user set no driver JVM
+    options, the compiler thresholds (``LOCAL_DRIVER_JIT_OPTIONS``) and the class archive this
+    key uses or creates (pass it to ``class_archive.attach`` once the session runs). The
+    nightly bench's PyTorch job starts its JVM through this too, so the two jobs differ in the
+    job, not in how their JVMs start."""
     java_options = os.environ.get("LEANSCORE_DRIVER_JAVA_OPTIONS", "").strip()
     local = builder._options.get("spark.master", "").startswith("local")
-    archive = _class_archive(builder._options, java_options) if local else None
+    archive = None
+    if local and _may_set_driver_options(builder._options):
+        java_options = f"{LOCAL_DRIVER_JIT_OPTIONS} {java_options}".strip()
+        archive = _class_archive(builder._options, java_options)
     if archive is not None:
         java_options = f"{java_options} {archive.java_options()}".strip()
     if java_options:
@@ -204,16 +221,20 @@ def _user_driver_java_options(options: dict[str, str]) -> bool:
         return any(line.split()[:1] == ["spark.driver.extraJavaOptions"] for line in lines)
 
 
-def _class_archive(options: dict[str, str], java_options: str) -> class_archive.ClassArchive | None:
-    """The class archive this session's driver JVM uses or creates; None where a JVM is already
-    running in this process, the user set the driver's JVM options, or none applies."""
+def _may_set_driver_options(options: dict[str, str]) -> bool:
+    """Whether leanscore may add its own driver JVM options: no JVM runs in this process yet and
+    the user set none of their own."""
     from pyspark import SparkContext
 
     try:
-        if SparkContext._gateway is not None or _user_driver_java_options(options):
-            return None
+        return SparkContext._gateway is None and not _user_driver_java_options(options)
     except OSError:  # an unreadable spark-defaults.conf: leave the JVM's options alone
-        return None
+        return False
+
+
+def _class_archive(options: dict[str, str], java_options: str) -> class_archive.ClassArchive | None:
+    """The class archive this session's driver JVM uses or creates (the caller checked
+    ``_may_set_driver_options``); None where none applies."""
     if any(
         flag in java_options for flag in ("SharedArchiveFile", "ArchiveClassesAtExit", "Xshare")
     ):
