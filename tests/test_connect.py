@@ -98,3 +98,17 @@ def _connect_main(artifact_path: str, workdir: str, out: str) -> None:
 
 if __name__ == "__main__":
     _connect_main(*sys.argv[1:4])
+
+
+def test_asking_whether_a_classic_session_is_connect_loads_no_connect_client(spark):
+    probe = (
+        "import sys; from leanscore.udfs.distribution import is_connect; "
+        "from pyspark.sql import SparkSession; "
+        "print(is_connect(SparkSession.__new__(SparkSession)), "
+        "'pyspark.sql.connect.session' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]
+    from leanscore.udfs.distribution import is_connect
+
+    assert not is_connect(spark)  # this process may hold the Connect client: still classic
