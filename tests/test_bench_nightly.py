@@ -62,6 +62,22 @@ def test_targets_met_and_not_met():
     assert len(no_reference) == 2
 
 
+def test_the_phases_before_scoring_must_be_cut_by_half_from_their_reference():
+    targets = NightlyTargets()
+    common = {"small_x": 1.0, "large_x": 1.0, "fixed_s": 1.0, "fixed_cost_before_s": None}
+    met = check_targets(
+        **common, targets=targets, before_scoring_s=6.45, before_scoring_before_s=12.9
+    )[-1]
+    missed = check_targets(
+        **common, targets=targets, before_scoring_s=6.5, before_scoring_before_s=12.9
+    )[-1]
+    assert "before scoring" in met["target"] and "12.9 s" in met["target"]
+    assert met["met"] and met["value"] == pytest.approx(2.0) and met["want"] == ">= 2x"
+    assert not missed["met"] and missed["value"] == pytest.approx(12.9 / 6.5)
+    no_reference = check_targets(**common, targets=targets, before_scoring_s=5.0)
+    assert len(no_reference) == 2
+
+
 @pytest.mark.parametrize(
     ("measure", "named", "at_target", "past_target", "want"),
     [
@@ -109,6 +125,22 @@ def test_analyse_splits_each_variant_and_phase_and_checks_the_ratios():
     text = "\n".join(report_lines(report | {"artifact": "a"}))
     assert "| leanscore | 3,000 | 8.00 |  | 375 | 3.00x |" in text
     assert "| NO |" in text
+
+
+def test_analyse_sums_the_fixed_parts_of_the_phases_before_scoring():
+    config = NightlyBenchConfig(small_rows=1000, large_rows=3000, before_scoring_before_s=8.0)
+    early = {"before_job": 2.0, "open_input": 0.5, "count": 0.5, "plan": 0.5}
+    results = [
+        _result("leanscore", 1000, 6.0, early | {"score_write": 2.0}),
+        _result("leanscore", 3000, 8.0, early | {"plan": 1.5, "score_write": 4.0}),
+        _result("pytorch", 1000, 12.0),
+        _result("pytorch", 3000, 24.0),
+    ]
+    (before,) = [t for t in analyse(results, config)["targets"] if "before scoring" in t["target"]]
+    # plan's fixed part is 0.0 s (0.5 s at 1,000 rows, 1.5 s at 3,000): 3.0 s in all
+    assert before["value"] == pytest.approx(8.0 / 3.0) and before["met"]
+    without = analyse(results, NightlyBenchConfig(small_rows=1000, large_rows=3000))
+    assert not [t for t in without["targets"] if "before scoring" in t["target"]]
 
 
 def limit_results() -> list[dict]:
