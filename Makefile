@@ -148,10 +148,10 @@ bench-nightly-large: $(STAMP) jars
 # 16 minutes on 2 cores here with its set-up, and about 15 GB of tables.
 NIGHTLY_USER := bench-output/nightly-user
 # The user model's job at 2,000,000 rows as first measured: 4.3 s before the job, 1.1 s to open
-# the input, 6.2 s to count it, 1.3 s to plan (its run summary); the bench wants half of it.
-# That first 4.3 s was read on a clock that overstated it by up to a second (the whole-second
-# boot time), so half of 11.9 s is the strict reading.
-USER_MLP_BEFORE_SCORING_S = 12.9
+# the input, 6.2 s to count it, 1.3 s to plan (its run summary), 12.9 s; the bench wants half.
+# That 4.3 s was read on a clock that overstated it by up to a second (the whole-second boot
+# time), so the reference is the least it can have been: 11.9 s.
+USER_MLP_BEFORE_SCORING_S = 11.9
 
 bench-nightly-user: $(STAMP) jars
 	$(VENV)/bin/leanscore bench-nightly --config conf/bench-nightly.yaml --out $(NIGHTLY_USER) \
