@@ -369,6 +369,32 @@ def fixed_cost_lines(report: dict) -> list[str]:
         "From the two sizes, time = fixed + rows x per-row (CPU: the process tree's):",
         "",
         *_table(header, rows),
+        *process_cpu_lines(report),
+    ]
+
+
+def process_cpu_lines(report: dict) -> list[str]:
+    """The same CPU line split by process: where each job's per-row CPU goes (the driver, the
+    JVM that reads, converts and writes, the Python workers that run the model)."""
+    split = report.get("cpu_by_process") or {}
+    rows = [
+        [
+            variant,
+            kind.replace("_", " "),
+            f"{line['fixed_cpu_s']:.2f}",
+            f"{line['per_million_rows_cpu_s']:.2f}",
+        ]
+        for variant, kinds in split.items()
+        for kind, line in kinds.items()
+    ]
+    if not rows:
+        return []
+    header = ["variant", "process", "fixed CPU s", "CPU s per million rows"]
+    return [
+        "",
+        "The CPU split by process (Linux /proc, sampled while each job runs):",
+        "",
+        *_table(header, rows),
     ]
 
 

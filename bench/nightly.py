@@ -475,16 +475,35 @@ def local_cores(master: str) -> int | None:
     return None
 
 
+PROCESS_KINDS = ("driver", "jvm", "python_workers", "other")
+
+
+def process_kind(is_root: bool, name: str) -> str:
+    """Which of ``PROCESS_KINDS`` a process in a job's tree is, from its command name."""
+    if is_root:
+        return "driver"
+    if name == "java":
+        return "jvm"
+    return "python_workers" if name.startswith("python") else "other"
+
+
 class TreeCpuMeter:
     """CPU seconds (user + system) of a process and every process below it (the JVM, Spark's
     Python daemon and workers), sampled from Linux ``/proc`` while it runs: each process's own
     time as last seen, summed. A process living less than one sampling interval can be missed.
-    On a shared machine CPU time moves far less with the load than wall time does."""
+    On a shared machine CPU time moves far less with the load than wall time does.
+
+    ``by_process`` splits the same seconds by kind of process: the ``driver`` (the process
+    measured), the ``jvm`` (Spark's driver JVM, which runs the tasks on a local master), the
+    ``python_workers`` (every Python process below the driver: Spark's daemon and workers) and
+    ``other`` (the shell that starts the JVM, helpers). On a local master this is where a job's
+    CPU goes: in the JVM's reading, conversion and writing, or in the Python tasks."""
 
     def __init__(self, root: int) -> None:
         self.root = root
         self.ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self.own: dict[tuple[int, int], float] = {}  # (pid, start tick) -> CPU seconds
+        self.kind: dict[tuple[int, int], str] = {}  # (pid, start tick) -> kind of process
 
     def sample(self) -> None:
         procs = {}
@@ -492,14 +511,21 @@ class TreeCpuMeter:
             if not entry.name.isdigit():
                 continue
             try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                text = (entry / "stat").read_text()
             except OSError:
                 continue
+            name, fields = text.split("(", 1)[1].rsplit(")", 1)
+            fields = fields.split()
             # after the name: state, ppid, ..., utime (12th), stime (13th), ..., starttime (20th)
-            procs[int(entry.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]), fields[19])
+            procs[int(entry.name)] = (
+                int(fields[1]),
+                int(fields[11]) + int(fields[12]),
+                fields[19],
+                name,
+            )
         tree, frontier = {self.root}, [self.root]
         children: dict[int, list[int]] = {}
-        for pid, (ppid, _, _) in procs.items():
+        for pid, (ppid, *_) in procs.items():
             children.setdefault(ppid, []).append(pid)
         while frontier:
             for child in children.get(frontier.pop(), []):
@@ -507,12 +533,21 @@ class TreeCpuMeter:
                     tree.add(child)
                     frontier.append(child)
         for pid in tree & procs.keys():
-            _, cpu, started = procs[pid]
+            _, cpu, started, name = procs[pid]
             self.own[(pid, started)] = cpu / self.ticks
+            # as last seen: the shell Spark starts the JVM with becomes the JVM when it execs
+            self.kind[(pid, started)] = process_kind(pid == self.root, name)
 
     @property
     def seconds(self) -> float:
         return sum(self.own.values())
+
+    @property
+    def by_process(self) -> dict[str, float]:
+        split = dict.fromkeys(PROCESS_KINDS, 0.0)
+        for key, seconds in self.own.items():
+            split[self.kind[key]] += seconds
+        return split
 
 
 def run_process(
@@ -545,6 +580,7 @@ def run_process(
     result = {"variant": variant, "rows": rows, "wall_s": wall, "rows_per_s": rows / wall}
     if meter is not None:
         result["cpu_s"] = meter.seconds
+        result["cpu_by_process"] = meter.by_process
     summary = run_dir / "summary.json"
     if variant == "leanscore" and summary.is_file():
         data = json.loads(summary.read_text())
@@ -672,9 +708,24 @@ def analyse(
         for v in VARIANTS
         if all("cpu_s" in by.get((v, n), {}) for n in sizes)
     }
+    process_lines = {
+        v: {
+            kind: line_through(sizes, [by[(v, n)]["cpu_by_process"][kind] for n in sizes])
+            for kind in PROCESS_KINDS
+        }
+        for v in VARIANTS
+        if all("cpu_by_process" in by.get((v, n), {}) for n in sizes)
+    }
     report = {
         "sizes": sizes,
         "results": results,
+        "cpu_by_process": {
+            v: {
+                kind: {"fixed_cpu_s": line.fixed_s, "per_million_rows_cpu_s": line.per_row_s * 1e6}
+                for kind, line in kinds.items()
+            }
+            for v, kinds in process_lines.items()
+        },
         "cpu_fixed_and_per_row": {
             v: {"fixed_cpu_s": line.fixed_s, "per_million_rows_cpu_s": line.per_row_s * 1e6}
             for v, line in cpu_lines.items()

@@ -16,6 +16,7 @@ from leanscore.bench.nightly import (
     limit_rows,
     line_through,
     local_cores,
+    process_kind,
     report_lines,
     run_process,
     variant_command,
@@ -125,6 +126,40 @@ def test_analyse_splits_each_variant_and_phase_and_checks_the_ratios():
     text = "\n".join(report_lines(report | {"artifact": "a"}))
     assert "| leanscore | 3,000 | 8.00 |  | 375 | 3.00x |" in text
     assert "| NO |" in text
+
+
+def test_analyse_splits_the_cpu_line_by_process():
+    """Each process kind gets its own line through the two sizes, and the report prints it."""
+    config = NightlyBenchConfig(small_rows=1000, large_rows=3000)
+
+    def timed(variant, rows, wall, jvm, workers):
+        split = {"driver": 2.0, "jvm": jvm, "python_workers": workers, "other": 0.0}
+        return _result(variant, rows, wall) | {
+            "cpu_s": sum(split.values()),
+            "cpu_by_process": split,
+        }
+
+    results = [
+        timed("leanscore", 1000, 6.0, 5.0, 1.0),
+        timed("leanscore", 3000, 8.0, 7.0, 5.0),
+        timed("pytorch", 1000, 12.0, 4.0, 3.0),
+        timed("pytorch", 3000, 24.0, 6.0, 15.0),
+    ]
+    report = analyse(results, config)
+    lean = report["cpu_by_process"]["leanscore"]
+    assert lean["jvm"]["fixed_cpu_s"] == pytest.approx(4.0)
+    assert lean["jvm"]["per_million_rows_cpu_s"] == pytest.approx(1000)
+    assert lean["python_workers"]["per_million_rows_cpu_s"] == pytest.approx(2000)
+    assert lean["driver"]["per_million_rows_cpu_s"] == pytest.approx(0)
+    assert report["cpu_by_process"]["pytorch"]["python_workers"]["fixed_cpu_s"] == pytest.approx(-3)
+    text = "\n".join(report_lines(report | {"artifact": "a"}))
+    assert "| leanscore | python workers | -1.00 | 2000.00 |" in text
+    # results without the split (an older report, or no /proc) print no split
+    plain = analyse(
+        [{k: v for k, v in r.items() if k != "cpu_by_process"} for r in results], config
+    )
+    assert plain["cpu_by_process"] == {}
+    assert "python workers" not in "\n".join(report_lines(plain | {"artifact": "a"}))
 
 
 def test_analyse_sums_the_fixed_parts_of_the_phases_before_scoring():
@@ -255,6 +290,19 @@ def test_cpu_meter_counts_a_child_process_of_the_process(tmp_path):
         meter.sample()
         time.sleep(0.05)
     assert 0.8 <= meter.seconds <= 3.0
+    # the burning child is a Python process below the driver: it, not the driver, is charged
+    split = meter.by_process
+    assert sum(split.values()) == pytest.approx(meter.seconds)
+    assert split["python_workers"] >= 0.8 and split["driver"] < 0.5
+    assert split["jvm"] == 0
+
+
+def test_process_kinds_follow_the_command_name():
+    assert process_kind(True, "leanscore") == "driver"
+    assert process_kind(True, "java") == "driver"  # the measured process is the driver
+    assert process_kind(False, "java") == "jvm"
+    assert process_kind(False, "python3.12") == "python_workers"
+    assert process_kind(False, "bash") == "other"
 
 
 def test_the_limit_is_refused_up_front_on_a_clusters_master(monkeypatch, tmp_path):
