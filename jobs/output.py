@@ -124,7 +124,7 @@ _STATISTICS_TYPES = (
 )
 
 
-def statistics_property(df: DataFrame, columns: list[str] | None) -> dict[str, str]:
+def statistics_property(schema: T.StructType, columns: list[str] | None) -> dict[str, str]:
     """The table property a Delta output this run creates starts with: file statistics on
     ``columns`` alone (those of a type Delta keeps statistics for), where Delta's default is
     every one of the first 32. Delta computes each indexed column's min and max row by row as
@@ -133,7 +133,7 @@ def statistics_property(df: DataFrame, columns: list[str] | None) -> dict[str, s
     them (the run date's partition already holds one model's rows). None: Delta's default."""
     if columns is None:
         return {}
-    fields = {f.name: f.dataType for f in df.schema.fields}
+    fields = {f.name: f.dataType for f in schema.fields}
     kept = [c for c in columns if isinstance(fields.get(c), _STATISTICS_TYPES)]
     if not kept:
         return {"delta.dataSkippingNumIndexedCols": "0"}
@@ -362,7 +362,7 @@ def write_checked(
             counted, staging.ref, run_date, whole_table=True, constant_columns=constant_columns
         )
     else:
-        created = statistics_property(df, statistics_columns) if before is None else None
+        created = statistics_property(df.schema, statistics_columns) if before is None else None
         write_partition(
             counted,
             ref,
@@ -373,6 +373,33 @@ def write_checked(
     phases.lap("score_write")
     metrics = observed.get
     rows_out, flagged = int(metrics["rows"]), int(metrics["flagged"])
+    problems = output_problems(
+        rows_out,
+        flagged,
+        run_date,
+        rows_in=rows_in,
+        error_column=error_column,
+        max_flagged_fraction=max_flagged_fraction,
+    )
+    version = None if staging else committed_version(spark, ref)
+    phases.lap("verify")
+    if problems:
+        done = staging.discard() if staging else _undo(spark, ref, run_date, before)
+        raise OutputCheckError("; ".join(problems) + "; " + done)
+    return {"rows_out": rows_out, "flagged_rows": flagged, "version": version, "before": before}
+
+
+def output_problems(
+    rows_out: int,
+    flagged: int,
+    run_date: dt.date,
+    *,
+    rows_in: int,
+    error_column: str,
+    max_flagged_fraction: float | None,
+) -> list[str]:
+    """What is wrong with a written partition of ``rows_out`` rows, ``flagged`` of them
+    flagged: fewer or more rows than were read, or more flagged than allowed."""
     problems = []
     if rows_out != rows_in:
         problems.append(
@@ -384,12 +411,7 @@ def write_checked(
             f"{flagged} of {rows_out} rows were flagged ({error_column} not null), more than "
             f"max_flagged_fraction={max_flagged_fraction}"
         )
-    version = None if staging else committed_version(spark, ref)
-    phases.lap("verify")
-    if problems:
-        done = staging.discard() if staging else _undo(spark, ref, run_date, before)
-        raise OutputCheckError("; ".join(problems) + "; " + done)
-    return {"rows_out": rows_out, "flagged_rows": flagged, "version": version, "before": before}
+    return problems
 
 
 def _undo(spark: SparkSession, ref: TableRef, run_date: dt.date, before: int | None) -> str:

@@ -19,6 +19,7 @@ from typing import Literal
 from leanscore.compression.artifact import Artifact
 from leanscore.compression.mlflow_registry import load_artifact, registry_summary
 from leanscore.jobs import shadow as shadowing
+from leanscore.jobs import task_write
 from leanscore.jobs.output import (
     RUN_DATE_COLUMN,
     PhaseClock,
@@ -106,6 +107,13 @@ class NightlyConfig(_Strict):
         description="a registered engine (leanscore.udfs.engines: scan, arrow, pandas) or auto: "
         "the scan engine for a whole Parquet/Delta path where it applies, else mapInArrow over "
         "Spark's reader; scan: the scan engine or an error saying why not",
+    )
+    writer: Literal["auto", "spark"] = Field(
+        default="auto",
+        description="auto: where the scan engine reads the input and the output is a Delta "
+        "path on a local master's file system, the score job's tasks write the output's "
+        "Parquet files and the driver commits them in one Delta transaction, after checking "
+        "them (leanscore.jobs.task_write); spark: Spark's writer always",
     )
     session: SessionOptions = Field(default_factory=SessionOptions)
     path_threshold_bytes: PathThresholdBytes
@@ -297,15 +305,15 @@ LINEAGE_COLUMNS = ("model_name", "model_version", "model_sha256", "scored_at")
 """Which model scored each row and when: the same on every row of a run."""
 
 
-def statistics_columns(scored: DataFrame, config) -> list[str]:
-    """The output columns a Delta output the job creates keeps file statistics on: the keys
-    and the model's outputs, which readers filter on. Not the lineage columns (one value per
-    run, and the run date's partition already selects a run) nor the passthrough columns
-    (copies of input columns, text among them), whose statistics Delta would compute row by
-    row for no reader (``leanscore.jobs.output.statistics_property``)."""
+def statistics_columns(columns: list[str], config) -> list[str]:
+    """Those of the output's ``columns`` a Delta output the job creates keeps file statistics
+    on: the keys and the model's outputs, which readers filter on. Not the lineage columns
+    (one value per run, and the run date's partition already selects a run) nor the
+    passthrough columns (copies of input columns, text among them), whose statistics Delta
+    would compute row by row for no reader (``leanscore.jobs.output.statistics_property``)."""
     copied = set(config.passthrough_columns) - set(config.key_columns)
     skipped = copied | set(LINEAGE_COLUMNS) | {RUN_DATE_COLUMN}
-    return [c for c in scored.columns if c not in skipped and not c.startswith(SHADOW_PREFIX)]
+    return [c for c in columns if c not in skipped and not c.startswith(SHADOW_PREFIX)]
 
 
 def lineage_columns(scored: DataFrame) -> list[str]:
@@ -399,13 +407,15 @@ class NightlyJob:
 
     ``frame(df, config, artifact, day, shadow_spec)`` gives the output rows and the engine that
     scores them;
-    ``error_column`` is the output's per-row error column, ``rate_key`` the summary's speed key.
+    ``error_column`` is the output's per-row error column, ``rate_key`` the summary's speed key;
+    ``tasks_write``: its scoring tasks may write the output themselves (``task_write``).
     """
 
     name: str
     frame: Callable[..., tuple[DataFrame, str]]
     error_column: str
     rate_key: str
+    tasks_write: bool = False
 
 
 def run_score(spark: SparkSession, config: ScoreConfig, run_date: str | dt.date) -> dict:
@@ -463,17 +473,24 @@ def _run(
     phases.lap("open_input")
     rows_in = count_input(source, config)
     phases.lap("count")
-    scored, engine = job.frame(source, config, artifact, day, shadow.spec if shadow else None)
-    log.info("%s: scoring with the %s engine", job.name, engine)
-    if shadow is not None:
-        scored, observation = shadowing.observe(shadow, scored)
-    phases.lap("plan")
-    if shadow is None:
-        written, shadow_record = _write(scored, config, day, rows_in, job, phases), None
+    tasks = _tasks_write(source, config, artifact, day, job, shadowed=shadow is not None)
+    if tasks is not None:
+        engine = "scan"
+        log.info("%s: scoring with the scan engine, whose tasks write the output", job.name)
+        phases.lap("plan")
+        written, shadow_record = task_write.run(tasks, config, rows_in=rows_in, phases=phases), None
     else:
-        written, shadow_record = _write_shadowed(
-            spark, config, shadow, observation, scored, day, rows_in, job, phases
-        )
+        scored, engine = job.frame(source, config, artifact, day, shadow.spec if shadow else None)
+        log.info("%s: scoring with the %s engine", job.name, engine)
+        if shadow is not None:
+            scored, observation = shadowing.observe(shadow, scored)
+        phases.lap("plan")
+        if shadow is None:
+            written, shadow_record = _write(scored, config, day, rows_in, job, phases), None
+        else:
+            written, shadow_record = _write_shadowed(
+                spark, config, shadow, observation, scored, day, rows_in, job, phases
+            )
     seconds = time.perf_counter() - start
     summary = {
         "status": "succeeded",
@@ -500,6 +517,34 @@ def _run(
     return summary
 
 
+def _tasks_write(
+    source: DataFrame, config, artifact: Artifact, day: dt.date, job: NightlyJob, *, shadowed: bool
+) -> task_write.TaskWrite | None:
+    """The write by the scoring tasks where it applies (``leanscore.jobs.task_write``), else
+    None: Spark's writer writes, and the log says why."""
+    if not job.tasks_write:
+        return None
+    spark = source.sparkSession
+    whole = scans_whole_table(config.input)
+    why = task_write.unavailable(spark, config, shadowed=shadowed, whole_input=whole)
+    if why:
+        log.info("writer auto: Spark's writer writes the output, since %s", why)
+        return None
+    manifest = config.scoring_artifact(artifact).manifest
+    name, version, sha256, scored_at = LINEAGE_COLUMNS
+    return task_write.prepare(
+        source,
+        config,
+        artifact,
+        day,
+        keep=kept_columns(source, config),
+        statistics_columns=lambda columns: statistics_columns(columns, config),
+        lineage={name: manifest.name, version: manifest.version, sha256: manifest.sha256},
+        scored_at=scored_at,
+        error_column=job.error_column,
+    )
+
+
 def _write(scored, config, day, rows_in: int, job: NightlyJob, phases, staging=None) -> dict:
     """``write_checked`` with the job's error column and flagged-row limit."""
     return write_checked(
@@ -511,7 +556,7 @@ def _write(scored, config, day, rows_in: int, job: NightlyJob, phases, staging=N
         max_flagged_fraction=config.max_flagged_fraction,
         phases=phases,
         staging=staging,
-        statistics_columns=statistics_columns(scored, config),
+        statistics_columns=statistics_columns(scored.columns, config),
         constant_columns=lineage_columns(scored),
     )
 
@@ -540,7 +585,7 @@ def _write_shadowed(
             day,
             rows=written["rows_out"],
             error_column=job.error_column,
-            statistics_columns=statistics_columns(scored, config),
+            statistics_columns=statistics_columns(scored.columns, config),
             constant_columns=lineage_columns(scored),
         ) | {"flagged_rows": written["flagged_rows"]}
         phases.lap("publish")
@@ -551,4 +596,4 @@ def _write_shadowed(
     return written, record
 
 
-SCORE_JOB = NightlyJob("score", score_frame, "prediction_error", "rows_per_s")
+SCORE_JOB = NightlyJob("score", score_frame, "prediction_error", "rows_per_s", tasks_write=True)

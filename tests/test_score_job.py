@@ -217,10 +217,11 @@ def test_statistics_property_quotes_names_and_skips_types_delta_does_not_index(s
         [(1, "a", [1.0], "x", "2026-01-01")],
         "`id.1` long, `odd``name` string, embedding array<float>, note string, run_date string",
     ).withColumn("run_date", F.col("run_date").cast("date"))
-    property_ = statistics_property(frame, ["id.1", "odd`name", "embedding"])
+    property_ = statistics_property(frame.schema, ["id.1", "odd`name", "embedding"])
     assert property_ == {"delta.dataSkippingStatsColumns": "`id.1`,`odd``name`"}
-    assert statistics_property(frame, ["embedding"]) == {"delta.dataSkippingNumIndexedCols": "0"}
-    assert statistics_property(frame, None) == {}
+    no_statistics = {"delta.dataSkippingNumIndexedCols": "0"}
+    assert statistics_property(frame.schema, ["embedding"]) == no_statistics
+    assert statistics_property(frame.schema, None) == {}
     path = str(tmp_path / "odd")
     writer = frame.write.format("delta").partitionBy("run_date")
     for key, value in property_.items():
@@ -359,16 +360,20 @@ def _history(spark, path):
     return spark.sql(f"DESCRIBE HISTORY delta.`{path}`").orderBy("version").collect()
 
 
-def test_input_changing_during_the_run_restores_the_previous_version(
-    spark, digits, artifact, tmp_path, monkeypatch
+@pytest.mark.parametrize("writer", ["auto", "spark"])
+def test_input_changing_during_the_run_leaves_the_previous_version_current(
+    spark, digits, artifact, tmp_path, monkeypatch, writer
 ):
     """Another writer appends to the input between the count and the write: the run fails
-    naming both counts, and the output's previous version is current again (RESTORE)."""
+    naming both counts, and the output's previous version is current again. The scoring
+    tasks' own write is checked before its commit, so nothing is committed; Spark's writer
+    commits first, so that version is restored (RESTORE)."""
     import leanscore.jobs.score as score_job
 
     src, out = str(tmp_path / "in"), str(tmp_path / "out")
     held_out_frame(spark, digits, n=60).write.format("delta").save(src)
-    config = _config(artifact, src, out, summary_path=str(tmp_path / "summary.json"))
+    summary_path = str(tmp_path / "summary.json")
+    config = _config(artifact, src, out, summary_path=summary_path, writer=writer)
     run_score(spark, config, "2026-01-01")
     good_version = _history(spark, out)[-1]["version"]
     before = spark.read.format("delta").load(out).orderBy("row_id").toPandas()
@@ -384,18 +389,25 @@ def test_input_changing_during_the_run_restores_the_previous_version(
     monkeypatch.setattr(score_job, "count_input", count_then_append)
     with pytest.raises(OutputCheckError, match=r"wrote 70 rows .* counted 60") as err:
         run_score(spark, config, "2026-01-01")
-    assert f"restored the output to version {good_version}" in str(err.value)
     history = _history(spark, out)
-    assert [h["operation"] for h in history[-2:]] == ["WRITE", "RESTORE"]
+    if writer == "spark":
+        assert f"restored the output to version {good_version}" in str(err.value)
+        assert [h["operation"] for h in history[-2:]] == ["WRITE", "RESTORE"]
+    else:
+        assert "nothing was committed" in str(err.value)
+        assert history[-1]["version"] == good_version
     after = spark.read.format("delta").load(out).orderBy("row_id").toPandas()
     pd.testing.assert_frame_equal(before, after)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and "counted 60" in summary["error"]
 
 
-def test_too_many_flagged_rows_fail_and_a_new_table_is_left_empty(
-    spark, digits, artifact, tmp_path
+@pytest.mark.parametrize("writer", ["auto", "spark"])
+def test_too_many_flagged_rows_fail_and_a_new_table_keeps_no_rows(
+    spark, digits, artifact, tmp_path, writer
 ):
+    """Spark's writer committed the rows, so the table it created is emptied; the scoring
+    tasks' write is checked before anything is committed, so no table is left at all."""
     src, out = str(tmp_path / "in"), str(tmp_path / "out")
     held_out_frame(spark, digits, n=40).union(
         spark.createDataFrame(
@@ -403,10 +415,14 @@ def test_too_many_flagged_rows_fail_and_a_new_table_is_left_empty(
             "row_id long, label int, features array<float>",
         )
     ).write.format("delta").save(src)
-    config = _config(artifact, src, out, bad_rows="flag", max_flagged_fraction=0.1)
-    with pytest.raises(OutputCheckError, match=r"10 of 50 rows were flagged .* deleted the rows"):
+    config = _config(artifact, src, out, bad_rows="flag", max_flagged_fraction=0.1, writer=writer)
+    undone = "deleted the rows" if writer == "spark" else "nothing was committed"
+    with pytest.raises(OutputCheckError, match=rf"10 of 50 rows were flagged .* {undone}"):
         run_score(spark, config, "2026-01-01")
-    assert spark.read.format("delta").load(out).count() == 0
+    if writer == "spark":
+        assert spark.read.format("delta").load(out).count() == 0
+    else:
+        assert not (tmp_path / "out").exists()
     summary = run_score(
         spark, config.model_copy(update={"max_flagged_fraction": 0.2}), "2026-01-01"
     )

@@ -60,7 +60,7 @@ class StoreAccess:
     def filesystem_and_path(self, uri: str):
         parsed = urlparse(uri)
         if self.kind == "local":
-            local = _local_path(uri)
+            local = local_path(uri)
             if local is None:
                 raise StoreUnsupported(f"{uri} is not a local path")
             return None, local
@@ -77,7 +77,7 @@ def _s3_filesystem(options: tuple[tuple[str, str | bool], ...]):
     return fs.S3FileSystem(**dict(options))
 
 
-def _local_path(uri: str) -> str | None:
+def local_path(uri: str) -> str | None:
     parsed = urlparse(uri)
     if parsed.scheme in ("", "file"):
         return unquote(parsed.path)
@@ -89,7 +89,7 @@ def _local_path(uri: str) -> str | None:
 def store_access(spark, uri: str) -> StoreAccess:
     """The ``StoreAccess`` for the files under ``uri``, from the settings Spark reads that
     store with; ``StoreUnsupported`` where the scan cannot follow Spark."""
-    if _local_path(uri) is not None:
+    if local_path(uri) is not None:
         return StoreAccess("local")
     scheme = urlparse(uri).scheme
     if scheme in S3_SCHEMES:

@@ -117,6 +117,12 @@ def reads_whole_tables_only(name: str) -> bool:
     return check_name(name) != AUTO and _REGISTRY[name].reads_whole_tables
 
 
+def may_read_whole_tables(name: str) -> bool:
+    """Whether the engine option ``name`` may resolve to an engine that reads a whole
+    Parquet/Delta path itself (``auto`` may: it tries such an engine first)."""
+    return check_name(name) == AUTO or _REGISTRY[name].reads_whole_tables
+
+
 def scores_shadow(name: str) -> bool:
     """Whether the engine option ``name`` can score a shadow sample (``auto`` can: it resolves
     to an engine that does wherever one applies)."""

@@ -42,6 +42,7 @@ from leanscore.udfs.options import ScoringOptions
 from leanscore.udfs.prepare import build_scorer, columns_for
 from leanscore.udfs.schema import feature_names, preview
 from leanscore.udfs.storage import StoreAccess, StoreUnsupported, store_access
+from leanscore.udfs.task_files import FILE_ARROW_SCHEMA, FILE_SCHEMA, FileSink, TaskFile, conformed
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
@@ -427,6 +428,47 @@ def score_plan(
             yield score(rb)
 
     return slice_frame(spark, plan).mapInArrow(score_slices, schema)
+
+
+def write_plan(
+    spark: SparkSession,
+    plan: ScanPlan,
+    scorer: Scorer,
+    *,
+    fields: list[tuple[str, str]],
+    out_names: dict[str, str],
+    keep: list[str],
+    key_columns: list[str],
+    arrow_batch_rows: int,
+    sink: FileSink,
+) -> DataFrame:
+    """As ``score_plan``, but each task writes its scored rows into a Parquet file of its own
+    through ``sink`` (``leanscore.udfs.task_files``) and returns only that file's description
+    (``FILE_SCHEMA``), for the driver to commit: the rows never cross into the JVM."""
+    features = scorer.family.input_columns()
+    timezone = spark.conf.get("spark.sql.session.timeZone")
+    types = arrow_types(plan, [*keep, *key_columns, *features], timezone)
+    schema, names = output_schema(plan.schema, keep, fields, out_names, scorer)
+    written = pa.schema([(f.name, _arrow_type(f.dataType, timezone)) for f in schema.fields])
+    read = plan_reader(plan, types, arrow_batch_rows)
+
+    def write_slices(descriptors: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        score = record_batch_scorer(scorer, features, features, keep, key_columns, names)
+        out = TaskFile(sink, TaskContext.get().partitionId())
+        try:
+            for rb in read(descriptors):
+                scored = score(rb)
+                out.write(conformed(scored, written))
+            described = out.close()
+        except BaseException:
+            out.discard()
+            raise
+        if described is not None:
+            yield pa.RecordBatch.from_pylist([described], schema=FILE_ARROW_SCHEMA)
+
+    return slice_frame(spark, plan).mapInArrow(write_slices, FILE_SCHEMA)
 
 
 class ScanEngine(Engine):

@@ -1,0 +1,303 @@
+"""The score job's output written by its scoring tasks and committed by the driver.
+
+Where the scan engine reads the input, the task that reads and scores a slice of the table
+also writes the scored rows, lineage included, as a Parquet file of the output's run date
+partition (``leanscore.udfs.task_files``); Spark's JVM never converts or encodes the rows.
+The driver then has every file's rows and flagged rows before anything is visible, checks
+them as ``write_checked`` does, and commits the files in one Delta transaction
+(``leanscore.jobs.delta_commit``) only when the checks pass. A failed check deletes the files
+and leaves the output as it was: there is nothing to restore.
+
+It applies to a Delta output at a path of the local file system on a local master (a
+cluster's executors do not share the driver's disks), with the writer setting ``auto``, no
+shadow, the scan engine able to read the input, a Parquet codec pyarrow writes as Spark does,
+and a table Delta's commit takes as it is (``delta_commit.table_problem``). Everywhere else,
+and with ``writer: spark``, Spark's writer writes the output as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pyarrow as pa
+from leanscore.compression.artifact import Artifact
+from leanscore.jobs import delta_commit
+from leanscore.jobs.output import (
+    RUN_DATE_COLUMN,
+    OutputCheckError,
+    PhaseClock,
+    delta_version,
+    output_problems,
+    statistics_property,
+)
+from leanscore.udfs.arrow_path import output_schema
+from leanscore.udfs.engines import may_read_whole_tables, reads_whole_tables_only
+from leanscore.udfs.engines.scan import ScanUnsupported, plan_scan, write_plan
+from leanscore.udfs.prepare import build_scorer, columns_for
+from leanscore.udfs.schema import feature_names
+from leanscore.udfs.storage import local_path, store_access
+from leanscore.udfs.task_files import CODECS, FILE_ARROW_SCHEMA, FILE_SCHEMA, FileSink, TaskFile
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+from pyspark.sql.types import DateType, StringType, StructField, StructType, TimestampType
+
+log = logging.getLogger(__name__)
+
+# Column types that usually hold few distinct values (labels, codes, dates, text categories),
+# written with a dictionary; keys (one value a row), floats and arrays are written plain.
+_FEW_VALUES = (T.StringType, T.BooleanType, T.IntegralType, T.DateType, T.TimestampType)
+
+
+@dataclass(frozen=True)
+class TaskWrite:
+    """A planned write: ``files`` runs the tasks and yields their files' descriptions."""
+
+    files: DataFrame
+    root: str
+    day: dt.date
+    schema: StructType
+    properties: dict[str, str]
+    error_column: str
+    created_root: bool
+
+
+def unavailable(spark: SparkSession, config, *, shadowed: bool, whole_input: bool) -> str | None:
+    """Why the tasks cannot write this job's output, else None. ``whole_input``: the input is
+    a whole table's path (no filter), as the scan engine reads."""
+    output = config.output
+    if config.writer == "spark":
+        return "writer: spark"
+    if shadowed:
+        return "a shadow comparison observes the rows Spark writes"
+    if output.table or output.format != "delta":
+        return "the output is not a Delta path"
+    if not may_read_whole_tables(config.engine) or not whole_input:
+        return "the scan engine does not read this input"
+    if not str(spark.conf.get("spark.master", "")).startswith("local"):
+        return "a cluster's tasks write where its executors are; this writes local paths only"
+    try:
+        if store_access(spark, output.path).kind != "local":
+            return "the output is not on the local file system"
+    except Exception as err:  # noqa: BLE001 - an object store the scan does not open
+        return str(err)
+    codec = str(spark.conf.get("spark.sql.parquet.compression.codec", "snappy")).lower()
+    if codec not in CODECS:
+        return f"spark.sql.parquet.compression.codec={codec} is written by Spark only"
+    return delta_commit.unavailable(spark)
+
+
+def prepare(
+    source: DataFrame,
+    config,
+    artifact: Artifact,
+    day: dt.date,
+    *,
+    keep: list[str],
+    statistics_columns: Callable[[list[str]], list[str]],
+    lineage: dict[str, str],
+    scored_at: str,
+    error_column: str,
+) -> TaskWrite | None:
+    """The write of ``source`` (the input as read), planned: the input's scan, the model's
+    scorer, the output's schema and the sink each task writes through; None (logged) where
+    Spark's writer must write instead. ``statistics_columns(columns)`` names the output
+    columns with file statistics; ``lineage`` maps the constant lineage string columns to
+    this run's values, and ``scored_at`` names the column of the run's time."""
+    spark = source.sparkSession
+    options = config.scoring_options(keep)
+    artifact = config.scoring_artifact(artifact)
+    keys, kept, fields, names = columns_for(source, artifact, options)
+    features = feature_names(artifact.manifest)
+    try:
+        plan = plan_scan(
+            spark,
+            config.input.path,
+            format=config.input.format,
+            columns=[*kept, *keys, *features],
+            max_task_bytes=options.max_task_bytes,
+        )
+    except ScanUnsupported as why:
+        if reads_whole_tables_only(config.engine):  # the scan engine named: it fails so
+            raise
+        log.info("writer auto: Spark's writer writes the output, since %s", why)
+        return None
+    scorer = build_scorer(artifact, spark=spark, options=options)
+    scored, _ = output_schema(plan.schema, kept, fields, names, scorer)
+    schema = StructType(
+        [
+            *scored.fields,
+            *[StructField(name, StringType(), True) for name in lineage],
+            StructField(scored_at, TimestampType(), True),
+            StructField(RUN_DATE_COLUMN, DateType(), True),
+        ]
+    )
+    root = os.path.abspath(local_path(config.output.path) or config.output.path)
+    table = delta_commit.table_state(spark, root, schema, RUN_DATE_COLUMN)
+    if table.problem:
+        log.info("writer auto: Spark's writer writes the output, since %s", table.problem)
+        return None
+    now = dt.datetime.now(dt.UTC)
+    constants = tuple(
+        [(name, pa.scalar(str(value), pa.string())) for name, value in lineage.items()]
+        + [(scored_at, pa.scalar(now, pa.timestamp("us", tz="UTC")))]
+    )
+    partition = f"{RUN_DATE_COLUMN}={day.isoformat()}"
+    created_statistics = statistics_columns([f.name for f in schema.fields])
+    indexed = table.indexed_columns if table.exists else created_statistics
+    codec = str(spark.conf.get("spark.sql.parquet.compression.codec", "snappy")).lower()
+    sink = FileSink(
+        directory=os.path.join(root, partition),
+        relative=partition,
+        codec=CODECS[codec],
+        constants=constants,
+        statistics_columns=tuple(indexed),
+        error_column=error_column,
+        dictionary_columns=dictionary_columns(scored, config.key_columns),
+    )
+    files = write_plan(
+        spark,
+        plan,
+        scorer,
+        fields=fields,
+        out_names=names,
+        keep=kept,
+        key_columns=keys,
+        arrow_batch_rows=options.arrow_batch_rows,
+        sink=sink,
+    )
+    return TaskWrite(
+        files=files,
+        root=root,
+        day=day,
+        schema=schema,
+        properties=statistics_property(schema, created_statistics),
+        error_column=error_column,
+        created_root=not os.path.exists(root),
+    )
+
+
+def run(write: TaskWrite, config, *, rows_in: int, phases: PhaseClock) -> dict:
+    """Run the tasks, check what they wrote, and commit it; as ``write_checked`` returns."""
+    spark = write.files.sparkSession
+    before = delta_version(spark, config.output)
+    phases.lap("output_version")
+    try:
+        files = [row.asDict() for row in write.files.collect()]
+    except BaseException:
+        _clean_up(write, [], before)
+        raise
+    phases.lap("score_write")
+    rows_out = sum(f["rows"] for f in files)
+    flagged = sum(f["flagged"] for f in files)
+    problems = output_problems(
+        rows_out,
+        flagged,
+        write.day,
+        rows_in=rows_in,
+        error_column=write.error_column,
+        max_flagged_fraction=config.max_flagged_fraction,
+    )
+    phases.lap("verify")
+    if problems:
+        _clean_up(write, files, before)
+        raise OutputCheckError("; ".join(problems) + "; nothing was committed: output unchanged")
+    try:
+        version = delta_commit.replace_partition(
+            spark,
+            write.root,
+            RUN_DATE_COLUMN,
+            write.day,
+            files,
+            schema=write.schema,
+            new_table_properties=write.properties,
+        )
+    except BaseException:
+        _clean_up(write, files, before)
+        raise
+    phases.lap("commit")
+    return {"rows_out": rows_out, "flagged_rows": flagged, "version": version, "before": before}
+
+
+def dictionary_columns(schema: StructType, key_columns) -> tuple[str, ...]:
+    """The columns of ``schema`` written with a dictionary: those of a type with usually few
+    distinct values, keys excepted."""
+    return tuple(
+        f.name
+        for f in schema.fields
+        if isinstance(f.dataType, _FEW_VALUES) and f.name not in key_columns
+    )
+
+
+def write_rows(
+    frame: DataFrame,
+    root: str,
+    day: dt.date,
+    *,
+    constants: dict[str, pa.Scalar],
+    statistics_columns: list[str],
+    properties: dict[str, str],
+    error_column: str,
+    key_columns,
+) -> int:
+    """Write ``frame``'s rows (the output's columns but the ``constants`` and the run date)
+    as the tasks write them, and commit them as ``day``'s partition of a Delta table at
+    ``root``; the committed version. For measuring the writing alone, from rows in memory
+    (the bench's limit), where the job writes rows its tasks have just scored."""
+    import pyspark
+
+    spark = frame.sparkSession
+    codec = str(spark.conf.get("spark.sql.parquet.compression.codec", "snappy")).lower()
+    partition = f"{RUN_DATE_COLUMN}={day.isoformat()}"
+    sink = FileSink(
+        directory=os.path.join(root, partition),
+        relative=partition,
+        codec=CODECS[codec],
+        constants=tuple(constants.items()),
+        statistics_columns=tuple(statistics_columns),
+        error_column=error_column,
+        dictionary_columns=dictionary_columns(frame.schema, key_columns),
+    )
+
+    def write(batches):
+        out = TaskFile(sink, pyspark.TaskContext.get().partitionId())
+        for batch in batches:
+            out.write(batch)
+        described = out.close()
+        if described is not None:
+            yield pa.RecordBatch.from_pylist([described], schema=FILE_ARROW_SCHEMA)
+
+    files = [row.asDict() for row in frame.mapInArrow(write, FILE_SCHEMA).collect()]
+    schema = StructType(
+        [
+            *frame.schema.fields,
+            *[StructField(n, _spark_type(v.type), True) for n, v in constants.items()],
+            StructField(RUN_DATE_COLUMN, DateType(), True),
+        ]
+    )
+    return delta_commit.replace_partition(
+        spark, root, RUN_DATE_COLUMN, day, files, schema=schema, new_table_properties=properties
+    )
+
+
+def _spark_type(arrow: pa.DataType):
+    from pyspark.sql.pandas.types import from_arrow_type
+
+    return from_arrow_type(arrow)
+
+
+def _clean_up(write: TaskWrite, files: list[dict], before: int | None) -> None:
+    """Delete what a failed write left: the whole output where this run created it, else the
+    files described (a task that failed after writing leaves a file no commit names, as
+    Spark's writer does; Delta's VACUUM removes such files)."""
+    if write.created_root and before is None:
+        shutil.rmtree(write.root, ignore_errors=True)
+        return
+    for f in files:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(write.root, f["path"]))
