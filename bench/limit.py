@@ -13,7 +13,10 @@ measured here in one warm Spark session, on the job's table, model and output ro
   measured on up to ``model_rows`` rows of the table and scaled to the whole table;
 - write alone: the job's output rows (``score_frame``: keys, passthrough, outputs, lineage)
   persisted in memory first, then written into a new Delta table as the job writes its run
-  date's partition, with the same file statistics property.
+  date's partition, with the same file statistics property, by the job's writer: Spark's, or
+  where the job's scoring tasks write the output (``leanscore.jobs.task_write``), pyarrow in
+  the tasks (the rows handed to Python from memory, the lineage added as constants) and one
+  Delta commit.
 
 Each is a warm-up then the median of ``rounds`` runs. The sum is a reference, not a strict
 floor: in the job the parts overlap in time, so it may come in under the sum, and the job runs
@@ -32,14 +35,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 from leanscore.bench.paths import feature_matrix_column, input_matrix
 from leanscore.bench.timing import noop_seconds
 from leanscore.compression.mlflow_registry import load_artifact
-from leanscore.jobs.output import TableRef, statistics_property, write_partition
+from leanscore.jobs import task_write
+from leanscore.jobs.output import RUN_DATE_COLUMN, TableRef, statistics_property, write_partition
 from leanscore.jobs.score import (
+    SCORE_JOB,
     kept_columns,
     lineage_columns,
     read_input,
+    scans_whole_table,
     score_frame,
     statistics_columns,
 )
@@ -133,18 +140,46 @@ def measure_limit(
     scored, _ = score_frame(source, config, artifact, run_date)
     output_rows = scored.persist(StorageLevel.MEMORY_AND_DISK)
     written = output_rows.count()
-    properties = statistics_property(output_rows, statistics_columns(output_rows, config))
+    properties = statistics_property(
+        output_rows.schema, statistics_columns(output_rows.columns, config)
+    )
     root = Path(tempfile.mkdtemp(prefix="leanscore-limit-", dir=scratch))
     tables = iter(range(rounds + 1))  # a table of its own for each write: none finds another's
 
+    tasks_write = config.writer == "auto" and (
+        task_write.unavailable(
+            spark, config, shadowed=False, whole_input=scans_whole_table(config.input)
+        )
+        is None
+    )
+    constants = lineage_columns(output_rows)
+    first = output_rows.select(*constants).first()
+    values = {
+        c: pa.scalar(first[c], pa.timestamp("us", tz="UTC") if c == "scored_at" else pa.string())
+        for c in constants
+    }
+    rows_alone = output_rows.drop(*constants, RUN_DATE_COLUMN)
+
     def write() -> None:
-        ref = TableRef(path=str(root / f"output-{next(tables)}"), format="delta")
+        path = str(root / f"output-{next(tables)}")
+        if tasks_write:  # as the job's tasks write: pyarrow files, one Delta commit
+            task_write.write_rows(
+                rows_alone,
+                path,
+                run_date,
+                constants=values,
+                statistics_columns=statistics_columns(output_rows.columns, config),
+                properties=properties,
+                error_column=SCORE_JOB.error_column,
+                key_columns=config.key_columns,
+            )
+            return
         write_partition(
             output_rows,
-            ref,
+            TableRef(path=path, format="delta"),
             run_date,
             new_table_properties=properties,
-            constant_columns=lineage_columns(output_rows),
+            constant_columns=constants,
         )
 
     try:
@@ -168,6 +203,11 @@ def measure_limit(
             f"ONNX Runtime on {min(rows, model_rows):,} rows in memory, {cores} sessions side "
             f"by side in batches of {config.batch_size}, scaled to the table's rows; the job's "
             "output rows, persisted in memory, written into a new Delta table's run date "
-            "partition with the job's statistics property"
+            "partition with the job's statistics property, by "
+            + (
+                "pyarrow in Spark's tasks and one Delta commit, as the job's tasks write them"
+                if tasks_write
+                else "Spark's writer, as the job writes them"
+            )
         ),
     }
