@@ -6,8 +6,9 @@ pass. When it takes much longer than those three parts alone, the time goes to w
 them (row formats, conversions, task layout), and that is where the next cut is. Each part is
 measured here in one warm Spark session, on the job's table, model and output rows:
 
-- read alone: the columns the job reads (features, keys, passthrough), Spark's reader into
-  its noop sink (the job may read with the scan engine instead: the same files and columns);
+- read alone: the columns the job reads (features, keys, passthrough), by the job's own
+  reader into Spark's noop sink: where the job reads with the scan engine, the scan's tasks
+  reading their slices with pyarrow and handing Spark only row counts; else Spark's reader;
 - model alone: ONNX Runtime on rows already in memory, one session per core with the job's
   session settings (one intra-op thread per task), in the job's batches, all cores at once;
   measured on up to ``model_rows`` rows of the table and scaled to the whole table;
@@ -15,8 +16,8 @@ measured here in one warm Spark session, on the job's table, model and output ro
   persisted in memory first, then written into a new Delta table as the job writes its run
   date's partition, with the same file statistics property, by the job's writer: Spark's, or
   where the job's scoring tasks write the output (``leanscore.jobs.task_write``), pyarrow in
-  the tasks (the rows handed to Python from memory, the lineage added as constants) and one
-  Delta commit.
+  the tasks (the rows handed to Python from memory, a step the job does not take, the lineage
+  added as constants) and one Delta commit.
 
 Each is a warm-up then the median of ``rounds`` runs. The sum is a reference, not a strict
 floor: in the job the parts overlap in time, so it may come in under the sum, and the job runs
@@ -103,6 +104,36 @@ def model_alone_s(
     return walls
 
 
+def scan_read(spark: SparkSession, config, columns: list[str]):
+    """Where the job reads its input with the scan engine, a frame of the scan's tasks reading
+    ``columns`` with pyarrow and handing Spark only each batch's row count (the job hands it
+    only the scored rows, or none where its tasks write): (frame, how it reads); else
+    (None, None)."""
+    from leanscore.udfs.engines import may_read_whole_tables
+    from leanscore.udfs.engines.scan import (
+        ScanUnsupported,
+        arrow_types,
+        plan_reader,
+        plan_scan,
+        slice_frame,
+    )
+
+    if not (may_read_whole_tables(config.engine) and scans_whole_table(config.input)):
+        return None, None
+    try:
+        plan = plan_scan(spark, config.input.path, format=config.input.format, columns=columns)
+    except ScanUnsupported:
+        return None, None
+    timezone = spark.conf.get("spark.sql.session.timeZone")
+    read = plan_reader(plan, arrow_types(plan, columns, timezone), config.arrow_batch_rows)
+
+    def counts(descriptors):
+        for batch in read(descriptors):
+            yield pa.RecordBatch.from_pydict({"rows": [batch.num_rows]})
+
+    return slice_frame(spark, plan).mapInArrow(counts, "rows long"), "pyarrow in the scan's tasks"
+
+
 def measure_limit(
     spark: SparkSession,
     config,
@@ -122,7 +153,9 @@ def measure_limit(
     features, _ = feature_matrix_column(artifact)
     rows = source.count()
 
-    read = source.select(*dict.fromkeys([*features, *keep]))
+    read, reader = scan_read(spark, config, [*features, *keep])
+    if read is None:
+        read, reader = source.select(*dict.fromkeys([*features, *keep])), "Spark's reader"
     read_s, read_all = median_seconds(lambda: noop_seconds(read), rounds)
 
     matrix = np.ascontiguousarray(input_matrix(source, artifact, min(rows, model_rows)))
@@ -199,7 +232,8 @@ def measure_limit(
         "cores": cores,
         "how": (
             f"each part alone in one warm Spark session, a warm-up then the median of {rounds}: "
-            f"reading the {len(read.columns)} columns the job reads into Spark's noop sink; "
+            f"reading the {len(features) + len(keep)} columns the job reads, by {reader}, "
+            "into Spark's noop sink; "
             f"ONNX Runtime on {min(rows, model_rows):,} rows in memory, {cores} sessions side "
             f"by side in batches of {config.batch_size}, scaled to the table's rows; the job's "
             "output rows, persisted in memory, written into a new Delta table's run date "

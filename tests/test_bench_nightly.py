@@ -266,7 +266,9 @@ def test_the_limit_measures_each_part_of_a_real_job_alone(spark, artifact, tmp_p
         assert limit[part] > 0 and len(limit["all_s"][part[:-2]]) == 1
     assert limit["limit_s"] == pytest.approx(limit["read_s"] + limit["model_s"] + limit["write_s"])
     assert "2 sessions side by side" in limit["how"] and "500 rows in memory" in limit["how"]
-    assert "pyarrow in Spark's tasks" in limit["how"]  # the job's own writer: its tasks'
+    # the job's own reader and writer: the scan's tasks read, the scoring tasks write
+    assert "by pyarrow in the scan's tasks" in limit["how"]
+    assert "pyarrow in Spark's tasks" in limit["how"]
     assert not list(scratch.iterdir())  # every table it wrote is gone
     assert not (tmp_path / "never-written").exists()
 
