@@ -36,11 +36,8 @@ from leanscore.jobs.output import (
     output_problems,
     statistics_property,
 )
-from leanscore.udfs.arrow_path import output_schema
 from leanscore.udfs.engines import may_read_whole_tables, reads_whole_tables_only
-from leanscore.udfs.engines.scan import ScanUnsupported, plan_scan, write_plan
-from leanscore.udfs.prepare import build_scorer, columns_for
-from leanscore.udfs.schema import feature_names
+from leanscore.udfs.engines.scan import ScanUnsupported, plan_job
 from leanscore.udfs.storage import local_path, store_access
 from leanscore.udfs.task_files import CODECS, FILE_ARROW_SCHEMA, FILE_SCHEMA, FileSink, TaskFile
 from pyspark.sql import DataFrame, SparkSession
@@ -86,9 +83,9 @@ def unavailable(spark: SparkSession, config, *, shadowed: bool, whole_input: boo
             return "the output is not on the local file system"
     except Exception as err:  # noqa: BLE001 - an object store the scan does not open
         return str(err)
-    codec = str(spark.conf.get("spark.sql.parquet.compression.codec", "snappy")).lower()
-    if codec not in CODECS:
-        return f"spark.sql.parquet.compression.codec={codec} is written by Spark only"
+    if _codec(spark) is None:
+        codec = spark.conf.get(_CODEC_SETTING, "snappy")
+        return f"{_CODEC_SETTING}={codec} is written by Spark only"
     return delta_commit.unavailable(spark)
 
 
@@ -111,24 +108,20 @@ def prepare(
     this run's values, and ``scored_at`` names the column of the run's time."""
     spark = source.sparkSession
     options = config.scoring_options(keep)
-    artifact = config.scoring_artifact(artifact)
-    keys, kept, fields, names = columns_for(source, artifact, options)
-    features = feature_names(artifact.manifest)
     try:
-        plan = plan_scan(
-            spark,
+        job = plan_job(
+            source,
             config.input.path,
             format=config.input.format,
-            columns=[*kept, *keys, *features],
-            max_task_bytes=options.max_task_bytes,
+            artifact=config.scoring_artifact(artifact),
+            options=options,
         )
     except ScanUnsupported as why:
         if reads_whole_tables_only(config.engine):  # the scan engine named: it fails so
             raise
         log.info("writer auto: Spark's writer writes the output, since %s", why)
         return None
-    scorer = build_scorer(artifact, spark=spark, options=options)
-    scored, _ = output_schema(plan.schema, kept, fields, names, scorer)
+    scored, _ = job.output_schema()
     schema = StructType(
         [
             *scored.fields,
@@ -150,29 +143,17 @@ def prepare(
     partition = f"{RUN_DATE_COLUMN}={day.isoformat()}"
     created_statistics = statistics_columns([f.name for f in schema.fields])
     indexed = table.indexed_columns if table.exists else created_statistics
-    codec = str(spark.conf.get("spark.sql.parquet.compression.codec", "snappy")).lower()
     sink = FileSink(
         directory=os.path.join(root, partition),
         relative=partition,
-        codec=CODECS[codec],
+        codec=_codec(spark),
         constants=constants,
         statistics_columns=tuple(indexed),
         error_column=error_column,
         dictionary_columns=dictionary_columns(scored, config.key_columns),
     )
-    files = write_plan(
-        spark,
-        plan,
-        scorer,
-        fields=fields,
-        out_names=names,
-        keep=kept,
-        key_columns=keys,
-        arrow_batch_rows=options.arrow_batch_rows,
-        sink=sink,
-    )
     return TaskWrite(
-        files=files,
+        files=job.write(spark, sink),
         root=root,
         day=day,
         schema=schema,
@@ -252,12 +233,11 @@ def write_rows(
     import pyspark
 
     spark = frame.sparkSession
-    codec = str(spark.conf.get("spark.sql.parquet.compression.codec", "snappy")).lower()
     partition = f"{RUN_DATE_COLUMN}={day.isoformat()}"
     sink = FileSink(
         directory=os.path.join(root, partition),
         relative=partition,
-        codec=CODECS[codec],
+        codec=_codec(spark),
         constants=tuple(constants.items()),
         statistics_columns=tuple(statistics_columns),
         error_column=error_column,
@@ -283,6 +263,15 @@ def write_rows(
     return delta_commit.replace_partition(
         spark, root, RUN_DATE_COLUMN, day, files, schema=schema, new_table_properties=properties
     )
+
+
+_CODEC_SETTING = "spark.sql.parquet.compression.codec"
+
+
+def _codec(spark: SparkSession) -> str | None:
+    """pyarrow's name for the session's Parquet codec; None where pyarrow does not write it
+    as Spark does."""
+    return CODECS.get(str(spark.conf.get(_CODEC_SETTING, "snappy")).lower())
 
 
 def _spark_type(arrow: pa.DataType):

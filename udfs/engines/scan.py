@@ -404,71 +404,90 @@ def slice_frame(spark: SparkSession, plan: ScanPlan) -> DataFrame:
     return DataFrame(session.read().schema(SLICE_SCHEMA).json(texts), spark)
 
 
-def score_plan(
-    spark: SparkSession,
-    plan: ScanPlan,
-    scorer: Scorer,
-    *,
-    fields: list[tuple[str, str]],
-    out_names: dict[str, str],
-    keep: list[str],
-    key_columns: list[str],
-    arrow_batch_rows: int,
-) -> DataFrame:
-    """A DataFrame of ``keep`` columns plus the outputs, one Spark task per task of ``plan``."""
-    features = scorer.family.input_columns()
-    timezone = spark.conf.get("spark.sql.session.timeZone")
-    types = arrow_types(plan, [*keep, *key_columns, *features], timezone)
-    schema, names = output_schema(plan.schema, keep, fields, out_names, scorer)
-    read = plan_reader(plan, types, arrow_batch_rows)
+@dataclass(frozen=True)
+class ScanJob:
+    """A planned scan-engine job (``plan_job``): the input's slices, the model's scorer and the
+    output's columns, for the tasks to score (``score``) or to score and write (``write``)."""
 
-    def score_slices(descriptors: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        score = record_batch_scorer(scorer, features, features, keep, key_columns, names)
-        for rb in read(descriptors):
-            yield score(rb)
+    plan: ScanPlan
+    scorer: Scorer
+    fields: list[tuple[str, str]]
+    out_names: dict[str, str]
+    keep: list[str]
+    key_columns: list[str]
+    arrow_batch_rows: int
 
-    return slice_frame(spark, plan).mapInArrow(score_slices, schema)
+    def output_schema(self) -> tuple[StructType, list[str]]:
+        """The Spark schema of the scored batches (``keep`` columns, then the outputs)."""
+        return output_schema(self.plan.schema, self.keep, self.fields, self.out_names, self.scorer)
 
+    def score(self, spark: SparkSession) -> DataFrame:
+        """A DataFrame of ``keep`` columns plus the outputs, one Spark task per task of the
+        plan."""
+        schema, scored = self._scored_slices(spark)
+        return slice_frame(spark, self.plan).mapInArrow(scored, schema)
 
-def write_plan(
-    spark: SparkSession,
-    plan: ScanPlan,
-    scorer: Scorer,
-    *,
-    fields: list[tuple[str, str]],
-    out_names: dict[str, str],
-    keep: list[str],
-    key_columns: list[str],
-    arrow_batch_rows: int,
-    sink: FileSink,
-) -> DataFrame:
-    """As ``score_plan``, but each task writes its scored rows into a Parquet file of its own
-    through ``sink`` (``leanscore.udfs.task_files``) and returns only that file's description
-    (``FILE_SCHEMA``), for the driver to commit: the rows never cross into the JVM."""
-    features = scorer.family.input_columns()
-    timezone = spark.conf.get("spark.sql.session.timeZone")
-    types = arrow_types(plan, [*keep, *key_columns, *features], timezone)
-    schema, names = output_schema(plan.schema, keep, fields, out_names, scorer)
-    written = pa.schema([(f.name, _arrow_type(f.dataType, timezone)) for f in schema.fields])
-    read = plan_reader(plan, types, arrow_batch_rows)
+    def write(self, spark: SparkSession, sink: FileSink) -> DataFrame:
+        """As ``score``, but each task writes its scored rows into a Parquet file of its own
+        through ``sink`` (``leanscore.udfs.task_files``) and returns only that file's
+        description (``FILE_SCHEMA``), for the driver to commit: the rows never cross into the
+        JVM."""
+        schema, scored = self._scored_slices(spark)
+        timezone = spark.conf.get("spark.sql.session.timeZone")
+        written = pa.schema([(f.name, _arrow_type(f.dataType, timezone)) for f in schema.fields])
 
-    def write_slices(descriptors: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        from pyspark import TaskContext
+        def write_slices(descriptors: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            from pyspark import TaskContext
 
-        score = record_batch_scorer(scorer, features, features, keep, key_columns, names)
-        out = TaskFile(sink, TaskContext.get().partitionId())
-        try:
+            out = TaskFile(sink, TaskContext.get().partitionId())
+            try:
+                for batch in scored(descriptors):
+                    out.write(conformed(batch, written))
+                described = out.close()
+            except BaseException:
+                out.discard()
+                raise
+            if described is not None:
+                yield pa.RecordBatch.from_pylist([described], schema=FILE_ARROW_SCHEMA)
+
+        return slice_frame(spark, self.plan).mapInArrow(write_slices, FILE_SCHEMA)
+
+    def _scored_slices(self, spark: SparkSession):
+        """(the scored batches' Spark schema, the function a task runs from its slice
+        descriptors to its scored batches)."""
+        features = self.scorer.family.input_columns()
+        timezone = spark.conf.get("spark.sql.session.timeZone")
+        types = arrow_types(self.plan, [*self.keep, *self.key_columns, *features], timezone)
+        schema, names = self.output_schema()
+        read = plan_reader(self.plan, types, self.arrow_batch_rows)
+        scorer, keep, key_columns = self.scorer, self.keep, self.key_columns
+
+        def scored(descriptors: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            score = record_batch_scorer(scorer, features, features, keep, key_columns, names)
             for rb in read(descriptors):
-                scored = score(rb)
-                out.write(conformed(scored, written))
-            described = out.close()
-        except BaseException:
-            out.discard()
-            raise
-        if described is not None:
-            yield pa.RecordBatch.from_pylist([described], schema=FILE_ARROW_SCHEMA)
+                yield score(rb)
 
-    return slice_frame(spark, plan).mapInArrow(write_slices, FILE_SCHEMA)
+        return schema, scored
+
+
+def plan_job(
+    df: DataFrame, path: str, *, format: TableFormat, artifact: Artifact, options: ScoringOptions
+) -> ScanJob:
+    """The scan-engine job scoring the table at ``path`` (read as ``df``) with ``artifact``;
+    ``ScanUnsupported`` where the scan cannot read it (``plan_scan``)."""
+    spark = df.sparkSession
+    keys, keep, fields, names = columns_for(df, artifact, options)
+    # an ML Vector column is read as its stored struct (arrow_batch.vector_values)
+    features = feature_names(artifact.manifest)
+    plan = plan_scan(
+        spark,
+        path,
+        format=format,
+        columns=[*keep, *keys, *features],
+        max_task_bytes=options.max_task_bytes,
+    )
+    scorer = build_scorer(artifact, spark=spark, options=options)
+    return ScanJob(plan, scorer, fields, names, keep, keys, options.arrow_batch_rows)
 
 
 class ScanEngine(Engine):
@@ -492,25 +511,5 @@ class ScanEngine(Engine):
 
     def score(self, table: TableInput, artifact: Artifact, options: ScoringOptions) -> DataFrame:
         df = table.df
-        spark = df.sparkSession
-        keys, keep, fields, names = columns_for(df, artifact, options)
-        # an ML Vector column is read as its stored struct (arrow_batch.vector_values)
-        features = feature_names(artifact.manifest)
-        plan = plan_scan(
-            spark,
-            table.path,
-            format=table.format,
-            columns=[*keep, *keys, *features],
-            max_task_bytes=options.max_task_bytes,
-        )
-        scorer = build_scorer(artifact, spark=spark, options=options)
-        return score_plan(
-            spark,
-            plan,
-            scorer,
-            fields=fields,
-            out_names=names,
-            keep=keep,
-            key_columns=keys,
-            arrow_batch_rows=options.arrow_batch_rows,
-        )
+        job = plan_job(df, table.path, format=table.format, artifact=artifact, options=options)
+        return job.score(df.sparkSession)
