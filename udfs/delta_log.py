@@ -14,6 +14,7 @@ has them and no deletion vector hides rows they count.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 from dataclasses import dataclass
@@ -54,11 +55,46 @@ def read_delta_log(spark: SparkSession, path: str) -> DeltaFiles | None:
         return None
 
 
+def partition_files(
+    spark: SparkSession, path: str, version: int, column: str, day: dt.date
+) -> list[tuple[str, int]]:
+    """(path as the log writes it, bytes) of each file of the Delta table at ``path`` whose
+    date partition ``column`` is ``day``, at ``version``: Kernel filters by the partition, so
+    the log's other partitions are skipped, not listed. Raises where Kernel cannot be used."""
+    kernel = spark._jvm.io.delta.kernel
+    engine = _engine(spark)
+    snapshot = kernel.Table.forPath(engine, path).getSnapshotAsOfVersion(engine, version)
+    expressions = kernel.expressions
+    same_day = expressions.Predicate(
+        "=", expressions.Column(column), expressions.Literal.ofDate((day - _EPOCH).days)
+    )
+    batches = snapshot.getScanBuilder().withFilter(same_day).build().getScanFiles(engine)
+    found, at = [], None
+    try:
+        while batches.hasNext():
+            scan_rows = batches.next().getRows()
+            while scan_rows.hasNext():
+                row = scan_rows.next()
+                at = at or _AddColumns.of(row)
+                add = row.getStruct(at.add)
+                found.append((str(add.getString(at.path)), int(add.getLong(at.size))))
+    finally:
+        batches.close()
+    return found
+
+
+_EPOCH = dt.date(1970, 1, 1)
+
+
+def _engine(spark: SparkSession):
+    """Kernel's default engine, on the session's Hadoop settings (the store's credentials)."""
+    engine_class = spark._jvm.io.delta.kernel.defaults.engine.DefaultEngine
+    return engine_class.create(spark._jsc.hadoopConfiguration())
+
+
 def _read(spark: SparkSession, path: str) -> DeltaFiles:
     jvm = spark._jvm
-    engine = jvm.io.delta.kernel.defaults.engine.DefaultEngine.create(
-        spark._jsc.hadoopConfiguration()
-    )
+    engine = _engine(spark)
     table = jvm.io.delta.kernel.Table.forPath(engine, path)
     root = str(table.getPath(engine)).rstrip("/")
     snapshot = table.getLatestSnapshot(engine)
