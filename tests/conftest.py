@@ -414,3 +414,20 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
 
 
 _FREE_AT_START = pytest.StashKey[dict]()
+
+
+def score_config(artifact, src, out, **extra):
+    """A score job's config from the Delta table ``src`` into ``out``, keyed by ``row_id``
+    with ``label`` passed through; ``extra`` keys added."""
+    from leanscore.jobs.score import ScoreConfig
+
+    return ScoreConfig.model_validate(
+        {
+            "artifact": str(artifact.path),
+            "input": {"path": src, "format": "delta"},
+            "output": {"path": out, "format": "delta"},
+            "key_columns": ["row_id"],
+            "passthrough_columns": ["label"],
+            **extra,
+        }
+    )

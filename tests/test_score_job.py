@@ -11,22 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import held_out_frame
+from conftest import score_config as _config
 from leanscore.jobs.output import OutputCheckError
 from leanscore.jobs.score import ScoreConfig, run_score
 from pyspark.sql import functions as F
-
-
-def _config(artifact, src, out, **extra):
-    return ScoreConfig.model_validate(
-        {
-            "artifact": str(artifact.path),
-            "input": {"path": src, "format": "delta"},
-            "output": {"path": out, "format": "delta"},
-            "key_columns": ["row_id"],
-            "passthrough_columns": ["label"],
-            **extra,
-        }
-    )
 
 
 def test_rerun_replaces_only_its_date(spark, digits, artifact, tmp_path):

@@ -13,22 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import held_out_frame
+from conftest import score_config as _config
 from leanscore.jobs.delta_commit import _column_names
-from leanscore.jobs.score import ScoreConfig, run_score
+from leanscore.jobs.score import run_score
 from leanscore.udfs.task_files import FileSink, TaskFile
-
-
-def _config(artifact, src, out, **extra):
-    return ScoreConfig.model_validate(
-        {
-            "artifact": str(artifact.path),
-            "input": {"path": src, "format": "delta"},
-            "output": {"path": out, "format": "delta"},
-            "key_columns": ["row_id"],
-            "passthrough_columns": ["label"],
-            **extra,
-        }
-    )
 
 
 def _commits(path) -> list[list[dict]]:
