@@ -460,9 +460,9 @@ def variant_command(
 
 def process_master() -> str:
     """The Spark master both jobs' processes run on (leanscore's default, or the environment's)."""
-    from leanscore.jobs.runtime.spark import DEFAULT_MASTER
+    from leanscore.jobs.runtime.spark import default_master
 
-    return os.environ.get("LEANSCORE_SPARK_MASTER", DEFAULT_MASTER)
+    return default_master()
 
 
 def local_cores(master: str) -> int | None:

@@ -6,8 +6,8 @@ task), write the run date's partition of a Delta table (``replaceWhere``), exit.
 nothing from leanscore's scoring on purpose: only the model's own factory (``module.function``)
 and its state_dict, as a data engineer's script would. The bench runs it as a separate process
 with the same Spark settings ``leanscore score`` starts with, and its driver JVM starts as
-leanscore's does (the same JVM options, a class archive of its own), so the two differ in the
-job only.
+leanscore's would for a job whose JVM converts and writes every row (the same JVM options
+chosen by the same rule, a class archive of its own), so the two differ in the job only.
 
     python -m leanscore.bench.pytorch_job --input IN --output OUT --run-date 2026-11-28 \\
         --state-dict model.pt --factory pkg.models.make_net --features features --size 64 \\
@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.jars:
         builder = builder.config("spark.jars", args.jars)
-    # the driver JVM starts as leanscore's does (its JVM options, a class archive of its own)
+    # the driver JVM starts as leanscore's does where Spark writes the rows (its JVM options,
+    # a class archive of its own)
     builder, archive = with_driver_jvm_options(builder)
     spark = builder.getOrCreate()
     if archive is not None:

@@ -145,9 +145,12 @@ def compress(
             )
 
 
-def _run_nightly(config_model, job, app_name: str, config: Path, run_date: str, overrides) -> dict:
+def _run_nightly(
+    config_model, job, app_name: str, config: Path, run_date: str, overrides, *, rows_in_jvm=None
+) -> dict:
     """Validate a nightly job's date and config, run it, and return its summary; any failure is
-    one line on stderr and exit code 1."""
+    one line on stderr and exit code 1. ``rows_in_jvm(config)``: whether Spark's JVM will
+    convert and write the job's rows (how a session this starts compiles; default yes)."""
     configure_logging()
     from leanscore.jobs.config import load_config
     from leanscore.jobs.runtime.spark import get_spark, mentions_s3a
@@ -158,7 +161,8 @@ def _run_nightly(config_model, job, app_name: str, config: Path, run_date: str, 
         day = parse_run_date(run_date)
         cfg = load_config(config_model, config, overrides)
         log.info("resolved config: %s", cfg.model_dump_json())
-        return job(get_spark(app_name, s3a=mentions_s3a(cfg)), cfg, day)
+        in_jvm = rows_in_jvm(cfg) if rows_in_jvm is not None else True
+        return job(get_spark(app_name, s3a=mentions_s3a(cfg), rows_in_jvm=in_jvm), cfg, day)
 
 
 @app.command()
@@ -168,9 +172,18 @@ def score(
     overrides: SetOpt = None,
 ) -> None:
     """Nightly job: score a Parquet/Delta table into the run date's partition (idempotent)."""
-    from leanscore.jobs.score import ScoreConfig, run_score
+    from leanscore.jobs.runtime.spark import default_master
+    from leanscore.jobs.score import ScoreConfig, run_score, tasks_may_write
 
-    summary = _run_nightly(ScoreConfig, run_score, "leanscore-score", config, run_date, overrides)
+    summary = _run_nightly(
+        ScoreConfig,
+        run_score,
+        "leanscore-score",
+        config,
+        run_date,
+        overrides,
+        rows_in_jvm=lambda cfg: not tasks_may_write(cfg, master=default_master()),
+    )
     typer.echo(
         f"scored {summary['rows_out']:,} rows into {summary['output']} for {summary['run_date']} "
         f"({summary['flagged_rows']} flagged, {summary['rows_per_s']:,.0f} rows/s)"

@@ -196,6 +196,19 @@ def scans_whole_table(ref: InputConfig) -> bool:
     return bool(ref.path) and not ref.filter and not ref.partition
 
 
+def tasks_may_write(config: ScoreConfig, *, master: str) -> bool:
+    """Whether the score job's tasks may write its output (``leanscore.jobs.task_write``), as
+    far as its config and Spark master tell before a session starts: where they do, the JVM
+    converts and writes no row (``get_spark(rows_in_jvm=False)``)."""
+    why = task_write.config_problem(
+        config,
+        master=master,
+        shadowed=config.shadow is not None,
+        whole_input=scans_whole_table(config.input),
+    )
+    return why is None
+
+
 def parse_run_date(value: str) -> dt.date:
     try:
         return dt.date.fromisoformat(value)

@@ -38,7 +38,7 @@ from leanscore.jobs.output import (
 )
 from leanscore.udfs.engines import may_read_whole_tables, reads_whole_tables_only
 from leanscore.udfs.engines.scan import ScanUnsupported, plan_job
-from leanscore.udfs.storage import local_path, store_access
+from leanscore.udfs.storage import local_path
 from leanscore.udfs.task_files import CODECS, FILE_ARROW_SCHEMA, FILE_SCHEMA, FileSink, TaskFile
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
@@ -67,6 +67,19 @@ class TaskWrite:
 def unavailable(spark: SparkSession, config, *, shadowed: bool, whole_input: bool) -> str | None:
     """Why the tasks cannot write this job's output, else None. ``whole_input``: the input is
     a whole table's path (no filter), as the scan engine reads."""
+    master = str(spark.conf.get("spark.master", ""))
+    why = config_problem(config, master=master, shadowed=shadowed, whole_input=whole_input)
+    if why:
+        return why
+    if _codec(spark) is None:
+        codec = spark.conf.get(_CODEC_SETTING, "snappy")
+        return f"{_CODEC_SETTING}={codec} is written by Spark only"
+    return delta_commit.unavailable(spark)
+
+
+def config_problem(config, *, master: str, shadowed: bool, whole_input: bool) -> str | None:
+    """Why the tasks cannot write this job's output, from its config and Spark master alone
+    (no session: it also chooses how a session's JVM starts); else None."""
     output = config.output
     if config.writer == "spark":
         return "writer: spark"
@@ -76,17 +89,11 @@ def unavailable(spark: SparkSession, config, *, shadowed: bool, whole_input: boo
         return "the output is not a Delta path"
     if not may_read_whole_tables(config.engine) or not whole_input:
         return "the scan engine does not read this input"
-    if not str(spark.conf.get("spark.master", "")).startswith("local"):
+    if not master.startswith("local"):
         return "a cluster's tasks write where its executors are; this writes local paths only"
-    try:
-        if store_access(spark, output.path).kind != "local":
-            return "the output is not on the local file system"
-    except Exception as err:  # noqa: BLE001 - an object store the scan does not open
-        return str(err)
-    if _codec(spark) is None:
-        codec = spark.conf.get(_CODEC_SETTING, "snappy")
-        return f"{_CODEC_SETTING}={codec} is written by Spark only"
-    return delta_commit.unavailable(spark)
+    if local_path(output.path) is None:
+        return "the output is not on the local file system"
+    return None
 
 
 def prepare(

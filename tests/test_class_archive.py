@@ -192,7 +192,11 @@ def test_user_driver_options_are_never_replaced(tmp_path, monkeypatch):
 def test_a_local_driver_leaves_c2_to_per_row_code_unless_the_user_set_its_options(
     tmp_path, monkeypatch
 ):
-    from leanscore.jobs.runtime.spark import LOCAL_DRIVER_JIT_OPTIONS, with_driver_jvm_options
+    from leanscore.jobs.runtime.spark import (
+        LOCAL_DRIVER_JIT_OPTIONS,
+        LOCAL_DRIVER_QUICK_JIT_OPTIONS,
+        with_driver_jvm_options,
+    )
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
@@ -214,3 +218,7 @@ def test_a_local_driver_leaves_c2_to_per_row_code_unless_the_user_set_its_option
     monkeypatch.delenv("LEANSCORE_DRIVER_JAVA_OPTIONS")
     cluster, _ = with_driver_jvm_options(SparkSession.Builder().master("spark://host:7077"))
     assert "spark.driver.extraJavaOptions" not in cluster._options
+
+    # where the Python tasks read and write the rows, the quick compiler alone, C2 nowhere
+    quick, _ = with_driver_jvm_options(SparkSession.Builder().master("local[2]"), rows_in_jvm=False)
+    assert quick._options["spark.driver.extraJavaOptions"] == LOCAL_DRIVER_QUICK_JIT_OPTIONS

@@ -196,3 +196,24 @@ def test_column_names_follow_deltas_quoting():
         "a,b",
     ]
     assert _column_names("") == []
+
+
+def test_the_config_and_master_tell_whether_the_tasks_may_write(artifact, tmp_path):
+    """Before a session starts (it decides how the JVM compiles), the config and the master
+    alone say whether the tasks may write; each thing that leaves the write to Spark says no."""
+    from leanscore.jobs.score import tasks_may_write
+
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    assert tasks_may_write(_config(artifact, src, out), master="local[2]")
+    assert tasks_may_write(_config(artifact, src, f"file://{out}"), master="local[*]")
+    refused = [
+        (_config(artifact, src, out, writer="spark"), "local[2]"),
+        (_config(artifact, src, out), "spark://host:7077"),
+        (_config(artifact, src, "s3a://bucket/out"), "local[2]"),
+        (_config(artifact, src, out, output={"path": out, "format": "parquet"}), "local[2]"),
+        (_config(artifact, src, out, engine="arrow"), "local[2]"),
+        (_config(artifact, src, out, input={"path": src, "filter": "row_id > 3"}), "local[2]"),
+        (_config(artifact, src, out, shadow={"fraction": 0.5}), "local[2]"),
+    ]
+    for config, master in refused:
+        assert not tasks_may_write(config, master=master), (config, master)
