@@ -13,11 +13,13 @@ measured here in one warm Spark session, on the job's table, model and output ro
   session settings (one intra-op thread per task), in the job's batches, all cores at once;
   measured on up to ``model_rows`` rows of the table and scaled to the whole table;
 - write alone: the job's output rows (``score_frame``: keys, passthrough, outputs, lineage)
-  persisted in memory first, then written into a new Delta table as the job writes its run
-  date's partition, with the same file statistics property, by the job's writer: Spark's, or
-  where the job's scoring tasks write the output (``leanscore.jobs.task_write``), pyarrow in
-  the tasks (the rows handed to Python from memory, a step the job does not take, the lineage
-  added as constants) and one Delta commit.
+  held in memory first, then written into a new Delta table as the job writes its run date's
+  partition, with the same file statistics property, by the job's writer. Where Spark's writer
+  writes the job's output, Spark's writer from rows persisted in Spark's memory. Where the
+  job's scoring tasks write it (``leanscore.jobs.task_write``), pyarrow in as many tasks as the
+  job's scan has, each writing rows it holds as Arrow (uncompressed Arrow files in the page
+  cache, memory-mapped: nothing decoded, nothing crosses from the JVM), the lineage added as
+  constants, then one Delta commit.
 
 Each is a warm-up then the median of ``rounds`` runs. The sum is a reference, not a strict
 floor: in the job the parts overlap in time, so it may come in under the sum, and the job runs
@@ -31,7 +33,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -102,6 +104,41 @@ def model_alone_s(
             list(pool.map(run, range(cores)))
             walls.append(time.perf_counter() - start)
     return walls
+
+
+def arrow_slices(frame, directory: Path, slices: int) -> Callable[[int], Iterator[pa.RecordBatch]]:
+    """Hold ``frame``'s rows as uncompressed Arrow files under ``directory``, in their order,
+    shared out to ``slices`` tasks in runs of consecutive files; the function giving task
+    ``i``'s batches, memory-mapped (from the page cache, nothing decoded): a task's rows in
+    memory, as the job's tasks hold theirs once scored."""
+    import pyspark
+
+    directory.mkdir(parents=True, exist_ok=True)
+    folder = str(directory)
+
+    def hold(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        index = pyspark.TaskContext.get().partitionId()
+        path, writer = f"{folder}/part-{index:05d}.arrow", None
+        for batch in batches:
+            if writer is None:
+                writer = pa.ipc.new_file(path, batch.schema)
+            writer.write_batch(batch)
+        if writer is not None:
+            writer.close()
+            yield pa.RecordBatch.from_pydict({"index": [index], "path": [path]})
+
+    held = frame.mapInArrow(hold, "index long, path string").collect()
+    paths = [row["path"] for row in sorted(held, key=lambda row: row["index"])]
+    runs = [list(run) for run in np.array_split(np.array(paths, dtype=object), slices)]
+
+    def batches(task: int) -> Iterator[pa.RecordBatch]:
+        for path in runs[task]:
+            # not closed here: the batches point into the mapping, which lives while they do
+            reader = pa.ipc.open_file(pa.memory_map(path))
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
+
+    return batches
 
 
 def scan_read(spark: SparkSession, config, columns: list[str]):
@@ -192,12 +229,18 @@ def measure_limit(
         for c in constants
     }
     rows_alone = output_rows.drop(*constants, RUN_DATE_COLUMN)
+    if tasks_write:  # the rows as the job's tasks hold them: Arrow in the Python workers
+        slices = read.rdd.getNumPartitions()  # the scan's tasks, as many as the job's
+        held = arrow_slices(rows_alone, root / "rows", slices)
 
     def write() -> None:
         path = str(root / f"output-{next(tables)}")
         if tasks_write:  # as the job's tasks write: pyarrow files, one Delta commit
-            task_write.write_rows(
-                rows_alone,
+            task_write.write_slices(
+                spark,
+                held,
+                slices,
+                rows_alone.schema,
                 path,
                 run_date,
                 constants=values,
@@ -236,12 +279,13 @@ def measure_limit(
             "into Spark's noop sink; "
             f"ONNX Runtime on {min(rows, model_rows):,} rows in memory, {cores} sessions side "
             f"by side in batches of {config.batch_size}, scaled to the table's rows; the job's "
-            "output rows, persisted in memory, written into a new Delta table's run date "
-            "partition with the job's statistics property, by "
+            "output rows written into a new Delta table's run date partition with the job's "
+            "statistics property, by "
             + (
-                "pyarrow in Spark's tasks and one Delta commit, as the job's tasks write them"
+                f"pyarrow in {slices} tasks from Arrow files in the page cache (memory-mapped, "
+                "no decoding), and one Delta commit, as the job's tasks write them"
                 if tasks_write
-                else "Spark's writer, as the job writes them"
+                else "Spark's writer from rows persisted in memory, as the job writes them"
             )
         ),
     }

@@ -22,7 +22,7 @@ import datetime as dt
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -222,8 +222,11 @@ def dictionary_columns(schema: StructType, key_columns) -> tuple[str, ...]:
     )
 
 
-def write_rows(
-    frame: DataFrame,
+def write_slices(
+    spark: SparkSession,
+    batches: Callable[[int], Iterator[pa.RecordBatch]],
+    slices: int,
+    schema: StructType,
     root: str,
     day: dt.date,
     *,
@@ -233,13 +236,13 @@ def write_rows(
     error_column: str,
     key_columns,
 ) -> int:
-    """Write ``frame``'s rows (the output's columns but the ``constants`` and the run date)
-    as the tasks write them, and commit them as ``day``'s partition of a Delta table at
-    ``root``; the committed version. For measuring the writing alone, from rows in memory
-    (the bench's limit), where the job writes rows its tasks have just scored."""
+    """Write ``slices`` tasks' rows as the job's tasks write theirs, task ``i`` writing
+    ``batches(i)`` (rows of ``schema``: the output's columns but the ``constants`` and the
+    run date), and commit them as ``day``'s partition of a Delta table at ``root``; the
+    committed version. For measuring the writing alone (the bench's limit): rows the tasks
+    already hold, where the job's tasks write rows they have just scored."""
     import pyspark
 
-    spark = frame.sparkSession
     partition = f"{RUN_DATE_COLUMN}={day.isoformat()}"
     sink = FileSink(
         directory=os.path.join(root, partition),
@@ -248,27 +251,30 @@ def write_rows(
         constants=tuple(constants.items()),
         statistics_columns=tuple(statistics_columns),
         error_column=error_column,
-        dictionary_columns=dictionary_columns(frame.schema, key_columns),
+        dictionary_columns=dictionary_columns(schema, key_columns),
     )
 
-    def write(batches):
-        out = TaskFile(sink, pyspark.TaskContext.get().partitionId())
-        for batch in batches:
-            out.write(batch)
-        described = out.close()
-        if described is not None:
-            yield pa.RecordBatch.from_pylist([described], schema=FILE_ARROW_SCHEMA)
+    def write(indices: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for chunk in indices:
+            for index in chunk.column(0).to_pylist():
+                out = TaskFile(sink, pyspark.TaskContext.get().partitionId())
+                for batch in batches(index):
+                    out.write(batch)
+                described = out.close()
+                if described is not None:
+                    yield pa.RecordBatch.from_pylist([described], schema=FILE_ARROW_SCHEMA)
 
-    files = [row.asDict() for row in frame.mapInArrow(write, FILE_SCHEMA).collect()]
-    schema = StructType(
+    tasks = spark.range(slices, numPartitions=max(slices, 1))
+    files = [row.asDict() for row in tasks.mapInArrow(write, FILE_SCHEMA).collect()]
+    full = StructType(
         [
-            *frame.schema.fields,
+            *schema.fields,
             *[StructField(n, _spark_type(v.type), True) for n, v in constants.items()],
             StructField(RUN_DATE_COLUMN, DateType(), True),
         ]
     )
     return delta_commit.replace_partition(
-        spark, root, RUN_DATE_COLUMN, day, files, schema=schema, new_table_properties=properties
+        spark, root, RUN_DATE_COLUMN, day, files, schema=full, new_table_properties=properties
     )
 
 

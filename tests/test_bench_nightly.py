@@ -268,7 +268,7 @@ def test_the_limit_measures_each_part_of_a_real_job_alone(spark, artifact, tmp_p
     assert "2 sessions side by side" in limit["how"] and "500 rows in memory" in limit["how"]
     # the job's own reader and writer: the scan's tasks read, the scoring tasks write
     assert "by pyarrow in the scan's tasks" in limit["how"]
-    assert "pyarrow in Spark's tasks" in limit["how"]
+    assert "tasks from Arrow files in the page cache" in limit["how"]
     assert not list(scratch.iterdir())  # every table it wrote is gone
     assert not (tmp_path / "never-written").exists()
 

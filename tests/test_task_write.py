@@ -217,3 +217,50 @@ def test_the_config_and_master_tell_whether_the_tasks_may_write(artifact, tmp_pa
     ]
     for config, master in refused:
         assert not tasks_may_write(config, master=master), (config, master)
+
+
+@pytest.mark.spark
+def test_slices_held_as_arrow_are_written_and_committed_as_the_tasks_write(spark, tmp_path):
+    """The bench's write alone: each task writes the Arrow rows it holds, constants added, and
+    one commit makes them the run date's partition of a new table."""
+    from leanscore.jobs.task_write import write_slices
+    from pyspark.sql.types import DoubleType, LongType, StringType, StructField, StructType
+
+    schema = StructType(
+        [
+            StructField("row_id", LongType()),
+            StructField("score", DoubleType()),
+            StructField("score_error", StringType()),
+        ]
+    )
+    held = {
+        i: pa.RecordBatch.from_pydict(
+            {
+                "row_id": pa.array(range(i * 10, i * 10 + 10), pa.int64()),
+                "score": [0.5] * 10,
+                "score_error": pa.array([None] * 9 + ["bad row"], pa.string()),
+            }
+        )
+        for i in range(3)
+    }
+    root = str(tmp_path / "out")
+    version = write_slices(
+        spark,
+        lambda i: iter([held[i]]),
+        3,
+        schema,
+        root,
+        dt.date(2026, 12, 1),
+        constants={"model_name": pa.scalar("m", pa.string())},
+        statistics_columns=["row_id"],
+        properties={},
+        error_column="score_error",
+        key_columns=["row_id"],
+    )
+    assert version == 0
+    table = spark.read.format("delta").load(root)
+    assert table.count() == 30 and table.select("row_id").distinct().count() == 30
+    assert {r["model_name"] for r in table.select("model_name").collect()} == {"m"}
+    assert {str(r["run_date"]) for r in table.select("run_date").collect()} == {"2026-12-01"}
+    assert table.where("score_error IS NOT NULL").count() == 3
+    assert sum("add" in action for action in _commits(root)[0]) == 3  # a file a task
