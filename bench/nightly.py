@@ -563,10 +563,14 @@ def run_process(
         started = time.perf_counter()
         proc = subprocess.Popen(command, stdout=out, stderr=err, env=env, text=True)
         meter = TreeCpuMeter(proc.pid) if Path("/proc/self/stat").exists() else None
-        while proc.poll() is None:
+        while True:
             if meter is not None:
                 meter.sample()
-            time.sleep(sample_s)
+            try:  # returns as the process ends, not at the next sample: the wall is its own
+                proc.wait(timeout=sample_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         wall = time.perf_counter() - started
     if proc.returncode != 0:
         last = (stderr.read_text().strip().splitlines() or ["no output"])[-1]
