@@ -239,16 +239,17 @@ def read_input(spark: SparkSession, ref: InputConfig) -> DataFrame:
         ) from None
 
 
-def count_input(df: DataFrame, config: ScoreConfig) -> int:
+def count_input(df: DataFrame, config: ScoreConfig, *, logged: DeltaFiles | None = None) -> int:
     """Rows in the input, refusing an empty input (it would replace the run date's rows with
     nothing) and null keys (a null key names no row), before anything is written, without
     reading the data where the table's metadata answers: a whole Delta table's rows and null
     keys are summed from its log's per-file statistics (``leanscore.udfs.delta_log``, no Spark
     job); otherwise Spark counts, Delta from the same statistics after rebuilding the table's
     state, and the look for null keys skips every file or Parquet row group whose statistics
-    say it holds none."""
+    say it holds none. ``logged``: the input's log where the caller read it already
+    (``whole_delta_log``)."""
     keys = [k for k in config.key_columns if k in df.columns]
-    logged = whole_delta_log(df, config.input)
+    logged = logged or whole_delta_log(df, config.input)
     from_log = logged is not None and logged.rows is not None
     rows = logged.rows if from_log else df.count()
     if rows == 0:
@@ -484,9 +485,12 @@ def _run(
     check_output_location(config.output)
     source = read_input(spark, config.input)
     phases.lap("open_input")
-    rows_in = count_input(source, config)
+    logged = whole_delta_log(source, config.input)  # one snapshot to count and to scan
+    rows_in = count_input(source, config, logged=logged)
     phases.lap("count")
-    tasks = _tasks_write(source, config, artifact, day, job, shadowed=shadow is not None)
+    tasks = _tasks_write(
+        source, config, artifact, day, job, shadowed=shadow is not None, snapshot=logged
+    )
     if tasks is not None:
         engine = "scan"
         log.info("%s: scoring with the scan engine, whose tasks write the output", job.name)
@@ -531,7 +535,14 @@ def _run(
 
 
 def _tasks_write(
-    source: DataFrame, config, artifact: Artifact, day: dt.date, job: NightlyJob, *, shadowed: bool
+    source: DataFrame,
+    config,
+    artifact: Artifact,
+    day: dt.date,
+    job: NightlyJob,
+    *,
+    shadowed: bool,
+    snapshot: DeltaFiles | None,
 ) -> task_write.TaskWrite | None:
     """The write by the scoring tasks where it applies (``leanscore.jobs.task_write``), else
     None: Spark's writer writes, and the log says why."""
@@ -555,6 +566,7 @@ def _tasks_write(
         lineage={name: manifest.name, version: manifest.version, sha256: manifest.sha256},
         scored_at=scored_at,
         error_column=job.error_column,
+        snapshot=snapshot,
     )
 
 

@@ -36,6 +36,7 @@ from leanscore.jobs.output import (
     output_problems,
     statistics_property,
 )
+from leanscore.udfs.delta_log import DeltaFiles
 from leanscore.udfs.engines import may_read_whole_tables, reads_whole_tables_only
 from leanscore.udfs.engines.scan import ScanUnsupported, plan_job
 from leanscore.udfs.storage import local_path
@@ -107,12 +108,14 @@ def prepare(
     lineage: dict[str, str],
     scored_at: str,
     error_column: str,
+    snapshot: DeltaFiles | None = None,
 ) -> TaskWrite | None:
     """The write of ``source`` (the input as read), planned: the input's scan, the model's
     scorer, the output's schema and the sink each task writes through; None (logged) where
     Spark's writer must write instead. ``statistics_columns(columns)`` names the output
     columns with file statistics; ``lineage`` maps the constant lineage string columns to
-    this run's values, and ``scored_at`` names the column of the run's time."""
+    this run's values, and ``scored_at`` names the column of the run's time. ``snapshot``:
+    the Delta input's log as the run counted it, whose files the tasks then read."""
     spark = source.sparkSession
     options = config.scoring_options(keep)
     try:
@@ -122,6 +125,7 @@ def prepare(
             format=config.input.format,
             artifact=config.scoring_artifact(artifact),
             options=options,
+            snapshot=snapshot,
         )
     except ScanUnsupported as why:
         if reads_whole_tables_only(config.engine):  # the scan engine named: it fails so

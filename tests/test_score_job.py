@@ -348,28 +348,26 @@ def _history(spark, path):
     return spark.sql(f"DESCRIBE HISTORY delta.`{path}`").orderBy("version").collect()
 
 
-@pytest.mark.parametrize("writer", ["auto", "spark"])
 def test_input_changing_during_the_run_leaves_the_previous_version_current(
-    spark, digits, artifact, tmp_path, monkeypatch, writer
+    spark, digits, artifact, tmp_path, monkeypatch
 ):
-    """Another writer appends to the input between the count and the write: the run fails
-    naming both counts, and the output's previous version is current again. The scoring
-    tasks' own write is checked before its commit, so nothing is committed; Spark's writer
-    commits first, so that version is restored (RESTORE)."""
+    """Another writer appends to the input between the count and the write, and Spark's
+    writer writes: it reads the table as it is then, so the run fails naming both counts and
+    the output's previous version, which Spark's writer had replaced, is restored (RESTORE)."""
     import leanscore.jobs.score as score_job
 
     src, out = str(tmp_path / "in"), str(tmp_path / "out")
     held_out_frame(spark, digits, n=60).write.format("delta").save(src)
     summary_path = str(tmp_path / "summary.json")
-    config = _config(artifact, src, out, summary_path=summary_path, writer=writer)
+    config = _config(artifact, src, out, summary_path=summary_path, writer="spark")
     run_score(spark, config, "2026-01-01")
     good_version = _history(spark, out)[-1]["version"]
     before = spark.read.format("delta").load(out).orderBy("row_id").toPandas()
 
     counted = score_job.count_input
 
-    def count_then_append(df, cfg):
-        rows = counted(df, cfg)
+    def count_then_append(df, cfg, **kwargs):
+        rows = counted(df, cfg, **kwargs)
         more = held_out_frame(spark, digits, n=70).where("row_id >= 60")
         more.write.format("delta").mode("append").save(src)  # a concurrent upstream writer
         return rows
@@ -378,16 +376,47 @@ def test_input_changing_during_the_run_leaves_the_previous_version_current(
     with pytest.raises(OutputCheckError, match=r"wrote 70 rows .* counted 60") as err:
         run_score(spark, config, "2026-01-01")
     history = _history(spark, out)
-    if writer == "spark":
-        assert f"restored the output to version {good_version}" in str(err.value)
-        assert [h["operation"] for h in history[-2:]] == ["WRITE", "RESTORE"]
-    else:
-        assert "nothing was committed" in str(err.value)
-        assert history[-1]["version"] == good_version
+    assert f"restored the output to version {good_version}" in str(err.value)
+    assert [h["operation"] for h in history[-2:]] == ["WRITE", "RESTORE"]
     after = spark.read.format("delta").load(out).orderBy("row_id").toPandas()
     pd.testing.assert_frame_equal(before, after)
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "failed" and "counted 60" in summary["error"]
+
+
+def test_the_tasks_score_the_snapshot_the_run_counted(
+    spark, digits, artifact, tmp_path, monkeypatch
+):
+    """Where the scoring tasks write, they read the files of the input's version the run
+    counted: rows another writer appends meanwhile wait for the next run. A count the written
+    rows do not match still fails before the commit, and nothing is committed."""
+    import leanscore.jobs.score as score_job
+
+    src, out = str(tmp_path / "in"), str(tmp_path / "out")
+    held_out_frame(spark, digits, n=60).write.format("delta").save(src)
+    summary_path = str(tmp_path / "summary.json")
+    config = _config(artifact, src, out, summary_path=summary_path)
+    counted = score_job.count_input
+
+    def count_then_append(df, cfg, **kwargs):
+        rows = counted(df, cfg, **kwargs)
+        more = held_out_frame(spark, digits, n=70).where("row_id >= 60")
+        more.write.format("delta").mode("append").save(src)  # a concurrent upstream writer
+        return rows
+
+    monkeypatch.setattr(score_job, "count_input", count_then_append)
+    summary = run_score(spark, config, "2026-01-01")
+    assert summary["rows_in"] == summary["rows_out"] == 60
+    assert spark.read.format("delta").load(out).count() == 60
+    assert spark.read.format("delta").load(src).count() == 70
+    good_version = _history(spark, out)[-1]["version"]
+
+    monkeypatch.setattr(score_job, "count_input", lambda df, cfg, **kw: counted(df, cfg, **kw) + 5)
+    with pytest.raises(OutputCheckError, match=r"wrote 70 rows .* counted 75") as err:
+        run_score(spark, config, "2026-01-01")
+    assert "nothing was committed" in str(err.value)
+    assert _history(spark, out)[-1]["version"] == good_version
+    assert spark.read.format("delta").load(out).count() == 60
 
 
 @pytest.mark.parametrize("writer", ["auto", "spark"])

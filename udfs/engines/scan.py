@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from leanscore.compression.artifact import Artifact
 from leanscore.udfs.arrow_path import output_schema, record_batch_scorer
-from leanscore.udfs.delta_log import read_delta_log
+from leanscore.udfs.delta_log import DeltaFiles, read_delta_log
 from leanscore.udfs.distribution import is_connect
 from leanscore.udfs.engines.base import Engine, EngineUnavailable, TableInput, Target
 from leanscore.udfs.kernel import Scorer
@@ -91,11 +91,14 @@ def open_parquet(uri: str, access: StoreAccess | None = None) -> pq.ParquetFile:
     return (access or StoreAccess("local")).open_parquet(uri)
 
 
-def _delta_files(spark: SparkSession, path: str, df: DataFrame) -> list[str]:
-    """The current files of the Delta table at ``path`` after checking the scan engine reads
-    them as they are: from its log through Delta Kernel (no Spark job), or from Spark's Delta
-    reader where Kernel cannot be used."""
-    logged = read_delta_log(spark, path)
+def _delta_files(
+    spark: SparkSession, path: str, df: DataFrame, snapshot: DeltaFiles | None
+) -> list[str]:
+    """The current files of the Delta table at ``path`` (those of ``snapshot``, where the
+    caller already read its log) after checking the scan engine reads them as they are: from
+    its log through Delta Kernel (no Spark job), or from Spark's Delta reader where Kernel
+    cannot be used."""
+    logged = snapshot or read_delta_log(spark, path)
     if logged is not None:
         _check_delta_layout(
             path,
@@ -156,9 +159,13 @@ def plan_scan(
     format: TableFormat,
     columns: list[str],
     max_task_bytes: int | None = None,
+    table: DataFrame | None = None,
+    snapshot: DeltaFiles | None = None,
 ) -> ScanPlan:
     """The slices of ``path`` the tasks will read, after checking the scan engine applies and
-    that pyarrow opens the table's files with the settings Spark reads them with.
+    that pyarrow opens the table's files with the settings Spark reads them with. ``table``:
+    the whole table as the caller already read it; ``snapshot``: its Delta log as the caller
+    already read it (``read_delta_log``), whose files are then the ones read.
 
     The file list is what ``spark.read`` would read: for Delta the current snapshot's files,
     from the log (``leanscore.udfs.delta_log``). Tasks are sized by bytes as Spark sizes its
@@ -173,8 +180,10 @@ def plan_scan(
         raise ScanUnsupported(f"format {format!r} is read by Spark")
     if format == "delta" and is_connect(spark):
         raise ScanUnsupported("Delta tables on Spark Connect are read by Spark")
-    df = spark.read.format(format).load(path)
-    files = _delta_files(spark, path, df) if format == "delta" else sorted(df.inputFiles())
+    df = table if table is not None else spark.read.format(format).load(path)
+    files = (
+        _delta_files(spark, path, df, snapshot) if format == "delta" else sorted(df.inputFiles())
+    )
     case_sensitive = str(spark.conf.get("spark.sql.caseSensitive", "false")).lower() == "true"
     try:
         access = store_access(spark, files[0] if files else path)
@@ -471,10 +480,17 @@ class ScanJob:
 
 
 def plan_job(
-    df: DataFrame, path: str, *, format: TableFormat, artifact: Artifact, options: ScoringOptions
+    df: DataFrame,
+    path: str,
+    *,
+    format: TableFormat,
+    artifact: Artifact,
+    options: ScoringOptions,
+    snapshot: DeltaFiles | None = None,
 ) -> ScanJob:
-    """The scan-engine job scoring the table at ``path`` (read as ``df``) with ``artifact``;
-    ``ScanUnsupported`` where the scan cannot read it (``plan_scan``)."""
+    """The scan-engine job scoring the table at ``path`` (read as ``df``; for Delta, the files
+    of ``snapshot`` where the caller read its log) with ``artifact``; ``ScanUnsupported``
+    where the scan cannot read it (``plan_scan``)."""
     spark = df.sparkSession
     keys, keep, fields, names = columns_for(df, artifact, options)
     # an ML Vector column is read as its stored struct (arrow_batch.vector_values)
@@ -485,6 +501,8 @@ def plan_job(
         format=format,
         columns=[*keep, *keys, *features],
         max_task_bytes=options.max_task_bytes,
+        table=df,
+        snapshot=snapshot,
     )
     scorer = build_scorer(artifact, spark=spark, options=options)
     return ScanJob(plan, scorer, fields, names, keep, keys, options.arrow_batch_rows)
