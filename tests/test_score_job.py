@@ -348,6 +348,19 @@ def _history(spark, path):
     return spark.sql(f"DESCRIBE HISTORY delta.`{path}`").orderBy("version").collect()
 
 
+def _appending_after(count_input, spark, digits, src: str):
+    """``count_input``, after which another writer appends rows 60 to 69 to the input at
+    ``src`` (a concurrent upstream writer)."""
+
+    def count_then_append(df, cfg, **kwargs):
+        rows = count_input(df, cfg, **kwargs)
+        more = held_out_frame(spark, digits, n=70).where("row_id >= 60")
+        more.write.format("delta").mode("append").save(src)
+        return rows
+
+    return count_then_append
+
+
 def test_input_changing_during_the_run_leaves_the_previous_version_current(
     spark, digits, artifact, tmp_path, monkeypatch
 ):
@@ -365,14 +378,7 @@ def test_input_changing_during_the_run_leaves_the_previous_version_current(
     before = spark.read.format("delta").load(out).orderBy("row_id").toPandas()
 
     counted = score_job.count_input
-
-    def count_then_append(df, cfg, **kwargs):
-        rows = counted(df, cfg, **kwargs)
-        more = held_out_frame(spark, digits, n=70).where("row_id >= 60")
-        more.write.format("delta").mode("append").save(src)  # a concurrent upstream writer
-        return rows
-
-    monkeypatch.setattr(score_job, "count_input", count_then_append)
+    monkeypatch.setattr(score_job, "count_input", _appending_after(counted, spark, digits, src))
     with pytest.raises(OutputCheckError, match=r"wrote 70 rows .* counted 60") as err:
         run_score(spark, config, "2026-01-01")
     history = _history(spark, out)
@@ -397,14 +403,7 @@ def test_the_tasks_score_the_snapshot_the_run_counted(
     summary_path = str(tmp_path / "summary.json")
     config = _config(artifact, src, out, summary_path=summary_path)
     counted = score_job.count_input
-
-    def count_then_append(df, cfg, **kwargs):
-        rows = counted(df, cfg, **kwargs)
-        more = held_out_frame(spark, digits, n=70).where("row_id >= 60")
-        more.write.format("delta").mode("append").save(src)  # a concurrent upstream writer
-        return rows
-
-    monkeypatch.setattr(score_job, "count_input", count_then_append)
+    monkeypatch.setattr(score_job, "count_input", _appending_after(counted, spark, digits, src))
     summary = run_score(spark, config, "2026-01-01")
     assert summary["rows_in"] == summary["rows_out"] == 60
     assert spark.read.format("delta").load(out).count() == 60
