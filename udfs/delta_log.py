@@ -14,9 +14,11 @@ has them and no deletion vector hides rows they count.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
@@ -69,18 +71,23 @@ def partition_files(
         "=", expressions.Column(column), expressions.Literal.ofDate((day - _EPOCH).days)
     )
     batches = snapshot.getScanBuilder().withFilter(same_day).build().getScanFiles(engine)
-    found, at = [], None
+    with contextlib.closing(_added_files(batches)) as added:
+        return [(str(add.getString(at.path)), int(add.getLong(at.size))) for add, at in added]
+
+
+def _added_files(batches) -> Iterator[tuple[object, _AddColumns]]:
+    """Each ``add`` action of Kernel's scan file ``batches``, with the positions of its
+    columns; the batches are closed when this ends or is closed."""
+    at = None  # the scan rows' column positions, the same in every row: found once
     try:
         while batches.hasNext():
             scan_rows = batches.next().getRows()
             while scan_rows.hasNext():
                 row = scan_rows.next()
                 at = at or _AddColumns.of(row)
-                add = row.getStruct(at.add)
-                found.append((str(add.getString(at.path)), int(add.getLong(at.size))))
+                yield row.getStruct(at.add), at
     finally:
         batches.close()
-    return found
 
 
 _EPOCH = dt.date(1970, 1, 1)
@@ -108,34 +115,24 @@ def _read(spark: SparkSession, path: str) -> DeltaFiles:
     rows: int | None = 0
     nulls: dict[str, int] | None = None
     batches = snapshot.getScanBuilder().build().getScanFiles(engine, True)
-    at = None  # the scan rows' column positions, the same in every row: found once
-    try:
-        while batches.hasNext():
-            scan_rows = batches.next().getRows()
-            while scan_rows.hasNext():
-                row = scan_rows.next()
-                at = at or _AddColumns.of(row)
-                add = row.getStruct(at.add)
-                files.append(
-                    (_absolute(root, str(add.getString(at.path))), int(add.getLong(at.size)))
-                )
-                stats = None if add.isNullAt(at.stats) else json.loads(str(add.getString(at.stats)))
-                if stats is None or "numRecords" not in stats:
-                    rows = None
-                elif rows is not None:
-                    rows += int(stats["numRecords"])
-                counted = {
-                    k: int(v)
-                    for k, v in ((stats or {}).get("nullCount") or {}).items()
-                    if isinstance(v, int)
-                }
-                nulls = (
-                    counted
-                    if nulls is None
-                    else {k: nulls[k] + counted[k] for k in nulls.keys() & counted.keys()}
-                )
-    finally:
-        batches.close()
+    with contextlib.closing(_added_files(batches)) as added:
+        for add, at in added:
+            files.append((_absolute(root, str(add.getString(at.path))), int(add.getLong(at.size))))
+            stats = None if add.isNullAt(at.stats) else json.loads(str(add.getString(at.stats)))
+            if stats is None or "numRecords" not in stats:
+                rows = None
+            elif rows is not None:
+                rows += int(stats["numRecords"])
+            counted = {
+                k: int(v)
+                for k, v in ((stats or {}).get("nullCount") or {}).items()
+                if isinstance(v, int)
+            }
+            nulls = (
+                counted
+                if nulls is None
+                else {k: nulls[k] + counted[k] for k in nulls.keys() & counted.keys()}
+            )
     if "deletionVectors" in reader_features:
         rows = None  # a file's numRecords counts the rows its deletion vector removes
     # Under column mapping statistics name physical columns, which a rename leaves behind.
