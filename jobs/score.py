@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
 from pathlib import Path
+from types import EllipsisType
 from typing import Literal
 
 from leanscore.compression.artifact import Artifact
@@ -239,17 +240,20 @@ def read_input(spark: SparkSession, ref: InputConfig) -> DataFrame:
         ) from None
 
 
-def count_input(df: DataFrame, config: ScoreConfig, *, logged: DeltaFiles | None = None) -> int:
+def count_input(
+    df: DataFrame, config: ScoreConfig, *, logged: DeltaFiles | None | EllipsisType = ...
+) -> int:
     """Rows in the input, refusing an empty input (it would replace the run date's rows with
     nothing) and null keys (a null key names no row), before anything is written, without
     reading the data where the table's metadata answers: a whole Delta table's rows and null
     keys are summed from its log's per-file statistics (``leanscore.udfs.delta_log``, no Spark
     job); otherwise Spark counts, Delta from the same statistics after rebuilding the table's
     state, and the look for null keys skips every file or Parquet row group whose statistics
-    say it holds none. ``logged``: the input's log where the caller read it already
-    (``whole_delta_log``)."""
+    say it holds none. ``logged``: the input's log as the caller read it already
+    (``whole_delta_log``, None where it could not); by default it is read here."""
     keys = [k for k in config.key_columns if k in df.columns]
-    logged = logged or whole_delta_log(df, config.input)
+    if logged is ...:
+        logged = whole_delta_log(df, config.input)
     from_log = logged is not None and logged.rows is not None
     rows = logged.rows if from_log else df.count()
     if rows == 0:
