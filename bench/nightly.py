@@ -241,8 +241,10 @@ def ceilings(report: dict) -> dict:
     """What the ratios can reach on this machine whatever leanscore does per row, from a
     report's measured lines: the whole job's ratio at each size if leanscore's cost per row
     were nothing (PyTorch's run over leanscore's fixed cost), and the per-row ratio if
-    score+write took only its limit (PyTorch's slope over the slope of the limit's sum). A
-    target above its ceiling needs the fixed cost, or reading and writing alone, to fall."""
+    score+write took only its limit (PyTorch's slope over the slope of the limit's sum). The
+    first is a bound; the second a reference, since the job's parts overlap and may beat
+    their sum alone. A target above either needs the fixed cost, or reading and writing
+    alone, to fall."""
     lines = report.get("fixed_and_per_row") or {}
     if not {"leanscore", "pytorch"} <= lines.keys():
         return {}

@@ -227,7 +227,8 @@ def test_ceilings_say_how_far_the_ratios_can_go_from_the_fixed_cost_and_the_limi
     assert reach["per_row_x_at_limit"] == pytest.approx(8.0)
     text = "\n".join(report_lines(report | {"artifact": "a"}))
     assert "at most 2.67x at 1,000 rows and 5.33x at 3,000 rows as fast" in text
-    assert "at most 8.00x lower than PyTorch's" in text
+    assert "about 8.00x lower than PyTorch's" in text and "a reference rather than a bound" in text
+    assert "at most 8.00x" not in text  # the limit's sum is no floor, so no bound either
     # without the limit only the fixed cost's ceiling; without PyTorch none
     assert "per_row_x_at_limit" not in analyse(results, config)["ceilings"]
     assert ceilings({**report, "fixed_and_per_row": {"leanscore": {"fixed_s": 4.5}}}) == {}
